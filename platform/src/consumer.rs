@@ -1,0 +1,294 @@
+//! The event consumer runner: takes deliveries from the service's queue, applies
+//! each in one database transaction together with an inbox row, and acknowledges
+//! only after that transaction committed.
+//!
+//! - A redelivered event whose id is already in the inbox is acknowledged without
+//!   being applied again (idempotent effects under at-least-once delivery).
+//! - A body that is not a valid event, or a handler's [`HandlerError::Permanent`],
+//!   is rejected without requeue: the broker moves it to the dead-letter queue.
+//! - A [`HandlerError::Transient`] failure is retried with backoff; the quorum queue's
+//!   delivery limit bounds the retries and then dead-letters the message.
+//! - On a broker restart or a lost connection the runner reconnects with backoff.
+//! - On shutdown it finishes (and acks) the message in hand, then stops.
+
+use std::future::Future;
+use std::time::Duration;
+
+use futures::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
+    BasicRejectOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
+use sea_orm::sea_query::OnConflict;
+use sea_orm::{DatabaseConnection, DatabaseTransaction, EntityTrait, Set, TransactionTrait};
+use talentshare_proto::events::EventEnvelope;
+use tokio_util::sync::CancellationToken;
+
+use crate::amqp::{self, Topology};
+use crate::backoff::Backoff;
+use crate::envelope;
+use crate::outbox::OutboxSignal;
+use crate::settings::MessagingSettings;
+
+/// The `inbox_events` table.
+pub mod entity {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "inbox_events")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub event_id: String,
+        pub event_type: String,
+        pub handled_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// Why a handler could not apply an event.
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    /// Retrying cannot help (the event contradicts the service's state in a way it
+    /// cannot resolve): dead-letter it now.
+    #[error("permanent: {0:#}")]
+    Permanent(anyhow::Error),
+    /// May succeed later (database briefly unavailable, lock timeout): retry.
+    #[error("transient: {0:#}")]
+    Transient(anyhow::Error),
+}
+
+impl From<sea_orm::DbErr> for HandlerError {
+    fn from(e: sea_orm::DbErr) -> Self {
+        HandlerError::Transient(e.into())
+    }
+}
+
+/// A service's reaction to events. It must do all its writes through `txn` (which
+/// also holds the inbox row) and may enqueue outbox events there.
+pub trait EventHandler: Send + Sync + 'static {
+    /// Applies one event.
+    fn handle<'a>(
+        &'a self,
+        txn: &'a DatabaseTransaction,
+        event: &'a EventEnvelope,
+    ) -> impl Future<Output = Result<(), HandlerError>> + Send + 'a;
+}
+
+/// What happened to one delivery; returned for logging and tests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Applied and acknowledged.
+    Applied,
+    /// Already in the inbox: acknowledged, not applied again.
+    Duplicate,
+    /// Sent to the dead-letter queue.
+    DeadLettered,
+    /// Returned to the queue for another try.
+    Requeued,
+}
+
+/// Consumes one service's queue until shut down.
+pub struct Consumer<H> {
+    name: &'static str,
+    handler: H,
+    db: DatabaseConnection,
+    settings: MessagingSettings,
+    signal: OutboxSignal,
+    prefetch: u16,
+}
+
+impl<H: EventHandler> Consumer<H> {
+    /// A consumer of the queue of [`crate::amqp::ConsumerSpec`] `name`.
+    /// `signal` wakes the outbox relay when the handler enqueued events.
+    pub fn new(
+        name: &'static str,
+        handler: H,
+        db: DatabaseConnection,
+        settings: MessagingSettings,
+        signal: OutboxSignal,
+    ) -> Self {
+        Self {
+            name,
+            handler,
+            db,
+            settings,
+            signal,
+            prefetch: 16,
+        }
+    }
+
+    /// Runs until `shutdown`, reconnecting whenever the broker goes away.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let topology = Topology::new(self.settings.events_exchange.clone());
+        let queue = topology.queue(self.name);
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+        let mut reported_down = false;
+        while !shutdown.is_cancelled() {
+            let session = match self.subscribe(&topology, &queue).await {
+                Ok(s) => s,
+                Err(e) => {
+                    if !reported_down {
+                        tracing::warn!(error = %e, queue, "RabbitMQ unreachable; consumer retrying");
+                        reported_down = true;
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff.next_delay()) => continue,
+                        _ = shutdown.cancelled() => return,
+                    }
+                }
+            };
+            if reported_down {
+                tracing::info!(queue, "consumer reconnected to RabbitMQ");
+                reported_down = false;
+            }
+            backoff.reset();
+            let (conn, channel, mut stream) = session;
+            loop {
+                tokio::select! {
+                    biased;
+                    _ = shutdown.cancelled() => break,
+                    next = stream.next() => match next {
+                        // The message in hand is finished even if shutdown fires meanwhile.
+                        Some(Ok(delivery)) => { self.process(delivery, &shutdown).await; }
+                        Some(Err(e)) => {
+                            tracing::warn!(error = %e, queue, "consumer lost its channel; reconnecting");
+                            break;
+                        }
+                        None => {
+                            tracing::warn!(queue, "consumer cancelled by the broker; reconnecting");
+                            break;
+                        }
+                    }
+                }
+            }
+            let tag = stream.tag();
+            let _ = channel.basic_cancel(tag, BasicCancelOptions::default()).await;
+            let _ = conn.close(200, "consumer stopping".into()).await;
+        }
+    }
+
+    async fn subscribe(
+        &self,
+        topology: &Topology,
+        queue: &str,
+    ) -> lapin::Result<(lapin::Connection, lapin::Channel, lapin::Consumer)> {
+        let conn = amqp::connect(&self.settings.amqp_url, &format!("{}-consumer", self.name)).await?;
+        let channel = conn.create_channel().await?;
+        topology.declare(&channel).await?;
+        channel.basic_qos(self.prefetch, BasicQosOptions::default()).await?;
+        let tag = format!("{}-{}", self.name, uuid::Uuid::now_v7());
+        let stream = channel
+            .basic_consume(
+                queue.into(),
+                tag.as_str().into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        Ok((conn, channel, stream))
+    }
+
+    /// Handles one delivery and settles it with the broker.
+    pub async fn process(&self, delivery: Delivery, shutdown: &CancellationToken) -> Outcome {
+        let event = match envelope::decode(&delivery.data) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(error = %e, queue = self.name, routing_key = %delivery.routing_key,
+                    "poison message: dead-lettering");
+                let _ = delivery
+                    .reject(BasicRejectOptions { requeue: false })
+                    .await;
+                return Outcome::DeadLettered;
+            }
+        };
+        let span = tracing::info_span!("consume", event_id = %event.event_id,
+            event_type = %event.event_type, order_id = %event.order_id,
+            traceparent = traceparent(&delivery).as_deref().unwrap_or(""));
+        let _enter = span.enter();
+        match self.apply(&event).await {
+            Ok(outcome) => {
+                if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
+                    // The broker will redeliver; the inbox makes that harmless.
+                    tracing::warn!(error = %e, "ack failed after commit");
+                }
+                tracing::debug!(?outcome, "event handled");
+                outcome
+            }
+            Err(HandlerError::Permanent(e)) => {
+                tracing::error!(error = %format!("{e:#}"), "event cannot be applied: dead-lettering");
+                let _ = delivery
+                    .reject(BasicRejectOptions { requeue: false })
+                    .await;
+                Outcome::DeadLettered
+            }
+            Err(HandlerError::Transient(e)) => {
+                let tries = delivery_count(&delivery);
+                let delay = Backoff::new(Duration::from_millis(100), Duration::from_secs(5))
+                    .delay_for(tries);
+                tracing::warn!(error = %format!("{e:#}"), tries, ?delay, "event failed; will retry");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = shutdown.cancelled() => {}
+                }
+                let _ = delivery
+                    .nack(BasicNackOptions {
+                        requeue: true,
+                        ..Default::default()
+                    })
+                    .await;
+                Outcome::Requeued
+            }
+        }
+    }
+
+    async fn apply(&self, event: &EventEnvelope) -> Result<Outcome, HandlerError> {
+        let txn = self.db.begin().await?;
+        let inserted = entity::Entity::insert(entity::ActiveModel {
+            event_id: Set(event.event_id.clone()),
+            event_type: Set(event.event_type.clone()),
+            handled_at: Set(chrono::Utc::now()),
+        })
+        .on_conflict(
+            OnConflict::column(entity::Column::EventId)
+                .do_nothing()
+                .to_owned(),
+        )
+        .exec_without_returning(&txn)
+        .await?;
+        if inserted == 0 {
+            txn.rollback().await?;
+            return Ok(Outcome::Duplicate);
+        }
+        self.handler.handle(&txn, event).await?;
+        txn.commit().await?;
+        self.signal.wake();
+        Ok(Outcome::Applied)
+    }
+}
+
+/// Quorum queues count deliveries in `x-delivery-count` (absent on the first one).
+fn delivery_count(delivery: &Delivery) -> u32 {
+    let Some(headers) = delivery.properties.headers() else {
+        return 0;
+    };
+    match headers.inner().get("x-delivery-count") {
+        Some(AMQPValue::LongLongInt(n)) => (*n).clamp(0, i64::from(u32::MAX)) as u32,
+        Some(AMQPValue::LongInt(n)) => (*n).max(0) as u32,
+        Some(AMQPValue::LongUInt(n)) => *n,
+        _ => 0,
+    }
+}
+
+fn traceparent(delivery: &Delivery) -> Option<String> {
+    let headers = delivery.properties.headers().as_ref()?;
+    match headers.inner().get("traceparent")? {
+        AMQPValue::LongString(s) => Some(s.to_string()),
+        _ => None,
+    }
+}

@@ -1,0 +1,243 @@
+//! Runs one service: the gRPC server, migrations, the outbox relay and any
+//! background tasks (event consumers, reconcilers), with one shutdown sequence.
+//!
+//! Start-up: bind, serve health and reflection at once (readiness NOT_SERVING), run
+//! migrations with retries, then turn readiness SERVING and start the relay and the
+//! tasks. Shutdown (on the token): readiness NOT_SERVING, wait `SHUTDOWN_DELAY` so
+//! load balancers notice, stop accepting and drain calls and tasks (a consumer acks
+//! the message in hand), then let the relay flush once, all within `SHUTDOWN_GRACE`.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+
+use sea_orm::DatabaseConnection;
+use sea_orm_migration::MigratorTrait;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tonic::service::Routes;
+
+use crate::consumer::{Consumer, EventHandler};
+use crate::outbox::{OutboxSignal, Relay};
+use crate::settings::PlatformSettings;
+
+/// What the platform needs to know about a service.
+#[derive(Clone, Copy, Debug)]
+pub struct ServiceDef {
+    /// Short name: default SQLite file, AMQP connection names, logs (`payment`).
+    pub slug: &'static str,
+    /// Full gRPC service name, also the readiness health-check name
+    /// (`talentshare.payment.v1.PaymentService`).
+    pub grpc_service: &'static str,
+    /// Encoded file descriptor sets served by reflection.
+    pub descriptor_sets: &'static [&'static [u8]],
+}
+
+/// A background job started once the service is ready and stopped at shutdown.
+pub struct BackgroundTask {
+    name: &'static str,
+    run: Box<dyn FnOnce(CancellationToken) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>,
+}
+
+impl BackgroundTask {
+    /// Wraps a job; it must return soon after its token is cancelled.
+    pub fn new<F, Fut>(name: &'static str, run: F) -> Self
+    where
+        F: FnOnce(CancellationToken) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        Self {
+            name,
+            run: Box::new(move |t| Box::pin(run(t))),
+        }
+    }
+}
+
+impl<H: EventHandler> From<Consumer<H>> for BackgroundTask {
+    fn from(consumer: Consumer<H>) -> Self {
+        BackgroundTask::new("event consumer", move |t| consumer.run(t))
+    }
+}
+
+/// A bound, not yet running service: hands out what the service's own code needs
+/// (database, outbox signal) before [`Host::start`].
+pub struct Host {
+    def: ServiceDef,
+    settings: PlatformSettings,
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    db: DatabaseConnection,
+    signal: OutboxSignal,
+}
+
+impl Host {
+    /// Binds `grpc_addr` and opens the (lazy) database pool.
+    pub async fn bind(def: ServiceDef, grpc_addr: SocketAddr, settings: PlatformSettings) -> anyhow::Result<Self> {
+        let listener = crate::server::bind(grpc_addr).await?;
+        let local_addr = listener.local_addr()?;
+        let db = crate::db::connect(&settings.database, def.slug).await?;
+        Ok(Self {
+            def,
+            settings,
+            listener,
+            local_addr,
+            db,
+            signal: OutboxSignal::new(),
+        })
+    }
+
+    /// The address actually bound (the real port when `GRPC_ADDR` asked for 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The service's database pool.
+    pub fn db(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    /// Wakes the outbox relay; give it to code that commits events.
+    pub fn outbox_signal(&self) -> &OutboxSignal {
+        &self.signal
+    }
+
+    /// The settings the host was built with.
+    pub fn settings(&self) -> &PlatformSettings {
+        &self.settings
+    }
+
+    /// A consumer of this service's queue, sharing the host's database and signal.
+    pub fn consumer<H: EventHandler>(&self, queue: &'static str, handler: H) -> Consumer<H> {
+        Consumer::new(
+            queue,
+            handler,
+            self.db.clone(),
+            self.settings.messaging.clone(),
+            self.signal.clone(),
+        )
+    }
+
+    /// Starts serving `routes` and runs until `shutdown`, then drains.
+    pub fn start<M: MigratorTrait + 'static>(
+        self,
+        routes: impl Into<Routes>,
+        tasks: Vec<BackgroundTask>,
+        shutdown: CancellationToken,
+    ) -> RunningService {
+        let local_addr = self.local_addr;
+        let routes = routes.into();
+        let handle = tokio::spawn(self.supervise::<M>(routes, tasks, shutdown));
+        RunningService { local_addr, handle }
+    }
+
+    async fn supervise<M: MigratorTrait + 'static>(
+        self,
+        routes: Routes,
+        tasks: Vec<BackgroundTask>,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<()> {
+        let Host {
+            def,
+            settings,
+            listener,
+            local_addr,
+            db,
+            signal,
+        } = self;
+        let server_stop = CancellationToken::new();
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let server_settings = settings.server.clone();
+        let stop = server_stop.clone();
+        let mut server = tokio::spawn(async move {
+            crate::server::serve(
+                listener,
+                routes,
+                def.grpc_service,
+                def.descriptor_sets,
+                &server_settings,
+                ready_tx,
+                stop,
+            )
+            .await
+        });
+        let readiness = match ready_rx.await {
+            Ok(r) => r,
+            Err(_) => return server.await?,
+        };
+        tracing::info!(service = def.grpc_service, addr = %local_addr, "listening");
+
+        let tasks_stop = CancellationToken::new();
+        let relay_stop = CancellationToken::new();
+        let mut workers: Vec<JoinHandle<()>> = Vec::new();
+        let mut relay = None;
+        let migrated = tokio::select! {
+            r = crate::db::migrate::<M>(&db, &shutdown) => r.is_ok(),
+            r = &mut server => return r?.and(Err(anyhow::anyhow!("gRPC server stopped unexpectedly"))),
+        };
+        if migrated {
+            readiness.set_ready().await;
+            let r = Relay::new(db.clone(), settings.messaging.clone(), signal.clone(), def.slug);
+            relay = Some(tokio::spawn(r.run(relay_stop.clone())));
+            for task in tasks {
+                let token = tasks_stop.clone();
+                tracing::debug!(task = task.name, "starting background task");
+                workers.push(tokio::spawn((task.run)(token)));
+            }
+        }
+
+        let server_result = tokio::select! {
+            _ = shutdown.cancelled() => None,
+            r = &mut server => Some(r),
+        };
+        readiness.set_draining().await;
+        if server_result.is_none() && !settings.server.shutdown_delay.is_zero() {
+            tokio::time::sleep(settings.server.shutdown_delay).await;
+        }
+        let deadline = tokio::time::Instant::now() + settings.server.shutdown_grace;
+        server_stop.cancel();
+        tasks_stop.cancel();
+        let drained = tokio::time::timeout_at(deadline, async {
+            let server_result = match server_result {
+                Some(r) => r,
+                None => server.await,
+            };
+            for w in workers {
+                let _ = w.await;
+            }
+            server_result
+        })
+        .await;
+        relay_stop.cancel();
+        if let Some(relay) = relay
+            && tokio::time::timeout_at(deadline, relay).await.is_err()
+        {
+            tracing::warn!("outbox relay did not stop before the shutdown deadline");
+        }
+        let _ = db.close().await;
+        match drained {
+            Ok(server_result) => {
+                tracing::info!(service = def.grpc_service, "stopped");
+                server_result?
+            }
+            Err(_) => {
+                tracing::warn!(service = def.grpc_service, "drain deadline passed; stopping anyway");
+                Ok(())
+            }
+        }
+    }
+}
+
+/// A running service.
+pub struct RunningService {
+    /// Where it listens.
+    pub local_addr: SocketAddr,
+    handle: JoinHandle<anyhow::Result<()>>,
+}
+
+impl RunningService {
+    /// Waits until the service has stopped (after its shutdown token fired).
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.handle.await?
+    }
+}

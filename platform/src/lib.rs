@@ -1,0 +1,28 @@
+//! The runtime every talentshare service stands on, with no business rules:
+//!
+//! - [`settings`]: clap settings with environment fallbacks, validated at start;
+//! - [`telemetry`]: tracing set-up, human or JSON;
+//! - [`host`] and [`server`]: the gRPC server with health, reflection, limits, a
+//!   readiness gate and graceful shutdown ([`shutdown`] turns signals into a token);
+//! - [`db`] and [`migrations`]: sea-orm connection, migrations, platform tables;
+//! - [`outbox`]: the transactional outbox and its relay to RabbitMQ;
+//! - [`consumer`]: the event consumer with an idempotent inbox and dead-lettering;
+//! - [`amqp`] and [`envelope`]: broker topology and the event envelope codec;
+//! - [`paging`] and [`backoff`]: small shared helpers.
+
+pub mod amqp;
+pub mod backoff;
+pub mod consumer;
+pub mod db;
+pub mod envelope;
+pub mod host;
+pub mod migrations;
+pub mod outbox;
+pub mod paging;
+pub mod server;
+pub mod settings;
+pub mod shutdown;
+pub mod telemetry;
+
+pub use host::{BackgroundTask, Host, RunningService, ServiceDef};
+pub use settings::{PlatformSettings, SecretUrl};

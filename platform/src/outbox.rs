@@ -1,0 +1,327 @@
+//! The transactional outbox: events are written in the same database transaction
+//! as the state change they announce ([`enqueue`]), and a [`Relay`] publishes them
+//! to RabbitMQ afterwards.
+//!
+//! The relay publishes persistent messages with publisher confirms and deletes a row
+//! only after the broker confirmed it, so a crash between the two publishes the event
+//! again (at-least-once; consumers deduplicate by event id). On PostgreSQL it claims
+//! rows with `FOR UPDATE SKIP LOCKED`, so several replicas share the work without
+//! publishing the same row concurrently. Committing code wakes it through
+//! [`OutboxSignal`], so events leave within milliseconds rather than a poll interval.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::join_all;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Channel, Connection};
+use prost::Message;
+use sea_orm::sea_query::{LockBehavior, LockType};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait,
+    QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
+};
+use talentshare_proto::events::EventEnvelope;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::amqp::{self, Topology};
+use crate::backoff::Backoff;
+use crate::envelope::{self, CONTENT_TYPE, NewEvent};
+use crate::settings::MessagingSettings;
+
+/// The `outbox_events` table.
+pub mod entity {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "outbox_events")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        #[sea_orm(unique)]
+        pub event_id: String,
+        pub routing_key: String,
+        pub payload: Vec<u8>,
+        pub traceparent: String,
+        pub created_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// Wakes the relay after a commit that wrote outbox rows. Cheap to clone.
+#[derive(Clone, Debug, Default)]
+pub struct OutboxSignal(Arc<Notify>);
+
+impl OutboxSignal {
+    /// A signal nobody listens to yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Call after committing a transaction that enqueued events.
+    pub fn wake(&self) {
+        self.0.notify_one();
+    }
+
+    async fn woken(&self) {
+        self.0.notified().await;
+    }
+}
+
+/// Records `event` in the outbox inside the caller's transaction and returns the
+/// sealed envelope (with its new event id).
+pub async fn enqueue<C: ConnectionTrait>(conn: &C, event: NewEvent) -> Result<EventEnvelope, DbErr> {
+    let env = event.into_envelope();
+    entity::ActiveModel {
+        event_id: Set(env.event_id.clone()),
+        routing_key: Set(env.event_type.clone()),
+        payload: Set(env.encode_to_vec()),
+        traceparent: Set(envelope::new_traceparent()),
+        created_at: Set(chrono::Utc::now()),
+        ..Default::default()
+    }
+    .insert(conn)
+    .await?;
+    Ok(env)
+}
+
+/// Events still waiting in the outbox.
+pub async fn pending<C: ConnectionTrait>(conn: &C) -> Result<u64, DbErr> {
+    use sea_orm::PaginatorTrait;
+    entity::Entity::find().count(conn).await
+}
+
+/// Publishes outbox rows to RabbitMQ until shut down.
+pub struct Relay {
+    db: DatabaseConnection,
+    settings: MessagingSettings,
+    topology: Topology,
+    signal: OutboxSignal,
+    name: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum RelayError {
+    #[error("broker: {0}")]
+    Broker(String),
+    #[error("database: {0}")]
+    Db(#[from] DbErr),
+}
+
+/// How long the relay waits for the broker to confirm a batch before it treats the
+/// connection as broken and reconnects.
+const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Relay {
+    /// A relay for the service called `name` (the AMQP connection name).
+    pub fn new(db: DatabaseConnection, settings: MessagingSettings, signal: OutboxSignal, name: &str) -> Self {
+        let topology = Topology::new(settings.events_exchange.clone());
+        Self {
+            db,
+            settings,
+            topology,
+            signal,
+            name: format!("{name}-outbox-relay"),
+        }
+    }
+
+    /// Runs until `shutdown`; then makes one last attempt to flush, bounded by the
+    /// caller's drain deadline.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+        let mut broker_down_since: Option<std::time::Instant> = None;
+        loop {
+            if shutdown.is_cancelled() {
+                return;
+            }
+            let (conn, channel) = match self.open().await {
+                Ok(pair) => pair,
+                Err(e) => {
+                    if broker_down_since.is_none() {
+                        broker_down_since = Some(std::time::Instant::now());
+                        tracing::warn!(error = %e, "RabbitMQ unreachable; events wait in the outbox until it is back");
+                    } else {
+                        tracing::debug!(error = %e, "RabbitMQ still unreachable");
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff.next_delay()) => continue,
+                        _ = shutdown.cancelled() => return,
+                    }
+                }
+            };
+            if let Some(since) = broker_down_since.take() {
+                tracing::info!(down_for = ?since.elapsed(), "RabbitMQ reachable again; relaying the outbox");
+            }
+            backoff.reset();
+            self.pump(&channel, &shutdown, &mut backoff).await;
+            let _ = conn.close(200, "relay stopping".into()).await;
+            if shutdown.is_cancelled() {
+                return;
+            }
+        }
+    }
+
+    async fn open(&self) -> lapin::Result<(Connection, Channel)> {
+        let conn = amqp::connect(&self.settings.amqp_url, &self.name).await?;
+        let channel = conn.create_channel().await?;
+        self.topology.declare(&channel).await?;
+        channel.confirm_select(ConfirmSelectOptions::default()).await?;
+        Ok((conn, channel))
+    }
+
+    /// Publishes batches until the channel breaks or shutdown. On shutdown it flushes
+    /// what is left once, so a clean stop leaves the outbox empty when the broker is up.
+    async fn pump(&self, channel: &Channel, shutdown: &CancellationToken, backoff: &mut Backoff) {
+        loop {
+            match self.publish_batch(channel).await {
+                Ok(n) if n as u32 >= self.settings.outbox_batch_size => continue,
+                Ok(_) => {
+                    backoff.reset();
+                    if shutdown.is_cancelled() {
+                        return;
+                    }
+                    tokio::select! {
+                        _ = self.signal.woken() => {}
+                        _ = tokio::time::sleep(self.settings.outbox_poll_interval) => {}
+                        _ = shutdown.cancelled() => {}
+                    }
+                }
+                Err(RelayError::Broker(e)) => {
+                    tracing::warn!(error = %e, "publishing failed; reconnecting to RabbitMQ");
+                    return;
+                }
+                Err(RelayError::Db(e)) => {
+                    let delay = backoff.next_delay();
+                    tracing::warn!(error = %e, ?delay, "reading the outbox failed; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = shutdown.cancelled() => return,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Publishes up to one batch; returns how many rows were confirmed and deleted.
+    async fn publish_batch(&self, channel: &Channel) -> Result<usize, RelayError> {
+        let limit = u64::from(self.settings.outbox_batch_size);
+        let query = entity::Entity::find()
+            .order_by_asc(entity::Column::Id)
+            .limit(limit);
+        if crate::db::is_postgres(&self.db) {
+            // Claim the rows for the length of the transaction; other replicas skip them.
+            let txn = self.db.begin().await?;
+            let rows = query
+                .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
+                .all(&txn)
+                .await?;
+            let done = self.publish_rows(channel, &rows).await;
+            delete_rows(&txn, &done).await?;
+            txn.commit().await?;
+            finish(done)
+        } else {
+            // SQLite: one process owns the file, so no claim is needed, and holding the
+            // only connection across broker round-trips would stall the service.
+            let rows = query.all(&self.db).await?;
+            let done = self.publish_rows(channel, &rows).await;
+            delete_rows(&self.db, &done).await?;
+            finish(done)
+        }
+    }
+
+    /// Publishes `rows` and returns the ids the broker confirmed, or the broker error
+    /// that stopped it (along with the ids confirmed before it).
+    async fn publish_rows(&self, channel: &Channel, rows: &[entity::Model]) -> Published {
+        let mut pending = Vec::with_capacity(rows.len());
+        for row in rows {
+            let mut headers = FieldTable::default();
+            headers.insert(
+                "traceparent".into(),
+                AMQPValue::LongString(row.traceparent.as_str().into()),
+            );
+            let props = BasicProperties::default()
+                .with_message_id(row.event_id.as_str().into())
+                .with_type(row.routing_key.as_str().into())
+                .with_content_type(CONTENT_TYPE.into())
+                .with_delivery_mode(2)
+                .with_timestamp(row.created_at.timestamp().max(0) as u64)
+                .with_app_id(self.name.as_str().into())
+                .with_headers(headers);
+            let sent = channel
+                .basic_publish(
+                    self.topology.exchange().into(),
+                    row.routing_key.as_str().into(),
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..Default::default()
+                    },
+                    &row.payload,
+                    props,
+                )
+                .await;
+            match sent {
+                Ok(confirm) => pending.push((row.id, confirm)),
+                Err(e) => {
+                    // Keep what was already sent: wait for those confirms below.
+                    let ids = confirmed(pending).await;
+                    return Published { ids, error: Some(e.to_string()) };
+                }
+            }
+        }
+        let waited = tokio::time::timeout(CONFIRM_TIMEOUT, confirmed(pending)).await;
+        match waited {
+            Ok(ids) if ids.len() == rows.len() => Published { ids, error: None },
+            Ok(ids) => Published {
+                ids,
+                error: Some("broker did not confirm every event (nack or returned)".into()),
+            },
+            Err(_) => Published {
+                ids: Vec::new(),
+                error: Some(format!("no publisher confirm within {CONFIRM_TIMEOUT:?}")),
+            },
+        }
+    }
+}
+
+struct Published {
+    ids: Vec<i64>,
+    error: Option<String>,
+}
+
+/// Awaits every confirm; keeps the ids that were acked and routed.
+async fn confirmed(pending: Vec<(i64, lapin::PublisherConfirm)>) -> Vec<i64> {
+    let (ids, confirms): (Vec<_>, Vec<_>) = pending.into_iter().unzip();
+    let results = join_all(confirms).await;
+    ids.into_iter()
+        .zip(results)
+        .filter_map(|(id, r)| match r {
+            // A returned message (unroutable) is acked but carries the message back.
+            Ok(c) if c.is_ack() => c.take_message().is_none().then_some(id),
+            _ => None,
+        })
+        .collect()
+}
+
+async fn delete_rows<C: ConnectionTrait>(conn: &C, done: &Published) -> Result<(), DbErr> {
+    if done.ids.is_empty() {
+        return Ok(());
+    }
+    entity::Entity::delete_many()
+        .filter(entity::Column::Id.is_in(done.ids.iter().copied()))
+        .exec(conn)
+        .await?;
+    Ok(())
+}
+
+fn finish(done: Published) -> Result<usize, RelayError> {
+    match done.error {
+        Some(e) => Err(RelayError::Broker(e)),
+        None => Ok(done.ids.len()),
+    }
+}

@@ -1,0 +1,184 @@
+//! The gRPC server every service runs: its routes plus health (`grpc.health.v1`) and
+//! reflection (v1 and v1alpha, since grpcurl 1.8.6 speaks only v1alpha), message-size
+//! limits, a per-call timeout, a per-connection concurrency limit, and a readiness
+//! gate that answers UNAVAILABLE until the service's database is migrated.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::server::NamedService;
+use tonic::service::Routes;
+use tonic::transport::server::TcpIncoming;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+use tower::{Layer, Service};
+
+use crate::settings::ServerSettings;
+
+/// Binds the gRPC listener. Port 0 picks a free port; read it from `local_addr()`.
+pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("GRPC_ADDR {addr}: cannot bind: {e}"))
+}
+
+/// Liveness and readiness as the outside world sees them.
+///
+/// Liveness (`""`) is SERVING while the process answers. Readiness (the service's full
+/// name) is SERVING only between [`Readiness::set_ready`] and
+/// [`Readiness::set_draining`].
+#[derive(Clone)]
+pub struct Readiness {
+    reporter: HealthReporter,
+    service_name: &'static str,
+    ready: Arc<AtomicBool>,
+}
+
+impl Readiness {
+    async fn new(reporter: HealthReporter, service_name: &'static str) -> Self {
+        reporter
+            .set_service_status(service_name, ServingStatus::NotServing)
+            .await;
+        Self {
+            reporter,
+            service_name,
+            ready: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// The database is reachable and migrated: take traffic.
+    pub async fn set_ready(&self) {
+        self.ready.store(true, Ordering::SeqCst);
+        self.reporter
+            .set_service_status(self.service_name, ServingStatus::Serving)
+            .await;
+        tracing::info!(service = self.service_name, "ready");
+    }
+
+    /// Shutdown has begun: stop receiving new traffic. Calls still arriving are
+    /// served until the listener closes.
+    pub async fn set_draining(&self) {
+        self.reporter
+            .set_service_status(self.service_name, ServingStatus::NotServing)
+            .await;
+        tracing::info!(service = self.service_name, "readiness NOT_SERVING; draining");
+    }
+
+    fn gate(&self) -> ReadinessGateLayer {
+        ReadinessGateLayer {
+            ready: self.ready.clone(),
+        }
+    }
+}
+
+/// Builds the router and serves until `stop` is cancelled, then drains in-flight calls
+/// (the caller bounds the drain with a deadline).
+pub(crate) async fn serve<S>(
+    listener: TcpListener,
+    service: S,
+    service_name: &'static str,
+    descriptor_sets: &[&'static [u8]],
+    settings: &ServerSettings,
+    readiness_cell: tokio::sync::oneshot::Sender<Readiness>,
+    stop: CancellationToken,
+) -> anyhow::Result<()>
+where
+    S: Into<Routes>,
+{
+    let (reporter, health) = tonic_health::server::health_reporter();
+    let readiness = Readiness::new(reporter, service_name).await;
+    let gate = readiness.gate();
+    let _ = readiness_cell.send(readiness);
+
+    let reflection = || {
+        let mut b = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .with_service_name(service_name)
+            .with_service_name(<tonic_health::pb::health_server::HealthServer<()> as NamedService>::NAME)
+            .with_service_name("grpc.reflection.v1.ServerReflection")
+            .with_service_name("grpc.reflection.v1alpha.ServerReflection");
+        for set in descriptor_sets {
+            b = b.register_encoded_file_descriptor_set(set);
+        }
+        b
+    };
+    let reflection_v1 = reflection().build_v1()?;
+    let reflection_v1alpha = reflection().build_v1alpha()?;
+
+    let routes: Routes = service.into();
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    tonic::transport::Server::builder()
+        .timeout(settings.request_timeout)
+        .concurrency_limit_per_connection(settings.max_concurrent_requests as usize)
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+        // Outermost first: the gate refuses application calls before they reach
+        // limits or handlers; health and reflection always pass.
+        .layer(gate)
+        .add_routes(routes)
+        .add_service(health)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
+        .await
+        .map_err(|e| anyhow::anyhow!("gRPC server failed: {e}"))
+}
+
+/// Refuses application calls with UNAVAILABLE while the service is not ready.
+#[derive(Clone)]
+struct ReadinessGateLayer {
+    ready: Arc<AtomicBool>,
+}
+
+impl<S> Layer<S> for ReadinessGateLayer {
+    type Service = ReadinessGate<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ReadinessGate {
+            inner,
+            ready: self.ready.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+struct ReadinessGate<S> {
+    inner: S,
+    ready: Arc<AtomicBool>,
+}
+
+fn always_open(path: &str) -> bool {
+    path.starts_with("/grpc.health.v1.Health/") || path.starts_with("/grpc.reflection.")
+}
+
+type BoxFuture<T, E> = Pin<Box<dyn std::future::Future<Output = Result<T, E>> + Send>>;
+
+impl<S, B> Service<http::Request<B>> for ReadinessGate<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        if !self.ready.load(Ordering::SeqCst) && !always_open(req.uri().path()) {
+            let status = tonic::Status::unavailable("service is starting: database not ready yet");
+            return Box::pin(async move { Ok(status.into_http()) });
+        }
+        // Swap in the clone that was polled ready, as tower requires.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        Box::pin(async move { inner.call(req).await })
+    }
+}

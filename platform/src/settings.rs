@@ -1,0 +1,273 @@
+//! Settings every service shares, parsed once at start by clap with environment
+//! fallbacks. Each service flattens [`PlatformSettings`] into its own settings struct
+//! and adds `GRPC_ADDR` (whose default differs per service) plus its own knobs.
+//!
+//! Every value is parsed into its typed form here, so a bad value stops the process
+//! before it binds anything, with a message that names the setting and the value.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+/// A URL that may carry a password. `Display` and `Debug` hide the password, so the
+/// value can be logged; [`SecretUrl::expose`] hands out the real string to the one
+/// place that needs it (the database driver or the AMQP client).
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretUrl(url::Url);
+
+impl SecretUrl {
+    /// The full URL, password included. Never log the result.
+    pub fn expose(&self) -> &str {
+        self.0.as_str()
+    }
+
+    /// The URL scheme (`postgres`, `sqlite`, `amqp`, …).
+    pub fn scheme(&self) -> &str {
+        self.0.scheme()
+    }
+
+    fn redacted(&self) -> String {
+        let mut shown = self.0.clone();
+        if shown.password().is_some() {
+            // set_password only fails for URLs that cannot have one, which we ruled out above.
+            let _ = shown.set_password(Some("***"));
+        }
+        shown.to_string()
+    }
+}
+
+impl FromStr for SecretUrl {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        // The message must not echo the input: it may hold a password.
+        url::Url::parse(s)
+            .map(SecretUrl)
+            .map_err(|e| format!("not a valid URL ({e})"))
+    }
+}
+
+impl fmt::Display for SecretUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl fmt::Debug for SecretUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SecretUrl({})", self.redacted())
+    }
+}
+
+/// Parses `250ms`, `10s`, `2m` or a bare number of milliseconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (digits, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "ms"),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration (use e.g. 500ms, 10s, 2m)"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n.saturating_mul(60))),
+        _ => Err(format!("`{s}` has unknown unit `{unit}` (use ms, s or m)")),
+    }
+}
+
+/// Names on the broker: letters, digits, `.`, `_`, `-`; at most 200 bytes so derived
+/// queue names stay under AMQP's 255-byte limit.
+fn parse_amqp_name(s: &str) -> Result<String, String> {
+    if s.is_empty() || s.len() > 200 {
+        return Err("must be 1 to 200 characters".into());
+    }
+    if !s
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    {
+        return Err("may only hold letters, digits, '.', '_' and '-'".into());
+    }
+    Ok(s.to_owned())
+}
+
+/// Output format of the logs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines for a terminal.
+    Human,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// Logging settings.
+#[derive(Args, Clone, Debug)]
+pub struct TelemetrySettings {
+    /// Log filter in `tracing` EnvFilter syntax, e.g. `info` or `info,payment_svc=debug`.
+    #[arg(long = "log-filter", env = "RUST_LOG", default_value = "info", value_parser = parse_filter)]
+    pub log_filter: String,
+    /// Log output format.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
+}
+
+fn parse_filter(s: &str) -> Result<String, String> {
+    tracing_subscriber::EnvFilter::try_new(s)
+        .map(|_| s.to_owned())
+        .map_err(|e| e.to_string())
+}
+
+/// gRPC server limits and the shutdown sequence.
+#[derive(Args, Clone, Debug)]
+pub struct ServerSettings {
+    /// Deadline for one unary call on the server side; a shorter client `grpc-timeout` wins.
+    #[arg(long, env = "REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+    /// Largest accepted or sent gRPC message, in bytes.
+    #[arg(long, env = "MAX_MESSAGE_BYTES", default_value_t = 1024 * 1024,
+          value_parser = clap::value_parser!(u32).range(1024..=64 * 1024 * 1024))]
+    pub max_message_bytes: u32,
+    /// In-flight calls allowed per client connection; more wait for a slot.
+    #[arg(long, env = "MAX_CONCURRENT_REQUESTS", default_value_t = 256,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_concurrent_requests: u32,
+    /// After SIGTERM, how long readiness reports NOT_SERVING before the listener closes,
+    /// so load balancers stop sending new calls (set to a few seconds on Kubernetes).
+    #[arg(long, env = "SHUTDOWN_DELAY", default_value = "0s", value_parser = parse_duration)]
+    pub shutdown_delay: Duration,
+    /// Deadline for draining in-flight calls, the consumer and the outbox relay on shutdown.
+    #[arg(long, env = "SHUTDOWN_GRACE", default_value = "20s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+}
+
+/// Where the service keeps its data.
+#[derive(Args, Clone, Debug)]
+pub struct DatabaseSettings {
+    /// Database URL: `postgres://user:password@host/db` or `sqlite://path/file.db`.
+    /// Unset: a SQLite file named after the service under DATA_DIR.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<SecretUrl>,
+    /// Directory for the default SQLite files.
+    #[arg(long, env = "DATA_DIR", default_value = "data")]
+    pub data_dir: PathBuf,
+    /// Connection pool size (PostgreSQL; SQLite always uses one writer connection).
+    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub database_max_connections: u32,
+}
+
+/// How the service reaches RabbitMQ and what it calls things there.
+#[derive(Args, Clone, Debug)]
+pub struct MessagingSettings {
+    /// RabbitMQ URL (AMQP 0-9-1); the vhost is URL-encoded, `%2f` is `/`.
+    #[arg(long, env = "AMQP_URL", default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
+          hide_env_values = true)]
+    pub amqp_url: SecretUrl,
+    /// Topic exchange for domain events. Queue and dead-letter names derive from it, so a
+    /// different value gives a fully separate topology (used by tests).
+    #[arg(long, env = "EVENTS_EXCHANGE", default_value = "talentshare.events", value_parser = parse_amqp_name)]
+    pub events_exchange: String,
+    /// How often the outbox relay looks for unpublished events when nothing woke it.
+    #[arg(long, env = "OUTBOX_POLL_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub outbox_poll_interval: Duration,
+    /// Most events the relay publishes per batch.
+    #[arg(long, env = "OUTBOX_BATCH_SIZE", default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub outbox_batch_size: u32,
+    /// Times a consumer retries a message that failed for a transient reason before
+    /// it goes to the dead-letter queue.
+    #[arg(long, env = "CONSUMER_MAX_RETRIES", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub consumer_max_retries: u32,
+}
+
+/// Everything a service needs from the platform, flattened into its own settings.
+#[derive(Args, Clone, Debug)]
+pub struct PlatformSettings {
+    #[command(flatten)]
+    pub telemetry: TelemetrySettings,
+    #[command(flatten)]
+    pub server: ServerSettings,
+    #[command(flatten)]
+    pub database: DatabaseSettings,
+    #[command(flatten)]
+    pub messaging: MessagingSettings,
+}
+
+impl DatabaseSettings {
+    /// The URL to connect to: the configured one, or `sqlite://<DATA_DIR>/<slug>.db`.
+    pub fn url_for(&self, slug: &str) -> anyhow::Result<SecretUrl> {
+        if let Some(url) = &self.database_url {
+            return match url.scheme() {
+                "postgres" | "postgresql" | "sqlite" => Ok(url.clone()),
+                other => anyhow::bail!(
+                    "DATABASE_URL: unsupported scheme `{other}` (use postgres:// or sqlite://)"
+                ),
+            };
+        }
+        let path = self.data_dir.join(format!("{slug}.db"));
+        let url = format!("sqlite://{}?mode=rwc", path.display());
+        url.parse()
+            .map_err(|e| anyhow::anyhow!("DATA_DIR: `{}` {e}", self.data_dir.display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser, Debug)]
+    struct Probe {
+        #[command(flatten)]
+        platform: PlatformSettings,
+    }
+
+    #[test]
+    fn secret_url_hides_the_password_in_display_and_debug() {
+        let url: SecretUrl = "postgres://app:hunter2@db:5432/orders".parse().unwrap();
+        assert!(!url.to_string().contains("hunter2"));
+        assert!(!format!("{url:?}").contains("hunter2"));
+        assert!(url.expose().contains("hunter2"));
+    }
+
+    #[test]
+    fn durations_accept_units_and_reject_garbage() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("75"), Ok(Duration::from_millis(75)));
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("5h").is_err());
+    }
+
+    #[test]
+    fn defaults_parse_with_no_arguments() {
+        let p = Probe::try_parse_from(["x"]).unwrap();
+        assert_eq!(p.platform.messaging.events_exchange, "talentshare.events");
+        let url = p.platform.database.url_for("payment").unwrap();
+        assert_eq!(url.expose(), "sqlite://data/payment.db?mode=rwc");
+    }
+
+    #[test]
+    fn a_bad_value_names_the_setting() {
+        let err = Probe::try_parse_from(["x", "--request-timeout", "soon"]).unwrap_err();
+        assert!(err.to_string().contains("--request-timeout"), "{err}");
+        let err = Probe::try_parse_from(["x", "--events-exchange", "bad name"]).unwrap_err();
+        assert!(err.to_string().contains("--events-exchange"), "{err}");
+        let err = Probe::try_parse_from(["x", "--max-message-bytes", "10"]).unwrap_err();
+        assert!(err.to_string().contains("--max-message-bytes"), "{err}");
+    }
+
+    #[test]
+    fn unsupported_database_scheme_is_rejected_by_name() {
+        let p = Probe::try_parse_from(["x", "--database-url", "mysql://u:p@h/db"]).unwrap();
+        let err = p.platform.database.url_for("payment").unwrap_err();
+        assert!(err.to_string().contains("DATABASE_URL"));
+        assert!(!err.to_string().contains(":p@"));
+    }
+}
