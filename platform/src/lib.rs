@@ -8,6 +8,7 @@
 //! - [`outbox`]: the transactional outbox and its relay to RabbitMQ;
 //! - [`consumer`]: the event consumer with an idempotent inbox and dead-lettering;
 //! - [`amqp`] and [`envelope`]: broker topology and the event envelope codec;
+//! - [`values`]: validated ids, money, currencies and card numbers shared by services;
 //! - [`paging`] and [`backoff`]: small shared helpers.
 
 pub mod amqp;
@@ -23,6 +24,7 @@ pub mod server;
 pub mod settings;
 pub mod shutdown;
 pub mod telemetry;
+pub mod values;
 
 pub use host::{BackgroundTask, Host, RunningService, ServiceDef};
 pub use settings::{PlatformSettings, SecretUrl};
