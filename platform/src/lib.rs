@@ -8,6 +8,7 @@
 //! - [`outbox`]: the transactional outbox and its relay to RabbitMQ;
 //! - [`consumer`]: the event consumer with an idempotent inbox and dead-lettering;
 //! - [`amqp`] and [`envelope`]: broker topology and the event envelope codec;
+//! - [`status`]: error-to-gRPC-status helpers (field violations, database outages);
 //! - [`values`]: validated ids, money, currencies and card numbers shared by services;
 //! - [`paging`] and [`backoff`]: small shared helpers.
 
@@ -23,6 +24,7 @@ pub mod paging;
 pub mod server;
 pub mod settings;
 pub mod shutdown;
+pub mod status;
 pub mod telemetry;
 pub mod values;
 

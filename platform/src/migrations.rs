@@ -7,13 +7,25 @@ use sea_orm_migration::schema::{big_pk_auto, blob, string, string_len, timestamp
 
 /// Creates `outbox_events`: events written in the same transaction as the state
 /// change they announce, waiting for the relay to publish them.
-#[derive(DeriveMigrationName)]
 pub struct CreateOutbox;
 
 /// Creates `inbox_events`: ids of events a consumer has applied, so a redelivery
 /// is recognised and acknowledged without being applied twice.
-#[derive(DeriveMigrationName)]
 pub struct CreateInbox;
+
+// Explicit names: the derive would name both after this module, and migration
+// names must be unique within a service's migrator.
+impl MigrationName for CreateOutbox {
+    fn name(&self) -> &str {
+        "m0001_platform_create_outbox"
+    }
+}
+
+impl MigrationName for CreateInbox {
+    fn name(&self) -> &str {
+        "m0002_platform_create_inbox"
+    }
+}
 
 #[derive(DeriveIden)]
 enum OutboxEvents {

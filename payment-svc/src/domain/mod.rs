@@ -1,0 +1,278 @@
+//! The payment domain: what a charge request is, how it is decided, and how a payment
+//! moves between states. Pure: no I/O, no clocks (callers pass `now`), no ids from
+//! thin air (callers pass them), so every rule is unit-tested here.
+//!
+//! States: a charge is decided once, APPROVED or DECLINED; an APPROVED payment may be
+//! REFUNDED once. Refunding again is a no-op; refunding a DECLINED payment is refused.
+
+use chrono::{DateTime, Utc};
+use platform::values::{CardNumber, ExternalId, Money};
+use uuid::Uuid;
+
+/// Amounts above this many minor units are declined with `LimitExceeded`.
+pub const SINGLE_CHARGE_LIMIT_MINOR: i64 = 100_000_000;
+
+/// Longest accepted refund reason, in characters.
+pub const MAX_REASON_CHARS: usize = 200;
+
+/// Shortest and longest bookable session, in minutes.
+pub const SESSION_MINUTES: std::ops::RangeInclusive<i32> = 15..=480;
+
+/// The booking a payment pays for; it rides along into `PaymentApproved` so that
+/// reservation-svc can create the booking from that one event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Booking {
+    pub talent_id: ExternalId,
+    pub session_start: DateTime<Utc>,
+    pub session_minutes: i32,
+}
+
+/// A validated request to charge a card for an order.
+#[derive(Clone, Debug)]
+pub struct ChargeRequest {
+    /// The idempotency key: one payment per order, ever.
+    pub order_id: Uuid,
+    pub customer_id: ExternalId,
+    pub money: Money,
+    pub card: CardNumber,
+    pub booking: Booking,
+}
+
+/// Payment states.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PaymentStatus {
+    Approved,
+    Declined,
+    Refunded,
+}
+
+/// Why a charge was declined.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeclineReason {
+    CardDeclined,
+    InsufficientFunds,
+    ExpiredCard,
+    LimitExceeded,
+}
+
+/// The outcome of deciding a charge.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    Approve,
+    Decline(DeclineReason),
+}
+
+/// Decides a charge. Deterministic, so tests and demos can choose the outcome:
+///
+/// | card number        | outcome                          |
+/// |--------------------|----------------------------------|
+/// | `4000000000000002` | declined, `CardDeclined`         |
+/// | `4000000000009995` | declined, `InsufficientFunds`    |
+/// | `4000000000000069` | declined, `ExpiredCard`          |
+/// | any other valid    | approved, unless the amount is over [`SINGLE_CHARGE_LIMIT_MINOR`] (`LimitExceeded`) |
+pub fn decide(card: &CardNumber, money: &Money) -> Decision {
+    match card.digits() {
+        "4000000000000002" => Decision::Decline(DeclineReason::CardDeclined),
+        "4000000000009995" => Decision::Decline(DeclineReason::InsufficientFunds),
+        "4000000000000069" => Decision::Decline(DeclineReason::ExpiredCard),
+        _ if money.amount.get() > SINGLE_CHARGE_LIMIT_MINOR => {
+            Decision::Decline(DeclineReason::LimitExceeded)
+        }
+        _ => Decision::Approve,
+    }
+}
+
+/// A payment as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Payment {
+    pub payment_id: Uuid,
+    pub order_id: Uuid,
+    pub customer_id: ExternalId,
+    pub money: Money,
+    pub status: PaymentStatus,
+    pub decline_reason: Option<DeclineReason>,
+    pub card_last4: String,
+    pub refund_reason: Option<String>,
+    /// Starts at 1, +1 per change; the events' `aggregate_version`.
+    pub version: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// What a state change announces. The adapter turns it into an outbox event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PaymentEvent {
+    Approved { payment: Payment, booking: Booking },
+    Declined { payment: Payment },
+    Refunded { payment: Payment },
+}
+
+impl Payment {
+    /// Charges: decides and builds the new payment with the event announcing it.
+    pub fn charge(req: &ChargeRequest, payment_id: Uuid, now: DateTime<Utc>) -> (Payment, PaymentEvent) {
+        let decision = decide(&req.card, &req.money);
+        let (status, decline_reason) = match decision {
+            Decision::Approve => (PaymentStatus::Approved, None),
+            Decision::Decline(r) => (PaymentStatus::Declined, Some(r)),
+        };
+        let payment = Payment {
+            payment_id,
+            order_id: req.order_id,
+            customer_id: req.customer_id.clone(),
+            money: req.money,
+            status,
+            decline_reason,
+            card_last4: req.card.last4().to_owned(),
+            refund_reason: None,
+            version: 1,
+            created_at: now,
+            updated_at: now,
+        };
+        let event = match decision {
+            Decision::Approve => PaymentEvent::Approved {
+                payment: payment.clone(),
+                booking: req.booking.clone(),
+            },
+            Decision::Decline(_) => PaymentEvent::Declined {
+                payment: payment.clone(),
+            },
+        };
+        (payment, event)
+    }
+
+    /// Whether a repeated charge request for the same order asks for the same thing.
+    /// Only the last four card digits are kept, so a different card with the same
+    /// last four counts as the same request.
+    pub fn matches(&self, req: &ChargeRequest) -> bool {
+        self.order_id == req.order_id
+            && self.customer_id == req.customer_id
+            && self.money == req.money
+            && self.card_last4 == req.card.last4()
+    }
+
+    /// Refunds an approved payment.
+    pub fn refund(&self, reason: Option<String>, now: DateTime<Utc>) -> Result<Refund, RefundRefused> {
+        match self.status {
+            PaymentStatus::Refunded => Ok(Refund::AlreadyRefunded),
+            PaymentStatus::Declined => Err(RefundRefused::NotCharged),
+            PaymentStatus::Approved => {
+                let refunded = Payment {
+                    status: PaymentStatus::Refunded,
+                    refund_reason: reason,
+                    version: self.version + 1,
+                    updated_at: now,
+                    ..self.clone()
+                };
+                let event = PaymentEvent::Refunded {
+                    payment: refunded.clone(),
+                };
+                Ok(Refund::Refunded(refunded, event))
+            }
+        }
+    }
+}
+
+/// The result of a refund that is allowed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refund {
+    /// The payment changed; store it and its event.
+    Refunded(Payment, PaymentEvent),
+    /// It was refunded before: nothing to do.
+    AlreadyRefunded,
+}
+
+/// Why a refund is refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RefundRefused {
+    #[error("payment was declined; there is nothing to refund")]
+    NotCharged,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use platform::values::{AmountMinor, Currency};
+
+    fn request(card: &str, amount: i64) -> ChargeRequest {
+        ChargeRequest {
+            order_id: Uuid::now_v7(),
+            customer_id: ExternalId::try_from("cust-1".to_owned()).unwrap(),
+            money: Money {
+                amount: AmountMinor::try_from(amount).unwrap(),
+                currency: Currency::Usd,
+            },
+            card: CardNumber::try_from(card).unwrap(),
+            booking: Booking {
+                talent_id: ExternalId::try_from("talent-1".to_owned()).unwrap(),
+                session_start: Utc::now(),
+                session_minutes: 60,
+            },
+        }
+    }
+
+    #[test]
+    fn an_ordinary_card_is_approved() {
+        let req = request("4242424242424242", 5_000);
+        let (p, e) = Payment::charge(&req, Uuid::now_v7(), Utc::now());
+        assert_eq!(p.status, PaymentStatus::Approved);
+        assert_eq!(p.card_last4, "4242");
+        assert_eq!(p.version, 1);
+        assert!(matches!(e, PaymentEvent::Approved { ref booking, .. } if booking == &req.booking));
+    }
+
+    #[test]
+    fn each_test_card_declines_with_its_reason() {
+        for (card, reason) in [
+            ("4000000000000002", DeclineReason::CardDeclined),
+            ("4000000000009995", DeclineReason::InsufficientFunds),
+            ("4000000000000069", DeclineReason::ExpiredCard),
+        ] {
+            let (p, e) = Payment::charge(&request(card, 100), Uuid::now_v7(), Utc::now());
+            assert_eq!(p.status, PaymentStatus::Declined, "{card}");
+            assert_eq!(p.decline_reason, Some(reason), "{card}");
+            assert!(matches!(e, PaymentEvent::Declined { .. }), "{card}");
+        }
+    }
+
+    #[test]
+    fn an_amount_over_the_limit_is_declined() {
+        let at = request("4242424242424242", SINGLE_CHARGE_LIMIT_MINOR);
+        assert_eq!(decide(&at.card, &at.money), Decision::Approve);
+        let over = request("4242424242424242", SINGLE_CHARGE_LIMIT_MINOR + 1);
+        assert_eq!(
+            decide(&over.card, &over.money),
+            Decision::Decline(DeclineReason::LimitExceeded)
+        );
+    }
+
+    #[test]
+    fn refund_moves_approved_to_refunded_once() {
+        let (p, _) = Payment::charge(&request("4242424242424242", 100), Uuid::now_v7(), Utc::now());
+        let Ok(Refund::Refunded(r, e)) = p.refund(Some("customer cancelled".into()), Utc::now()) else {
+            panic!("expected a refund");
+        };
+        assert_eq!(r.status, PaymentStatus::Refunded);
+        assert_eq!(r.version, 2);
+        assert!(matches!(e, PaymentEvent::Refunded { .. }));
+        assert_eq!(r.refund(None, Utc::now()), Ok(Refund::AlreadyRefunded));
+    }
+
+    #[test]
+    fn a_declined_payment_cannot_be_refunded() {
+        let (p, _) = Payment::charge(&request("4000000000000002", 100), Uuid::now_v7(), Utc::now());
+        assert_eq!(p.refund(None, Utc::now()), Err(RefundRefused::NotCharged));
+    }
+
+    #[test]
+    fn a_repeat_matches_only_with_the_same_terms() {
+        let req = request("4242424242424242", 100);
+        let (p, _) = Payment::charge(&req, Uuid::now_v7(), Utc::now());
+        assert!(p.matches(&req));
+        let mut other = req.clone();
+        other.money.amount = AmountMinor::try_from(101).unwrap();
+        assert!(!p.matches(&other));
+        let mut other = req.clone();
+        other.card = CardNumber::try_from("5555555555554444").unwrap();
+        assert!(!p.matches(&other));
+    }
+}

@@ -1,0 +1,291 @@
+//! The gRPC adapter: converts `talentshare.payment.v1` messages into domain types at
+//! the edge, calls the store, and turns every error into a status in one `match`
+//! ([`ApiError`] → [`Status`]).
+
+use chrono::{DateTime, Utc};
+use platform::paging;
+use platform::values::{
+    AmountMinor, CardNumber, Currency, ExternalId, Money, ValueError, Violations, parse_uuid,
+};
+use talentshare_proto::payment::{
+    self as pb, GetPaymentRequest, GetPaymentResponse, ListPaymentsRequest, ListPaymentsResponse,
+    PayRequest, PayResponse, RefundRequest, RefundResponse, get_payment_request,
+    payment_service_server::PaymentService,
+};
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use crate::domain::{
+    Booking, ChargeRequest, DeclineReason, MAX_REASON_CHARS, Payment, PaymentStatus,
+    SESSION_MINUTES,
+};
+use crate::store::{ListQuery, Lookup, PaymentStore, StoreError};
+
+/// Every way a payment call can fail, as the caller can act on it.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    Invalid(Violations),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<ApiError> for Status {
+    fn from(e: ApiError) -> Self {
+        match e {
+            ApiError::Invalid(v) => platform::status::invalid_argument(&v),
+            ApiError::NotFound(m) => Status::not_found(m),
+            ApiError::AlreadyExists(m) => Status::already_exists(m),
+            ApiError::FailedPrecondition(m) => Status::failed_precondition(m),
+            ApiError::Unavailable(m) => {
+                tracing::warn!(error = %m, "database unavailable");
+                Status::unavailable("payment storage is temporarily unavailable; retry")
+            }
+            ApiError::Internal(m) => platform::status::internal("payment call failed", &m),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict(order) => ApiError::AlreadyExists(format!(
+                "order {order} already has a payment with a different amount, currency, customer or card"
+            )),
+            StoreError::NotFound => ApiError::NotFound("payment not found".into()),
+            StoreError::Refused(r) => ApiError::FailedPrecondition(r.to_string()),
+            StoreError::Db(e) if platform::status::is_unavailable(&e) => {
+                ApiError::Unavailable(e.to_string())
+            }
+            StoreError::Db(e) => ApiError::Internal(e.to_string()),
+            StoreError::Corrupt(m) => ApiError::Internal(m),
+        }
+    }
+}
+
+/// The `PaymentService` implementation.
+pub struct PaymentApi {
+    store: PaymentStore,
+}
+
+impl PaymentApi {
+    /// An API over `store`.
+    pub fn new(store: PaymentStore) -> Self {
+        Self { store }
+    }
+}
+
+#[tonic::async_trait]
+impl PaymentService for PaymentApi {
+    #[tracing::instrument(skip_all, fields(order_id = %request.get_ref().order_id))]
+    async fn pay(&self, request: Request<PayRequest>) -> Result<Response<PayResponse>, Status> {
+        let charge = charge_request(request.into_inner())?;
+        let (payment, created) = self.store.charge(&charge).await.map_err(ApiError::from)?;
+        tracing::info!(payment_id = %payment.payment_id, status = ?payment.status, created, "pay");
+        Ok(Response::new(PayResponse {
+            payment: Some(to_proto(&payment)),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(payment_id = %request.get_ref().payment_id))]
+    async fn refund(&self, request: Request<RefundRequest>) -> Result<Response<RefundResponse>, Status> {
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        let id = v.check("payment_id", parse_uuid(&req.payment_id));
+        let reason = v.check("reason", reason(&req.reason));
+        // Either field missing means `v` holds its violation.
+        let (Some(id), Some(reason)) = (id, reason) else {
+            return Err(ApiError::Invalid(v).into());
+        };
+        let payment = self.store.refund(id, reason).await.map_err(ApiError::from)?;
+        tracing::info!(status = ?payment.status, "refund");
+        Ok(Response::new(RefundResponse {
+            payment: Some(to_proto(&payment)),
+        }))
+    }
+
+    async fn get_payment(
+        &self,
+        request: Request<GetPaymentRequest>,
+    ) -> Result<Response<GetPaymentResponse>, Status> {
+        let lookup = match request.into_inner().lookup {
+            Some(get_payment_request::Lookup::PaymentId(id)) => {
+                uuid_field("payment_id", &id).map(Lookup::ByPaymentId)
+            }
+            Some(get_payment_request::Lookup::OrderId(id)) => {
+                uuid_field("order_id", &id).map(Lookup::ByOrderId)
+            }
+            None => {
+                let mut v = Violations::new();
+                v.add("lookup", "set payment_id or order_id");
+                Err(ApiError::Invalid(v))
+            }
+        }?;
+        let payment = self.store.get(lookup).await.map_err(ApiError::from)?;
+        Ok(Response::new(GetPaymentResponse {
+            payment: Some(to_proto(&payment)),
+        }))
+    }
+
+    async fn list_payments(
+        &self,
+        request: Request<ListPaymentsRequest>,
+    ) -> Result<Response<ListPaymentsResponse>, Status> {
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        let limit = v.check("page_size", paging::page_size(req.page_size));
+        let after = v.check("page_token", paging::decode_token(&req.page_token));
+        let customer_id = if req.customer_id.is_empty() {
+            None
+        } else {
+            v.check("customer_id", ExternalId::try_from(req.customer_id))
+        };
+        let status = match pb::PaymentStatus::try_from(req.status) {
+            Ok(pb::PaymentStatus::Unspecified) => None,
+            Ok(pb::PaymentStatus::Approved) => Some(PaymentStatus::Approved),
+            Ok(pb::PaymentStatus::Declined) => Some(PaymentStatus::Declined),
+            Ok(pb::PaymentStatus::Refunded) => Some(PaymentStatus::Refunded),
+            Err(_) => {
+                v.add("status", format!("unknown PaymentStatus value {}", req.status));
+                None
+            }
+        };
+        v.into_result().map_err(ApiError::Invalid)?;
+        let query = ListQuery {
+            customer_id,
+            status,
+            after: after.flatten(),
+            limit: limit.unwrap_or(paging::DEFAULT_PAGE_SIZE),
+        };
+        let (payments, more) = self.store.list(&query).await.map_err(ApiError::from)?;
+        let next_page_token = match (more, payments.last()) {
+            (true, Some(last)) => paging::encode_token(&last.payment_id),
+            _ => String::new(),
+        };
+        Ok(Response::new(ListPaymentsResponse {
+            payments: payments.iter().map(to_proto).collect(),
+            next_page_token,
+        }))
+    }
+}
+
+fn uuid_field(field: &str, s: &str) -> Result<Uuid, ApiError> {
+    parse_uuid(s).map_err(|e| {
+        let mut v = Violations::new();
+        v.add(field, e.to_string());
+        ApiError::Invalid(v)
+    })
+}
+
+fn reason(s: &str) -> Result<Option<String>, String> {
+    if s.chars().count() > MAX_REASON_CHARS {
+        return Err(format!("must be at most {MAX_REASON_CHARS} characters"));
+    }
+    Ok((!s.is_empty()).then(|| s.to_owned()))
+}
+
+/// Validates a `PayRequest` into a charge, reporting every bad field at once.
+pub fn charge_request(req: PayRequest) -> Result<ChargeRequest, ApiError> {
+    let mut v = Violations::new();
+    let order_id = v.check("order_id", parse_uuid(&req.order_id));
+    let customer_id = v.check("customer_id", ExternalId::try_from(req.customer_id));
+    let amount = v.check("amount_minor", AmountMinor::try_from(req.amount_minor));
+    let currency = v.check("currency", Currency::try_from(req.currency.as_str()));
+    let card = v.check("card_number", CardNumber::try_from(req.card_number.as_str()));
+    let booking = match req.booking {
+        None => {
+            v.add("booking", ValueError::Empty.to_string());
+            None
+        }
+        Some(b) => {
+            let talent_id = v.check("booking.talent_id", ExternalId::try_from(b.talent_id));
+            let start = v.check("booking.session_start_time", timestamp(b.session_start_time));
+            let minutes = if SESSION_MINUTES.contains(&b.session_minutes) {
+                Some(b.session_minutes)
+            } else {
+                v.add(
+                    "booking.session_minutes",
+                    format!(
+                        "must be between {} and {}",
+                        SESSION_MINUTES.start(),
+                        SESSION_MINUTES.end()
+                    ),
+                );
+                None
+            };
+            match (talent_id, start, minutes) {
+                (Some(talent_id), Some(session_start), Some(session_minutes)) => Some(Booking {
+                    talent_id,
+                    session_start,
+                    session_minutes,
+                }),
+                _ => None,
+            }
+        }
+    };
+    match (order_id, customer_id, amount, currency, card, booking) {
+        (Some(order_id), Some(customer_id), Some(amount), Some(currency), Some(card), Some(booking))
+            if v.is_empty() =>
+        {
+            Ok(ChargeRequest {
+                order_id,
+                customer_id,
+                money: Money { amount, currency },
+                card,
+                booking,
+            })
+        }
+        _ => Err(ApiError::Invalid(v)),
+    }
+}
+
+fn timestamp(ts: Option<prost_types::Timestamp>) -> Result<DateTime<Utc>, String> {
+    let ts = ts.ok_or("is required")?;
+    if !(0..1_000_000_000).contains(&ts.nanos) {
+        return Err("nanos must be between 0 and 999999999".into());
+    }
+    DateTime::from_timestamp(ts.seconds, ts.nanos as u32).ok_or_else(|| "is out of range".into())
+}
+
+fn to_timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: t.timestamp_subsec_nanos() as i32,
+    }
+}
+
+fn to_proto(p: &Payment) -> pb::Payment {
+    let status = match p.status {
+        PaymentStatus::Approved => pb::PaymentStatus::Approved,
+        PaymentStatus::Declined => pb::PaymentStatus::Declined,
+        PaymentStatus::Refunded => pb::PaymentStatus::Refunded,
+    };
+    let decline_reason = match p.decline_reason {
+        None => pb::DeclineReason::Unspecified,
+        Some(DeclineReason::CardDeclined) => pb::DeclineReason::CardDeclined,
+        Some(DeclineReason::InsufficientFunds) => pb::DeclineReason::InsufficientFunds,
+        Some(DeclineReason::ExpiredCard) => pb::DeclineReason::ExpiredCard,
+        Some(DeclineReason::LimitExceeded) => pb::DeclineReason::LimitExceeded,
+    };
+    pb::Payment {
+        payment_id: p.payment_id.to_string(),
+        order_id: p.order_id.to_string(),
+        customer_id: p.customer_id.to_string(),
+        amount_minor: p.money.amount.get(),
+        currency: p.money.currency.code().to_owned(),
+        status: status as i32,
+        decline_reason: decline_reason as i32,
+        card_last4: p.card_last4.clone(),
+        create_time: Some(to_timestamp(p.created_at)),
+        update_time: Some(to_timestamp(p.updated_at)),
+        refund_reason: p.refund_reason.clone().unwrap_or_default(),
+    }
+}
