@@ -5,7 +5,7 @@
 //! `ON CONFLICT (order_id) DO NOTHING`. Of any number of concurrent charges for one
 //! order exactly one inserts (and writes one event); the others read the winner.
 
-use chrono::Utc;
+use chrono::{DateTime, SubsecRound, Utc};
 use platform::outbox::{self, OutboxSignal};
 use platform::values::{AmountMinor, Currency, ExternalId, Money};
 use sea_orm::entity::prelude::*;
@@ -169,7 +169,7 @@ impl PaymentStore {
 
     /// Charges once per order. Returns the payment and whether this call created it.
     pub async fn charge(&self, req: &ChargeRequest) -> Result<(Payment, bool), StoreError> {
-        let (payment, event) = Payment::charge(req, Uuid::now_v7(), Utc::now());
+        let (payment, event) = Payment::charge(req, Uuid::now_v7(), now());
         let txn = self.db.begin().await?;
         let inserted = entity::Entity::insert(to_row(&payment))
             .on_conflict(
@@ -204,7 +204,7 @@ impl PaymentStore {
         let current = find(&txn, Lookup::ByPaymentId(payment_id), true)
             .await?
             .ok_or(StoreError::NotFound)?;
-        match current.refund(reason, Utc::now())? {
+        match current.refund(reason, now())? {
             Refund::AlreadyRefunded => {
                 txn.commit().await?;
                 Ok(current)
@@ -267,6 +267,12 @@ async fn find<C: ConnectionTrait>(conn: &C, lookup: Lookup, lock: bool) -> Resul
         select = select.lock(LockType::Update);
     }
     select.one(conn).await?.map(from_row).transpose()
+}
+
+/// The current time at the precision every backend stores (PostgreSQL keeps
+/// microseconds), so the first answer equals every later read.
+fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(6)
 }
 
 fn status_str(s: PaymentStatus) -> &'static str {

@@ -12,6 +12,8 @@
 //! - On shutdown it finishes (and acks) the message in hand, then stops.
 
 use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -93,6 +95,38 @@ pub enum Outcome {
     Requeued,
 }
 
+/// Counts of what a consumer did, for logs, tests and the fault harness.
+#[derive(Debug, Default)]
+pub struct ConsumerStats {
+    pub applied: AtomicU64,
+    pub duplicates: AtomicU64,
+    pub dead_lettered: AtomicU64,
+    pub requeued: AtomicU64,
+}
+
+impl ConsumerStats {
+    fn record(&self, outcome: Outcome) {
+        let counter = match outcome {
+            Outcome::Applied => &self.applied,
+            Outcome::Duplicate => &self.duplicates,
+            Outcome::DeadLettered => &self.dead_lettered,
+            Outcome::Requeued => &self.requeued,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The count for `outcome`.
+    pub fn get(&self, outcome: Outcome) -> u64 {
+        match outcome {
+            Outcome::Applied => &self.applied,
+            Outcome::Duplicate => &self.duplicates,
+            Outcome::DeadLettered => &self.dead_lettered,
+            Outcome::Requeued => &self.requeued,
+        }
+        .load(Ordering::Relaxed)
+    }
+}
+
 /// Consumes one service's queue until shut down.
 pub struct Consumer<H> {
     name: &'static str,
@@ -101,6 +135,7 @@ pub struct Consumer<H> {
     settings: MessagingSettings,
     signal: OutboxSignal,
     prefetch: u16,
+    stats: Arc<ConsumerStats>,
 }
 
 impl<H: EventHandler> Consumer<H> {
@@ -120,7 +155,13 @@ impl<H: EventHandler> Consumer<H> {
             settings,
             signal,
             prefetch: 16,
+            stats: Arc::default(),
         }
+    }
+
+    /// Live counts of this consumer's outcomes.
+    pub fn stats(&self) -> Arc<ConsumerStats> {
+        self.stats.clone()
     }
 
     /// Runs until `shutdown`, reconnecting whenever the broker goes away.
@@ -196,6 +237,12 @@ impl<H: EventHandler> Consumer<H> {
 
     /// Handles one delivery and settles it with the broker.
     pub async fn process(&self, delivery: Delivery, shutdown: &CancellationToken) -> Outcome {
+        let outcome = self.settle(delivery, shutdown).await;
+        self.stats.record(outcome);
+        outcome
+    }
+
+    async fn settle(&self, delivery: Delivery, shutdown: &CancellationToken) -> Outcome {
         let event = match envelope::decode(&delivery.data) {
             Ok(e) => e,
             Err(e) => {
@@ -229,8 +276,8 @@ impl<H: EventHandler> Consumer<H> {
             }
             Err(HandlerError::Transient(e)) => {
                 let tries = delivery_count(&delivery);
-                let delay = Backoff::new(Duration::from_millis(100), Duration::from_secs(5))
-                    .delay_for(tries);
+                let max = self.settings.consumer_retry_max_delay;
+                let delay = Backoff::new(max / 50, max).delay_for(tries);
                 tracing::warn!(error = %format!("{e:#}"), tries, ?delay, "event failed; will retry");
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}

@@ -178,11 +178,11 @@ pub struct MessagingSettings {
     #[arg(long, env = "OUTBOX_BATCH_SIZE", default_value_t = 100,
           value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub outbox_batch_size: u32,
-    /// Times a consumer retries a message that failed for a transient reason before
-    /// it goes to the dead-letter queue.
-    #[arg(long, env = "CONSUMER_MAX_RETRIES", default_value_t = 10,
-          value_parser = clap::value_parser!(u32).range(1..=1000))]
-    pub consumer_max_retries: u32,
+    /// Longest pause before a consumer retries a message that failed for a transient
+    /// reason (pauses double from 1/50 of this). After the queue's delivery limit
+    /// the message goes to the dead-letter queue.
+    #[arg(long, env = "CONSUMER_RETRY_MAX_DELAY", default_value = "5s", value_parser = parse_duration)]
+    pub consumer_retry_max_delay: Duration,
 }
 
 /// Everything a service needs from the platform, flattened into its own settings.

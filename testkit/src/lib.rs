@@ -1,0 +1,67 @@
+//! Test support shared by the service tests and the end-to-end suite. Everything
+//! here talks to the real local PostgreSQL and RabbitMQ; each helper gives a test
+//! its own database and its own broker names, so tests run in parallel on shared
+//! servers without seeing each other.
+//!
+//! - [`TestDatabase`]: a fresh SQLite file or a fresh PostgreSQL database;
+//! - [`TestBroker`]: a per-test exchange/queue topology, with reading helpers;
+//! - [`TcpProxy`]: a proxy in front of a server that a test can cut and restore;
+//! - [`wait_until`]: poll a condition with a deadline instead of sleeping;
+//! - [`ServiceProcess`]: a service binary as a real process, with its logs;
+//! - [`health`]: gRPC health checks.
+
+mod broker;
+mod database;
+mod process;
+mod proxy;
+
+pub use broker::{ReceivedEvent, TestBroker};
+pub use database::{Backend, TestDatabase};
+pub use process::{ServiceProcess, grpcurl};
+pub use proxy::TcpProxy;
+
+use std::future::Future;
+use std::time::Duration;
+
+/// AMQP URL of the test broker (`TEST_AMQP_URL`, default the local RabbitMQ).
+pub fn amqp_url() -> String {
+    std::env::var("TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+/// Polls `check` every 25 ms until it returns `Some`, or fails after `timeout` with
+/// `what` in the message.
+pub async fn wait_until<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// gRPC health checks against a running server.
+pub mod health {
+    use tonic::transport::Channel;
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
+    /// The status of `service` ("" for liveness), or the error code's name.
+    pub async fn check(channel: Channel, service: &str) -> Result<ServingStatus, tonic::Code> {
+        let mut client = HealthClient::new(channel);
+        client
+            .check(HealthCheckRequest {
+                service: service.to_owned(),
+            })
+            .await
+            .map(|r| r.into_inner().status())
+            .map_err(|s| s.code())
+    }
+}
