@@ -1,7 +1,9 @@
 //! Turns the domain's payment events into `talentshare.events.v1` outbox events.
 
 use platform::envelope::NewEvent;
-use talentshare_proto::events::{PaymentApproved, PaymentDeclined, PaymentRefunded, event_envelope::Payload};
+use talentshare_proto::events::{
+    PaymentApproved, PaymentDeclined, PaymentRefunded, event_envelope::Payload,
+};
 
 use crate::domain::{Payment, PaymentEvent};
 use crate::store::reason_str;

@@ -96,7 +96,10 @@ impl PaymentService for PaymentApi {
     }
 
     #[tracing::instrument(skip_all, fields(payment_id = %request.get_ref().payment_id))]
-    async fn refund(&self, request: Request<RefundRequest>) -> Result<Response<RefundResponse>, Status> {
+    async fn refund(
+        &self,
+        request: Request<RefundRequest>,
+    ) -> Result<Response<RefundResponse>, Status> {
         let req = request.into_inner();
         let mut v = Violations::new();
         let id = v.check("payment_id", parse_uuid(&req.payment_id));
@@ -105,7 +108,11 @@ impl PaymentService for PaymentApi {
         let (Some(id), Some(reason)) = (id, reason) else {
             return Err(ApiError::Invalid(v).into());
         };
-        let payment = self.store.refund(id, reason).await.map_err(ApiError::from)?;
+        let payment = self
+            .store
+            .refund(id, reason)
+            .await
+            .map_err(ApiError::from)?;
         tracing::info!(status = ?payment.status, "refund");
         Ok(Response::new(RefundResponse {
             payment: Some(to_proto(&payment)),
@@ -154,7 +161,10 @@ impl PaymentService for PaymentApi {
             Ok(pb::PaymentStatus::Declined) => Some(PaymentStatus::Declined),
             Ok(pb::PaymentStatus::Refunded) => Some(PaymentStatus::Refunded),
             Err(_) => {
-                v.add("status", format!("unknown PaymentStatus value {}", req.status));
+                v.add(
+                    "status",
+                    format!("unknown PaymentStatus value {}", req.status),
+                );
                 None
             }
         };
@@ -199,7 +209,10 @@ pub fn charge_request(req: PayRequest) -> Result<ChargeRequest, ApiError> {
     let customer_id = v.check("customer_id", ExternalId::try_from(req.customer_id));
     let amount = v.check("amount_minor", AmountMinor::try_from(req.amount_minor));
     let currency = v.check("currency", Currency::try_from(req.currency.as_str()));
-    let card = v.check("card_number", CardNumber::try_from(req.card_number.as_str()));
+    let card = v.check(
+        "card_number",
+        CardNumber::try_from(req.card_number.as_str()),
+    );
     let booking = match req.booking {
         None => {
             v.add("booking", ValueError::Empty.to_string());
@@ -207,7 +220,10 @@ pub fn charge_request(req: PayRequest) -> Result<ChargeRequest, ApiError> {
         }
         Some(b) => {
             let talent_id = v.check("booking.talent_id", ExternalId::try_from(b.talent_id));
-            let start = v.check("booking.session_start_time", timestamp(b.session_start_time));
+            let start = v.check(
+                "booking.session_start_time",
+                timestamp(b.session_start_time),
+            );
             let minutes = if SESSION_MINUTES.contains(&b.session_minutes) {
                 Some(b.session_minutes)
             } else {
@@ -232,17 +248,20 @@ pub fn charge_request(req: PayRequest) -> Result<ChargeRequest, ApiError> {
         }
     };
     match (order_id, customer_id, amount, currency, card, booking) {
-        (Some(order_id), Some(customer_id), Some(amount), Some(currency), Some(card), Some(booking))
-            if v.is_empty() =>
-        {
-            Ok(ChargeRequest {
-                order_id,
-                customer_id,
-                money: Money { amount, currency },
-                card,
-                booking,
-            })
-        }
+        (
+            Some(order_id),
+            Some(customer_id),
+            Some(amount),
+            Some(currency),
+            Some(card),
+            Some(booking),
+        ) if v.is_empty() => Ok(ChargeRequest {
+            order_id,
+            customer_id,
+            money: Money { amount, currency },
+            card,
+            booking,
+        }),
         _ => Err(ApiError::Invalid(v)),
     }
 }

@@ -35,7 +35,11 @@ pub const SERVICE: ServiceDef = ServiceDef {
 
 /// payment-svc settings: flags, each with an environment-variable fallback.
 #[derive(Parser, Clone, Debug)]
-#[command(name = "payment-svc", version, about = "talentshare PaymentService: charges and refunds, idempotent per order")]
+#[command(
+    name = "payment-svc",
+    version,
+    about = "talentshare PaymentService: charges and refunds, idempotent per order"
+)]
 pub struct Settings {
     /// Address the gRPC server listens on.
     #[arg(long, env = "GRPC_ADDR", default_value = "0.0.0.0:50052")]
@@ -45,7 +49,10 @@ pub struct Settings {
 }
 
 /// Binds, then runs payment-svc until `shutdown` fires.
-pub async fn start(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<RunningService> {
+pub async fn start(
+    settings: Settings,
+    shutdown: CancellationToken,
+) -> anyhow::Result<RunningService> {
     let max_message = settings.platform.server.max_message_bytes as usize;
     let host = Host::bind(SERVICE, settings.grpc_addr, settings.platform).await?;
     let store = store::PaymentStore::new(host.db().clone(), host.outbox_signal().clone());

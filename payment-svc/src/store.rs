@@ -12,7 +12,9 @@ use sea_orm::entity::prelude::*;
 use sea_orm::sea_query::{LockType, OnConflict};
 use sea_orm::{DatabaseConnection, QueryOrder, QuerySelect, Set, TransactionTrait};
 use sea_orm_migration::prelude::*;
-use sea_orm_migration::schema::{big_integer, string_len, string_len_null, timestamp_with_time_zone};
+use sea_orm_migration::schema::{
+    big_integer, string_len, string_len_null, timestamp_with_time_zone,
+};
 use uuid::Uuid;
 
 use crate::domain::{ChargeRequest, DeclineReason, Payment, PaymentStatus, Refund, RefundRefused};
@@ -188,7 +190,10 @@ impl PaymentStore {
         let existing = find(&txn, Lookup::ByOrderId(req.order_id), false).await?;
         txn.commit().await?;
         let existing = existing.ok_or_else(|| {
-            StoreError::Corrupt(format!("order {} conflicted but has no payment", req.order_id))
+            StoreError::Corrupt(format!(
+                "order {} conflicted but has no payment",
+                req.order_id
+            ))
         })?;
         if existing.matches(req) {
             Ok((existing, false))
@@ -198,7 +203,11 @@ impl PaymentStore {
     }
 
     /// Refunds a payment once; later calls return it unchanged.
-    pub async fn refund(&self, payment_id: Uuid, reason: Option<String>) -> Result<Payment, StoreError> {
+    pub async fn refund(
+        &self,
+        payment_id: Uuid,
+        reason: Option<String>,
+    ) -> Result<Payment, StoreError> {
         let txn = self.db.begin().await?;
         // Row lock on PostgreSQL so concurrent refunds of one payment serialise.
         let current = find(&txn, Lookup::ByPaymentId(payment_id), true)
@@ -230,7 +239,9 @@ impl PaymentStore {
 
     /// One payment.
     pub async fn get(&self, lookup: Lookup) -> Result<Payment, StoreError> {
-        find(&self.db, lookup, false).await?.ok_or(StoreError::NotFound)
+        find(&self.db, lookup, false)
+            .await?
+            .ok_or(StoreError::NotFound)
     }
 
     /// One page of payments, newest first, and whether more follow.
@@ -256,7 +267,11 @@ impl PaymentStore {
     }
 }
 
-async fn find<C: ConnectionTrait>(conn: &C, lookup: Lookup, lock: bool) -> Result<Option<Payment>, StoreError> {
+async fn find<C: ConnectionTrait>(
+    conn: &C,
+    lookup: Lookup,
+    lock: bool,
+) -> Result<Option<Payment>, StoreError> {
     let mut select = match lookup {
         Lookup::ByPaymentId(id) => entity::Entity::find_by_id(id.to_string()),
         Lookup::ByOrderId(id) => {
@@ -329,7 +344,8 @@ fn from_row(m: entity::Model) -> Result<Payment, StoreError> {
     Ok(Payment {
         payment_id: Uuid::parse_str(&m.payment_id).map_err(|_| corrupt("payment_id"))?,
         order_id: Uuid::parse_str(&m.order_id).map_err(|_| corrupt("order_id"))?,
-        customer_id: ExternalId::try_from(m.customer_id.clone()).map_err(|_| corrupt("customer_id"))?,
+        customer_id: ExternalId::try_from(m.customer_id.clone())
+            .map_err(|_| corrupt("customer_id"))?,
         money: Money {
             amount: AmountMinor::try_from(m.amount_minor).map_err(|_| corrupt("amount_minor"))?,
             currency: Currency::try_from(m.currency.as_str()).map_err(|_| corrupt("currency"))?,

@@ -120,8 +120,12 @@ impl Topology {
         let queue = self.queue(spec.name);
         let dlq = self.dead_letter_queue(spec.name);
         let mut dlq_args = FieldTable::default();
-        dlq_args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
-        ch.queue_declare(dlq.as_str().into(), durable, dlq_args).await?;
+        dlq_args.insert(
+            "x-queue-type".into(),
+            AMQPValue::LongString("quorum".into()),
+        );
+        ch.queue_declare(dlq.as_str().into(), durable, dlq_args)
+            .await?;
         ch.queue_bind(
             dlq.as_str().into(),
             self.dead_letter_exchange().into(),
@@ -132,7 +136,10 @@ impl Topology {
         .await?;
 
         let mut args = FieldTable::default();
-        args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+        args.insert(
+            "x-queue-type".into(),
+            AMQPValue::LongString("quorum".into()),
+        );
         args.insert(
             "x-dead-letter-exchange".into(),
             AMQPValue::LongString(self.dead_letter_exchange().into()),
@@ -141,8 +148,12 @@ impl Topology {
             "x-dead-letter-routing-key".into(),
             AMQPValue::LongString(spec.name.into()),
         );
-        args.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(DELIVERY_LIMIT));
-        ch.queue_declare(queue.as_str().into(), durable, args).await?;
+        args.insert(
+            "x-delivery-limit".into(),
+            AMQPValue::LongLongInt(DELIVERY_LIMIT),
+        );
+        ch.queue_declare(queue.as_str().into(), durable, args)
+            .await?;
         for key in spec.bindings {
             ch.queue_bind(
                 queue.as_str().into(),

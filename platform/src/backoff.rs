@@ -65,7 +65,10 @@ mod tests {
             let base = Duration::from_millis(100)
                 .saturating_mul(1 << attempt.min(20))
                 .min(Duration::from_secs(2));
-            assert!(d >= base / 2 && d <= base + Duration::from_millis(1), "attempt {attempt}: {d:?}");
+            assert!(
+                d >= base / 2 && d <= base + Duration::from_millis(1),
+                "attempt {attempt}: {d:?}"
+            );
             assert!(base >= last_base);
             last_base = base;
         }

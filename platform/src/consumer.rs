@@ -209,7 +209,9 @@ impl<H: EventHandler> Consumer<H> {
                 }
             }
             let tag = stream.tag();
-            let _ = channel.basic_cancel(tag, BasicCancelOptions::default()).await;
+            let _ = channel
+                .basic_cancel(tag, BasicCancelOptions::default())
+                .await;
             let _ = conn.close(200, "consumer stopping".into()).await;
         }
     }
@@ -219,10 +221,13 @@ impl<H: EventHandler> Consumer<H> {
         topology: &Topology,
         queue: &str,
     ) -> lapin::Result<(lapin::Connection, lapin::Channel, lapin::Consumer)> {
-        let conn = amqp::connect(&self.settings.amqp_url, &format!("{}-consumer", self.name)).await?;
+        let conn =
+            amqp::connect(&self.settings.amqp_url, &format!("{}-consumer", self.name)).await?;
         let channel = conn.create_channel().await?;
         topology.declare(&channel).await?;
-        channel.basic_qos(self.prefetch, BasicQosOptions::default()).await?;
+        channel
+            .basic_qos(self.prefetch, BasicQosOptions::default())
+            .await?;
         let tag = format!("{}-{}", self.name, uuid::Uuid::now_v7());
         let stream = channel
             .basic_consume(
@@ -248,9 +253,7 @@ impl<H: EventHandler> Consumer<H> {
             Err(e) => {
                 tracing::warn!(error = %e, queue = self.name, routing_key = %delivery.routing_key,
                     "poison message: dead-lettering");
-                let _ = delivery
-                    .reject(BasicRejectOptions { requeue: false })
-                    .await;
+                let _ = delivery.reject(BasicRejectOptions { requeue: false }).await;
                 return Outcome::DeadLettered;
             }
         };
@@ -269,9 +272,7 @@ impl<H: EventHandler> Consumer<H> {
             }
             Err(HandlerError::Permanent(e)) => {
                 tracing::error!(error = %format!("{e:#}"), "event cannot be applied: dead-lettering");
-                let _ = delivery
-                    .reject(BasicRejectOptions { requeue: false })
-                    .await;
+                let _ = delivery.reject(BasicRejectOptions { requeue: false }).await;
                 Outcome::DeadLettered
             }
             Err(HandlerError::Transient(e)) => {

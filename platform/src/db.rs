@@ -16,13 +16,19 @@ use crate::backoff::Backoff;
 use crate::settings::{DatabaseSettings, SecretUrl};
 
 /// Opens a lazy pool for the service named `slug` (used for the default file name).
-pub async fn connect(settings: &DatabaseSettings, slug: &str) -> anyhow::Result<DatabaseConnection> {
+pub async fn connect(
+    settings: &DatabaseSettings,
+    slug: &str,
+) -> anyhow::Result<DatabaseConnection> {
     let url = settings.url_for(slug)?;
     connect_url(&url, settings.database_max_connections).await
 }
 
 /// Opens a lazy pool on `url`.
-pub async fn connect_url(url: &SecretUrl, max_connections: u32) -> anyhow::Result<DatabaseConnection> {
+pub async fn connect_url(
+    url: &SecretUrl,
+    max_connections: u32,
+) -> anyhow::Result<DatabaseConnection> {
     let mut opts = ConnectOptions::new(url.expose().to_owned());
     opts.connect_lazy(true)
         .sqlx_logging(false)
@@ -33,12 +39,14 @@ pub async fn connect_url(url: &SecretUrl, max_connections: u32) -> anyhow::Resul
         // One connection: SQLite has a single writer, and a pool of several turns
         // read-then-write transactions into SQLITE_BUSY errors under load. WAL keeps
         // readers of other processes (tests, sqlite3 CLI) from blocking it.
-        opts.max_connections(1).min_connections(0).map_sqlx_sqlite_opts(|o| {
-            o.journal_mode(SqliteJournalMode::Wal)
-                .synchronous(SqliteSynchronous::Normal)
-                .busy_timeout(Duration::from_secs(10))
-                .foreign_keys(true)
-        });
+        opts.max_connections(1)
+            .min_connections(0)
+            .map_sqlx_sqlite_opts(|o| {
+                o.journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Normal)
+                    .busy_timeout(Duration::from_secs(10))
+                    .foreign_keys(true)
+            });
     } else {
         opts.max_connections(max_connections).min_connections(0);
     }

@@ -76,7 +76,10 @@ pub enum EnvelopeError {
     #[error("envelope has no payload (unknown or missing event type `{0}`)")]
     MissingPayload(String),
     #[error("event_type `{declared}` does not match the payload `{actual}`")]
-    TypeMismatch { declared: String, actual: &'static str },
+    TypeMismatch {
+        declared: String,
+        actual: &'static str,
+    },
     #[error("order_id or customer_id is empty")]
     MissingOwner,
 }
@@ -150,20 +153,32 @@ mod tests {
     fn a_mismatched_type_is_rejected() {
         let mut env = sample().into_envelope();
         env.event_type = "payment.approved".into();
-        assert!(matches!(decode(&env.encode_to_vec()), Err(EnvelopeError::TypeMismatch { .. })));
+        assert!(matches!(
+            decode(&env.encode_to_vec()),
+            Err(EnvelopeError::TypeMismatch { .. })
+        ));
     }
 
     #[test]
     fn missing_payload_and_bad_ids_are_rejected() {
         let mut env = sample().into_envelope();
         env.payload = None;
-        assert!(matches!(decode(&env.encode_to_vec()), Err(EnvelopeError::MissingPayload(_))));
+        assert!(matches!(
+            decode(&env.encode_to_vec()),
+            Err(EnvelopeError::MissingPayload(_))
+        ));
         let mut env = sample().into_envelope();
         env.event_id = "nope".into();
-        assert!(matches!(decode(&env.encode_to_vec()), Err(EnvelopeError::BadEventId(_))));
+        assert!(matches!(
+            decode(&env.encode_to_vec()),
+            Err(EnvelopeError::BadEventId(_))
+        ));
         let mut env = sample().into_envelope();
         env.customer_id.clear();
-        assert_eq!(decode(&env.encode_to_vec()), Err(EnvelopeError::MissingOwner));
+        assert_eq!(
+            decode(&env.encode_to_vec()),
+            Err(EnvelopeError::MissingOwner)
+        );
     }
 
     #[test]

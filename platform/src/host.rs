@@ -34,10 +34,12 @@ pub struct ServiceDef {
     pub descriptor_sets: &'static [&'static [u8]],
 }
 
+type TaskFn = Box<dyn FnOnce(CancellationToken) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
+
 /// A background job started once the service is ready and stopped at shutdown.
 pub struct BackgroundTask {
     name: &'static str,
-    run: Box<dyn FnOnce(CancellationToken) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>,
+    run: TaskFn,
 }
 
 impl BackgroundTask {
@@ -73,7 +75,11 @@ pub struct Host {
 
 impl Host {
     /// Binds `grpc_addr` and opens the (lazy) database pool.
-    pub async fn bind(def: ServiceDef, grpc_addr: SocketAddr, settings: PlatformSettings) -> anyhow::Result<Self> {
+    pub async fn bind(
+        def: ServiceDef,
+        grpc_addr: SocketAddr,
+        settings: PlatformSettings,
+    ) -> anyhow::Result<Self> {
         let listener = crate::server::bind(grpc_addr).await?;
         let local_addr = listener.local_addr()?;
         let db = crate::db::connect(&settings.database, def.slug).await?;
@@ -177,7 +183,12 @@ impl Host {
         };
         if migrated {
             readiness.set_ready().await;
-            let r = Relay::new(db.clone(), settings.messaging.clone(), signal.clone(), def.slug);
+            let r = Relay::new(
+                db.clone(),
+                settings.messaging.clone(),
+                signal.clone(),
+                def.slug,
+            );
             relay = Some(tokio::spawn(r.run(relay_stop.clone())));
             for task in tasks {
                 let token = tasks_stop.clone();
@@ -221,7 +232,10 @@ impl Host {
                 server_result?
             }
             Err(_) => {
-                tracing::warn!(service = def.grpc_service, "drain deadline passed; stopping anyway");
+                tracing::warn!(
+                    service = def.grpc_service,
+                    "drain deadline passed; stopping anyway"
+                );
                 Ok(())
             }
         }

@@ -76,7 +76,10 @@ impl OutboxSignal {
 
 /// Records `event` in the outbox inside the caller's transaction and returns the
 /// sealed envelope (with its new event id).
-pub async fn enqueue<C: ConnectionTrait>(conn: &C, event: NewEvent) -> Result<EventEnvelope, DbErr> {
+pub async fn enqueue<C: ConnectionTrait>(
+    conn: &C,
+    event: NewEvent,
+) -> Result<EventEnvelope, DbErr> {
     let env = event.into_envelope();
     entity::ActiveModel {
         event_id: Set(env.event_id.clone()),
@@ -120,7 +123,12 @@ const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Relay {
     /// A relay for the service called `name` (the AMQP connection name).
-    pub fn new(db: DatabaseConnection, settings: MessagingSettings, signal: OutboxSignal, name: &str) -> Self {
+    pub fn new(
+        db: DatabaseConnection,
+        settings: MessagingSettings,
+        signal: OutboxSignal,
+        name: &str,
+    ) -> Self {
         let topology = Topology::new(settings.events_exchange.clone());
         Self {
             db,
@@ -171,7 +179,9 @@ impl Relay {
         let conn = amqp::connect(&self.settings.amqp_url, &self.name).await?;
         let channel = conn.create_channel().await?;
         self.topology.declare(&channel).await?;
-        channel.confirm_select(ConfirmSelectOptions::default()).await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
         Ok((conn, channel))
     }
 
@@ -270,7 +280,10 @@ impl Relay {
                 Err(e) => {
                     // Keep what was already sent: wait for those confirms below.
                     let ids = confirmed(pending).await;
-                    return Published { ids, error: Some(e.to_string()) };
+                    return Published {
+                        ids,
+                        error: Some(e.to_string()),
+                    };
                 }
             }
         }

@@ -73,8 +73,17 @@ mod tests {
         let id = uuid::Uuid::now_v7();
         assert_eq!(decode_token(&encode_token(&id)), Ok(Some(id)));
         assert_eq!(decode_token(""), Ok(None));
-        for forged in ["abc", "!!!!", &URL_SAFE_NO_PAD.encode("v2:x"), &"a".repeat(500)] {
-            assert_eq!(decode_token(forged), Err(PagingError::PageToken), "{forged}");
+        for forged in [
+            "abc",
+            "!!!!",
+            &URL_SAFE_NO_PAD.encode("v2:x"),
+            &"a".repeat(500),
+        ] {
+            assert_eq!(
+                decode_token(forged),
+                Err(PagingError::PageToken),
+                "{forged}"
+            );
         }
     }
 

@@ -66,7 +66,10 @@ impl Readiness {
         self.reporter
             .set_service_status(self.service_name, ServingStatus::NotServing)
             .await;
-        tracing::info!(service = self.service_name, "readiness NOT_SERVING; draining");
+        tracing::info!(
+            service = self.service_name,
+            "readiness NOT_SERVING; draining"
+        );
     }
 
     fn gate(&self) -> ReadinessGateLayer {
@@ -99,7 +102,9 @@ where
         let mut b = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .with_service_name(service_name)
-            .with_service_name(<tonic_health::pb::health_server::HealthServer<()> as NamedService>::NAME)
+            .with_service_name(
+                <tonic_health::pb::health_server::HealthServer<()> as NamedService>::NAME,
+            )
             .with_service_name("grpc.reflection.v1.ServerReflection")
             .with_service_name("grpc.reflection.v1alpha.ServerReflection");
         for set in descriptor_sets {
@@ -159,7 +164,10 @@ type BoxFuture<T, E> = Pin<Box<dyn std::future::Future<Output = Result<T, E>> + 
 
 impl<S, B> Service<http::Request<B>> for ReadinessGate<S>
 where
-    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>> + Clone + Send + 'static,
+    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>>
+        + Clone
+        + Send
+        + 'static,
     S::Future: Send + 'static,
     B: Send + 'static,
 {

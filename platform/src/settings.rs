@@ -164,8 +164,12 @@ pub struct DatabaseSettings {
 #[derive(Args, Clone, Debug)]
 pub struct MessagingSettings {
     /// RabbitMQ URL (AMQP 0-9-1); the vhost is URL-encoded, `%2f` is `/`.
-    #[arg(long, env = "AMQP_URL", default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
-          hide_env_values = true)]
+    #[arg(
+        long,
+        env = "AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
+        hide_env_values = true
+    )]
     pub amqp_url: SecretUrl,
     /// Topic exchange for domain events. Queue and dead-letter names derive from it, so a
     /// different value gives a fully separate topology (used by tests).

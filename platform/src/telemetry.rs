@@ -10,13 +10,18 @@ use crate::settings::{LogFormat, TelemetrySettings};
 /// Installs the global subscriber. A second call (several services in one process,
 /// or tests) keeps the first subscriber and returns `Ok`.
 pub fn init(settings: &TelemetrySettings) -> anyhow::Result<()> {
-    let filter = EnvFilter::try_new(&settings.log_filter)
-        .map_err(|e| anyhow::anyhow!("RUST_LOG: {e}"))?;
+    let filter =
+        EnvFilter::try_new(&settings.log_filter).map_err(|e| anyhow::anyhow!("RUST_LOG: {e}"))?;
     let registry = tracing_subscriber::registry().with(filter);
     let result = match settings.log_format {
         LogFormat::Human => registry.with(fmt::layer().with_target(true)).try_init(),
         LogFormat::Json => registry
-            .with(fmt::layer().json().flatten_event(true).with_current_span(true))
+            .with(
+                fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(true),
+            )
             .try_init(),
     };
     // Already initialised is not an error: the first one wins.

@@ -285,7 +285,7 @@ fn luhn_valid(digits: &str) -> bool {
             }
         })
         .sum();
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 #[cfg(test)]
@@ -295,18 +295,35 @@ mod tests {
 
     #[test]
     fn luhn_accepts_known_test_cards_and_rejects_a_typo() {
-        for ok in ["4242424242424242", "4000 0000 0000 0002", "5555555555554444", "378282246310005"] {
+        for ok in [
+            "4242424242424242",
+            "4000 0000 0000 0002",
+            "5555555555554444",
+            "378282246310005",
+        ] {
             assert!(CardNumber::try_from(ok).is_ok(), "{ok}");
         }
-        assert_eq!(CardNumber::try_from("4242424242424241"), Err(ValueError::CardChecksum));
+        assert_eq!(
+            CardNumber::try_from("4242424242424241"),
+            Err(ValueError::CardChecksum)
+        );
     }
 
     #[test]
     fn card_format_rules() {
         assert_eq!(CardNumber::try_from(""), Err(ValueError::Empty));
-        assert_eq!(CardNumber::try_from("42424242"), Err(ValueError::CardFormat));
-        assert_eq!(CardNumber::try_from("4242-4242-4242-4242"), Err(ValueError::CardFormat));
-        assert_eq!(CardNumber::try_from("４２４２４２４２４２４２４２４２"), Err(ValueError::CardFormat));
+        assert_eq!(
+            CardNumber::try_from("42424242"),
+            Err(ValueError::CardFormat)
+        );
+        assert_eq!(
+            CardNumber::try_from("4242-4242-4242-4242"),
+            Err(ValueError::CardFormat)
+        );
+        assert_eq!(
+            CardNumber::try_from("４２４２４２４２４２４２４２４２"),
+            Err(ValueError::CardFormat)
+        );
     }
 
     #[test]
@@ -320,15 +337,24 @@ mod tests {
     fn external_id_rules() {
         assert!(ExternalId::try_from("cust-1.a_b".to_owned()).is_ok());
         assert_eq!(ExternalId::try_from(String::new()), Err(ValueError::Empty));
-        assert_eq!(ExternalId::try_from("a".repeat(65)), Err(ValueError::TooLong(64)));
-        assert_eq!(ExternalId::try_from("a b".to_owned()), Err(ValueError::BadCharacters));
+        assert_eq!(
+            ExternalId::try_from("a".repeat(65)),
+            Err(ValueError::TooLong(64))
+        );
+        assert_eq!(
+            ExternalId::try_from("a b".to_owned()),
+            Err(ValueError::BadCharacters)
+        );
     }
 
     #[test]
     fn amount_and_currency_rules() {
         assert_eq!(AmountMinor::try_from(0), Err(ValueError::NotPositive));
         assert_eq!(AmountMinor::try_from(-5), Err(ValueError::NotPositive));
-        assert_eq!(AmountMinor::try_from(i64::MAX), Err(ValueError::TooLarge(AmountMinor::MAX)));
+        assert_eq!(
+            AmountMinor::try_from(i64::MAX),
+            Err(ValueError::TooLarge(AmountMinor::MAX))
+        );
         assert_eq!(AmountMinor::try_from(1).map(AmountMinor::get), Ok(1));
         assert_eq!(Currency::try_from("usd"), Err(ValueError::UnknownCurrency));
         assert_eq!(Currency::try_from("KRW"), Ok(Currency::Krw));

@@ -20,7 +20,8 @@ pub struct TestDatabase {
 /// Server URL of the test PostgreSQL, without a database name
 /// (`TEST_POSTGRES_URL`, default the local trust-auth server).
 pub fn postgres_server_url() -> String {
-    std::env::var("TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+    std::env::var("TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
 }
 
 impl TestDatabase {
@@ -90,7 +91,8 @@ impl TestDatabase {
     /// Drops a PostgreSQL database (best effort); SQLite files go with the temp dir.
     pub async fn drop_database(self) {
         if let Some(name) = &self.pg_name
-            && let Ok(admin) = Database::connect(format!("{}/postgres", postgres_server_url())).await
+            && let Ok(admin) =
+                Database::connect(format!("{}/postgres", postgres_server_url())).await
         {
             let _ = admin
                 .execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))

@@ -25,7 +25,8 @@ use std::time::Duration;
 
 /// AMQP URL of the test broker (`TEST_AMQP_URL`, default the local RabbitMQ).
 pub fn amqp_url() -> String {
-    std::env::var("TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+    std::env::var("TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
 }
 
 /// Polls `check` every 25 ms until it returns `Some`, or fails after `timeout` with

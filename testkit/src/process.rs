@@ -62,9 +62,16 @@ impl ServiceProcess {
         });
         let addr = match tokio::time::timeout(Duration::from_secs(30), addr_rx).await {
             Ok(Ok(a)) => a.parse().expect("listening addr parses"),
-            _ => panic!("{bin} did not report its address; output:\n{}", output.lock().unwrap()),
+            _ => panic!(
+                "{bin} did not report its address; output:\n{}",
+                output.lock().unwrap()
+            ),
         };
-        Self { child, addr, output }
+        Self {
+            child,
+            addr,
+            output,
+        }
     }
 
     /// Everything the process printed so far.
@@ -90,7 +97,10 @@ impl ServiceProcess {
     pub async fn wait(&mut self, timeout: Duration) -> Option<i32> {
         match tokio::time::timeout(timeout, self.child.wait()).await {
             Ok(Ok(status)) => status.code(),
-            _ => panic!("process did not exit within {timeout:?}; output:\n{}", self.output()),
+            _ => panic!(
+                "process did not exit within {timeout:?}; output:\n{}",
+                self.output()
+            ),
         }
     }
 

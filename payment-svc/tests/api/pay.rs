@@ -22,7 +22,14 @@ async fn pay_returns_an_approved_payment_and_stores_only_the_last_four_digits(ba
     let mut app = spawn_app(backend).await;
     let req = pay_request(APPROVED_CARD, 12_500);
 
-    let p = app.client.pay(req.clone()).await.unwrap().into_inner().payment.unwrap();
+    let p = app
+        .client
+        .pay(req.clone())
+        .await
+        .unwrap()
+        .into_inner()
+        .payment
+        .unwrap();
 
     assert_eq!(p.status(), PaymentStatus::Approved);
     assert_eq!(p.order_id, req.order_id);
@@ -34,7 +41,10 @@ async fn pay_returns_an_approved_payment_and_stores_only_the_last_four_digits(ba
     let rows = app.payment_rows().await;
     assert_eq!(rows.len(), 1);
     let stored = format!("{:?}", rows[0]);
-    assert!(!stored.contains("4242424242424242") && !stored.contains("4242 4242 4242 4242"), "{stored}");
+    assert!(
+        !stored.contains("4242424242424242") && !stored.contains("4242 4242 4242 4242"),
+        "{stored}"
+    );
     assert_eq!(rows[0].card_last4, "4242");
     app.stop().await;
 }
@@ -47,7 +57,14 @@ async fn pay_declines_each_documented_test_card(backend: Backend) {
         ("4000000000000069", 100, DeclineReason::ExpiredCard),
         (APPROVED_CARD, 100_000_001, DeclineReason::LimitExceeded),
     ] {
-        let p = app.client.pay(pay_request(card, amount)).await.unwrap().into_inner().payment.unwrap();
+        let p = app
+            .client
+            .pay(pay_request(card, amount))
+            .await
+            .unwrap()
+            .into_inner()
+            .payment
+            .unwrap();
         assert_eq!(p.status(), PaymentStatus::Declined, "card {card}");
         assert_eq!(p.decline_reason(), reason, "card {card}");
     }
@@ -58,8 +75,22 @@ async fn pay_twice_with_the_same_order_id_returns_the_same_payment(backend: Back
     let mut app = spawn_app(backend).await;
     let req = pay_request(APPROVED_CARD, 5_000);
 
-    let first = app.client.pay(req.clone()).await.unwrap().into_inner().payment.unwrap();
-    let second = app.client.pay(req.clone()).await.unwrap().into_inner().payment.unwrap();
+    let first = app
+        .client
+        .pay(req.clone())
+        .await
+        .unwrap()
+        .into_inner()
+        .payment
+        .unwrap();
+    let second = app
+        .client
+        .pay(req.clone())
+        .await
+        .unwrap()
+        .into_inner()
+        .payment
+        .unwrap();
 
     assert_eq!(first, second);
     assert_eq!(app.payment_rows().await.len(), 1);
@@ -90,12 +121,23 @@ async fn fifty_concurrent_identical_pays_make_one_payment_and_one_event(backend:
     let calls = (0..50).map(|_| {
         let mut client = app.client.clone();
         let req = req.clone();
-        tokio::spawn(async move { client.pay(req).await.map(|r| r.into_inner().payment.unwrap()) })
+        tokio::spawn(async move {
+            client
+                .pay(req)
+                .await
+                .map(|r| r.into_inner().payment.unwrap())
+        })
     });
     let results = futures::future::join_all(calls).await;
 
-    let payments: Vec<_> = results.into_iter().map(|r| r.unwrap().expect("every call succeeds")).collect();
-    assert!(payments.iter().all(|p| p == &payments[0]), "all 50 callers see the same payment");
+    let payments: Vec<_> = results
+        .into_iter()
+        .map(|r| r.unwrap().expect("every call succeeds"))
+        .collect();
+    assert!(
+        payments.iter().all(|p| p == &payments[0]),
+        "all 50 callers see the same payment"
+    );
     assert_eq!(app.payment_rows().await.len(), 1);
     // Once the outbox is empty every event has been confirmed by the broker, so
     // the queue holds all of them.

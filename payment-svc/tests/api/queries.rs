@@ -16,12 +16,24 @@ on_both_backends!(
 
 async fn get_payment_finds_by_payment_id_and_by_order_id(backend: Backend) {
     let mut app = spawn_app(backend).await;
-    let paid = app.client.pay(pay_request(APPROVED_CARD, 300)).await.unwrap().into_inner().payment.unwrap();
+    let paid = app
+        .client
+        .pay(pay_request(APPROVED_CARD, 300))
+        .await
+        .unwrap()
+        .into_inner()
+        .payment
+        .unwrap();
 
-    for lookup in [Lookup::PaymentId(paid.payment_id.clone()), Lookup::OrderId(paid.order_id.clone())] {
+    for lookup in [
+        Lookup::PaymentId(paid.payment_id.clone()),
+        Lookup::OrderId(paid.order_id.clone()),
+    ] {
         let got = app
             .client
-            .get_payment(GetPaymentRequest { lookup: Some(lookup.clone()) })
+            .get_payment(GetPaymentRequest {
+                lookup: Some(lookup.clone()),
+            })
             .await
             .unwrap()
             .into_inner()
@@ -44,8 +56,19 @@ async fn list_payments_pages_newest_first_and_filters(backend: Backend) {
     let mut app = spawn_app(backend).await;
     let mut made = Vec::new();
     for i in 0..5 {
-        let card = if i == 2 { "4000000000000002" } else { APPROVED_CARD };
-        let p = app.client.pay(pay_request(card, 100 + i)).await.unwrap().into_inner().payment.unwrap();
+        let card = if i == 2 {
+            "4000000000000002"
+        } else {
+            APPROVED_CARD
+        };
+        let p = app
+            .client
+            .pay(pay_request(card, 100 + i))
+            .await
+            .unwrap()
+            .into_inner()
+            .payment
+            .unwrap();
         made.push(p.payment_id);
     }
     let mut other = pay_request(APPROVED_CARD, 1);
@@ -90,7 +113,12 @@ async fn list_payments_pages_newest_first_and_filters(backend: Backend) {
         .into_inner();
     assert_eq!(declined.payments.len(), 1);
     assert_eq!(declined.payments[0].payment_id, made[2]);
-    let everyone = app.client.list_payments(ListPaymentsRequest::default()).await.unwrap().into_inner();
+    let everyone = app
+        .client
+        .list_payments(ListPaymentsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(everyone.payments.len(), 6);
     app.stop().await;
 }

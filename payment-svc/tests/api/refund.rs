@@ -17,14 +17,35 @@ on_both_backends!(
 
 async fn refund_refunds_once_and_repeats_return_the_same_payment(backend: Backend) {
     let mut app = spawn_app(backend).await;
-    let paid = app.client.pay(pay_request(APPROVED_CARD, 900)).await.unwrap().into_inner().payment.unwrap();
+    let paid = app
+        .client
+        .pay(pay_request(APPROVED_CARD, 900))
+        .await
+        .unwrap()
+        .into_inner()
+        .payment
+        .unwrap();
     let req = RefundRequest {
         payment_id: paid.payment_id.clone(),
         reason: "customer cancelled".into(),
     };
 
-    let first = app.client.refund(req.clone()).await.unwrap().into_inner().payment.unwrap();
-    let again = app.client.refund(req).await.unwrap().into_inner().payment.unwrap();
+    let first = app
+        .client
+        .refund(req.clone())
+        .await
+        .unwrap()
+        .into_inner()
+        .payment
+        .unwrap();
+    let again = app
+        .client
+        .refund(req)
+        .await
+        .unwrap()
+        .into_inner()
+        .payment
+        .unwrap();
 
     assert_eq!(first.status(), PaymentStatus::Refunded);
     assert_eq!(first.refund_reason, "customer cancelled");

@@ -1,0 +1,270 @@
+//! The consumer runner and the outbox relay against the real RabbitMQ and databases:
+//! dead-lettering of poison and of permanently failing events, bounded retries,
+//! reconnection after the broker link drops, and several relays sharing one outbox.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use clap::Parser;
+use platform::consumer::{Consumer, EventHandler, HandlerError, Outcome};
+use platform::envelope::NewEvent;
+use platform::outbox::{self, OutboxSignal, Relay};
+use platform::settings::MessagingSettings;
+use prost::Message;
+use sea_orm::{DatabaseConnection, DatabaseTransaction, TransactionTrait};
+use sea_orm_migration::prelude::*;
+use talentshare_proto::events::{EventEnvelope, PaymentRefunded, event_envelope::Payload};
+use testkit::{Backend, TcpProxy, TestBroker, TestDatabase, wait_until};
+use tokio_util::sync::CancellationToken;
+
+struct PlatformTables;
+
+impl MigratorTrait for PlatformTables {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![
+            Box::new(platform::migrations::CreateOutbox),
+            Box::new(platform::migrations::CreateInbox),
+        ]
+    }
+}
+
+#[derive(Parser)]
+struct Args {
+    #[command(flatten)]
+    messaging: MessagingSettings,
+}
+
+fn messaging(exchange: &str, amqp_url: &str) -> MessagingSettings {
+    Args::try_parse_from([
+        "t",
+        "--events-exchange",
+        exchange,
+        "--amqp-url",
+        amqp_url,
+        "--consumer-retry-max-delay",
+        "50ms",
+        "--outbox-poll-interval",
+        "100ms",
+        "--outbox-batch-size",
+        "7",
+    ])
+    .unwrap()
+    .messaging
+}
+
+async fn migrated(backend: Backend) -> (TestDatabase, DatabaseConnection) {
+    let db = TestDatabase::create(backend).await;
+    let conn = platform::db::connect_url(&db.url().parse().unwrap(), 10)
+        .await
+        .unwrap();
+    PlatformTables::up(&conn, None).await.unwrap();
+    (db, conn)
+}
+
+fn event(n: i64) -> NewEvent {
+    NewEvent {
+        aggregate_id: format!("agg-{n}"),
+        aggregate_version: 1,
+        order_id: format!("order-{n}"),
+        customer_id: "cust".into(),
+        payload: Payload::PaymentRefunded(PaymentRefunded {
+            payment_id: format!("p-{n}"),
+            amount_minor: n,
+            currency: "USD".into(),
+            reason: String::new(),
+        }),
+    }
+}
+
+/// Fails as told per aggregate id: `Permanent` for "agg-perm", transient for the
+/// first `flaky` tries of "agg-flaky", transient forever for "agg-broken".
+#[derive(Clone, Default)]
+struct ScriptedHandler {
+    applied: Arc<Mutex<HashMap<String, u32>>>,
+    flaky_tries: Arc<AtomicU32>,
+}
+
+impl EventHandler for ScriptedHandler {
+    async fn handle(
+        &self,
+        _txn: &DatabaseTransaction,
+        e: &EventEnvelope,
+    ) -> Result<(), HandlerError> {
+        match e.aggregate_id.as_str() {
+            "agg-perm" => {
+                return Err(HandlerError::Permanent(anyhow::anyhow!(
+                    "contradicts state"
+                )));
+            }
+            "agg-broken" => return Err(HandlerError::Transient(anyhow::anyhow!("always down"))),
+            "agg-flaky" if self.flaky_tries.fetch_add(1, Ordering::SeqCst) < 2 => {
+                return Err(HandlerError::Transient(anyhow::anyhow!("briefly down")));
+            }
+            _ => {}
+        }
+        *self
+            .applied
+            .lock()
+            .unwrap()
+            .entry(e.event_id.clone())
+            .or_default() += 1;
+        Ok(())
+    }
+}
+
+fn sealed(aggregate: &str) -> Vec<u8> {
+    let mut e = event(1);
+    e.aggregate_id = aggregate.into();
+    e.into_envelope().encode_to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_dead_letters_poison_and_failing_events_and_goes_on() {
+    let broker = TestBroker::create().await;
+    let (_db, conn) = migrated(Backend::Sqlite).await;
+    let handler = ScriptedHandler::default();
+    let consumer = Consumer::new(
+        "mypage",
+        handler.clone(),
+        conn,
+        messaging(broker.exchange(), &testkit::amqp_url()),
+        OutboxSignal::new(),
+    );
+    let stats = consumer.stats();
+    let stop = CancellationToken::new();
+    let running = tokio::spawn(consumer.run(stop.clone()));
+
+    let mut unknown_type = event(2).into_envelope();
+    unknown_type.payload = None;
+    unknown_type.event_type = "payment.teleported".into();
+    let poison: Vec<(&str, Vec<u8>)> = vec![
+        ("garbage", b"\xff\x00 not protobuf at all".to_vec()),
+        ("unknown type", unknown_type.encode_to_vec()),
+        ("permanent failure", sealed("agg-perm")),
+        ("transient forever", sealed("agg-broken")),
+    ];
+    for (_, body) in &poison {
+        broker
+            .publish_raw("payment.refunded", body, Default::default())
+            .await;
+    }
+    broker
+        .publish_raw("payment.refunded", &sealed("agg-flaky"), Default::default())
+        .await;
+    broker
+        .publish_raw("payment.refunded", &sealed("agg-fine"), Default::default())
+        .await;
+
+    let dlq = broker.topology.dead_letter_queue("mypage");
+    let dead = broker
+        .collect(&dlq, poison.len(), Duration::from_secs(30))
+        .await;
+    assert_eq!(
+        dead.len(),
+        poison.len(),
+        "every poison message is dead-lettered"
+    );
+    wait_until(
+        "flaky and fine events applied",
+        Duration::from_secs(10),
+        || async { (handler.applied.lock().unwrap().len() == 2).then_some(()) },
+    )
+    .await;
+    assert!(handler.applied.lock().unwrap().values().all(|&n| n == 1));
+    assert_eq!(
+        handler.flaky_tries.load(Ordering::SeqCst),
+        3,
+        "failed twice, then applied"
+    );
+    // The broker dead-letters "transient forever" after its delivery limit.
+    assert!(stats.get(Outcome::Requeued) >= platform::amqp::DELIVERY_LIMIT as u64);
+    assert_eq!(stats.get(Outcome::Applied), 2);
+
+    stop.cancel();
+    running.await.unwrap();
+    broker.delete().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_reconnects_after_the_broker_link_drops() {
+    let broker = TestBroker::create().await;
+    let proxy = TcpProxy::start("127.0.0.1:5672".parse().unwrap()).await;
+    let (_db, conn) = migrated(Backend::Sqlite).await;
+    let handler = ScriptedHandler::default();
+    let amqp = format!("amqp://guest:guest@{}/%2f", proxy.addr());
+    let consumer = Consumer::new(
+        "mypage",
+        handler.clone(),
+        conn,
+        messaging(broker.exchange(), &amqp),
+        OutboxSignal::new(),
+    );
+    let stop = CancellationToken::new();
+    let running = tokio::spawn(consumer.run(stop.clone()));
+
+    broker
+        .publish_raw("payment.refunded", &sealed("agg-a"), Default::default())
+        .await;
+    wait_until("first event applied", Duration::from_secs(10), || async {
+        (handler.applied.lock().unwrap().len() == 1).then_some(())
+    })
+    .await;
+    proxy.cut().await;
+    broker
+        .publish_raw("payment.refunded", &sealed("agg-b"), Default::default())
+        .await;
+    proxy.restore().await;
+    wait_until(
+        "event published during the outage applied",
+        Duration::from_secs(30),
+        || async { (handler.applied.lock().unwrap().len() == 2).then_some(()) },
+    )
+    .await;
+
+    stop.cancel();
+    running.await.unwrap();
+    broker.delete().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_relays_on_one_postgres_outbox_publish_each_event_exactly_once() {
+    let broker = TestBroker::create().await;
+    let (db, conn) = migrated(Backend::Postgres).await;
+    let txn = conn.begin().await.unwrap();
+    let mut ids = Vec::new();
+    for n in 0..300 {
+        ids.push(outbox::enqueue(&txn, event(n)).await.unwrap().event_id);
+    }
+    txn.commit().await.unwrap();
+
+    let stop = CancellationToken::new();
+    let relays: Vec<_> = (0..3)
+        .map(|i| {
+            let relay = Relay::new(
+                conn.clone(),
+                messaging(broker.exchange(), &testkit::amqp_url()),
+                OutboxSignal::new(),
+                &format!("replica-{i}"),
+            );
+            tokio::spawn(relay.run(stop.clone()))
+        })
+        .collect();
+    wait_until("outbox drained", Duration::from_secs(30), || async {
+        (outbox::pending(&conn).await.unwrap() == 0).then_some(())
+    })
+    .await;
+    stop.cancel();
+    for r in relays {
+        r.await.unwrap();
+    }
+
+    let got = broker.drain(&broker.topology.queue("mypage")).await;
+    let mut published: Vec<String> = got.iter().map(|m| m.envelope().event_id).collect();
+    published.sort();
+    ids.sort();
+    assert_eq!(published, ids, "each event exactly once");
+    broker.delete().await;
+    db.drop_database().await;
+}
