@@ -1,0 +1,1 @@
+//! mypage-svc (being written).

@@ -1,0 +1,2 @@
+//! The mypage-svc binary.
+fn main() {}

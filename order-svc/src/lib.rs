@@ -1,0 +1,1 @@
+//! order-svc (being written).

@@ -1,0 +1,2 @@
+//! The order-svc binary.
+fn main() {}

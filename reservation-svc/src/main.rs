@@ -1,0 +1,2 @@
+//! The reservation-svc binary.
+fn main() {}
