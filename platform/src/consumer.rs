@@ -80,6 +80,11 @@ pub trait EventHandler: Send + Sync + 'static {
         txn: &'a DatabaseTransaction,
         event: &'a EventEnvelope,
     ) -> impl Future<Output = Result<(), HandlerError>> + Send + 'a;
+
+    /// Called after the transaction that applied `event` committed (not for
+    /// duplicates): the place to notify in-process watchers, since anything they
+    /// read now includes the change.
+    fn committed(&self, _event: &EventEnvelope) {}
 }
 
 /// What happened to one delivery; returned for logging and tests.
@@ -316,6 +321,7 @@ impl<H: EventHandler> Consumer<H> {
         self.handler.handle(&txn, event).await?;
         txn.commit().await?;
         self.signal.wake();
+        self.handler.committed(event);
         Ok(Outcome::Applied)
     }
 }
