@@ -184,6 +184,29 @@ impl Topology {
     }
 }
 
+/// Whether this process has already said the broker is unreachable. One process
+/// runs several relays and consumers (all four services under `talentshare up`);
+/// an outage should read as one line, not one per component.
+static REPORTED_DOWN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Logs that RabbitMQ cannot be reached: a warning the first time in this process,
+/// debug afterwards until [`report_reachable`].
+pub fn report_unreachable(component: &str, error: &dyn std::fmt::Display) {
+    if REPORTED_DOWN.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        tracing::debug!(component, error = %error, "RabbitMQ still unreachable");
+    } else {
+        tracing::warn!(component, error = %error,
+            "RabbitMQ unreachable: services keep serving and events wait in the outbox until it is back");
+    }
+}
+
+/// Logs that RabbitMQ is reachable again (once per recovery in this process).
+pub fn report_reachable(component: &str) {
+    if REPORTED_DOWN.swap(false, std::sync::atomic::Ordering::SeqCst) {
+        tracing::info!(component, "RabbitMQ reachable again; relaying and consuming events");
+    }
+}
+
 /// Opens a connection named after the service (visible in the broker's UI).
 pub async fn connect(url: &SecretUrl, connection_name: &str) -> lapin::Result<Connection> {
     let props = ConnectionProperties::default().with_connection_name(connection_name.into());

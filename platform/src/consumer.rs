@@ -174,25 +174,18 @@ impl<H: EventHandler> Consumer<H> {
         let topology = Topology::new(self.settings.events_exchange.clone());
         let queue = topology.queue(self.name);
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
-        let mut reported_down = false;
         while !shutdown.is_cancelled() {
             let session = match self.subscribe(&topology, &queue).await {
                 Ok(s) => s,
                 Err(e) => {
-                    if !reported_down {
-                        tracing::warn!(error = %e, queue, "RabbitMQ unreachable; consumer retrying");
-                        reported_down = true;
-                    }
+                    amqp::report_unreachable(&queue, &e);
                     tokio::select! {
                         _ = tokio::time::sleep(backoff.next_delay()) => continue,
                         _ = shutdown.cancelled() => return,
                     }
                 }
             };
-            if reported_down {
-                tracing::info!(queue, "consumer reconnected to RabbitMQ");
-                reported_down = false;
-            }
+            amqp::report_reachable(&queue);
             backoff.reset();
             let (conn, channel, mut stream) = session;
             loop {

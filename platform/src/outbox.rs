@@ -143,7 +143,6 @@ impl Relay {
     /// caller's drain deadline.
     pub async fn run(self, shutdown: CancellationToken) {
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
-        let mut broker_down_since: Option<std::time::Instant> = None;
         loop {
             if shutdown.is_cancelled() {
                 return;
@@ -151,21 +150,14 @@ impl Relay {
             let (conn, channel) = match self.open().await {
                 Ok(pair) => pair,
                 Err(e) => {
-                    if broker_down_since.is_none() {
-                        broker_down_since = Some(std::time::Instant::now());
-                        tracing::warn!(error = %e, "RabbitMQ unreachable; events wait in the outbox until it is back");
-                    } else {
-                        tracing::debug!(error = %e, "RabbitMQ still unreachable");
-                    }
+                    amqp::report_unreachable(&self.name, &e);
                     tokio::select! {
                         _ = tokio::time::sleep(backoff.next_delay()) => continue,
                         _ = shutdown.cancelled() => return,
                     }
                 }
             };
-            if let Some(since) = broker_down_since.take() {
-                tracing::info!(down_for = ?since.elapsed(), "RabbitMQ reachable again; relaying the outbox");
-            }
+            amqp::report_reachable(&self.name);
             backoff.reset();
             self.pump(&channel, &shutdown, &mut backoff).await;
             let _ = conn.close(200, "relay stopping".into()).await;
