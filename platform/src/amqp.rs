@@ -203,7 +203,10 @@ pub fn report_unreachable(component: &str, error: &dyn std::fmt::Display) {
 /// Logs that RabbitMQ is reachable again (once per recovery in this process).
 pub fn report_reachable(component: &str) {
     if REPORTED_DOWN.swap(false, std::sync::atomic::Ordering::SeqCst) {
-        tracing::info!(component, "RabbitMQ reachable again; relaying and consuming events");
+        tracing::info!(
+            component,
+            "RabbitMQ reachable again; relaying and consuming events"
+        );
     }
 }
 

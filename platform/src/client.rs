@@ -1,15 +1,34 @@
 //! The client side of unary calls to another service (order-svc and reservation-svc
-//! calling payment-svc): one lazily connected channel per callee with a per-call
-//! deadline, a connect timeout and a concurrency limit.
+//! calling payment-svc).
 //!
-//! The channel connects lazily so a caller starts (and stays ready) while the callee
-//! is down; each call then fails fast with UNAVAILABLE instead of hanging.
+//! [`ResilientChannel`] wraps a lazily connected tonic `Channel` in the behaviour a
+//! caller needs when the callee misbehaves:
+//! - a deadline per call, sent as `grpc-timeout` so the callee stops working on it too;
+//! - bounded retries with jittered backoff, only for methods the caller marks
+//!   idempotent and only on codes that mean "not done, try again" (UNAVAILABLE,
+//!   RESOURCE_EXHAUSTED, or no connection at all), and never past the deadline;
+//! - a circuit breaker: after consecutive failures it fails fast with UNAVAILABLE for
+//!   a cool-down, then lets one probe call through; every state change is logged;
+//! - a concurrency limit on the channel.
+//!
+//! Retrying needs the request twice, so the stack buffers the (small, unary) request
+//! body once per call.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
 use clap::Args;
+use http_body_util::{BodyExt, Full};
+use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+use tower::{Service, ServiceExt};
 
+use crate::backoff::Backoff;
 use crate::settings::parse_duration;
 
 /// How to reach payment-svc.
@@ -18,13 +37,24 @@ pub struct PaymentClientSettings {
     /// payment-svc's gRPC URL.
     #[arg(long, env = "PAYMENT_URL", default_value = "http://127.0.0.1:50052", value_parser = parse_http_url)]
     pub payment_url: String,
-    /// Deadline of one call to payment-svc (sent as `grpc-timeout`).
+    /// Deadline of one call to payment-svc, retries included (sent as `grpc-timeout`).
     #[arg(long, env = "PAYMENT_TIMEOUT", default_value = "3s", value_parser = parse_duration)]
     pub payment_timeout: Duration,
     /// Most calls to payment-svc in flight at once from this process.
     #[arg(long, env = "PAYMENT_MAX_CONCURRENCY", default_value_t = 64,
           value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub payment_max_concurrency: u32,
+    /// Retries of an idempotent payment call that failed with UNAVAILABLE or found no connection.
+    #[arg(long, env = "PAYMENT_RETRIES", default_value_t = 2,
+          value_parser = clap::value_parser!(u32).range(0..=10))]
+    pub payment_retries: u32,
+    /// Consecutive failed calls that open the circuit breaker (fail fast).
+    #[arg(long, env = "PAYMENT_BREAKER_FAILURES", default_value_t = 5,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub payment_breaker_failures: u32,
+    /// How long the open breaker fails calls fast before letting one probe through.
+    #[arg(long, env = "PAYMENT_BREAKER_COOLDOWN", default_value = "5s", value_parser = parse_duration)]
+    pub payment_breaker_cooldown: Duration,
 }
 
 fn parse_http_url(s: &str) -> Result<String, String> {
@@ -35,17 +65,60 @@ fn parse_http_url(s: &str) -> Result<String, String> {
     }
 }
 
+/// Every payment RPC is safe to repeat: Pay is idempotent per order id, Refund per
+/// payment id, and the rest only read.
+fn payment_method_is_idempotent(path: &str) -> bool {
+    matches!(
+        path,
+        "/talentshare.payment.v1.PaymentService/Pay"
+            | "/talentshare.payment.v1.PaymentService/Refund"
+            | "/talentshare.payment.v1.PaymentService/GetPayment"
+            | "/talentshare.payment.v1.PaymentService/ListPayments"
+    )
+}
+
 impl PaymentClientSettings {
-    /// A lazily connected channel to payment-svc.
+    /// A plain lazily connected channel (deadline and concurrency limit only).
     pub fn channel(&self) -> anyhow::Result<Channel> {
-        lazy_channel(&self.payment_url, self.payment_timeout, self.payment_max_concurrency as usize)
-            .map_err(|e| anyhow::anyhow!("PAYMENT_URL {}: {e}", self.payment_url))
+        lazy_channel(
+            &self.payment_url,
+            self.payment_timeout,
+            self.payment_max_concurrency as usize,
+        )
+        .map_err(|e| anyhow::anyhow!("PAYMENT_URL {}: {e}", self.payment_url))
+    }
+
+    /// The resilient channel to payment-svc (connects on first use).
+    pub fn resilient_channel(&self) -> anyhow::Result<ResilientChannel> {
+        let inner = lazy_channel(
+            &self.payment_url,
+            self.payment_timeout,
+            self.payment_max_concurrency as usize,
+        )
+        .map_err(|e| anyhow::anyhow!("PAYMENT_URL {}: {e}", self.payment_url))?;
+        Ok(ResilientChannel::new(
+            "payment-svc",
+            inner,
+            CallPolicy {
+                timeout: self.payment_timeout,
+                retries: self.payment_retries,
+                idempotent: payment_method_is_idempotent,
+            },
+            BreakerSettings {
+                failures: self.payment_breaker_failures,
+                cooldown: self.payment_breaker_cooldown,
+            },
+        ))
     }
 }
 
 /// A channel to `url` that connects on first use, with a per-call `timeout` and at
 /// most `max_concurrency` calls in flight.
-pub fn lazy_channel(url: &str, timeout: Duration, max_concurrency: usize) -> anyhow::Result<Channel> {
+pub fn lazy_channel(
+    url: &str,
+    timeout: Duration,
+    max_concurrency: usize,
+) -> anyhow::Result<Channel> {
     let endpoint = Endpoint::from_shared(url.to_owned())?
         .connect_timeout(Duration::from_secs(1).min(timeout))
         .timeout(timeout)
@@ -54,4 +127,335 @@ pub fn lazy_channel(url: &str, timeout: Duration, max_concurrency: usize) -> any
         .http2_keep_alive_interval(Duration::from_secs(30))
         .keep_alive_while_idle(true);
     Ok(endpoint.connect_lazy())
+}
+
+/// Deadline and retry rules of one callee.
+#[derive(Clone, Copy, Debug)]
+pub struct CallPolicy {
+    /// Deadline of a call, retries included.
+    pub timeout: Duration,
+    /// Most retries of one call.
+    pub retries: u32,
+    /// Whether a method (by gRPC path) may be sent twice.
+    pub idempotent: fn(&str) -> bool,
+}
+
+/// When the breaker opens and for how long.
+#[derive(Clone, Copy, Debug)]
+pub struct BreakerSettings {
+    /// Consecutive failures that open it.
+    pub failures: u32,
+    /// How long it stays open before a probe.
+    pub cooldown: Duration,
+}
+
+/// The breaker's state, as logged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BreakerState {
+    /// Calls flow; counting consecutive failures.
+    Closed,
+    /// Calls fail fast until the cool-down ends.
+    Open,
+    /// One probe call is in flight; its outcome closes or re-opens the breaker.
+    HalfOpen,
+}
+
+#[derive(Debug)]
+struct Breaker {
+    settings: BreakerSettings,
+    state: BreakerState,
+    failures: u32,
+    open_until: Instant,
+}
+
+impl Breaker {
+    fn new(settings: BreakerSettings) -> Self {
+        Self {
+            settings,
+            state: BreakerState::Closed,
+            failures: 0,
+            open_until: Instant::now(),
+        }
+    }
+
+    /// Whether a call may go out now.
+    fn admit(&mut self, callee: &str, now: Instant) -> bool {
+        match self.state {
+            BreakerState::Closed => true,
+            BreakerState::Open if now >= self.open_until => {
+                self.state = BreakerState::HalfOpen;
+                tracing::info!(callee, "circuit half-open: sending one probe call");
+                true
+            }
+            BreakerState::Open | BreakerState::HalfOpen => false,
+        }
+    }
+
+    fn record(&mut self, callee: &str, success: bool, now: Instant) {
+        if success {
+            if self.state != BreakerState::Closed {
+                tracing::info!(callee, "circuit closed: calls flow again");
+            }
+            self.state = BreakerState::Closed;
+            self.failures = 0;
+            return;
+        }
+        self.failures = self.failures.saturating_add(1);
+        let trip = match self.state {
+            BreakerState::HalfOpen => true,
+            BreakerState::Closed => self.failures >= self.settings.failures,
+            BreakerState::Open => false,
+        };
+        if trip {
+            self.state = BreakerState::Open;
+            self.open_until = now + self.settings.cooldown;
+            tracing::warn!(callee, failures = self.failures, cooldown = ?self.settings.cooldown,
+                "circuit open: failing calls fast");
+        }
+    }
+}
+
+/// A tonic-compatible channel with deadline, retries and a circuit breaker (see the
+/// module doc). Cheap to clone; clones share the breaker.
+#[derive(Clone)]
+pub struct ResilientChannel {
+    callee: &'static str,
+    inner: Channel,
+    policy: CallPolicy,
+    breaker: Arc<Mutex<Breaker>>,
+}
+
+impl ResilientChannel {
+    /// Wraps `inner`, calling the callee `callee` in logs.
+    pub fn new(
+        callee: &'static str,
+        inner: Channel,
+        policy: CallPolicy,
+        breaker: BreakerSettings,
+    ) -> Self {
+        Self {
+            callee,
+            inner,
+            policy,
+            breaker: Arc::new(Mutex::new(Breaker::new(breaker))),
+        }
+    }
+
+    /// The breaker's current state.
+    pub fn breaker_state(&self) -> BreakerState {
+        self.breaker.lock().expect("breaker lock").state
+    }
+
+    async fn execute(
+        self,
+        req: http::Request<tonic::body::Body>,
+    ) -> Result<http::Response<tonic::body::Body>, BoxError> {
+        let start = Instant::now();
+        let deadline = start + self.policy.timeout;
+        if !self
+            .breaker
+            .lock()
+            .expect("breaker lock")
+            .admit(self.callee, start)
+        {
+            return Ok(Status::unavailable(format!(
+                "{} is failing; circuit open, not calling it",
+                self.callee
+            ))
+            .into_http());
+        }
+        let retry_allowed = (self.policy.idempotent)(req.uri().path());
+        let (mut parts, body) = req.into_parts();
+        parts
+            .headers
+            .entry("grpc-timeout")
+            .or_insert_with(|| grpc_timeout_header(self.policy.timeout));
+        let body: Bytes = body.collect().await?.to_bytes();
+        let backoff = Backoff::new(Duration::from_millis(50), Duration::from_millis(500));
+        let mut attempt = 0u32;
+        loop {
+            let request = rebuild(&parts, body.clone());
+            let mut channel = self.inner.clone();
+            let outcome = tokio::time::timeout_at(deadline, async {
+                channel.ready().await?;
+                channel.call(request).await
+            })
+            .await;
+            let verdict = classify(&outcome);
+            let now = Instant::now();
+            if verdict != Verdict::Retryable || !retry_allowed || attempt >= self.policy.retries {
+                self.breaker.lock().expect("breaker lock").record(
+                    self.callee,
+                    verdict == Verdict::Done,
+                    now,
+                );
+                return match outcome {
+                    Ok(result) => result.map_err(Into::into),
+                    Err(_) => Ok(Status::deadline_exceeded(format!(
+                        "{} did not answer within {:?}",
+                        self.callee, self.policy.timeout
+                    ))
+                    .into_http()),
+                };
+            }
+            let pause = backoff.delay_for(attempt);
+            if now + pause >= deadline {
+                self.breaker
+                    .lock()
+                    .expect("breaker lock")
+                    .record(self.callee, false, now);
+                return match outcome {
+                    Ok(result) => result.map_err(Into::into),
+                    Err(_) => unreachable_timeout(self.callee),
+                };
+            }
+            tracing::debug!(callee = self.callee, attempt, ?pause, "retrying call");
+            tokio::time::sleep(pause).await;
+            attempt += 1;
+        }
+    }
+}
+
+/// A timeout is classified `Failed`, never `Retryable`, so the retry path cannot
+/// hold one; kept total so a future change cannot panic here.
+fn unreachable_timeout(callee: &str) -> Result<http::Response<tonic::body::Body>, BoxError> {
+    Ok(Status::deadline_exceeded(format!("{callee} did not answer in time")).into_http())
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Verdict {
+    /// The callee answered (any application status): the breaker counts a success.
+    Done,
+    /// Not done and safe to try again.
+    Retryable,
+    /// The callee is failing (deadline passed, internal trouble): not retried.
+    Failed,
+}
+
+fn classify(
+    outcome: &Result<
+        Result<http::Response<tonic::body::Body>, tonic::transport::Error>,
+        tokio::time::error::Elapsed,
+    >,
+) -> Verdict {
+    match outcome {
+        Err(_) => Verdict::Failed,
+        // No connection (refused, reset, DNS): nothing reached the callee.
+        Ok(Err(_)) => Verdict::Retryable,
+        Ok(Ok(response)) => {
+            // Errors come as trailers-only responses: grpc-status in the headers.
+            let code = response
+                .headers()
+                .get("grpc-status")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<i32>().ok())
+                .map(Code::from_i32);
+            match code {
+                Some(Code::Unavailable) | Some(Code::ResourceExhausted) => Verdict::Retryable,
+                Some(Code::DeadlineExceeded) | Some(Code::Internal) | Some(Code::Unknown) => {
+                    Verdict::Failed
+                }
+                _ => Verdict::Done,
+            }
+        }
+    }
+}
+
+fn rebuild(parts: &http::request::Parts, body: Bytes) -> http::Request<tonic::body::Body> {
+    let mut request = http::Request::new(tonic::body::Body::new(Full::new(body)));
+    *request.method_mut() = parts.method.clone();
+    *request.uri_mut() = parts.uri.clone();
+    *request.version_mut() = parts.version;
+    *request.headers_mut() = parts.headers.clone();
+    request
+}
+
+/// `grpc-timeout` in milliseconds (the protocol allows at most 8 digits).
+fn grpc_timeout_header(timeout: Duration) -> http::HeaderValue {
+    let ms = timeout.as_millis().clamp(1, 99_999_999);
+    http::HeaderValue::from_str(&format!("{ms}m"))
+        .expect("digits and a unit are a valid header value")
+}
+
+impl Service<http::Request<tonic::body::Body>> for ResilientChannel {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // Each call waits for readiness on its own clone of the channel.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+        Box::pin(self.clone().execute(req))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn breaker() -> Breaker {
+        Breaker::new(BreakerSettings {
+            failures: 3,
+            cooldown: Duration::from_secs(5),
+        })
+    }
+
+    #[test]
+    fn breaker_opens_after_consecutive_failures_only() {
+        let mut b = breaker();
+        let t = Instant::now();
+        b.record("x", false, t);
+        b.record("x", false, t);
+        b.record("x", true, t);
+        b.record("x", false, t);
+        b.record("x", false, t);
+        assert_eq!(b.state, BreakerState::Closed, "a success resets the count");
+        b.record("x", false, t);
+        assert_eq!(b.state, BreakerState::Open);
+        assert!(
+            !b.admit("x", t + Duration::from_secs(1)),
+            "fails fast while open"
+        );
+    }
+
+    #[test]
+    fn breaker_half_opens_after_cooldown_and_one_probe_decides() {
+        let mut b = breaker();
+        let t = Instant::now();
+        for _ in 0..3 {
+            b.record("x", false, t);
+        }
+        let later = t + Duration::from_secs(6);
+        assert!(b.admit("x", later), "one probe after the cool-down");
+        assert_eq!(b.state, BreakerState::HalfOpen);
+        assert!(!b.admit("x", later), "only one probe at a time");
+        b.record("x", false, later);
+        assert_eq!(b.state, BreakerState::Open, "a failed probe re-opens");
+        let much_later = later + Duration::from_secs(6);
+        assert!(b.admit("x", much_later));
+        b.record("x", true, much_later);
+        assert_eq!(b.state, BreakerState::Closed);
+        assert!(b.admit("x", much_later));
+    }
+
+    #[test]
+    fn only_payment_methods_are_marked_idempotent() {
+        assert!(payment_method_is_idempotent(
+            "/talentshare.payment.v1.PaymentService/Pay"
+        ));
+        assert!(!payment_method_is_idempotent(
+            "/talentshare.order.v1.OrderService/PlaceOrder"
+        ));
+    }
+
+    #[test]
+    fn grpc_timeout_is_in_milliseconds() {
+        assert_eq!(grpc_timeout_header(Duration::from_secs(3)), "3000m");
+        assert_eq!(grpc_timeout_header(Duration::ZERO), "1m");
+    }
 }
