@@ -1,1 +1,90 @@
-//! mypage-svc (being written).
+//! mypage-svc: talentshare's `MyPageService`, the customer's view of their
+//! bookings. A read model (CQRS) built only from the events on the bus: it calls
+//! no other service, so it keeps answering while they are down, and one row per
+//! order converges to the same state whatever the order and repetition of the
+//! events that built it.
+//!
+//! - [`domain`]: the pure core (an entry and how an event folds into it);
+//! - [`events`]: `talentshare.events.v1` envelopes to domain events;
+//! - [`store`]: sea-orm storage, migrations, and the fold inside a transaction;
+//! - [`consumer`]: the event handler and the fan-out of committed changes;
+//! - [`grpc`]: the gRPC adapter and the error-to-status `match`;
+//! - [`watch`]: the `WatchMyPage` stream.
+//!
+//! [`start`] runs the service from [`Settings`]; the binary, `talentshare` and the
+//! tests all use it.
+
+pub mod consumer;
+pub mod domain;
+pub mod events;
+pub mod grpc;
+pub mod store;
+pub mod watch;
+
+use std::net::SocketAddr;
+
+use clap::Parser;
+use platform::{Host, PlatformSettings, RunningService, ServiceDef};
+use talentshare_proto::mypage::my_page_service_server::MyPageServiceServer;
+use tokio_util::sync::CancellationToken;
+use tonic::service::Routes;
+
+/// Full gRPC name of the service; also its readiness health-check name.
+pub const SERVICE_NAME: &str = "talentshare.mypage.v1.MyPageService";
+
+/// What the platform needs to know about mypage-svc.
+pub const SERVICE: ServiceDef = ServiceDef {
+    slug: "mypage",
+    grpc_service: SERVICE_NAME,
+    descriptor_sets: &[talentshare_proto::FILE_DESCRIPTOR_SET],
+};
+
+/// The consumer (queue) name; bound to every routing key in `platform::amqp::CONSUMERS`.
+pub const CONSUMER: &str = "mypage";
+
+/// How many committed changes the fan-out to WatchMyPage streams keeps for a
+/// stream that is busy sending; a stream further behind ends with ABORTED.
+pub const CHANGES_BACKLOG: usize = 1024;
+
+/// mypage-svc settings: flags, each with an environment-variable fallback.
+#[derive(Parser, Clone, Debug)]
+#[command(
+    name = "mypage-svc",
+    version,
+    about = "talentshare MyPageService: the customer's read model of their bookings, built only from events"
+)]
+pub struct Settings {
+    /// Address the gRPC server listens on.
+    #[arg(long, env = "GRPC_ADDR", default_value = "0.0.0.0:50054")]
+    pub grpc_addr: SocketAddr,
+    /// Most WatchMyPage streams open at once on this instance; more are refused
+    /// with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "MAX_WATCHERS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_watchers: u32,
+    #[command(flatten)]
+    pub platform: PlatformSettings,
+}
+
+/// Binds, then runs mypage-svc until `shutdown` fires.
+pub async fn start(
+    settings: Settings,
+    shutdown: CancellationToken,
+) -> anyhow::Result<RunningService> {
+    let max_message = settings.platform.server.max_message_bytes as usize;
+    let host = Host::bind(SERVICE, settings.grpc_addr, settings.platform).await?;
+    let changes = consumer::Changes::new(CHANGES_BACKLOG);
+    let store = store::MyPageStore::new(host.db().clone());
+    let handler = consumer::MyPageHandler::new(changes.clone());
+    let tasks = vec![host.consumer(CONSUMER, handler).into()];
+    let api = grpc::MyPageApi::new(
+        store,
+        changes,
+        settings.max_watchers as usize,
+        shutdown.clone(),
+    );
+    let service = MyPageServiceServer::new(api)
+        .max_decoding_message_size(max_message)
+        .max_encoding_message_size(max_message);
+    Ok(host.start::<store::Migrator>(Routes::new(service), tasks, shutdown))
+}

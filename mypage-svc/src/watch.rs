@@ -1,0 +1,191 @@
+//! The `WatchMyPage` stream: every current entry of one customer, newest order
+//! first, then each entry again whenever a committed event changes it.
+//!
+//! A producer task reads the store and feeds a small buffer; [`WatchStream`] hands
+//! the buffer to tonic. How a stream ends:
+//!
+//! - the service shuts down: UNAVAILABLE at once, even with items still buffered,
+//!   so the server's graceful drain never waits for a watcher;
+//! - the client reads so slowly that the producer misses changes (the change
+//!   fan-out keeps a bounded backlog): ABORTED; a new stream starts again from the
+//!   current rows, so reconnecting loses nothing;
+//! - the client goes away: the producer notices the closed buffer and stops;
+//! - the store fails: the error's status (UNAVAILABLE or INTERNAL).
+//!
+//! The producer holds one permit of the watcher limit for its whole life.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use platform::values::ExternalId;
+use talentshare_proto::mypage::WatchMyPageResponse;
+use tokio::sync::{OwnedSemaphorePermit, broadcast, mpsc};
+use tokio_stream::Stream;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+use tonic::Status;
+
+use crate::consumer::Changed;
+use crate::domain::Entry;
+use crate::grpc::{ApiError, to_proto};
+use crate::store::MyPageStore;
+
+/// Messages buffered between the producer and the HTTP/2 stream. Small: the
+/// change fan-out's backlog, not this buffer, decides how far a client may lag.
+const BUFFER: usize = 16;
+
+/// Rows read per query while sending the current entries.
+const INITIAL_PAGE: u64 = 100;
+
+type Item = Result<WatchMyPageResponse, Status>;
+
+/// Starts watching `customer`'s page. `changes` must have been subscribed before
+/// this call reads anything, so no change committed meanwhile is missed.
+pub fn watch(
+    store: MyPageStore,
+    customer: ExternalId,
+    changes: broadcast::Receiver<Changed>,
+    shutdown: CancellationToken,
+    permit: OwnedSemaphorePermit,
+) -> WatchStream {
+    let (tx, rx) = mpsc::channel(BUFFER);
+    let producer = Producer {
+        store,
+        customer,
+        changes,
+        tx,
+    };
+    tokio::spawn(producer.run(shutdown.clone(), permit));
+    WatchStream {
+        items: rx,
+        shutdown: Box::pin(shutdown.cancelled_owned()),
+        finished: false,
+    }
+}
+
+/// The response stream of one `WatchMyPage` call.
+pub struct WatchStream {
+    items: mpsc::Receiver<Item>,
+    shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
+    finished: bool,
+}
+
+impl Stream for WatchStream {
+    type Item = Item;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Item>> {
+        if self.finished {
+            return Poll::Ready(None);
+        }
+        // Shutdown first: buffered entries are not worth delaying the drain for.
+        if self.shutdown.as_mut().poll(cx).is_ready() {
+            self.finished = true;
+            return Poll::Ready(Some(Err(ApiError::ShuttingDown.into())));
+        }
+        match self.items.poll_recv(cx) {
+            Poll::Ready(Some(Ok(item))) => Poll::Ready(Some(Ok(item))),
+            Poll::Ready(Some(Err(status))) => {
+                self.finished = true;
+                Poll::Ready(Some(Err(status)))
+            }
+            // The producer stops without a status only when it panicked.
+            Poll::Ready(None) => {
+                self.finished = true;
+                Poll::Ready(Some(Err(ApiError::Internal(
+                    "watch producer stopped unexpectedly".into(),
+                )
+                .into())))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// Why feeding a stream stopped.
+enum End {
+    /// The client is gone: nobody to tell.
+    ClientGone,
+    /// Tell the client, then stop.
+    Failed(ApiError),
+}
+
+struct Producer {
+    store: MyPageStore,
+    customer: ExternalId,
+    changes: broadcast::Receiver<Changed>,
+    tx: mpsc::Sender<Item>,
+}
+
+impl Producer {
+    async fn run(mut self, shutdown: CancellationToken, _permit: OwnedSemaphorePermit) {
+        let tx = self.tx.clone();
+        let end = tokio::select! {
+            biased;
+            // The stream itself reports the shutdown.
+            _ = shutdown.cancelled() => return,
+            _ = tx.closed() => return,
+            end = self.feed() => end,
+        };
+        if let End::Failed(e) = end {
+            tracing::debug!(customer_id = %self.customer, error = %e, "watch ended");
+            tokio::select! {
+                _ = tx.send(Err(e.into())) => {}
+                _ = shutdown.cancelled() => {}
+            }
+        }
+    }
+
+    /// Sends the current entries, then every change, until something ends it.
+    async fn feed(&mut self) -> End {
+        let mut after = None;
+        loop {
+            let (entries, more) = match self.store.page(&self.customer, after, INITIAL_PAGE).await {
+                Ok(page) => page,
+                Err(e) => return End::Failed(e.into()),
+            };
+            after = entries.last().map(|e| e.order_id);
+            for entry in &entries {
+                if !self.send(entry).await {
+                    return End::ClientGone;
+                }
+            }
+            if !more {
+                break;
+            }
+        }
+        loop {
+            let changed = match self.changes.recv().await {
+                Ok(c) => c,
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    return End::Failed(ApiError::Lagging(format!(
+                        "the stream fell {missed} changes behind; reconnect to start again from the current entries"
+                    )));
+                }
+                // The fan-out is gone only when the service is stopping.
+                Err(broadcast::error::RecvError::Closed) => {
+                    return End::Failed(ApiError::ShuttingDown);
+                }
+            };
+            if *changed.customer_id != *self.customer.as_ref() {
+                continue;
+            }
+            match self.store.get(changed.order_id).await {
+                Ok(Some(entry)) => {
+                    if !self.send(&entry).await {
+                        return End::ClientGone;
+                    }
+                }
+                // Announced after commit, so it exists; nothing to send otherwise.
+                Ok(None) => {}
+                Err(e) => return End::Failed(e.into()),
+            }
+        }
+    }
+
+    async fn send(&self, entry: &Entry) -> bool {
+        let msg = WatchMyPageResponse {
+            entry: Some(to_proto(entry)),
+        };
+        self.tx.send(Ok(msg)).await.is_ok()
+    }
+}

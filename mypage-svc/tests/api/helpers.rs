@@ -1,0 +1,364 @@
+//! `spawn_app` and friends: build the real mypage-svc from real settings, overriding
+//! only the port (0), the database (fresh) and the broker names (per test); and
+//! `Story`, the events the real services emit for one order, as real envelopes.
+
+use std::time::Duration;
+
+use clap::Parser;
+use platform::RunningService;
+use platform::envelope::NewEvent;
+use prost::Message;
+use sea_orm::{EntityTrait, PaginatorTrait};
+use talentshare_proto::events::{
+    EventEnvelope, OrderCancelled, OrderPaid, OrderPaymentDeclined, OrderPlaced, PaymentApproved,
+    PaymentDeclined, PaymentRefunded, ReservationCancelled, ReservationConfirmed,
+    ReservationRequested, event_envelope::Payload,
+};
+use talentshare_proto::mypage::{
+    GetMyPageEntryRequest, MyPageEntry, my_page_service_client::MyPageServiceClient,
+};
+use testkit::{Backend, TestBroker, TestDatabase};
+use tokio_util::sync::CancellationToken;
+use tonic::Code;
+use tonic::transport::Channel;
+use tonic_health::pb::health_check_response::ServingStatus;
+
+pub use testkit::wait_until;
+
+/// How long a test waits for the consumer to apply what it published.
+pub const APPLY_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Generates a `sqlite` and a `postgres` test for each listed `async fn(Backend)`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::$name(testkit::Backend::Sqlite).await
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    super::$name(testkit::Backend::Postgres).await
+                }
+            }
+        )*
+    };
+}
+
+pub struct TestApp {
+    pub client: MyPageServiceClient<Channel>,
+    pub db: TestDatabase,
+    pub broker: TestBroker,
+    shutdown: CancellationToken,
+    running: Option<RunningService>,
+}
+
+/// Settings as the binary would parse them, with the test's overrides.
+pub fn settings(database_url: &str, exchange: &str, extra: &[&str]) -> mypage_svc::Settings {
+    platform::telemetry::init_for_tests();
+    let amqp_url = testkit::amqp_url();
+    let mut args = vec![
+        "mypage-svc",
+        "--grpc-addr",
+        "127.0.0.1:0",
+        "--database-url",
+        database_url,
+        "--events-exchange",
+        exchange,
+        "--amqp-url",
+        &amqp_url,
+        "--consumer-retry-max-delay",
+        "500ms",
+        "--shutdown-grace",
+        "5s",
+    ];
+    args.extend_from_slice(extra);
+    mypage_svc::Settings::try_parse_from(args).expect("test settings parse")
+}
+
+/// A ready mypage-svc on a fresh database and topology.
+pub async fn spawn_app(backend: Backend) -> TestApp {
+    spawn_app_with(backend, &[]).await
+}
+
+/// Like [`spawn_app`], with extra command-line settings.
+pub async fn spawn_app_with(backend: Backend, extra: &[&str]) -> TestApp {
+    let db = TestDatabase::create(backend).await;
+    let broker = TestBroker::create().await;
+    let s = settings(db.url(), broker.exchange(), extra);
+    let shutdown = CancellationToken::new();
+    let running = mypage_svc::start(s, shutdown.clone())
+        .await
+        .expect("start mypage-svc");
+    let channel = Channel::from_shared(format!("http://{}", running.local_addr))
+        .expect("valid URI")
+        .connect()
+        .await
+        .expect("connect to mypage-svc");
+    wait_ready(&channel).await;
+    TestApp {
+        client: MyPageServiceClient::new(channel),
+        db,
+        broker,
+        shutdown,
+        running: Some(running),
+    }
+}
+
+/// Waits until readiness says SERVING.
+pub async fn wait_ready(channel: &Channel) {
+    wait_until("readiness SERVING", Duration::from_secs(20), || async {
+        (testkit::health::check(channel.clone(), mypage_svc::SERVICE_NAME).await
+            == Ok(ServingStatus::Serving))
+        .then_some(())
+    })
+    .await;
+}
+
+impl TestApp {
+    /// Publishes `events` to the test exchange, in the given order, as the
+    /// services' outbox relays would (routing key = event type).
+    pub async fn publish(&self, events: &[EventEnvelope]) {
+        for e in events {
+            self.broker
+                .publish_raw(&e.event_type, &e.encode_to_vec(), Default::default())
+                .await;
+        }
+    }
+
+    /// The entry of `order_id`, or None while it is NOT_FOUND.
+    pub async fn entry(&self, order_id: &str) -> Option<MyPageEntry> {
+        let res = self
+            .client
+            .clone()
+            .get_my_page_entry(GetMyPageEntryRequest {
+                order_id: order_id.to_owned(),
+            })
+            .await;
+        match res {
+            Ok(r) => Some(r.into_inner().entry.expect("a found entry is set")),
+            Err(s) if s.code() == Code::NotFound => None,
+            Err(s) => panic!("GetMyPageEntry {order_id}: {s}"),
+        }
+    }
+
+    /// Waits until the entry of `order_id` satisfies `done`, and returns it.
+    pub async fn wait_entry(
+        &self,
+        order_id: &str,
+        what: &str,
+        done: impl Fn(&MyPageEntry) -> bool,
+    ) -> MyPageEntry {
+        wait_until(what, APPLY_TIMEOUT, || async {
+            self.entry(order_id).await.filter(|e| done(e))
+        })
+        .await
+    }
+
+    /// Waits until everything published before this call has been consumed: one
+    /// consumer takes the queue in order, so once a marker event published now has
+    /// been applied, so has everything before it (and duplicates were dropped).
+    pub async fn settle(&self) {
+        let marker = Story::new("settle-marker").placed();
+        self.publish(&marker.events).await;
+        self.wait_entry(&marker.order_id, "the settle marker", |_| true)
+            .await;
+    }
+
+    /// Rows in `my_page_entries`.
+    pub async fn row_count(&self) -> u64 {
+        let conn = self.db.connect().await;
+        let n = mypage_svc::store::entity::Entity::find()
+            .count(&conn)
+            .await
+            .expect("count rows");
+        let _ = conn.close().await;
+        n
+    }
+
+    /// Starts the service's shutdown without waiting for it ([`TestApp::stop`] waits).
+    pub fn begin_shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// Stops the service (graceful shutdown) and cleans up the database and topology.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(r) = self.running.take() {
+            r.wait().await.expect("mypage-svc stopped cleanly");
+        }
+        self.broker.delete().await;
+        self.db.drop_database().await;
+    }
+}
+
+fn ts(seconds: i64) -> Option<prost_types::Timestamp> {
+    Some(prost_types::Timestamp { seconds, nanos: 0 })
+}
+
+/// The events order-svc, payment-svc and reservation-svc emit for one order, with
+/// the aggregate versions they use, each one second after the previous one.
+#[derive(Clone)]
+pub struct Story {
+    pub order_id: String,
+    pub payment_id: String,
+    pub reservation_id: String,
+    pub customer_id: String,
+    pub events: Vec<EventEnvelope>,
+}
+
+/// When the first event of every story happened.
+pub const STORY_START: i64 = 1_900_000_000;
+
+impl Story {
+    /// A new order of `customer_id`, with nothing happened yet.
+    pub fn new(customer_id: &str) -> Self {
+        Self {
+            order_id: uuid::Uuid::now_v7().to_string(),
+            payment_id: uuid::Uuid::now_v7().to_string(),
+            reservation_id: uuid::Uuid::now_v7().to_string(),
+            customer_id: customer_id.to_owned(),
+            events: Vec::new(),
+        }
+    }
+
+    fn then(mut self, aggregate_id: String, version: i64, payload: Payload) -> Self {
+        let mut env = NewEvent {
+            aggregate_id,
+            aggregate_version: version,
+            order_id: self.order_id.clone(),
+            customer_id: self.customer_id.clone(),
+            payload,
+        }
+        .into_envelope();
+        env.occurred_at = ts(STORY_START + self.events.len() as i64);
+        self.events.push(env);
+        self
+    }
+
+    pub fn placed(self) -> Self {
+        let id = self.order_id.clone();
+        self.then(
+            id,
+            1,
+            Payload::OrderPlaced(OrderPlaced {
+                talent_id: "talent-7".into(),
+                session_start_time: ts(STORY_START + 86_400),
+                session_minutes: 60,
+                amount_minor: 15_000,
+                currency: "KRW".into(),
+            }),
+        )
+    }
+
+    pub fn approved(self) -> Self {
+        let id = self.payment_id.clone();
+        self.then(
+            id.clone(),
+            1,
+            Payload::PaymentApproved(PaymentApproved {
+                payment_id: id,
+                amount_minor: 15_000,
+                currency: "KRW".into(),
+                card_last4: "4242".into(),
+                talent_id: "talent-7".into(),
+                session_start_time: ts(STORY_START + 86_400),
+                session_minutes: 60,
+            }),
+        )
+    }
+
+    pub fn paid(self) -> Self {
+        let (id, payment_id) = (self.order_id.clone(), self.payment_id.clone());
+        self.then(id, 2, Payload::OrderPaid(OrderPaid { payment_id }))
+    }
+
+    /// payment-svc declines, then order-svc records it.
+    pub fn declined(self) -> Self {
+        let (order_id, payment_id) = (self.order_id.clone(), self.payment_id.clone());
+        let reason = "DECLINE_REASON_INSUFFICIENT_FUNDS".to_owned();
+        self.then(
+            payment_id.clone(),
+            1,
+            Payload::PaymentDeclined(PaymentDeclined {
+                payment_id: payment_id.clone(),
+                amount_minor: 15_000,
+                currency: "KRW".into(),
+                decline_reason: reason.clone(),
+            }),
+        )
+        .then(
+            order_id,
+            2,
+            Payload::OrderPaymentDeclined(OrderPaymentDeclined {
+                payment_id,
+                decline_reason: reason,
+            }),
+        )
+    }
+
+    pub fn requested(self) -> Self {
+        let (id, payment_id) = (self.reservation_id.clone(), self.payment_id.clone());
+        self.then(
+            id.clone(),
+            1,
+            Payload::ReservationRequested(ReservationRequested {
+                reservation_id: id,
+                payment_id,
+                talent_id: "talent-7".into(),
+                session_start_time: ts(STORY_START + 86_400),
+                session_minutes: 60,
+            }),
+        )
+    }
+
+    pub fn confirmed(self) -> Self {
+        let id = self.reservation_id.clone();
+        self.then(
+            id.clone(),
+            2,
+            Payload::ReservationConfirmed(ReservationConfirmed {
+                reservation_id: id,
+                manager_id: "manager-1".into(),
+            }),
+        )
+    }
+
+    /// The customer cancels a paid order: refund first, then the order records it.
+    pub fn cancelled(self, order_version: i64) -> Self {
+        let (order_id, payment_id) = (self.order_id.clone(), self.payment_id.clone());
+        self.then(
+            payment_id.clone(),
+            2,
+            Payload::PaymentRefunded(PaymentRefunded {
+                payment_id: payment_id.clone(),
+                amount_minor: 15_000,
+                currency: "KRW".into(),
+                reason: "changed my mind".into(),
+            }),
+        )
+        .then(
+            order_id,
+            order_version,
+            Payload::OrderCancelled(OrderCancelled {
+                payment_id,
+                reason: "changed my mind".into(),
+                refunded: true,
+            }),
+        )
+    }
+
+    pub fn reservation_cancelled(self, version: i64) -> Self {
+        let id = self.reservation_id.clone();
+        self.then(
+            id.clone(),
+            version,
+            Payload::ReservationCancelled(ReservationCancelled {
+                reservation_id: id,
+                reason: "changed my mind".into(),
+            }),
+        )
+    }
+}

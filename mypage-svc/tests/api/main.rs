@@ -1,0 +1,11 @@
+//! mypage-svc integration tests: the real service on port 0, against SQLite and
+//! PostgreSQL (a fresh database per test) and the real RabbitMQ (a topology per
+//! test), fed with real event envelopes.
+
+mod helpers;
+
+mod consume;
+mod lifecycle;
+mod queries;
+mod validation;
+mod watch;

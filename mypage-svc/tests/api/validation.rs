@@ -1,0 +1,147 @@
+//! Every bad field of every RPC is INVALID_ARGUMENT with a `google.rpc.BadRequest`
+//! naming the field, and changes nothing.
+
+use talentshare_proto::mypage::{GetMyPageEntryRequest, GetMyPageRequest, WatchMyPageRequest};
+use tonic::Code;
+use tonic_types::StatusExt;
+
+use crate::helpers::{Story, spawn_app};
+use crate::on_both_backends;
+use testkit::Backend;
+
+on_both_backends!(bad_input_is_invalid_argument_naming_the_field_and_changes_nothing);
+
+fn violated_fields(status: &tonic::Status) -> Vec<String> {
+    status
+        .get_details_bad_request()
+        .map(|b| b.field_violations.into_iter().map(|v| v.field).collect())
+        .unwrap_or_default()
+}
+
+async fn bad_input_is_invalid_argument_naming_the_field_and_changes_nothing(backend: Backend) {
+    let mut app = spawn_app(backend).await;
+    // Two entries of cust-b, so a real page token of cust-b exists.
+    for _ in 0..2 {
+        app.publish(&Story::new("cust-b").placed().events).await;
+    }
+    app.settle().await;
+    let foreign_token = app
+        .client
+        .get_my_page(GetMyPageRequest {
+            page_size: 1,
+            customer_id: "cust-b".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("GetMyPage")
+        .into_inner()
+        .next_page_token;
+    assert!(!foreign_token.is_empty());
+    let rows_before = app.row_count().await;
+
+    let page = |f: &dyn Fn(&mut GetMyPageRequest)| {
+        let mut r = GetMyPageRequest {
+            customer_id: "cust-a".into(),
+            ..Default::default()
+        };
+        f(&mut r);
+        r
+    };
+    let page_cases: Vec<(&str, GetMyPageRequest, &str)> = vec![
+        (
+            "empty customer",
+            page(&|r| r.customer_id.clear()),
+            "customer_id",
+        ),
+        (
+            "customer with spaces",
+            page(&|r| r.customer_id = "a b".into()),
+            "customer_id",
+        ),
+        (
+            "oversized customer",
+            page(&|r| r.customer_id = "c".repeat(65)),
+            "customer_id",
+        ),
+        (
+            "negative page size",
+            page(&|r| r.page_size = -1),
+            "page_size",
+        ),
+        (
+            "page size over 100",
+            page(&|r| r.page_size = 101),
+            "page_size",
+        ),
+        (
+            "forged page token",
+            page(&|r| r.page_token = "not-a-token".into()),
+            "page_token",
+        ),
+        (
+            "another customer's page token",
+            page(&|r| r.page_token = foreign_token.clone()),
+            "page_token",
+        ),
+    ];
+    for (case, req, field) in page_cases {
+        let err = app.client.get_my_page(req).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{case}");
+        assert_eq!(violated_fields(&err), vec![field.to_owned()], "{case}");
+    }
+
+    let entry_cases = [
+        ("empty order id", String::new()),
+        ("malformed order id", "order-1".to_owned()),
+        ("oversized order id", "9".repeat(10_000)),
+    ];
+    for (case, order_id) in entry_cases {
+        let err = app
+            .client
+            .get_my_page_entry(GetMyPageEntryRequest { order_id })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{case}");
+        assert_eq!(violated_fields(&err), vec!["order_id".to_owned()], "{case}");
+    }
+
+    let watch_cases = [
+        ("empty customer", String::new()),
+        ("customer with slash", "a/b".to_owned()),
+        ("oversized customer", "c".repeat(65)),
+    ];
+    for (case, customer_id) in watch_cases {
+        let err = app
+            .client
+            .watch_my_page(WatchMyPageRequest { customer_id })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{case}");
+        assert_eq!(
+            violated_fields(&err),
+            vec!["customer_id".to_owned()],
+            "{case}"
+        );
+    }
+
+    // Several bad fields are reported together.
+    let err = app
+        .client
+        .get_my_page(GetMyPageRequest {
+            page_size: -5,
+            page_token: "x".into(),
+            customer_id: String::new(),
+        })
+        .await
+        .unwrap_err();
+    let mut fields = violated_fields(&err);
+    fields.sort();
+    assert_eq!(fields, ["customer_id", "page_size", "page_token"]);
+
+    assert_eq!(
+        app.row_count().await,
+        rows_before,
+        "bad input changed nothing"
+    );
+    app.stop().await;
+}

@@ -1,0 +1,170 @@
+//! WatchMyPage: the current entries, then live changes of that customer only; the
+//! stream ends with UNAVAILABLE on shutdown and ABORTED when it falls behind; the
+//! watcher limit, and a closed stream giving its slot back.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use mypage_svc::consumer::{Changed, Changes};
+use mypage_svc::store::{Migrator, MyPageStore};
+use platform::values::ExternalId;
+use sea_orm_migration::MigratorTrait;
+use talentshare_proto::mypage::{MyPageEntry, WatchMyPageRequest, WatchMyPageResponse};
+use talentshare_proto::payment::PaymentStatus;
+use tokio::sync::Semaphore;
+use tokio_stream::StreamExt;
+use tokio_util::sync::CancellationToken;
+use tonic::{Code, Status, Streaming};
+
+use crate::helpers::{Story, TestApp, spawn_app, spawn_app_with, wait_until};
+use crate::on_both_backends;
+use testkit::{Backend, TestDatabase};
+
+on_both_backends!(
+    watch_sends_the_current_entries_then_each_change_of_that_customer,
+    watch_ends_with_unavailable_when_the_service_shuts_down,
+    watchers_beyond_the_limit_are_refused_until_a_stream_closes,
+    a_watch_that_falls_behind_ends_with_aborted,
+);
+
+const NEXT_TIMEOUT: Duration = Duration::from_secs(20);
+
+async fn open(app: &TestApp, customer: &str) -> Result<Streaming<WatchMyPageResponse>, Status> {
+    app.client
+        .clone()
+        .watch_my_page(WatchMyPageRequest {
+            customer_id: customer.to_owned(),
+        })
+        .await
+        .map(|r| r.into_inner())
+}
+
+/// The next entry on the stream; fails the test on an error, the end, or a timeout.
+async fn next_entry(stream: &mut Streaming<WatchMyPageResponse>) -> MyPageEntry {
+    tokio::time::timeout(NEXT_TIMEOUT, stream.message())
+        .await
+        .expect("a message before the timeout")
+        .expect("no error on the stream")
+        .expect("the stream goes on")
+        .entry
+        .expect("every message holds an entry")
+}
+
+async fn watch_sends_the_current_entries_then_each_change_of_that_customer(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let first = Story::new("cust-w").placed();
+    let second = Story::new("cust-w").placed();
+    let other = Story::new("cust-other").placed();
+    for s in [&first, &second, &other] {
+        app.publish(&s.events).await;
+    }
+    app.settle().await;
+
+    let mut stream = open(&app, "cust-w").await.expect("WatchMyPage");
+    let initial = [next_entry(&mut stream).await, next_entry(&mut stream).await];
+    assert_eq!(
+        [initial[0].order_id.as_str(), initial[1].order_id.as_str()],
+        [second.order_id.as_str(), first.order_id.as_str()],
+        "current entries first, newest order first"
+    );
+
+    // Another customer's change is not sent; the next message is our own change.
+    let other_paid = other.clone().approved();
+    app.publish(&other_paid.events[1..]).await;
+    let first_paid = first.clone().approved();
+    app.publish(&first_paid.events[1..]).await;
+    let changed = next_entry(&mut stream).await;
+    assert_eq!(changed.order_id, first.order_id);
+    assert_eq!(changed.payment_status(), PaymentStatus::Approved);
+
+    let third = Story::new("cust-w").placed();
+    app.publish(&third.events).await;
+    let new_order = next_entry(&mut stream).await;
+    assert_eq!(
+        new_order.order_id, third.order_id,
+        "a new order is sent too"
+    );
+    app.stop().await;
+}
+
+async fn watch_ends_with_unavailable_when_the_service_shuts_down(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let story = Story::new("cust-w").placed();
+    app.publish(&story.events).await;
+    app.settle().await;
+    let mut stream = open(&app, "cust-w").await.expect("WatchMyPage");
+    assert_eq!(next_entry(&mut stream).await.order_id, story.order_id);
+
+    app.begin_shutdown();
+    let end = tokio::time::timeout(NEXT_TIMEOUT, stream.message())
+        .await
+        .expect("the stream ends before the timeout");
+    let status = end.expect_err("the stream ends with a status");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    // The drain did not wait for the watcher: the service stops well within its grace.
+    tokio::time::timeout(Duration::from_secs(4), app.stop())
+        .await
+        .expect("shutdown is not held up by the stream");
+}
+
+async fn watchers_beyond_the_limit_are_refused_until_a_stream_closes(backend: Backend) {
+    let app = spawn_app_with(backend, &["--max-watchers", "1"]).await;
+    let story = Story::new("cust-w").placed();
+    app.publish(&story.events).await;
+    app.settle().await;
+
+    let mut held = open(&app, "cust-w").await.expect("the first watcher");
+    next_entry(&mut held).await;
+    let refused = open(&app, "cust-other").await.expect_err("over the limit");
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+
+    // The client goes away: its stream stops on the server and frees the slot.
+    drop(held);
+    let mut again = wait_until("a watcher slot freed", Duration::from_secs(10), || async {
+        open(&app, "cust-w").await.ok()
+    })
+    .await;
+    assert_eq!(next_entry(&mut again).await.order_id, story.order_id);
+    app.stop().await;
+}
+
+/// Drives the stream directly, so the fan-out's backlog can be tiny and the lag
+/// certain, without flooding a real server.
+async fn a_watch_that_falls_behind_ends_with_aborted(backend: Backend) {
+    platform::telemetry::init_for_tests();
+    let db = TestDatabase::create(backend).await;
+    let conn = db.connect().await;
+    Migrator::up(&conn, None).await.expect("migrations");
+    let changes = Changes::new(2);
+    let customer = ExternalId::try_from("cust-w".to_owned()).expect("valid id");
+    let subscribed = changes.subscribe();
+    for _ in 0..5 {
+        changes.notify(Changed {
+            customer_id: Arc::from("cust-w"),
+            order_id: uuid::Uuid::now_v7(),
+        });
+    }
+    let limit = Arc::new(Semaphore::new(1));
+    let permit = limit.clone().try_acquire_owned().expect("a free slot");
+    let mut stream = mypage_svc::watch::watch(
+        MyPageStore::new(conn.clone()),
+        customer,
+        subscribed,
+        CancellationToken::new(),
+        permit,
+    );
+
+    let end = tokio::time::timeout(NEXT_TIMEOUT, stream.next())
+        .await
+        .expect("the stream ends before the timeout")
+        .expect("an item");
+    let status = end.expect_err("a lagging stream ends with a status");
+    assert_eq!(status.code(), Code::Aborted, "{status:?}");
+    assert!(stream.next().await.is_none(), "nothing after the status");
+    wait_until("the watcher slot freed", Duration::from_secs(5), || async {
+        (limit.available_permits() == 1).then_some(())
+    })
+    .await;
+    let _ = conn.close().await;
+    db.drop_database().await;
+}
