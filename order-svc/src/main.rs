@@ -1,2 +1,26 @@
-//! The order-svc binary.
-fn main() {}
+//! The `order-svc` binary: settings, telemetry, then the service until SIGTERM/SIGINT.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let settings = order_svc::Settings::parse();
+    if let Err(e) = platform::telemetry::init(&settings.platform.telemetry) {
+        eprintln!("order-svc: {e:#}");
+        return ExitCode::FAILURE;
+    }
+    let shutdown = platform::shutdown::on_signal();
+    let result = match order_svc::start(settings, shutdown).await {
+        Ok(running) => running.wait().await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "order-svc failed");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,683 @@
+//! The order domain: what an order is, the terms a customer places it on, and the
+//! state machine it moves through. Pure: no I/O, no clock (callers pass `now`), no
+//! ids from thin air (callers pass them), so every rule is unit-tested here.
+//!
+//! States and the transitions [`OrderStatus::can_become`] allows:
+//!
+//! ```text
+//! PENDING_PAYMENT ──▶ PAID ──▶ CANCELLED | REJECTED
+//!        │
+//!        └──▶ PAYMENT_DECLINED | CANCELLED | REJECTED
+//! ```
+//!
+//! PAYMENT_DECLINED, CANCELLED and REJECTED are final. PENDING_PAYMENT → REJECTED
+//! exists because events travel separately: reservation-svc may reject (and refund)
+//! the booking of an approved payment before order-svc has recorded that approval.
+//!
+//! Every change raises the order's `version` by one and yields the [`OrderEvent`]
+//! that announces it; a request that would leave the order where it already is
+//! yields no change at all, which is what makes retries and redeliveries harmless.
+
+use std::fmt;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use platform::values::{ExternalId, Money};
+use uuid::Uuid;
+
+/// Longest accepted or stored reason (cancellation or rejection), in characters.
+pub const MAX_REASON_CHARS: usize = 200;
+
+/// Shortest and longest bookable session, in minutes.
+pub const SESSION_MINUTES: std::ops::RangeInclusive<i32> = 15..=480;
+
+/// The reason recorded when an order is given up because its payment never happened.
+pub const ABANDONED_REASON: &str = "payment not completed";
+
+/// The reason recorded when an order turns out to have been paid and refunded
+/// without order-svc taking part (it learns so from payment-svc).
+pub const REFUNDED_REASON: &str = "payment was refunded";
+
+/// The talent session an order books.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Booking {
+    pub talent_id: ExternalId,
+    pub session_start: DateTime<Utc>,
+    pub session_minutes: i32,
+}
+
+/// Whether a session starting at `session_start` can still be booked at `now`.
+pub fn session_is_bookable(session_start: DateTime<Utc>, now: DateTime<Utc>) -> bool {
+    session_start > now
+}
+
+/// The terms a customer places an order on, validated. The card itself is not part
+/// of it: it goes to payment-svc and only its last four digits stay.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewOrder {
+    /// The client's idempotency key: one order per request id, ever.
+    pub request_id: Uuid,
+    pub customer_id: ExternalId,
+    pub booking: Booking,
+    pub money: Money,
+    pub card_last4: String,
+}
+
+/// Where an order stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum OrderStatus {
+    PendingPayment,
+    Paid,
+    PaymentDeclined,
+    Cancelled,
+    Rejected,
+}
+
+impl OrderStatus {
+    /// Every status, for exhaustive tests and storage round-trips.
+    pub const ALL: [OrderStatus; 5] = [
+        OrderStatus::PendingPayment,
+        OrderStatus::Paid,
+        OrderStatus::PaymentDeclined,
+        OrderStatus::Cancelled,
+        OrderStatus::Rejected,
+    ];
+
+    /// The transition table: whether an order in `self` may move to `next`.
+    pub fn can_become(self, next: OrderStatus) -> bool {
+        use OrderStatus::*;
+        matches!(
+            (self, next),
+            (
+                PendingPayment,
+                Paid | PaymentDeclined | Cancelled | Rejected
+            ) | (Paid, Cancelled | Rejected)
+        )
+    }
+
+    /// Whether the order has ended (no transition leaves this status).
+    pub fn is_final(self) -> bool {
+        OrderStatus::ALL.iter().all(|next| !self.can_become(*next))
+    }
+}
+
+impl fmt::Display for OrderStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            OrderStatus::PendingPayment => "pending payment",
+            OrderStatus::Paid => "paid",
+            OrderStatus::PaymentDeclined => "payment declined",
+            OrderStatus::Cancelled => "cancelled",
+            OrderStatus::Rejected => "rejected",
+        })
+    }
+}
+
+/// An order as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Order {
+    pub order_id: Uuid,
+    pub request_id: Uuid,
+    pub customer_id: ExternalId,
+    pub booking: Booking,
+    pub money: Money,
+    /// Last four digits of the card the order was placed with; the only card data kept.
+    pub card_last4: String,
+    pub status: OrderStatus,
+    /// The decided payment; set from PAID / PAYMENT_DECLINED on (and on CANCELLED or
+    /// REJECTED when there was one).
+    pub payment_id: Option<Uuid>,
+    /// The `talentshare.payment.v1.DeclineReason` value name, kept opaque.
+    pub decline_reason: Option<String>,
+    /// True once the payment was refunded (cancellation or rejection).
+    pub refunded: bool,
+    /// Why the order ended (CANCELLED or REJECTED).
+    pub reason: Option<String>,
+    /// Starts at 1, +1 per change; the events' `aggregate_version`.
+    pub version: i64,
+    /// When the latest call to payment-svc's Pay for this order started. No Pay can
+    /// be in flight once it is older than the Pay deadline, which is what lets an
+    /// order whose payment never happened be given up safely (see [`Order::abandon`]).
+    pub payment_attempted_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// What a change announces; the adapter turns it, with the order after the change,
+/// into an outbox event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OrderEvent {
+    Placed,
+    Paid,
+    PaymentDeclined,
+    Cancelled,
+    Rejected { reservation_id: Uuid },
+}
+
+/// The result of an allowed request: the order after the change and the event that
+/// announces it, or `None` when the order already is where the request leads (a
+/// retry, a redelivery, or another replica that got there first).
+pub type Change = Option<(Order, OrderEvent)>;
+
+/// How payment-svc decided an order's payment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PaymentOutcome {
+    Approved {
+        payment_id: Uuid,
+    },
+    Declined {
+        payment_id: Uuid,
+        reason: String,
+    },
+    /// Approved and since refunded.
+    Refunded {
+        payment_id: Uuid,
+    },
+}
+
+/// Why an order cannot be placed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PlaceRefused {
+    #[error("the session must start in the future")]
+    SessionNotInFuture,
+}
+
+/// Why a request to change an order is refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    #[error("the order is {from}; it cannot become {to}")]
+    Transition { from: OrderStatus, to: OrderStatus },
+    #[error("a paid order is cancelled only once its payment is refunded")]
+    NotRefunded,
+}
+
+impl Order {
+    /// Places an order in PENDING_PAYMENT at version 1.
+    pub fn place(
+        new: &NewOrder,
+        order_id: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<(Order, OrderEvent), PlaceRefused> {
+        if !session_is_bookable(new.booking.session_start, now) {
+            return Err(PlaceRefused::SessionNotInFuture);
+        }
+        let order = Order {
+            order_id,
+            request_id: new.request_id,
+            customer_id: new.customer_id.clone(),
+            booking: new.booking.clone(),
+            money: new.money,
+            card_last4: new.card_last4.clone(),
+            status: OrderStatus::PendingPayment,
+            payment_id: None,
+            decline_reason: None,
+            refunded: false,
+            reason: None,
+            version: 1,
+            payment_attempted_at: now,
+            created_at: now,
+            updated_at: now,
+        };
+        Ok((order, OrderEvent::Placed))
+    }
+
+    /// Whether a repeated PlaceOrder asks for exactly this order. Only the last four
+    /// card digits are kept, so a different card with the same last four counts as
+    /// the same request (payment-svc compares cards the same way).
+    pub fn matches(&self, new: &NewOrder) -> bool {
+        self.request_id == new.request_id
+            && self.customer_id == new.customer_id
+            && self.booking == new.booking
+            && self.money == new.money
+            && self.card_last4 == new.card_last4
+    }
+
+    /// Records that a Pay call starts now. Only a PENDING_PAYMENT order is paid; any
+    /// other has been decided already and is returned as `None`. Not a state change
+    /// anyone else needs to hear of, so the version stays.
+    pub fn attempt_payment(&self, now: DateTime<Utc>) -> Option<Order> {
+        (self.status == OrderStatus::PendingPayment).then(|| Order {
+            payment_attempted_at: now,
+            ..self.clone()
+        })
+    }
+
+    /// Whether the latest Pay attempt is at least `grace` old.
+    pub fn payment_attempt_expired(&self, now: DateTime<Utc>, grace: TimeDelta) -> bool {
+        now - self.payment_attempted_at >= grace
+    }
+
+    /// Applies payment-svc's decision to a PENDING_PAYMENT order. An order decided
+    /// already is left alone: payment-svc decides once per order, so a second report
+    /// of that decision can only repeat the first.
+    pub fn settle(&self, outcome: &PaymentOutcome, now: DateTime<Utc>) -> Change {
+        if self.status != OrderStatus::PendingPayment {
+            return None;
+        }
+        let (status, event) = match outcome {
+            PaymentOutcome::Approved { .. } => (OrderStatus::Paid, OrderEvent::Paid),
+            PaymentOutcome::Declined { .. } => {
+                (OrderStatus::PaymentDeclined, OrderEvent::PaymentDeclined)
+            }
+            PaymentOutcome::Refunded { .. } => (OrderStatus::Cancelled, OrderEvent::Cancelled),
+        };
+        let mut next = self.next(status, now).ok()?;
+        match outcome {
+            PaymentOutcome::Approved { payment_id } => next.payment_id = Some(*payment_id),
+            PaymentOutcome::Declined { payment_id, reason } => {
+                next.payment_id = Some(*payment_id);
+                next.decline_reason = Some(reason.clone());
+            }
+            PaymentOutcome::Refunded { payment_id } => {
+                next.payment_id = Some(*payment_id);
+                next.refunded = true;
+                next.reason = Some(REFUNDED_REASON.to_owned());
+            }
+        }
+        Some((next, event))
+    }
+
+    /// Cancels on the customer's behalf. `refunded_payment` is the payment refunded
+    /// for it, if the order was charged: a PAID order needs one, since a cancelled
+    /// order never keeps the customer's money. Cancelling a CANCELLED order changes
+    /// nothing (the first reason stays).
+    pub fn cancel(
+        &self,
+        reason: Option<String>,
+        refunded_payment: Option<Uuid>,
+        now: DateTime<Utc>,
+    ) -> Result<Change, Refused> {
+        if self.status == OrderStatus::Cancelled {
+            return Ok(None);
+        }
+        let mut next = self.next(OrderStatus::Cancelled, now)?;
+        if self.status == OrderStatus::Paid && refunded_payment.is_none() {
+            return Err(Refused::NotRefunded);
+        }
+        next.refunded = refunded_payment.is_some();
+        next.payment_id = refunded_payment.or(self.payment_id);
+        next.reason = clip_reason(reason);
+        Ok(Some((next, OrderEvent::Cancelled)))
+    }
+
+    /// Gives up a PENDING_PAYMENT order whose payment never happened (payment-svc has
+    /// none for it). Only once the latest Pay attempt is `grace` old, so no Pay for
+    /// it can still be in flight; before that, or once the order has moved on, this
+    /// changes nothing.
+    pub fn abandon(&self, reason: Option<String>, now: DateTime<Utc>, grace: TimeDelta) -> Change {
+        if self.status != OrderStatus::PendingPayment || !self.payment_attempt_expired(now, grace) {
+            return None;
+        }
+        let mut next = self.next(OrderStatus::Cancelled, now).ok()?;
+        next.reason = clip_reason(reason);
+        Some((next, OrderEvent::Cancelled))
+    }
+
+    /// The talent's manager rejected the booking, and reservation-svc refunded its
+    /// payment. Idempotent, and a no-op once the order has ended another way
+    /// (the customer's cancellation refunded the same payment).
+    pub fn reject(
+        &self,
+        reservation_id: Uuid,
+        payment_id: Option<Uuid>,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Change, Refused> {
+        if matches!(self.status, OrderStatus::Rejected | OrderStatus::Cancelled) {
+            return Ok(None);
+        }
+        let mut next = self.next(OrderStatus::Rejected, now)?;
+        next.refunded = true;
+        next.payment_id = self.payment_id.or(payment_id);
+        next.reason = clip_reason(Some(reason.to_owned()));
+        Ok(Some((next, OrderEvent::Rejected { reservation_id })))
+    }
+
+    /// The order one allowed step later: new status, version + 1, `updated_at`.
+    fn next(&self, to: OrderStatus, now: DateTime<Utc>) -> Result<Order, Refused> {
+        if !self.status.can_become(to) {
+            return Err(Refused::Transition {
+                from: self.status,
+                to,
+            });
+        }
+        Ok(Order {
+            status: to,
+            version: self.version + 1,
+            updated_at: now,
+            ..self.clone()
+        })
+    }
+}
+
+/// An empty reason is no reason; a long one (from an event) is cut to
+/// [`MAX_REASON_CHARS`] rather than refused, since the event has happened anyway.
+fn clip_reason(reason: Option<String>) -> Option<String> {
+    let reason = reason?;
+    if reason.is_empty() {
+        return None;
+    }
+    Some(reason.chars().take(MAX_REASON_CHARS).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use platform::values::{AmountMinor, Currency};
+
+    fn t0() -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000, 0).unwrap()
+    }
+
+    fn new_order() -> NewOrder {
+        NewOrder {
+            request_id: Uuid::now_v7(),
+            customer_id: ExternalId::try_from("cust-1".to_owned()).unwrap(),
+            booking: Booking {
+                talent_id: ExternalId::try_from("talent-1".to_owned()).unwrap(),
+                session_start: t0() + TimeDelta::days(7),
+                session_minutes: 60,
+            },
+            money: Money {
+                amount: AmountMinor::try_from(5_000).unwrap(),
+                currency: Currency::Usd,
+            },
+            card_last4: "4242".into(),
+        }
+    }
+
+    fn pending() -> Order {
+        Order::place(&new_order(), Uuid::now_v7(), t0()).unwrap().0
+    }
+
+    fn later() -> DateTime<Utc> {
+        t0() + TimeDelta::seconds(1)
+    }
+
+    fn approved() -> (Uuid, PaymentOutcome) {
+        let payment_id = Uuid::now_v7();
+        (payment_id, PaymentOutcome::Approved { payment_id })
+    }
+
+    fn paid() -> Order {
+        pending().settle(&approved().1, later()).unwrap().0
+    }
+
+    fn in_status(status: OrderStatus) -> Order {
+        Order {
+            status,
+            payment_id: Some(Uuid::now_v7()),
+            ..pending()
+        }
+    }
+
+    #[test]
+    fn placing_creates_a_pending_order_at_version_1_announced_as_placed() {
+        let new = new_order();
+        let id = Uuid::now_v7();
+        let (order, event) = Order::place(&new, id, t0()).unwrap();
+        assert_eq!(order.order_id, id);
+        assert_eq!(order.status, OrderStatus::PendingPayment);
+        assert_eq!(order.version, 1);
+        assert_eq!(order.payment_attempted_at, t0());
+        assert_eq!((order.payment_id, order.refunded), (None, false));
+        assert_eq!(event, OrderEvent::Placed);
+    }
+
+    #[test]
+    fn a_session_that_does_not_start_in_the_future_cannot_be_booked() {
+        let mut new = new_order();
+        new.booking.session_start = t0();
+        assert_eq!(
+            Order::place(&new, Uuid::now_v7(), t0()),
+            Err(PlaceRefused::SessionNotInFuture)
+        );
+        assert!(session_is_bookable(t0() + TimeDelta::microseconds(1), t0()));
+    }
+
+    #[test]
+    fn a_repeat_matches_only_with_the_same_terms() {
+        let new = new_order();
+        let (order, _) = Order::place(&new, Uuid::now_v7(), t0()).unwrap();
+        assert!(order.matches(&new));
+        let changes: [fn(&mut NewOrder); 5] = [
+            |n| n.customer_id = ExternalId::try_from("cust-2".to_owned()).unwrap(),
+            |n| n.booking.session_minutes = 90,
+            |n| n.booking.session_start += TimeDelta::minutes(1),
+            |n| n.money.currency = Currency::Eur,
+            |n| n.card_last4 = "4444".into(),
+        ];
+        for (i, change) in changes.iter().enumerate() {
+            let mut other = new.clone();
+            change(&mut other);
+            assert!(!order.matches(&other), "change {i}");
+        }
+    }
+
+    #[test]
+    fn the_transition_table_allows_exactly_the_documented_moves() {
+        use OrderStatus::*;
+        let allowed = [
+            (PendingPayment, Paid),
+            (PendingPayment, PaymentDeclined),
+            (PendingPayment, Cancelled),
+            (PendingPayment, Rejected),
+            (Paid, Cancelled),
+            (Paid, Rejected),
+        ];
+        for from in OrderStatus::ALL {
+            for to in OrderStatus::ALL {
+                assert_eq!(
+                    from.can_become(to),
+                    allowed.contains(&(from, to)),
+                    "{from:?} -> {to:?}"
+                );
+            }
+        }
+        let finals: Vec<_> = OrderStatus::ALL
+            .into_iter()
+            .filter(|s| s.is_final())
+            .collect();
+        assert_eq!(finals, vec![PaymentDeclined, Cancelled, Rejected]);
+    }
+
+    #[test]
+    fn an_approved_payment_makes_a_pending_order_paid() {
+        let (payment_id, outcome) = approved();
+        let (order, event) = pending().settle(&outcome, later()).unwrap();
+        assert_eq!(order.status, OrderStatus::Paid);
+        assert_eq!(order.payment_id, Some(payment_id));
+        assert_eq!(order.version, 2);
+        assert_eq!(order.updated_at, later());
+        assert_eq!(event, OrderEvent::Paid);
+    }
+
+    #[test]
+    fn a_declined_payment_makes_a_pending_order_payment_declined_with_its_reason() {
+        let payment_id = Uuid::now_v7();
+        let outcome = PaymentOutcome::Declined {
+            payment_id,
+            reason: "DECLINE_REASON_CARD_DECLINED".into(),
+        };
+        let (order, event) = pending().settle(&outcome, later()).unwrap();
+        assert_eq!(order.status, OrderStatus::PaymentDeclined);
+        assert_eq!(order.payment_id, Some(payment_id));
+        assert_eq!(
+            order.decline_reason.as_deref(),
+            Some("DECLINE_REASON_CARD_DECLINED")
+        );
+        assert_eq!(event, OrderEvent::PaymentDeclined);
+    }
+
+    #[test]
+    fn a_refunded_payment_makes_a_pending_order_cancelled_and_refunded() {
+        let payment_id = Uuid::now_v7();
+        let (order, event) = pending()
+            .settle(&PaymentOutcome::Refunded { payment_id }, later())
+            .unwrap();
+        assert_eq!(order.status, OrderStatus::Cancelled);
+        assert!(order.refunded);
+        assert_eq!(order.reason.as_deref(), Some(REFUNDED_REASON));
+        assert_eq!(event, OrderEvent::Cancelled);
+    }
+
+    #[test]
+    fn settling_an_order_that_is_no_longer_pending_changes_nothing() {
+        for status in OrderStatus::ALL {
+            if status != OrderStatus::PendingPayment {
+                assert_eq!(in_status(status).settle(&approved().1, later()), None);
+            }
+        }
+    }
+
+    #[test]
+    fn a_payment_attempt_restamps_only_a_pending_order_and_keeps_its_version() {
+        let order = pending();
+        let stamped = order.attempt_payment(later()).unwrap();
+        assert_eq!(stamped.payment_attempted_at, later());
+        assert_eq!(stamped.version, order.version);
+        assert_eq!(paid().attempt_payment(later()), None);
+    }
+
+    #[test]
+    fn cancelling_a_paid_order_needs_its_refund_and_keeps_the_payment() {
+        let order = paid();
+        assert_eq!(order.cancel(None, None, later()), Err(Refused::NotRefunded));
+        let payment_id = order.payment_id.unwrap();
+        let (cancelled, event) = order
+            .cancel(Some("changed my mind".into()), Some(payment_id), later())
+            .unwrap()
+            .unwrap();
+        assert_eq!(cancelled.status, OrderStatus::Cancelled);
+        assert!(cancelled.refunded);
+        assert_eq!(cancelled.payment_id, Some(payment_id));
+        assert_eq!(cancelled.reason.as_deref(), Some("changed my mind"));
+        assert_eq!(cancelled.version, 3);
+        assert_eq!(event, OrderEvent::Cancelled);
+    }
+
+    #[test]
+    fn cancelling_a_cancelled_order_changes_nothing() {
+        let order = paid();
+        let payment_id = order.payment_id;
+        let (cancelled, _) = order
+            .cancel(Some("first".into()), payment_id, later())
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            cancelled.cancel(Some("second".into()), payment_id, later()),
+            Ok(None)
+        );
+    }
+
+    #[test]
+    fn a_declined_or_rejected_order_cannot_be_cancelled() {
+        for status in [OrderStatus::PaymentDeclined, OrderStatus::Rejected] {
+            assert_eq!(
+                in_status(status).cancel(None, None, later()),
+                Err(Refused::Transition {
+                    from: status,
+                    to: OrderStatus::Cancelled
+                })
+            );
+        }
+    }
+
+    #[test]
+    fn a_pending_order_whose_payment_was_approved_and_refunded_can_be_cancelled() {
+        let payment_id = Uuid::now_v7();
+        let (cancelled, _) = pending()
+            .cancel(None, Some(payment_id), later())
+            .unwrap()
+            .unwrap();
+        assert_eq!(cancelled.payment_id, Some(payment_id));
+        assert!(cancelled.refunded);
+        assert_eq!(cancelled.reason, None);
+    }
+
+    #[test]
+    fn a_pending_order_is_abandoned_only_once_its_payment_attempt_is_older_than_the_grace() {
+        let grace = TimeDelta::seconds(30);
+        let order = pending();
+        assert_eq!(
+            order.abandon(None, t0() + TimeDelta::seconds(29), grace),
+            None
+        );
+        let at = t0() + grace;
+        let (abandoned, event) = order
+            .abandon(Some(ABANDONED_REASON.into()), at, grace)
+            .unwrap();
+        assert_eq!(abandoned.status, OrderStatus::Cancelled);
+        assert_eq!((abandoned.payment_id, abandoned.refunded), (None, false));
+        assert_eq!(abandoned.reason.as_deref(), Some(ABANDONED_REASON));
+        assert_eq!(event, OrderEvent::Cancelled);
+
+        let restamped = order.attempt_payment(at).unwrap();
+        assert_eq!(restamped.abandon(None, at, grace), None, "a fresh attempt");
+        assert_eq!(paid().abandon(None, at, grace), None, "not pending");
+    }
+
+    #[test]
+    fn a_rejection_ends_a_paid_order_refunded_and_announces_the_reservation() {
+        let order = paid();
+        let reservation_id = Uuid::now_v7();
+        let (rejected, event) = order
+            .reject(
+                reservation_id,
+                order.payment_id,
+                "talent unavailable",
+                later(),
+            )
+            .unwrap()
+            .unwrap();
+        assert_eq!(rejected.status, OrderStatus::Rejected);
+        assert!(rejected.refunded);
+        assert_eq!(rejected.reason.as_deref(), Some("talent unavailable"));
+        assert_eq!(rejected.version, 3);
+        assert_eq!(event, OrderEvent::Rejected { reservation_id });
+    }
+
+    #[test]
+    fn a_rejection_that_overtakes_the_payment_approval_ends_a_pending_order() {
+        let payment_id = Uuid::now_v7();
+        let (rejected, _) = pending()
+            .reject(Uuid::now_v7(), Some(payment_id), "no", later())
+            .unwrap()
+            .unwrap();
+        assert_eq!(rejected.status, OrderStatus::Rejected);
+        assert_eq!(rejected.payment_id, Some(payment_id));
+    }
+
+    #[test]
+    fn a_rejection_of_an_ended_order_changes_nothing_or_is_refused() {
+        for status in [OrderStatus::Rejected, OrderStatus::Cancelled] {
+            assert_eq!(
+                in_status(status).reject(Uuid::now_v7(), None, "x", later()),
+                Ok(None),
+                "{status:?}"
+            );
+        }
+        assert!(matches!(
+            in_status(OrderStatus::PaymentDeclined).reject(Uuid::now_v7(), None, "x", later()),
+            Err(Refused::Transition { .. })
+        ));
+    }
+
+    #[test]
+    fn reasons_are_clipped_and_an_empty_one_is_none() {
+        let long = "r".repeat(MAX_REASON_CHARS + 50);
+        let (rejected, _) = paid()
+            .reject(Uuid::now_v7(), None, &long, later())
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            rejected.reason.map(|r| r.chars().count()),
+            Some(MAX_REASON_CHARS)
+        );
+        let order = paid();
+        let (cancelled, _) = order
+            .cancel(Some(String::new()), order.payment_id, later())
+            .unwrap()
+            .unwrap();
+        assert_eq!(cancelled.reason, None);
+    }
+}

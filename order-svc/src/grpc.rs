@@ -1,0 +1,370 @@
+//! The gRPC adapter: converts `talentshare.order.v1` messages into domain types at
+//! the edge (reporting every bad field at once), calls the use cases, and turns
+//! every error into a status in one `match` ([`ApiError`] → [`Status`]).
+
+use chrono::{DateTime, SubsecRound, Utc};
+use platform::paging;
+use platform::values::{
+    AmountMinor, CardNumber, Currency, ExternalId, Money, Violations, parse_uuid,
+};
+use talentshare_proto::order::{
+    self as pb, CancelOrderRequest, CancelOrderResponse, GetOrderRequest, GetOrderResponse,
+    ListOrdersRequest, ListOrdersResponse, PlaceOrderRequest, PlaceOrderResponse,
+    order_service_server::OrderService,
+};
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use crate::domain::{
+    Booking, MAX_REASON_CHARS, NewOrder, Order, OrderStatus, PlaceRefused, SESSION_MINUTES,
+    session_is_bookable,
+};
+use crate::events::timestamp;
+use crate::payment::PaymentError;
+use crate::service::{OrderError, Orders};
+use crate::store::{ListQuery, StoreError};
+
+/// Every way an order call can fail, as the caller can act on it.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    Invalid(Violations),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("{0}")]
+    PaymentUnavailable(String),
+    #[error("{0}")]
+    PaymentDeadline(String),
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<ApiError> for Status {
+    fn from(e: ApiError) -> Self {
+        match e {
+            ApiError::Invalid(v) => platform::status::invalid_argument(&v),
+            ApiError::NotFound(m) => Status::not_found(m),
+            ApiError::AlreadyExists(m) => Status::already_exists(m),
+            ApiError::FailedPrecondition(m) => Status::failed_precondition(m),
+            ApiError::PaymentUnavailable(m) => {
+                tracing::warn!(error = %m, "payment service unavailable");
+                Status::unavailable("the payment service is unavailable; retry the same request")
+            }
+            ApiError::PaymentDeadline(m) => {
+                tracing::warn!(error = %m, "payment service timed out");
+                Status::deadline_exceeded(
+                    "the payment service did not answer in time; retry the same request",
+                )
+            }
+            ApiError::Unavailable(m) => {
+                tracing::warn!(error = %m, "database unavailable");
+                Status::unavailable("order storage is temporarily unavailable; retry")
+            }
+            ApiError::Internal(m) => platform::status::internal("order call failed", &m),
+        }
+    }
+}
+
+impl From<OrderError> for ApiError {
+    fn from(e: OrderError) -> Self {
+        match e {
+            OrderError::Store(e) => e.into(),
+            OrderError::Payment(PaymentError::Unavailable(m)) => ApiError::PaymentUnavailable(m),
+            OrderError::Payment(PaymentError::DeadlineExceeded(m)) => ApiError::PaymentDeadline(m),
+            OrderError::Payment(e @ PaymentError::Unexpected(_)) => {
+                ApiError::Internal(e.to_string())
+            }
+            OrderError::FailedPrecondition(m) => ApiError::FailedPrecondition(m),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict(request) => ApiError::AlreadyExists(format!(
+                "request_id {request} was used for an order with other details"
+            )),
+            StoreError::NotFound => ApiError::NotFound("order not found".into()),
+            StoreError::Place(PlaceRefused::SessionNotInFuture) => {
+                let mut v = Violations::new();
+                add_not_in_future(&mut v);
+                ApiError::Invalid(v)
+            }
+            StoreError::Refused(r) => ApiError::FailedPrecondition(r.to_string()),
+            StoreError::Db(e) if platform::status::is_unavailable(&e) => {
+                ApiError::Unavailable(e.to_string())
+            }
+            StoreError::Db(e) => ApiError::Internal(e.to_string()),
+            StoreError::Corrupt(m) => ApiError::Internal(m),
+        }
+    }
+}
+
+/// The `OrderService` implementation.
+pub struct OrderApi {
+    orders: Orders,
+}
+
+impl OrderApi {
+    /// An API over the use cases.
+    pub fn new(orders: Orders) -> Self {
+        Self { orders }
+    }
+}
+
+#[tonic::async_trait]
+impl OrderService for OrderApi {
+    #[tracing::instrument(skip_all, fields(request_id = %request.get_ref().request_id))]
+    async fn place_order(
+        &self,
+        request: Request<PlaceOrderRequest>,
+    ) -> Result<Response<PlaceOrderResponse>, Status> {
+        let now = Utc::now().trunc_subsecs(6);
+        let (new, card) = place_request(request.into_inner(), now)?;
+        let order = self
+            .orders
+            .place(&new, &card, now)
+            .await
+            .map_err(ApiError::from)?;
+        tracing::info!(order_id = %order.order_id, status = ?order.status, "place order");
+        Ok(Response::new(PlaceOrderResponse {
+            order: Some(to_proto(&order)),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(order_id = %request.get_ref().order_id))]
+    async fn get_order(
+        &self,
+        request: Request<GetOrderRequest>,
+    ) -> Result<Response<GetOrderResponse>, Status> {
+        let order_id = uuid_field("order_id", &request.into_inner().order_id)?;
+        let order = self.orders.get(order_id).await.map_err(ApiError::from)?;
+        Ok(Response::new(GetOrderResponse {
+            order: Some(to_proto(&order)),
+        }))
+    }
+
+    async fn list_orders(
+        &self,
+        request: Request<ListOrdersRequest>,
+    ) -> Result<Response<ListOrdersResponse>, Status> {
+        let query = list_query(request.into_inner())?;
+        let (orders, more) = self.orders.list(&query).await.map_err(ApiError::from)?;
+        let next_page_token = match (more, orders.last()) {
+            (true, Some(last)) => paging::encode_token(&last.order_id),
+            _ => String::new(),
+        };
+        Ok(Response::new(ListOrdersResponse {
+            orders: orders.iter().map(to_proto).collect(),
+            next_page_token,
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(order_id = %request.get_ref().order_id))]
+    async fn cancel_order(
+        &self,
+        request: Request<CancelOrderRequest>,
+    ) -> Result<Response<CancelOrderResponse>, Status> {
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        let order_id = v.check("order_id", parse_uuid(&req.order_id));
+        let reason = v.check("reason", reason(&req.reason));
+        // Either field missing means `v` holds its violation.
+        let (Some(order_id), Some(reason)) = (order_id, reason) else {
+            return Err(ApiError::Invalid(v).into());
+        };
+        let order = self
+            .orders
+            .cancel(order_id, reason)
+            .await
+            .map_err(ApiError::from)?;
+        tracing::info!(status = ?order.status, "cancel order");
+        Ok(Response::new(CancelOrderResponse {
+            order: Some(to_proto(&order)),
+        }))
+    }
+}
+
+fn uuid_field(field: &str, s: &str) -> Result<Uuid, ApiError> {
+    parse_uuid(s).map_err(|e| {
+        let mut v = Violations::new();
+        v.add(field, e.to_string());
+        ApiError::Invalid(v)
+    })
+}
+
+fn reason(s: &str) -> Result<Option<String>, String> {
+    if s.chars().count() > MAX_REASON_CHARS {
+        return Err(format!("must be at most {MAX_REASON_CHARS} characters"));
+    }
+    Ok((!s.is_empty()).then(|| s.to_owned()))
+}
+
+fn add_not_in_future(v: &mut Violations) {
+    v.add("session_start_time", "must be in the future");
+}
+
+/// Validates a `PlaceOrderRequest` into the order's terms and the card to charge,
+/// reporting every bad field at once.
+///
+/// Whether the session starts after `now` is the domain's rule, applied by the store
+/// when the order is new: a replay of an earlier request is compared with the first
+/// call instead, so it succeeds even once the session has begun. When other fields
+/// are bad anyway, that rule is reported along with them.
+pub fn place_request(
+    req: PlaceOrderRequest,
+    now: DateTime<Utc>,
+) -> Result<(NewOrder, CardNumber), ApiError> {
+    let mut v = Violations::new();
+    let request_id = v.check("request_id", parse_uuid(&req.request_id));
+    let customer_id = v.check("customer_id", ExternalId::try_from(req.customer_id));
+    let talent_id = v.check("talent_id", ExternalId::try_from(req.talent_id));
+    let start = v.check("session_start_time", session_start(req.session_start_time));
+    let minutes = if SESSION_MINUTES.contains(&req.session_minutes) {
+        Some(req.session_minutes)
+    } else {
+        v.add(
+            "session_minutes",
+            format!(
+                "must be between {} and {}",
+                SESSION_MINUTES.start(),
+                SESSION_MINUTES.end()
+            ),
+        );
+        None
+    };
+    let amount = v.check("amount_minor", AmountMinor::try_from(req.amount_minor));
+    let currency = v.check("currency", Currency::try_from(req.currency.as_str()));
+    let card = v.check(
+        "card_number",
+        CardNumber::try_from(req.card_number.as_str()),
+    );
+    match (
+        request_id,
+        customer_id,
+        talent_id,
+        start,
+        minutes,
+        amount,
+        currency,
+        card,
+    ) {
+        (
+            Some(request_id),
+            Some(customer_id),
+            Some(talent_id),
+            Some(session_start),
+            Some(session_minutes),
+            Some(amount),
+            Some(currency),
+            Some(card),
+        ) if v.is_empty() => {
+            let new = NewOrder {
+                request_id,
+                customer_id,
+                booking: Booking {
+                    talent_id,
+                    session_start,
+                    session_minutes,
+                },
+                money: Money { amount, currency },
+                card_last4: card.last4().to_owned(),
+            };
+            Ok((new, card))
+        }
+        _ => {
+            if start.is_some_and(|s| !session_is_bookable(s, now)) {
+                add_not_in_future(&mut v);
+            }
+            Err(ApiError::Invalid(v))
+        }
+    }
+}
+
+/// Protobuf's Timestamp range: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z.
+const TIMESTAMP_SECONDS: std::ops::RangeInclusive<i64> = -62_135_596_800..=253_402_300_799;
+
+/// A session start: required and in protobuf's range, cut to microseconds (what the
+/// database keeps) so a replay compares equal to the stored order.
+fn session_start(ts: Option<prost_types::Timestamp>) -> Result<DateTime<Utc>, String> {
+    let ts = ts.ok_or("is required")?;
+    if !(0..1_000_000_000).contains(&ts.nanos) {
+        return Err("nanos must be between 0 and 999999999".into());
+    }
+    if !TIMESTAMP_SECONDS.contains(&ts.seconds) {
+        return Err("must be between 0001-01-01 and 9999-12-31".into());
+    }
+    DateTime::from_timestamp(ts.seconds, ts.nanos as u32)
+        .map(|t| t.trunc_subsecs(6))
+        .ok_or_else(|| "is out of range".into())
+}
+
+/// Validates a `ListOrdersRequest` into a page query.
+fn list_query(req: ListOrdersRequest) -> Result<ListQuery, ApiError> {
+    let mut v = Violations::new();
+    let limit = v.check("page_size", paging::page_size(req.page_size));
+    let after = v.check("page_token", paging::decode_token(&req.page_token));
+    let customer_id = v.check("customer_id", ExternalId::try_from(req.customer_id));
+    let status = match pb::OrderStatus::try_from(req.status) {
+        Ok(pb::OrderStatus::Unspecified) => None,
+        Ok(pb::OrderStatus::PendingPayment) => Some(OrderStatus::PendingPayment),
+        Ok(pb::OrderStatus::Paid) => Some(OrderStatus::Paid),
+        Ok(pb::OrderStatus::PaymentDeclined) => Some(OrderStatus::PaymentDeclined),
+        Ok(pb::OrderStatus::Cancelled) => Some(OrderStatus::Cancelled),
+        Ok(pb::OrderStatus::Rejected) => Some(OrderStatus::Rejected),
+        Err(_) => {
+            v.add(
+                "status",
+                format!("unknown OrderStatus value {}", req.status),
+            );
+            None
+        }
+    };
+    match (limit, after, customer_id) {
+        (Some(limit), Some(after), Some(customer_id)) if v.is_empty() => Ok(ListQuery {
+            customer_id,
+            status,
+            after,
+            limit,
+        }),
+        _ => Err(ApiError::Invalid(v)),
+    }
+}
+
+fn to_proto_status(s: OrderStatus) -> pb::OrderStatus {
+    match s {
+        OrderStatus::PendingPayment => pb::OrderStatus::PendingPayment,
+        OrderStatus::Paid => pb::OrderStatus::Paid,
+        OrderStatus::PaymentDeclined => pb::OrderStatus::PaymentDeclined,
+        OrderStatus::Cancelled => pb::OrderStatus::Cancelled,
+        OrderStatus::Rejected => pb::OrderStatus::Rejected,
+    }
+}
+
+fn to_proto(o: &Order) -> pb::Order {
+    pb::Order {
+        order_id: o.order_id.to_string(),
+        request_id: o.request_id.to_string(),
+        customer_id: o.customer_id.to_string(),
+        talent_id: o.booking.talent_id.to_string(),
+        session_start_time: Some(timestamp(o.booking.session_start)),
+        session_minutes: o.booking.session_minutes,
+        amount_minor: o.money.amount.get(),
+        currency: o.money.currency.code().to_owned(),
+        status: to_proto_status(o.status) as i32,
+        payment_id: o.payment_id.map(|p| p.to_string()).unwrap_or_default(),
+        card_last4: o.card_last4.clone(),
+        decline_reason: o.decline_reason.clone().unwrap_or_default(),
+        refunded: o.refunded,
+        create_time: Some(timestamp(o.created_at)),
+        update_time: Some(timestamp(o.updated_at)),
+        reason: o.reason.clone().unwrap_or_default(),
+    }
+}

@@ -1,0 +1,168 @@
+//! The client side of payment-svc: Pay, GetPayment and Refund over one lazily
+//! connected channel, each call with the `PAYMENT_TIMEOUT` deadline, answers turned
+//! into the domain's [`PaymentOutcome`] and failures into [`PaymentError`].
+//!
+//! Every call here is idempotent on payment-svc's side (Pay per order id, Refund per
+//! payment id), so a caller may repeat any of them after an error without charging
+//! or refunding twice.
+
+use std::time::Duration;
+
+use platform::client::PaymentClientSettings;
+use platform::values::CardNumber;
+use talentshare_proto::payment::{
+    self as pb, BookingDetails, GetPaymentRequest, PayRequest, RefundRequest,
+    get_payment_request::Lookup, payment_service_client::PaymentServiceClient,
+};
+use tonic::transport::Channel;
+use tonic::{Code, Request, Status};
+use uuid::Uuid;
+
+use crate::domain::{Order, PaymentOutcome};
+use crate::events::timestamp;
+
+/// Why a call to payment-svc gave no answer to act on.
+#[derive(Debug, thiserror::Error)]
+pub enum PaymentError {
+    /// payment-svc could not be reached, or said it cannot serve now. Retry later.
+    #[error("payment service unavailable: {0}")]
+    Unavailable(String),
+    /// No answer within the deadline: the call may or may not have taken effect.
+    #[error("payment service did not answer in time: {0}")]
+    DeadlineExceeded(String),
+    /// An answer this service cannot have caused (a bug on one side or the other).
+    #[error("unexpected answer from the payment service: {0}")]
+    Unexpected(String),
+}
+
+impl PaymentError {
+    /// Whether payment-svc is away (as opposed to answering something wrong).
+    pub fn is_outage(&self) -> bool {
+        matches!(
+            self,
+            PaymentError::Unavailable(_) | PaymentError::DeadlineExceeded(_)
+        )
+    }
+}
+
+impl From<Status> for PaymentError {
+    fn from(s: Status) -> Self {
+        let text = format!("{:?}: {}", s.code(), s.message());
+        match s.code() {
+            // Unknown covers broken connections (h2 and hyper errors tonic cannot
+            // classify); every call here is idempotent, so retrying is safe.
+            Code::Unavailable | Code::Unknown | Code::ResourceExhausted => {
+                PaymentError::Unavailable(text)
+            }
+            // The channel's own timeout surfaces as CANCELLED ("Timeout expired"):
+            // this client never cancels a call any other way.
+            Code::DeadlineExceeded | Code::Cancelled => PaymentError::DeadlineExceeded(text),
+            _ => PaymentError::Unexpected(text),
+        }
+    }
+}
+
+/// payment-svc as order-svc sees it. Cheap to clone.
+#[derive(Clone)]
+pub struct PaymentGateway {
+    client: PaymentServiceClient<Channel>,
+    timeout: Duration,
+}
+
+impl PaymentGateway {
+    /// A gateway over a lazy channel: building it never waits for payment-svc.
+    pub fn new(settings: &PaymentClientSettings) -> anyhow::Result<Self> {
+        Ok(Self {
+            client: PaymentServiceClient::new(settings.channel()?),
+            timeout: settings.payment_timeout,
+        })
+    }
+
+    /// Sends the deadline along as `grpc-timeout`, so payment-svc abandons work the
+    /// caller no longer waits for.
+    fn request<T>(&self, message: T) -> Request<T> {
+        let mut request = Request::new(message);
+        request.set_timeout(self.timeout);
+        request
+    }
+
+    /// Charges `card` for `order` (idempotent per order id).
+    pub async fn pay(
+        &self,
+        order: &Order,
+        card: &CardNumber,
+    ) -> Result<PaymentOutcome, PaymentError> {
+        let request = self.request(PayRequest {
+            order_id: order.order_id.to_string(),
+            customer_id: order.customer_id.to_string(),
+            amount_minor: order.money.amount.get(),
+            currency: order.money.currency.code().to_owned(),
+            card_number: card.digits().to_owned(),
+            booking: Some(BookingDetails {
+                talent_id: order.booking.talent_id.to_string(),
+                session_start_time: Some(timestamp(order.booking.session_start)),
+                session_minutes: order.booking.session_minutes,
+            }),
+        });
+        let payment = self.client.clone().pay(request).await?.into_inner().payment;
+        outcome(payment)
+    }
+
+    /// The order's payment, or `None` when payment-svc has none for it.
+    pub async fn find_for_order(
+        &self,
+        order_id: Uuid,
+    ) -> Result<Option<PaymentOutcome>, PaymentError> {
+        let request = self.request(GetPaymentRequest {
+            lookup: Some(Lookup::OrderId(order_id.to_string())),
+        });
+        match self.client.clone().get_payment(request).await {
+            Ok(response) => outcome(response.into_inner().payment).map(Some),
+            Err(s) if s.code() == Code::NotFound => Ok(None),
+            Err(s) => Err(s.into()),
+        }
+    }
+
+    /// Refunds a payment in full (idempotent per payment id).
+    pub async fn refund(&self, payment_id: Uuid, reason: Option<&str>) -> Result<(), PaymentError> {
+        let request = self.request(RefundRequest {
+            payment_id: payment_id.to_string(),
+            reason: reason.unwrap_or_default().to_owned(),
+        });
+        let payment = self
+            .client
+            .clone()
+            .refund(request)
+            .await?
+            .into_inner()
+            .payment;
+        match outcome(payment)? {
+            PaymentOutcome::Refunded { .. } => Ok(()),
+            other => Err(PaymentError::Unexpected(format!(
+                "refund answered {other:?}"
+            ))),
+        }
+    }
+}
+
+/// Parses payment-svc's answer; one that does not parse is not trusted.
+fn outcome(payment: Option<pb::Payment>) -> Result<PaymentOutcome, PaymentError> {
+    let p = payment.ok_or_else(|| PaymentError::Unexpected("answer without a payment".into()))?;
+    let payment_id = Uuid::parse_str(&p.payment_id)
+        .map_err(|_| PaymentError::Unexpected(format!("payment id `{}`", p.payment_id)))?;
+    match pb::PaymentStatus::try_from(p.status) {
+        Ok(pb::PaymentStatus::Approved) => Ok(PaymentOutcome::Approved { payment_id }),
+        Ok(pb::PaymentStatus::Declined) => Ok(PaymentOutcome::Declined {
+            payment_id,
+            // Kept as the value name, opaque: new reasons reach clients as they are.
+            reason: pb::DeclineReason::try_from(p.decline_reason)
+                .map(|r| r.as_str_name().to_owned())
+                .unwrap_or_else(|_| format!("DECLINE_REASON_{}", p.decline_reason)),
+        }),
+        Ok(pb::PaymentStatus::Refunded) => Ok(PaymentOutcome::Refunded { payment_id }),
+        Ok(pb::PaymentStatus::Unspecified) | Err(_) => Err(PaymentError::Unexpected(format!(
+            "payment status {}",
+            p.status
+        ))),
+    }
+}

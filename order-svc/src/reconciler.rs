@@ -1,0 +1,88 @@
+//! The payment reconciler: a background task that settles orders left
+//! PENDING_PAYMENT, because payment-svc was away, its answer was lost, or the
+//! process stopped between Pay and recording the answer.
+//!
+//! Every `RECONCILE_INTERVAL` it takes the PENDING_PAYMENT orders whose latest Pay
+//! attempt is older than `RECONCILE_AFTER` and asks payment-svc (`GetPayment` by
+//! order id) what became of them: APPROVED → PAID, DECLINED → PAYMENT_DECLINED,
+//! REFUNDED → CANCELLED (refunded), none → CANCELLED ("payment not completed"). The
+//! grace is longer than the Pay deadline, so "none" means no Pay is in flight. While
+//! payment-svc is unreachable it leaves the rest of the round for the next one.
+//!
+//! Safe with several replicas: every outcome is a conditional change of the order
+//! (see [`crate::store`]), so two replicas settling one order make one transition
+//! and one event.
+
+use std::time::Duration;
+
+use clap::Args;
+use platform::BackgroundTask;
+use platform::settings::parse_duration;
+use tokio_util::sync::CancellationToken;
+
+use crate::domain::{ABANDONED_REASON, OrderStatus};
+use crate::service::{OrderError, Orders};
+
+/// Most orders settled in one round; the rest wait for the next.
+const BATCH: u64 = 100;
+
+/// When the reconciler runs.
+#[derive(Args, Clone, Debug)]
+pub struct ReconcileSettings {
+    /// How often the reconciler looks for orders left PENDING_PAYMENT.
+    #[arg(long, env = "RECONCILE_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub reconcile_interval: Duration,
+    /// How old an order's latest Pay attempt must be before the reconciler (or a
+    /// CancelOrder) settles it without waiting. Must exceed PAYMENT_TIMEOUT.
+    #[arg(long, env = "RECONCILE_AFTER", default_value = "30s", value_parser = parse_duration)]
+    pub reconcile_after: Duration,
+}
+
+/// The reconciler as a task the host starts once ready and stops at shutdown.
+pub fn task(orders: Orders, interval: Duration) -> BackgroundTask {
+    BackgroundTask::new("payment reconciler", move |stop| async move {
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(interval) => {}
+            }
+            match run_once(&orders, &stop).await {
+                Ok(0) => {}
+                Ok(settled) => tracing::info!(settled, "reconciled pending orders"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "reconciliation round stopped; next round retries")
+                }
+            }
+        }
+    })
+}
+
+/// One round; returns how many orders left PENDING_PAYMENT.
+///
+/// # Errors
+///
+/// The store failed, or payment-svc is away (the round stops early then, since
+/// every other order would fail the same way).
+pub async fn run_once(orders: &Orders, stop: &CancellationToken) -> Result<usize, OrderError> {
+    let mut settled = 0;
+    for order in orders.stale_pending(BATCH).await? {
+        if stop.is_cancelled() {
+            break;
+        }
+        match orders
+            .resolve_pending(&order, Some(ABANDONED_REASON.to_owned()))
+            .await
+        {
+            Ok(o) if o.status != OrderStatus::PendingPayment => {
+                tracing::info!(order_id = %o.order_id, status = ?o.status, "pending order settled");
+                settled += 1;
+            }
+            Ok(_) => {}
+            Err(OrderError::Payment(e)) if e.is_outage() => return Err(e.into()),
+            Err(e) => {
+                tracing::warn!(order_id = %order.order_id, error = %e, "cannot settle pending order");
+            }
+        }
+    }
+    Ok(settled)
+}

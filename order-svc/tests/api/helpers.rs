@@ -1,0 +1,429 @@
+//! `spawn_app` and friends: build the real order-svc and the real payment-svc from
+//! real settings, overriding only the ports (0), the databases (fresh, one each) and
+//! the broker names (per test). order-svc reaches payment-svc through a
+//! [`TcpProxy`], so a test can take payment-svc away and bring it back.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use chrono::{TimeDelta, Utc};
+use clap::Parser;
+use platform::RunningService;
+use sea_orm::{DatabaseConnection, EntityTrait, PaginatorTrait};
+use talentshare_proto::events::EventEnvelope;
+use talentshare_proto::order::{
+    GetOrderRequest, ListOrdersRequest, Order, PlaceOrderRequest,
+    order_service_client::OrderServiceClient,
+};
+use talentshare_proto::payment::{
+    BookingDetails, GetPaymentRequest, ListPaymentsRequest, PayRequest, Payment,
+    get_payment_request::Lookup, payment_service_client::PaymentServiceClient,
+};
+use testkit::{Backend, TcpProxy, TestBroker, TestDatabase};
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+use tonic_health::pb::health_check_response::ServingStatus;
+
+pub use testkit::wait_until;
+
+/// Generates a `sqlite` and a `postgres` test for each listed `async fn(Backend)`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::$name(testkit::Backend::Sqlite).await
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    super::$name(testkit::Backend::Postgres).await
+                }
+            }
+        )*
+    };
+}
+
+pub const APPROVED_CARD: &str = "4242 4242 4242 4242";
+pub const DECLINED_CARD: &str = "4000000000000002";
+
+/// Settings that let the reconciler act within a test's patience: Pay attempts
+/// count as over after 500 ms (the Pay deadline must be shorter, see
+/// `Settings::validate`), and it looks every 100 ms.
+pub const FAST_RECONCILER: &[&str] = &[
+    "--payment-timeout",
+    "250ms",
+    "--reconcile-after",
+    "500ms",
+    "--reconcile-interval",
+    "100ms",
+];
+
+/// Like [`FAST_RECONCILER`] but with the background task asleep, so only
+/// CancelOrder settles pending orders.
+pub const FAST_GRACE_NO_RECONCILER: &[&str] = &[
+    "--payment-timeout",
+    "250ms",
+    "--reconcile-after",
+    "500ms",
+    "--reconcile-interval",
+    "10m",
+];
+
+/// How a test wants its services.
+#[derive(Default)]
+pub struct Options {
+    /// Start with payment-svc unreachable (the proxy's port closed).
+    pub payment_down: bool,
+    /// Extra order-svc flags.
+    pub args: &'static [&'static str],
+}
+
+pub struct TestApp {
+    pub client: OrderServiceClient<Channel>,
+    /// payment-svc, directly (not through the proxy), for assertions.
+    pub payment: PaymentServiceClient<Channel>,
+    pub db: TestDatabase,
+    pub broker: TestBroker,
+    /// Between order-svc and payment-svc.
+    pub proxy: TcpProxy,
+    payment_db: TestDatabase,
+    /// Every event drained from the all-events queue so far.
+    seen: Mutex<Vec<EventEnvelope>>,
+    shutdown: CancellationToken,
+    running: Option<RunningService>,
+    payment_shutdown: CancellationToken,
+    payment_running: Option<RunningService>,
+}
+
+/// order-svc settings as the binary would parse them, with the test's overrides.
+pub fn settings(
+    database_url: &str,
+    exchange: &str,
+    payment_url: &str,
+    extra: &[&str],
+) -> order_svc::Settings {
+    platform::telemetry::init_for_tests();
+    let mut args = vec![
+        "order-svc",
+        "--grpc-addr",
+        "127.0.0.1:0",
+        "--database-url",
+        database_url,
+        "--events-exchange",
+        exchange,
+        "--outbox-poll-interval",
+        "200ms",
+        "--consumer-retry-max-delay",
+        "500ms",
+        "--shutdown-grace",
+        "5s",
+        "--payment-url",
+        payment_url,
+    ];
+    args.extend_from_slice(extra);
+    order_svc::Settings::try_parse_from(args).expect("test settings parse")
+}
+
+fn payment_settings(database_url: &str, exchange: &str) -> payment_svc::Settings {
+    payment_svc::Settings::try_parse_from([
+        "payment-svc",
+        "--grpc-addr",
+        "127.0.0.1:0",
+        "--database-url",
+        database_url,
+        "--events-exchange",
+        exchange,
+        "--outbox-poll-interval",
+        "200ms",
+        "--shutdown-grace",
+        "5s",
+    ])
+    .expect("payment test settings parse")
+}
+
+/// A ready order-svc and payment-svc on fresh databases and a fresh topology.
+pub async fn spawn_app(backend: Backend) -> TestApp {
+    spawn_app_with(backend, Options::default()).await
+}
+
+/// Like [`spawn_app`], as `options` say.
+pub async fn spawn_app_with(backend: Backend, options: Options) -> TestApp {
+    let broker = TestBroker::create().await;
+
+    let payment_db = TestDatabase::create(backend).await;
+    let payment_shutdown = CancellationToken::new();
+    let payment_running = payment_svc::start(
+        payment_settings(payment_db.url(), broker.exchange()),
+        payment_shutdown.clone(),
+    )
+    .await
+    .expect("start payment-svc");
+    let payment_channel = connect(payment_running.local_addr).await;
+    wait_ready(&payment_channel, payment_svc::SERVICE_NAME).await;
+    let proxy = if options.payment_down {
+        TcpProxy::start_cut(payment_running.local_addr).await
+    } else {
+        TcpProxy::start(payment_running.local_addr).await
+    };
+
+    let db = TestDatabase::create(backend).await;
+    let shutdown = CancellationToken::new();
+    let running = order_svc::start(
+        settings(
+            db.url(),
+            broker.exchange(),
+            &format!("http://{}", proxy.addr()),
+            options.args,
+        ),
+        shutdown.clone(),
+    )
+    .await
+    .expect("start order-svc");
+    let channel = connect(running.local_addr).await;
+    // Readiness depends on order-svc's own database only, not on payment-svc.
+    wait_ready(&channel, order_svc::SERVICE_NAME).await;
+    TestApp {
+        client: OrderServiceClient::new(channel),
+        payment: PaymentServiceClient::new(payment_channel),
+        db,
+        broker,
+        proxy,
+        payment_db,
+        seen: Mutex::new(Vec::new()),
+        shutdown,
+        running: Some(running),
+        payment_shutdown,
+        payment_running: Some(payment_running),
+    }
+}
+
+async fn connect(addr: std::net::SocketAddr) -> Channel {
+    Channel::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect to service")
+}
+
+/// Waits until readiness of `service` says SERVING.
+pub async fn wait_ready(channel: &Channel, service: &str) {
+    wait_until("readiness SERVING", Duration::from_secs(20), || async {
+        (testkit::health::check(channel.clone(), service).await == Ok(ServingStatus::Serving))
+            .then_some(())
+    })
+    .await;
+}
+
+/// A valid PlaceOrder request for a new order, a week ahead.
+pub fn place_request(card: &str) -> PlaceOrderRequest {
+    let start = Utc::now() + TimeDelta::days(7);
+    PlaceOrderRequest {
+        request_id: uuid::Uuid::now_v7().to_string(),
+        customer_id: "cust-1".into(),
+        talent_id: "talent-7".into(),
+        session_start_time: Some(prost_types::Timestamp {
+            seconds: start.timestamp(),
+            nanos: 0,
+        }),
+        session_minutes: 60,
+        amount_minor: 15_000,
+        currency: "KRW".into(),
+        card_number: card.into(),
+    }
+}
+
+/// The Pay request order-svc sends for `order` placed from `req`.
+pub fn pay_request_for(order: &Order, req: &PlaceOrderRequest) -> PayRequest {
+    PayRequest {
+        order_id: order.order_id.clone(),
+        customer_id: order.customer_id.clone(),
+        amount_minor: order.amount_minor,
+        currency: order.currency.clone(),
+        card_number: req.card_number.clone(),
+        booking: Some(BookingDetails {
+            talent_id: order.talent_id.clone(),
+            session_start_time: order.session_start_time,
+            session_minutes: order.session_minutes,
+        }),
+    }
+}
+
+impl TestApp {
+    /// Places an order that must succeed.
+    pub async fn place(&mut self, req: PlaceOrderRequest) -> Order {
+        self.client
+            .place_order(req)
+            .await
+            .expect("place order")
+            .into_inner()
+            .order
+            .expect("order in response")
+    }
+
+    /// One order, which must exist.
+    pub async fn get(&mut self, order_id: &str) -> Order {
+        self.client
+            .get_order(GetOrderRequest {
+                order_id: order_id.to_owned(),
+            })
+            .await
+            .expect("get order")
+            .into_inner()
+            .order
+            .expect("order in response")
+    }
+
+    /// The customer's orders (first page of 100).
+    pub async fn orders_of(&mut self, customer_id: &str) -> Vec<Order> {
+        self.client
+            .list_orders(ListOrdersRequest {
+                page_size: 100,
+                customer_id: customer_id.to_owned(),
+                ..Default::default()
+            })
+            .await
+            .expect("list orders")
+            .into_inner()
+            .orders
+    }
+
+    /// payment-svc's payment for an order, if any.
+    pub async fn payment_of(&mut self, order_id: &str) -> Option<Payment> {
+        match self
+            .payment
+            .get_payment(GetPaymentRequest {
+                lookup: Some(Lookup::OrderId(order_id.to_owned())),
+            })
+            .await
+        {
+            Ok(r) => r.into_inner().payment,
+            Err(s) if s.code() == tonic::Code::NotFound => None,
+            Err(s) => panic!("get payment: {s}"),
+        }
+    }
+
+    /// Every payment payment-svc holds for the customer.
+    pub async fn payments_of(&mut self, customer_id: &str) -> Vec<Payment> {
+        self.payment
+            .list_payments(ListPaymentsRequest {
+                page_size: 100,
+                customer_id: customer_id.to_owned(),
+                ..Default::default()
+            })
+            .await
+            .expect("list payments")
+            .into_inner()
+            .payments
+    }
+
+    /// Waits until the order reaches `status`, and returns it.
+    pub async fn wait_for_status(
+        &self,
+        order_id: &str,
+        status: talentshare_proto::order::OrderStatus,
+    ) -> Order {
+        wait_until(
+            &format!("order {order_id} to be {status:?}"),
+            Duration::from_secs(20),
+            || {
+                let mut client = self.client.clone();
+                let order_id = order_id.to_owned();
+                async move {
+                    let order = client
+                        .get_order(GetOrderRequest { order_id })
+                        .await
+                        .ok()?
+                        .into_inner()
+                        .order?;
+                    (order.status == status as i32).then_some(order)
+                }
+            },
+        )
+        .await
+    }
+
+    /// The queue mypage-svc would read (bound to every event).
+    pub fn all_events_queue(&self) -> String {
+        self.broker.topology.queue("mypage")
+    }
+
+    /// A connection to order-svc's database for assertions.
+    pub async fn db(&self) -> DatabaseConnection {
+        self.db.connect().await
+    }
+
+    /// Rows in `orders`.
+    pub async fn order_rows(&self) -> Vec<order_svc::store::entity::Model> {
+        let conn = self.db().await;
+        let rows = order_svc::store::entity::Entity::find()
+            .all(&conn)
+            .await
+            .unwrap();
+        let _ = conn.close().await;
+        rows
+    }
+
+    /// Rows still waiting in order-svc's outbox.
+    pub async fn outbox_len(&self) -> u64 {
+        let conn = self.db().await;
+        let n = platform::outbox::entity::Entity::find()
+            .count(&conn)
+            .await
+            .unwrap();
+        let _ = conn.close().await;
+        n
+    }
+
+    /// Every `order.*` event order-svc has published so far, in publishing order.
+    ///
+    /// Waits for order-svc's outbox to be empty first: the relay deletes a row only
+    /// after the broker confirmed it, and a confirm means the queue holds the
+    /// message, so what the queue yields then is the complete list.
+    pub async fn order_events(&self) -> Vec<EventEnvelope> {
+        wait_until(
+            "order-svc outbox relayed",
+            Duration::from_secs(20),
+            || async { (self.outbox_len().await == 0).then_some(()) },
+        )
+        .await;
+        let drained = self.broker.drain(&self.all_events_queue()).await;
+        let mut seen = self.seen.lock().unwrap();
+        seen.extend(drained.iter().map(|e| e.envelope()));
+        seen.iter()
+            .filter(|e| e.event_type.starts_with("order."))
+            .cloned()
+            .collect()
+    }
+
+    /// The `order.*` events of one order, as `(routing key, aggregate version)`.
+    pub async fn event_log(&self, order_id: &str) -> Vec<(String, i64)> {
+        self.order_events()
+            .await
+            .into_iter()
+            .filter(|e| e.order_id == order_id)
+            .map(|e| (e.event_type, e.aggregate_version))
+            .collect()
+    }
+
+    /// Stops both services (graceful shutdown) and cleans up databases and topology.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(r) = self.running.take() {
+            r.wait().await.expect("order-svc stopped cleanly");
+        }
+        self.payment_shutdown.cancel();
+        if let Some(r) = self.payment_running.take() {
+            r.wait().await.expect("payment-svc stopped cleanly");
+        }
+        self.broker.delete().await;
+        self.db.drop_database().await;
+        self.payment_db.drop_database().await;
+    }
+}
+
+/// `(routing key, version)` pairs, for comparing event logs.
+pub fn log(entries: &[(&str, i64)]) -> Vec<(String, i64)> {
+    entries.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
+}

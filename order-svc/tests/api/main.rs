@@ -1,0 +1,13 @@
+//! order-svc integration tests: the real service on port 0 in front of a real
+//! payment-svc (each on a fresh database, SQLite and PostgreSQL) and the real
+//! RabbitMQ (a topology per test).
+
+mod helpers;
+
+mod cancel;
+mod lifecycle;
+mod place;
+mod queries;
+mod reconcile;
+mod rejected;
+mod validation;

@@ -1,0 +1,88 @@
+//! The reconciler settles orders left PENDING_PAYMENT once payment-svc answers:
+//! PAID when the payment went through, CANCELLED when it never happened.
+
+use talentshare_proto::order::OrderStatus;
+use talentshare_proto::payment::PaymentStatus;
+use tonic::Code;
+
+use crate::helpers::{
+    APPROVED_CARD, FAST_RECONCILER, Options, TestApp, log, pay_request_for, place_request,
+    spawn_app_with,
+};
+use crate::on_both_backends;
+use testkit::Backend;
+
+on_both_backends!(
+    the_reconciler_marks_a_pending_order_paid_when_its_payment_went_through,
+    the_reconciler_cancels_a_pending_order_whose_payment_never_happened,
+);
+
+async fn spawn_with_payment_down(backend: Backend) -> TestApp {
+    spawn_app_with(
+        backend,
+        Options {
+            payment_down: true,
+            args: FAST_RECONCILER,
+        },
+    )
+    .await
+}
+
+async fn the_reconciler_marks_a_pending_order_paid_when_its_payment_went_through(backend: Backend) {
+    let mut app = spawn_with_payment_down(backend).await;
+    let req = place_request(APPROVED_CARD);
+    let err = app.client.place_order(req.clone()).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable);
+    let pending = app.orders_of("cust-1").await.remove(0);
+    assert_eq!(pending.status, OrderStatus::PendingPayment as i32);
+    // The Pay that reached payment-svc although its answer never came back.
+    let payment = app
+        .payment
+        .pay(pay_request_for(&pending, &req))
+        .await
+        .expect("pay directly")
+        .into_inner()
+        .payment
+        .unwrap();
+    assert_eq!(payment.status, PaymentStatus::Approved as i32);
+
+    app.proxy.restore().await;
+    let paid = app
+        .wait_for_status(&pending.order_id, OrderStatus::Paid)
+        .await;
+
+    assert_eq!(paid.payment_id, payment.payment_id);
+    assert_eq!(paid.card_last4, "4242");
+    assert_eq!(
+        app.event_log(&paid.order_id).await,
+        log(&[("order.placed", 1), ("order.paid", 2)])
+    );
+    assert_eq!(app.payments_of("cust-1").await.len(), 1, "charged once");
+    app.stop().await;
+}
+
+async fn the_reconciler_cancels_a_pending_order_whose_payment_never_happened(backend: Backend) {
+    let mut app = spawn_with_payment_down(backend).await;
+    let req = place_request(APPROVED_CARD);
+    let err = app.client.place_order(req.clone()).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable);
+    let pending = app.orders_of("cust-1").await.remove(0);
+
+    app.proxy.restore().await;
+    let cancelled = app
+        .wait_for_status(&pending.order_id, OrderStatus::Cancelled)
+        .await;
+
+    assert_eq!(cancelled.reason, "payment not completed");
+    assert!(cancelled.payment_id.is_empty());
+    assert!(!cancelled.refunded);
+    assert_eq!(
+        app.event_log(&cancelled.order_id).await,
+        log(&[("order.placed", 1), ("order.cancelled", 2)])
+    );
+    // A late retry of the same request finds the order given up and pays nothing.
+    let retried = app.place(req).await;
+    assert_eq!(retried, cancelled);
+    assert!(app.payment_of(&cancelled.order_id).await.is_none());
+    app.stop().await;
+}
