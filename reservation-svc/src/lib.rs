@@ -1,1 +1,79 @@
-//! reservation-svc (being written).
+//! reservation-svc: talentshare's `ReservationService`, the talent managers' side of
+//! a booking. It creates one reservation per paid order from the `payment.approved`
+//! event (so ordering never waits for it), lets a manager confirm it (after a unary
+//! check that the payment is still approved) or reject it (after a unary refund),
+//! cancels it when the order is cancelled, and announces every change through the
+//! transactional outbox.
+//!
+//! - [`domain`]: the pure core (reservation state machine, tombstones);
+//! - [`store`]: sea-orm storage and migrations;
+//! - [`grpc`]: the gRPC adapter and the error-to-status `match`;
+//! - [`consumer`]: the handler of `payment.approved` and `order.cancelled`;
+//! - [`payment`]: the unary calls to payment-svc;
+//! - [`events`]: domain events to `talentshare.events.v1` payloads.
+//!
+//! [`start`] runs the service from [`Settings`]; the binary, `talentshare` and the
+//! tests all use it.
+
+pub mod consumer;
+pub mod domain;
+pub mod events;
+pub mod grpc;
+pub mod payment;
+pub mod store;
+
+use std::net::SocketAddr;
+
+use clap::Parser;
+use platform::client::PaymentClientSettings;
+use platform::{Host, PlatformSettings, RunningService, ServiceDef};
+use talentshare_proto::reservation::reservation_service_server::ReservationServiceServer;
+use tokio_util::sync::CancellationToken;
+use tonic::service::Routes;
+
+/// Full gRPC name of the service; also its readiness health-check name.
+pub const SERVICE_NAME: &str = "talentshare.reservation.v1.ReservationService";
+
+/// What the platform needs to know about reservation-svc.
+pub const SERVICE: ServiceDef = ServiceDef {
+    slug: "reservation",
+    grpc_service: SERVICE_NAME,
+    descriptor_sets: &[talentshare_proto::FILE_DESCRIPTOR_SET],
+};
+
+/// reservation-svc settings: flags, each with an environment-variable fallback.
+#[derive(Parser, Clone, Debug)]
+#[command(
+    name = "reservation-svc",
+    version,
+    about = "talentshare ReservationService: bookings for talent managers to confirm or reject"
+)]
+pub struct Settings {
+    /// Address the gRPC server listens on.
+    #[arg(long, env = "GRPC_ADDR", default_value = "0.0.0.0:50053")]
+    pub grpc_addr: SocketAddr,
+    #[command(flatten)]
+    pub platform: PlatformSettings,
+    #[command(flatten)]
+    pub payment: PaymentClientSettings,
+}
+
+/// Binds, then runs reservation-svc until `shutdown` fires. The event consumer
+/// starts once migrations have run and stops with the service.
+pub async fn start(
+    settings: Settings,
+    shutdown: CancellationToken,
+) -> anyhow::Result<RunningService> {
+    let max_message = settings.platform.server.max_message_bytes as usize;
+    let payment = payment::PaymentGateway::new(settings.payment.channel()?);
+    let host = Host::bind(SERVICE, settings.grpc_addr, settings.platform).await?;
+    let store = store::ReservationStore::new(host.db().clone(), host.outbox_signal().clone());
+    let service = ReservationServiceServer::new(grpc::ReservationApi::new(store, payment))
+        .max_decoding_message_size(max_message)
+        .max_encoding_message_size(max_message);
+    let tasks = vec![
+        host.consumer(consumer::QUEUE, consumer::OrderEventsHandler)
+            .into(),
+    ];
+    Ok(host.start::<store::Migrator>(Routes::new(service), tasks, shutdown))
+}

@@ -1,2 +1,26 @@
-//! The reservation-svc binary.
-fn main() {}
+//! The `reservation-svc` binary: settings, telemetry, then the service until SIGTERM/SIGINT.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let settings = reservation_svc::Settings::parse();
+    if let Err(e) = platform::telemetry::init(&settings.platform.telemetry) {
+        eprintln!("reservation-svc: {e:#}");
+        return ExitCode::FAILURE;
+    }
+    let shutdown = platform::shutdown::on_signal();
+    let result = match reservation_svc::start(settings, shutdown).await {
+        Ok(running) => running.wait().await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "reservation-svc failed");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,288 @@
+//! The gRPC adapter: converts `talentshare.reservation.v1` messages into domain
+//! types at the edge, runs the managers' actions (state check, the unary call to
+//! payment-svc, then the stored change), and turns every error into a status in one
+//! `match` ([`ApiError`] → [`Status`]).
+//!
+//! A manager's action checks the state twice: before calling payment-svc (so a
+//! repeat or a refused action never reaches it) and again under the row lock when
+//! storing (the reservation may have changed during the call). A failed payment call
+//! stores nothing, so the caller can simply retry.
+
+use chrono::{DateTime, Utc};
+use platform::paging;
+use platform::values::{ExternalId, Violations, parse_uuid};
+use talentshare_proto::reservation::{
+    self as pb, ConfirmReservationRequest, ConfirmReservationResponse, GetReservationRequest,
+    GetReservationResponse, ListReservationsRequest, ListReservationsResponse,
+    RejectReservationRequest, RejectReservationResponse,
+    reservation_service_server::ReservationService,
+};
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use crate::domain::{self, RejectReason, Reservation, ReservationStatus, Transition};
+use crate::payment::{PaymentError, PaymentGateway};
+use crate::store::{ListQuery, ReservationStore, StoreError};
+
+/// Every way a reservation call can fail, as the caller can act on it.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    Invalid(Violations),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    PaymentUnavailable(String),
+    #[error("{0}")]
+    PaymentDeadlineExceeded(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<ApiError> for Status {
+    fn from(e: ApiError) -> Self {
+        match e {
+            ApiError::Invalid(v) => platform::status::invalid_argument(&v),
+            ApiError::NotFound(m) => Status::not_found(m),
+            ApiError::FailedPrecondition(m) => Status::failed_precondition(m),
+            ApiError::Unavailable(m) => {
+                tracing::warn!(error = %m, "database unavailable");
+                Status::unavailable("reservation storage is temporarily unavailable; retry")
+            }
+            ApiError::PaymentUnavailable(m) => {
+                tracing::warn!(error = %m, "payment-svc unavailable");
+                Status::unavailable("the payment service is unavailable; nothing changed, retry")
+            }
+            ApiError::PaymentDeadlineExceeded(m) => {
+                tracing::warn!(error = %m, "payment-svc timed out");
+                Status::deadline_exceeded(
+                    "the payment service did not answer in time; nothing changed, retry",
+                )
+            }
+            ApiError::Internal(m) => platform::status::internal("reservation call failed", &m),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound => ApiError::NotFound("reservation not found".into()),
+            StoreError::Refused(r) => ApiError::FailedPrecondition(r.to_string()),
+            StoreError::Db(e) if platform::status::is_unavailable(&e) => {
+                ApiError::Unavailable(e.to_string())
+            }
+            StoreError::Db(e) => ApiError::Internal(e.to_string()),
+            StoreError::Corrupt(m) => ApiError::Internal(m),
+        }
+    }
+}
+
+impl From<PaymentError> for ApiError {
+    fn from(e: PaymentError) -> Self {
+        match e {
+            PaymentError::Unavailable(_) => ApiError::PaymentUnavailable(e.to_string()),
+            PaymentError::DeadlineExceeded(_) => ApiError::PaymentDeadlineExceeded(e.to_string()),
+            // The reservation's payment is not (or no longer) one that can back it.
+            PaymentError::NotFound(_) | PaymentError::Refused(_) => {
+                ApiError::FailedPrecondition(e.to_string())
+            }
+            PaymentError::Unexpected(_) => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
+/// The `ReservationService` implementation.
+pub struct ReservationApi {
+    store: ReservationStore,
+    payment: PaymentGateway,
+}
+
+impl ReservationApi {
+    /// An API over `store`, checking and refunding payments through `payment`.
+    pub fn new(store: ReservationStore, payment: PaymentGateway) -> Self {
+        Self { store, payment }
+    }
+
+    async fn confirm(&self, req: ConfirmReservationRequest) -> Result<Reservation, ApiError> {
+        let mut v = Violations::new();
+        let id = v.check("reservation_id", parse_uuid(&req.reservation_id));
+        let manager = v.check("manager_id", ExternalId::try_from(req.manager_id));
+        // Either field missing means `v` holds its violation.
+        let (Some(id), Some(manager)) = (id, manager) else {
+            return Err(ApiError::Invalid(v));
+        };
+        let current = self.store.get(id).await?;
+        match current.confirm(&manager, Utc::now()) {
+            Err(refused) => return Err(ApiError::FailedPrecondition(refused.to_string())),
+            Ok(Transition::AlreadyDone) => return Ok(current),
+            Ok(Transition::Changed(..)) => {}
+        }
+        let state = self.payment.state(paid_with(&current)?).await?;
+        domain::require_approved(state).map_err(|e| ApiError::FailedPrecondition(e.to_string()))?;
+        Ok(self.store.confirm(id, &manager).await?)
+    }
+
+    async fn reject(&self, req: RejectReservationRequest) -> Result<Reservation, ApiError> {
+        let mut v = Violations::new();
+        let id = v.check("reservation_id", parse_uuid(&req.reservation_id));
+        let manager = v.check("manager_id", ExternalId::try_from(req.manager_id));
+        let reason = v.check("reason", RejectReason::try_from(req.reason));
+        let (Some(id), Some(manager), Some(reason)) = (id, manager, reason) else {
+            return Err(ApiError::Invalid(v));
+        };
+        let current = self.store.get(id).await?;
+        match current.reject(&manager, &reason, Utc::now()) {
+            Err(refused) => return Err(ApiError::FailedPrecondition(refused.to_string())),
+            Ok(Transition::AlreadyDone) => return Ok(current),
+            Ok(Transition::Changed(..)) => {}
+        }
+        // Refund first: `reservation.rejected` promises the payment was refunded.
+        self.payment.refund(paid_with(&current)?, &reason).await?;
+        Ok(self.store.reject(id, &manager, &reason).await?)
+    }
+
+    async fn list(
+        &self,
+        req: ListReservationsRequest,
+    ) -> Result<ListReservationsResponse, ApiError> {
+        let mut v = Violations::new();
+        let limit = v.check("page_size", paging::page_size(req.page_size));
+        let after = v.check("page_token", paging::decode_token(&req.page_token));
+        let talent_id = if req.talent_id.is_empty() {
+            None
+        } else {
+            v.check("talent_id", ExternalId::try_from(req.talent_id))
+        };
+        let status = match pb::ReservationStatus::try_from(req.status) {
+            Ok(pb::ReservationStatus::Unspecified) => None,
+            Ok(pb::ReservationStatus::Requested) => Some(ReservationStatus::Requested),
+            Ok(pb::ReservationStatus::Confirmed) => Some(ReservationStatus::Confirmed),
+            Ok(pb::ReservationStatus::Rejected) => Some(ReservationStatus::Rejected),
+            Ok(pb::ReservationStatus::Cancelled) => Some(ReservationStatus::Cancelled),
+            Err(_) => {
+                v.add(
+                    "status",
+                    format!("unknown ReservationStatus value {}", req.status),
+                );
+                None
+            }
+        };
+        v.into_result().map_err(ApiError::Invalid)?;
+        let query = ListQuery {
+            talent_id,
+            status,
+            after: after.flatten(),
+            limit: limit.unwrap_or(paging::DEFAULT_PAGE_SIZE),
+        };
+        let (reservations, more) = self.store.list(&query).await?;
+        let next_page_token = match (more, reservations.last()) {
+            (true, Some(last)) => paging::encode_token(&last.reservation_id),
+            _ => String::new(),
+        };
+        Ok(ListReservationsResponse {
+            reservations: reservations.iter().map(to_proto).collect(),
+            next_page_token,
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl ReservationService for ReservationApi {
+    #[tracing::instrument(skip_all, fields(reservation_id = %request.get_ref().reservation_id))]
+    async fn confirm_reservation(
+        &self,
+        request: Request<ConfirmReservationRequest>,
+    ) -> Result<Response<ConfirmReservationResponse>, Status> {
+        let reservation = self.confirm(request.into_inner()).await?;
+        tracing::info!(status = ?reservation.status, "confirm");
+        Ok(Response::new(ConfirmReservationResponse {
+            reservation: Some(to_proto(&reservation)),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(reservation_id = %request.get_ref().reservation_id))]
+    async fn reject_reservation(
+        &self,
+        request: Request<RejectReservationRequest>,
+    ) -> Result<Response<RejectReservationResponse>, Status> {
+        let reservation = self.reject(request.into_inner()).await?;
+        tracing::info!(status = ?reservation.status, "reject");
+        Ok(Response::new(RejectReservationResponse {
+            reservation: Some(to_proto(&reservation)),
+        }))
+    }
+
+    async fn get_reservation(
+        &self,
+        request: Request<GetReservationRequest>,
+    ) -> Result<Response<GetReservationResponse>, Status> {
+        let id = parse_uuid(&request.into_inner().reservation_id).map_err(|e| {
+            let mut v = Violations::new();
+            v.add("reservation_id", e.to_string());
+            ApiError::Invalid(v)
+        })?;
+        let reservation = self.store.get(id).await.map_err(ApiError::from)?;
+        Ok(Response::new(GetReservationResponse {
+            reservation: Some(to_proto(&reservation)),
+        }))
+    }
+
+    async fn list_reservations(
+        &self,
+        request: Request<ListReservationsRequest>,
+    ) -> Result<Response<ListReservationsResponse>, Status> {
+        Ok(Response::new(self.list(request.into_inner()).await?))
+    }
+}
+
+/// The payment behind a reservation a manager may still act on. Storage guarantees
+/// one (only a CANCELLED tombstone may lack it), so a miss is a bug, not input.
+fn paid_with(r: &Reservation) -> Result<Uuid, ApiError> {
+    r.payment_id.ok_or_else(|| {
+        ApiError::Internal(format!(
+            "reservation {} is {} without a payment",
+            r.reservation_id, r.status
+        ))
+    })
+}
+
+fn to_timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: t.timestamp_subsec_nanos() as i32,
+    }
+}
+
+fn to_proto(r: &Reservation) -> pb::Reservation {
+    let status = match r.status {
+        ReservationStatus::Requested => pb::ReservationStatus::Requested,
+        ReservationStatus::Confirmed => pb::ReservationStatus::Confirmed,
+        ReservationStatus::Rejected => pb::ReservationStatus::Rejected,
+        ReservationStatus::Cancelled => pb::ReservationStatus::Cancelled,
+    };
+    let booking = r.booking.as_ref();
+    pb::Reservation {
+        reservation_id: r.reservation_id.to_string(),
+        order_id: r.order_id.to_string(),
+        customer_id: r.customer_id.to_string(),
+        // A tombstone whose approval never came has no booking to show.
+        talent_id: booking.map(|b| b.talent_id.to_string()).unwrap_or_default(),
+        session_start_time: booking.map(|b| to_timestamp(b.session_start)),
+        session_minutes: booking.map_or(0, |b| b.session_minutes),
+        payment_id: r.payment_id.map(|p| p.to_string()).unwrap_or_default(),
+        status: status as i32,
+        manager_id: r
+            .manager_id
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+        reason: r.reason.clone().unwrap_or_default(),
+        create_time: Some(to_timestamp(r.created_at)),
+        update_time: Some(to_timestamp(r.updated_at)),
+    }
+}

@@ -1,0 +1,124 @@
+//! The client side of payment-svc: the two unary calls the managers' actions need
+//! (GetPayment before confirming, Refund before rejecting), with payment-svc's
+//! answers turned into domain values and its failures into [`PaymentError`].
+//!
+//! The channel comes from `platform::client` (lazy, per-call deadline, concurrency
+//! limit), so a payment-svc that is down costs each call a fast UNAVAILABLE rather
+//! than a hang, and never affects this service's readiness.
+
+use talentshare_proto::payment::{
+    self as pb, GetPaymentRequest, RefundRequest, get_payment_request,
+    payment_service_client::PaymentServiceClient,
+};
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+use uuid::Uuid;
+
+use crate::domain::{PaymentState, RejectReason};
+
+/// Why payment-svc could not give the answer asked for.
+#[derive(Debug, thiserror::Error)]
+pub enum PaymentError {
+    /// Unreachable, overloaded, or without its database: retrying later may work.
+    #[error("payment-svc is unavailable: {0}")]
+    Unavailable(String),
+    /// No answer within the call's deadline: the outcome is unknown, so retry.
+    #[error("payment-svc did not answer in time: {0}")]
+    DeadlineExceeded(String),
+    /// payment-svc does not know the payment.
+    #[error("payment {0} is unknown to payment-svc")]
+    NotFound(Uuid),
+    /// payment-svc refused the call for the payment's state (a declined payment).
+    #[error("payment-svc refused: {0}")]
+    Refused(String),
+    /// Anything else: a bug on one side or the other.
+    #[error("payment-svc call failed: {0}")]
+    Unexpected(String),
+}
+
+impl PaymentError {
+    fn from_status(payment_id: Uuid, s: Status) -> Self {
+        match s.code() {
+            // RESOURCE_EXHAUSTED is payment-svc shedding load: as transient as an outage.
+            Code::Unavailable | Code::ResourceExhausted => Self::Unavailable(s.message().into()),
+            // tonic reports its own client-side deadline (the channel's timeout) as
+            // CANCELLED; nothing else cancels these calls.
+            Code::DeadlineExceeded | Code::Cancelled => Self::DeadlineExceeded(s.message().into()),
+            Code::NotFound => Self::NotFound(payment_id),
+            Code::FailedPrecondition => Self::Refused(s.message().into()),
+            code => Self::Unexpected(format!("{code:?}: {}", s.message())),
+        }
+    }
+}
+
+/// payment-svc, as reservation-svc uses it. Cheap to clone.
+#[derive(Clone)]
+pub struct PaymentGateway {
+    client: PaymentServiceClient<Channel>,
+}
+
+impl PaymentGateway {
+    /// A gateway over `channel` (from `PaymentClientSettings::channel`).
+    pub fn new(channel: Channel) -> Self {
+        Self {
+            client: PaymentServiceClient::new(channel),
+        }
+    }
+
+    /// Where the payment stands now.
+    pub async fn state(&self, payment_id: Uuid) -> Result<PaymentState, PaymentError> {
+        let payment = self
+            .client
+            .clone()
+            .get_payment(GetPaymentRequest {
+                lookup: Some(get_payment_request::Lookup::PaymentId(
+                    payment_id.to_string(),
+                )),
+            })
+            .await
+            .map_err(|s| PaymentError::from_status(payment_id, s))?
+            .into_inner()
+            .payment;
+        payment_state(payment)
+    }
+
+    /// Refunds the payment. Idempotent in payment-svc, so a retry after a timeout
+    /// never refunds twice.
+    pub async fn refund(
+        &self,
+        payment_id: Uuid,
+        reason: &RejectReason,
+    ) -> Result<(), PaymentError> {
+        let payment = self
+            .client
+            .clone()
+            .refund(RefundRequest {
+                payment_id: payment_id.to_string(),
+                reason: reason.as_ref().to_owned(),
+            })
+            .await
+            .map_err(|s| PaymentError::from_status(payment_id, s))?
+            .into_inner()
+            .payment;
+        match payment_state(payment)? {
+            PaymentState::Refunded => Ok(()),
+            other => Err(PaymentError::Unexpected(format!(
+                "refund answered with a payment in {other:?}"
+            ))),
+        }
+    }
+}
+
+fn payment_state(payment: Option<pb::Payment>) -> Result<PaymentState, PaymentError> {
+    let payment =
+        payment.ok_or_else(|| PaymentError::Unexpected("answer without a payment".into()))?;
+    match payment.status() {
+        pb::PaymentStatus::Approved => Ok(PaymentState::Approved),
+        pb::PaymentStatus::Declined => Ok(PaymentState::Declined),
+        pb::PaymentStatus::Refunded => Ok(PaymentState::Refunded),
+        pb::PaymentStatus::Unspecified => Err(PaymentError::Unexpected(format!(
+            "payment in unknown status {}",
+            payment.status
+        ))),
+    }
+}

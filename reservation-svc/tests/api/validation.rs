@@ -1,0 +1,162 @@
+//! Every bad field of every RPC is INVALID_ARGUMENT with a `google.rpc.BadRequest`
+//! naming the field, and changes nothing (neither here nor at payment-svc).
+
+use talentshare_proto::payment::{GetPaymentRequest, PaymentStatus, get_payment_request::Lookup};
+use talentshare_proto::reservation::{
+    ConfirmReservationRequest, GetReservationRequest, ListReservationsRequest,
+    RejectReservationRequest,
+};
+use tonic::Code;
+use tonic_types::StatusExt;
+
+use crate::helpers::spawn_app;
+use crate::on_both_backends;
+use testkit::Backend;
+
+on_both_backends!(bad_input_is_invalid_argument_naming_the_field_and_changes_nothing);
+
+fn violated_fields(status: &tonic::Status) -> Vec<String> {
+    status
+        .get_details_bad_request()
+        .map(|b| b.field_violations.into_iter().map(|v| v.field).collect())
+        .unwrap_or_default()
+}
+
+fn assert_invalid(case: &str, result: Result<impl std::fmt::Debug, tonic::Status>, field: &str) {
+    let err = result.expect_err(case);
+    assert_eq!(err.code(), Code::InvalidArgument, "{case}: {err:?}");
+    assert_eq!(violated_fields(&err), vec![field.to_owned()], "{case}");
+}
+
+async fn bad_input_is_invalid_argument_naming_the_field_and_changes_nothing(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (payment, existing) = app.book("talent-7").await;
+    app.reservation_events().await;
+    let mut client = app.client.clone();
+    let id = existing.reservation_id.clone();
+
+    // Fields shared by Confirm and Reject: (case, reservation_id, manager_id, field).
+    let long_id = "9".repeat(10_000);
+    let long_manager = "m".repeat(65);
+    let shared: [(&str, &str, &str, &str); 6] = [
+        ("empty reservation id", "", "mgr-1", "reservation_id"),
+        (
+            "malformed reservation id",
+            "res-1",
+            "mgr-1",
+            "reservation_id",
+        ),
+        (
+            "oversized reservation id",
+            &long_id,
+            "mgr-1",
+            "reservation_id",
+        ),
+        ("empty manager", &id, "", "manager_id"),
+        ("oversized manager", &id, &long_manager, "manager_id"),
+        ("manager with spaces", &id, "a b", "manager_id"),
+    ];
+    for (case, reservation_id, manager_id, field) in shared {
+        let confirmed = client
+            .confirm_reservation(ConfirmReservationRequest {
+                reservation_id: reservation_id.into(),
+                manager_id: manager_id.into(),
+            })
+            .await;
+        assert_invalid(&format!("confirm: {case}"), confirmed, field);
+        let rejected = client
+            .reject_reservation(RejectReservationRequest {
+                reservation_id: reservation_id.into(),
+                manager_id: manager_id.into(),
+                reason: "fully booked".into(),
+            })
+            .await;
+        assert_invalid(&format!("reject: {case}"), rejected, field);
+    }
+
+    for (case, reason) in [
+        ("empty reason", String::new()),
+        ("blank reason", " \t ".to_owned()),
+        ("reason over 200 characters", "é".repeat(201)),
+    ] {
+        let rejected = client
+            .reject_reservation(RejectReservationRequest {
+                reservation_id: id.clone(),
+                manager_id: "mgr-1".into(),
+                reason,
+            })
+            .await;
+        assert_invalid(case, rejected, "reason");
+    }
+
+    for (case, reservation_id) in [("empty id", ""), ("malformed id", "r-1")] {
+        let got = client
+            .get_reservation(GetReservationRequest {
+                reservation_id: reservation_id.into(),
+            })
+            .await;
+        assert_invalid(case, got, "reservation_id");
+    }
+
+    let list = |f: fn(&mut ListReservationsRequest)| {
+        let mut r = ListReservationsRequest::default();
+        f(&mut r);
+        r
+    };
+    let list_cases = [
+        (
+            "negative page size",
+            list(|r| r.page_size = -1),
+            "page_size",
+        ),
+        (
+            "page size over 100",
+            list(|r| r.page_size = 101),
+            "page_size",
+        ),
+        (
+            "forged page token",
+            list(|r| r.page_token = "not-a-token".into()),
+            "page_token",
+        ),
+        (
+            "bad talent",
+            list(|r| r.talent_id = "x y".into()),
+            "talent_id",
+        ),
+        (
+            "oversized talent",
+            list(|r| r.talent_id = "t".repeat(65)),
+            "talent_id",
+        ),
+        ("unknown status", list(|r| r.status = 99), "status"),
+    ];
+    for (case, req, field) in list_cases {
+        assert_invalid(case, client.list_reservations(req).await, field);
+    }
+
+    // Several bad fields are reported together.
+    let err = client
+        .reject_reservation(RejectReservationRequest::default())
+        .await
+        .unwrap_err();
+    let mut fields = violated_fields(&err);
+    fields.sort();
+    assert_eq!(fields, ["manager_id", "reason", "reservation_id"]);
+
+    assert_eq!(app.get(&id).await, existing, "bad input changed nothing");
+    assert_eq!(app.rows().await.len(), 1);
+    assert!(app.reservation_events().await.is_empty(), "no event");
+    let p = app
+        .payments()
+        .get_payment(GetPaymentRequest {
+            lookup: Some(Lookup::PaymentId(payment.payment_id)),
+        })
+        .await
+        .expect("get payment")
+        .into_inner()
+        .payment
+        .expect("a payment");
+    assert_eq!(p.status(), PaymentStatus::Approved, "nothing refunded");
+    app.stop().await;
+}
