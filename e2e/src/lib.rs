@@ -1,0 +1,264 @@
+//! The whole system as real processes for end-to-end tests and the fault harness:
+//! [`System`] starts the four service binaries, each on its own fresh PostgreSQL
+//! database, all on one per-run broker topology, and can stop and restart any of them
+//! on the same port.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use talentshare_proto::mypage::{
+    GetMyPageEntryRequest, MyPageEntry, my_page_service_client::MyPageServiceClient,
+};
+use talentshare_proto::order::order_service_client::OrderServiceClient;
+use talentshare_proto::payment::payment_service_client::PaymentServiceClient;
+use talentshare_proto::reservation::reservation_service_client::ReservationServiceClient;
+use testkit::{Backend, ServiceProcess, TestBroker, TestDatabase};
+use tonic::transport::Channel;
+use tonic_health::pb::health_check_response::ServingStatus;
+
+/// One of the four services.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Svc {
+    Order,
+    Payment,
+    Reservation,
+    MyPage,
+}
+
+impl Svc {
+    /// All four, in start order (payment first: the others need its address).
+    pub const ALL: [Svc; 4] = [Svc::Payment, Svc::Order, Svc::Reservation, Svc::MyPage];
+
+    /// The binary's name.
+    pub fn binary(self) -> &'static str {
+        match self {
+            Svc::Order => "order-svc",
+            Svc::Payment => "payment-svc",
+            Svc::Reservation => "reservation-svc",
+            Svc::MyPage => "mypage-svc",
+        }
+    }
+
+    /// Full gRPC service name (the readiness health-check name).
+    pub fn grpc_name(self) -> &'static str {
+        match self {
+            Svc::Order => "talentshare.order.v1.OrderService",
+            Svc::Payment => "talentshare.payment.v1.PaymentService",
+            Svc::Reservation => "talentshare.reservation.v1.ReservationService",
+            Svc::MyPage => "talentshare.mypage.v1.MyPageService",
+        }
+    }
+}
+
+/// The path of a workspace binary built next to the running test or harness
+/// (`target/<profile>/<name>`).
+pub fn binary_path(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let mut dir = exe.parent().expect("exe dir").to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} not built; run the tests with `cargo nextest run --workspace` (or build the workspace first)",
+        path.display()
+    );
+    path
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// The four services of one run.
+pub struct System {
+    pub broker: TestBroker,
+    databases: HashMap<Svc, TestDatabase>,
+    processes: HashMap<Svc, ServiceProcess>,
+    addrs: HashMap<Svc, SocketAddr>,
+    extra_env: Vec<(String, String)>,
+}
+
+impl System {
+    /// Starts all four services, ready.
+    pub async fn start() -> Self {
+        Self::start_with_env(&[]).await
+    }
+
+    /// Starts all four with extra environment for every service.
+    pub async fn start_with_env(extra: &[(&str, &str)]) -> Self {
+        let broker = TestBroker::create().await;
+        let mut databases = HashMap::new();
+        for svc in Svc::ALL {
+            databases.insert(svc, TestDatabase::create(Backend::Postgres).await);
+        }
+        let mut system = System {
+            broker,
+            databases,
+            processes: HashMap::new(),
+            addrs: HashMap::new(),
+            extra_env: extra
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        for svc in Svc::ALL {
+            system.start_service(svc).await;
+        }
+        system
+    }
+
+    fn env_for(&self, svc: Svc) -> Vec<(String, String)> {
+        let mut env = vec![
+            (
+                "DATABASE_URL".to_owned(),
+                self.databases[&svc].url().to_owned(),
+            ),
+            ("AMQP_URL".to_owned(), testkit::amqp_url()),
+            (
+                "EVENTS_EXCHANGE".to_owned(),
+                self.broker.exchange().to_owned(),
+            ),
+            ("OUTBOX_POLL_INTERVAL".to_owned(), "200ms".to_owned()),
+            ("SHUTDOWN_GRACE".to_owned(), "10s".to_owned()),
+        ];
+        if matches!(svc, Svc::Order | Svc::Reservation) {
+            let payment = self
+                .addrs
+                .get(&Svc::Payment)
+                .expect("payment started first");
+            env.push(("PAYMENT_URL".to_owned(), format!("http://{payment}")));
+        }
+        if let Some(addr) = self.addrs.get(&svc) {
+            // Restart on the same port, so callers' URLs stay valid.
+            env.push(("GRPC_ADDR".to_owned(), addr.to_string()));
+        }
+        env.extend(self.extra_env.iter().cloned());
+        env
+    }
+
+    /// Starts (or restarts) one service and waits until it is ready.
+    pub async fn start_service(&mut self, svc: Svc) {
+        let env = self.env_for(svc);
+        let env: Vec<(&str, String)> = env.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+        let bin = binary_path(svc.binary());
+        let process = ServiceProcess::spawn(bin.to_str().expect("utf-8 path"), &env).await;
+        self.addrs.insert(svc, process.addr);
+        let channel = process.channel().await;
+        testkit::wait_until(
+            &format!("{} ready", svc.binary()),
+            Duration::from_secs(30),
+            || async {
+                (testkit::health::check(channel.clone(), svc.grpc_name()).await
+                    == Ok(ServingStatus::Serving))
+                .then_some(())
+            },
+        )
+        .await;
+        self.processes.insert(svc, process);
+    }
+
+    /// Stops one service with SIGTERM and waits for it to exit.
+    pub async fn stop_service(&mut self, svc: Svc) -> Option<i32> {
+        let mut p = self.processes.remove(&svc).expect("service running");
+        p.signal("TERM");
+        p.wait(Duration::from_secs(30)).await
+    }
+
+    /// Kills one service with SIGKILL.
+    pub async fn kill_service(&mut self, svc: Svc) {
+        let mut p = self.processes.remove(&svc).expect("service running");
+        p.signal("KILL");
+        p.wait(Duration::from_secs(10)).await;
+    }
+
+    /// Where a service listens (also after it stopped).
+    pub fn addr(&self, svc: Svc) -> SocketAddr {
+        self.addrs[&svc]
+    }
+
+    /// A connection to a service's database.
+    pub async fn db(&self, svc: Svc) -> sea_orm::DatabaseConnection {
+        self.databases[&svc].connect().await
+    }
+
+    /// Everything a service printed.
+    pub fn output(&self, svc: Svc) -> String {
+        self.processes
+            .get(&svc)
+            .map(|p| p.output())
+            .unwrap_or_default()
+    }
+
+    fn channel(&self, svc: Svc) -> Channel {
+        Channel::from_shared(format!("http://{}", self.addr(svc)))
+            .expect("uri")
+            .connect_timeout(Duration::from_secs(2))
+            .connect_lazy()
+    }
+
+    pub fn order(&self) -> OrderServiceClient<Channel> {
+        OrderServiceClient::new(self.channel(Svc::Order))
+    }
+    pub fn payment(&self) -> PaymentServiceClient<Channel> {
+        PaymentServiceClient::new(self.channel(Svc::Payment))
+    }
+    pub fn reservation(&self) -> ReservationServiceClient<Channel> {
+        ReservationServiceClient::new(self.channel(Svc::Reservation))
+    }
+    pub fn mypage(&self) -> MyPageServiceClient<Channel> {
+        MyPageServiceClient::new(self.channel(Svc::MyPage))
+    }
+
+    /// Waits until my page's row for `order_id` satisfies `pred`; returns it. On
+    /// timeout the panic shows the last answer and the services' recent logs.
+    pub async fn wait_mypage(
+        &self,
+        order_id: &str,
+        what: &str,
+        pred: impl Fn(&MyPageEntry) -> bool,
+    ) -> MyPageEntry {
+        let mut client = self.mypage();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let mut last = String::from("no answer yet");
+        loop {
+            match client
+                .get_my_page_entry(GetMyPageEntryRequest {
+                    order_id: order_id.to_owned(),
+                })
+                .await
+            {
+                Ok(r) => match r.into_inner().entry {
+                    Some(entry) if pred(&entry) => return entry,
+                    other => last = format!("{other:?}"),
+                },
+                Err(status) => last = format!("{status:?}"),
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let logs: String = [Svc::Order, Svc::Payment, Svc::Reservation, Svc::MyPage]
+                    .iter()
+                    .map(|s| format!("--- {}:\n{}", s.binary(), tail(&self.output(*s), 30)))
+                    .collect();
+                panic!("timed out waiting for {what}; last answer: {last}\n{logs}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Stops every service and removes the run's databases and topology.
+    pub async fn shutdown(mut self) {
+        for svc in [Svc::Order, Svc::Reservation, Svc::MyPage, Svc::Payment] {
+            if self.processes.contains_key(&svc) {
+                self.stop_service(svc).await;
+            }
+        }
+        self.broker.delete().await;
+        for (_, db) in self.databases.drain() {
+            db.drop_database().await;
+        }
+    }
+}

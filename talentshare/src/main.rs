@@ -1,0 +1,49 @@
+//! The `talentshare` command.
+//!
+//! - `talentshare up`: runs order, payment, reservation and mypage in one process on
+//!   50051–50054, with SQLite files under `./data` and one RabbitMQ, and drains them all
+//!   on Ctrl-C. The local way to run the whole system.
+//! - `talentshare probe`: a gRPC health check that exits 0 only when the service says
+//!   SERVING (for `helm test` and operators).
+
+mod probe;
+mod up;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "talentshare",
+    version,
+    about = "talentshare: book, pay, confirm and follow talent sessions"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run all four services in this process.
+    Up(up::UpArgs),
+    /// Check a service's gRPC health; exit 0 only when SERVING.
+    Probe(probe::ProbeArgs),
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Up(args) => up::run(args).await,
+        Command::Probe(args) => probe::run(args).await,
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("talentshare: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

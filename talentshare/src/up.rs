@@ -1,0 +1,172 @@
+//! `talentshare up`: the four services in one process, sharing one shutdown signal.
+//!
+//! Each service is built from the same `Settings` its own binary parses, so what runs
+//! here is what runs in a container; only the listen address, the data directory, the
+//! broker and the payment URL are set by `up`.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser};
+use platform::settings::{LogFormat, SecretUrl, TelemetrySettings};
+use tokio_util::sync::CancellationToken;
+
+/// Flags of `talentshare up`.
+#[derive(Args, Debug)]
+pub struct UpArgs {
+    /// Directory of the four SQLite files (created if missing).
+    #[arg(long, env = "DATA_DIR", default_value = "data")]
+    data_dir: PathBuf,
+    /// RabbitMQ URL shared by the four services.
+    #[arg(
+        long,
+        env = "AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
+        hide_env_values = true
+    )]
+    amqp_url: SecretUrl,
+    /// Events exchange (queue names derive from it).
+    #[arg(long, env = "EVENTS_EXCHANGE", default_value = "talentshare.events")]
+    events_exchange: String,
+    /// Address the four gRPC servers bind.
+    #[arg(long, env = "HOST", default_value = "127.0.0.1")]
+    host: IpAddr,
+    /// order-svc port.
+    #[arg(long, default_value_t = 50051)]
+    order_port: u16,
+    /// payment-svc port.
+    #[arg(long, default_value_t = 50052)]
+    payment_port: u16,
+    /// reservation-svc port.
+    #[arg(long, default_value_t = 50053)]
+    reservation_port: u16,
+    /// mypage-svc port.
+    #[arg(long, default_value_t = 50054)]
+    mypage_port: u16,
+    /// Log filter.
+    #[arg(long = "log-filter", env = "RUST_LOG", default_value = "info")]
+    log_filter: String,
+    /// Log format.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
+    log_format: LogFormat,
+}
+
+/// The flags every service gets from `up`. Parsing them like the binaries do applies
+/// the same validation and defaults.
+fn common_args(args: &UpArgs, port: u16) -> Vec<String> {
+    vec![
+        "--grpc-addr".into(),
+        SocketAddr::new(args.host, port).to_string(),
+        "--data-dir".into(),
+        args.data_dir.display().to_string(),
+        "--amqp-url".into(),
+        args.amqp_url.expose().to_owned(),
+        "--events-exchange".into(),
+        args.events_exchange.clone(),
+    ]
+}
+
+fn parse<S: Parser>(name: &str, args: Vec<String>) -> anyhow::Result<S> {
+    S::try_parse_from(std::iter::once(name.to_owned()).chain(args))
+        .map_err(|e| anyhow::anyhow!("{name}: {e}"))
+}
+
+/// Runs until Ctrl-C or SIGTERM, then drains all four.
+pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
+    platform::telemetry::init(&TelemetrySettings {
+        log_filter: args.log_filter.clone(),
+        log_format: args.log_format,
+    })?;
+    let payment_url = {
+        let host = if args.host.is_unspecified() {
+            "127.0.0.1".to_owned()
+        } else {
+            args.host.to_string()
+        };
+        let host = if host.contains(':') {
+            format!("[{host}]")
+        } else {
+            host
+        };
+        format!("http://{host}:{}", args.payment_port)
+    };
+    let with_payment = |port| {
+        let mut a = common_args(&args, port);
+        a.extend(["--payment-url".into(), payment_url.clone()]);
+        a
+    };
+
+    let mut payment: payment_svc::Settings =
+        parse("payment-svc", common_args(&args, args.payment_port))?;
+    let mut order: order_svc::Settings = parse("order-svc", with_payment(args.order_port))?;
+    let mut reservation: reservation_svc::Settings =
+        parse("reservation-svc", with_payment(args.reservation_port))?;
+    let mut mypage: mypage_svc::Settings =
+        parse("mypage-svc", common_args(&args, args.mypage_port))?;
+    // Each service owns its own database: a DATABASE_URL in the environment would make
+    // the four share one, so `up` always uses the per-service SQLite files.
+    payment.platform.database.database_url = None;
+    order.platform.database.database_url = None;
+    reservation.platform.database.database_url = None;
+    mypage.platform.database.database_url = None;
+
+    report_broker(&args.amqp_url).await;
+
+    let shutdown = platform::shutdown::on_signal();
+    let services = [
+        (
+            "payment",
+            payment_svc::start(payment, shutdown.clone()).await?,
+        ),
+        ("order", order_svc::start(order, shutdown.clone()).await?),
+        (
+            "reservation",
+            reservation_svc::start(reservation, shutdown.clone()).await?,
+        ),
+        ("mypage", mypage_svc::start(mypage, shutdown.clone()).await?),
+    ];
+    for (name, s) in &services {
+        tracing::info!(service = name, addr = %s.local_addr, "{name}-svc listening on {}", s.local_addr);
+    }
+    tracing::info!(data_dir = %args.data_dir.display(), "talentshare is up; Ctrl-C to stop");
+
+    let mut failed = false;
+    for (name, s) in services {
+        if let Err(e) = s.wait().await {
+            tracing::error!(service = name, error = %format!("{e:#}"), "service failed");
+            failed = true;
+            // One failing service takes the others down with it.
+            cancel(&shutdown);
+        }
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn cancel(token: &CancellationToken) {
+    token.cancel();
+}
+
+/// Says in one line whether RabbitMQ answers; the services run either way.
+async fn report_broker(url: &SecretUrl) {
+    let attempt = tokio::time::timeout(
+        Duration::from_secs(3),
+        platform::amqp::connect(url, "talentshare-up-check"),
+    )
+    .await;
+    match attempt {
+        Ok(Ok(conn)) => {
+            let _ = conn.close(200, "check done".into()).await;
+        }
+        Ok(Err(e)) => platform::amqp::report_unreachable("talentshare up", &format!("{url}: {e}")),
+        Err(_) => platform::amqp::report_unreachable(
+            "talentshare up",
+            &format!("{url}: no answer within 3s"),
+        ),
+    }
+}
