@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use clap::{Args, Parser};
 use platform::settings::{LogFormat, SecretUrl, TelemetrySettings};
-use tokio_util::sync::CancellationToken;
 
 /// Flags of `talentshare up`.
 #[derive(Args, Debug)]
@@ -127,10 +126,11 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         ),
         ("mypage", mypage_svc::start(mypage, shutdown.clone()).await?),
     ];
-    for (name, s) in &services {
-        tracing::info!(service = name, addr = %s.local_addr, "{name}-svc listening on {}", s.local_addr);
-    }
-    tracing::info!(data_dir = %args.data_dir.display(), "talentshare is up; Ctrl-C to stop");
+    let summary: Vec<String> = services
+        .iter()
+        .map(|(name, s)| format!("{name} {}", s.local_addr))
+        .collect();
+    tracing::info!(data_dir = %args.data_dir.display(), "talentshare is up ({}); Ctrl-C to stop", summary.join(", "));
 
     let mut failed = false;
     for (name, s) in services {
@@ -138,7 +138,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
             tracing::error!(service = name, error = %format!("{e:#}"), "service failed");
             failed = true;
             // One failing service takes the others down with it.
-            cancel(&shutdown);
+            shutdown.cancel();
         }
     }
     Ok(if failed {
@@ -146,10 +146,6 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
-}
-
-fn cancel(token: &CancellationToken) {
-    token.cancel();
 }
 
 /// Says in one line whether RabbitMQ answers; the services run either way.
