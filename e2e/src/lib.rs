@@ -224,7 +224,7 @@ impl System {
     ) -> MyPageEntry {
         let mut client = self.mypage();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        let mut last = String::from("no answer yet");
+        let mut last;
         loop {
             match client
                 .get_my_page_entry(GetMyPageEntryRequest {

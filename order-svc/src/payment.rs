@@ -9,12 +9,12 @@
 use std::time::Duration;
 
 use platform::client::PaymentClientSettings;
+use platform::client::ResilientChannel;
 use platform::values::CardNumber;
 use talentshare_proto::payment::{
     self as pb, BookingDetails, GetPaymentRequest, PayRequest, RefundRequest,
     get_payment_request::Lookup, payment_service_client::PaymentServiceClient,
 };
-use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 use uuid::Uuid;
 
@@ -65,7 +65,7 @@ impl From<Status> for PaymentError {
 /// payment-svc as order-svc sees it. Cheap to clone.
 #[derive(Clone)]
 pub struct PaymentGateway {
-    client: PaymentServiceClient<Channel>,
+    client: PaymentServiceClient<ResilientChannel>,
     timeout: Duration,
 }
 

@@ -78,18 +78,8 @@ fn payment_method_is_idempotent(path: &str) -> bool {
 }
 
 impl PaymentClientSettings {
-    /// A plain lazily connected channel (deadline and concurrency limit only).
-    pub fn channel(&self) -> anyhow::Result<Channel> {
-        lazy_channel(
-            &self.payment_url,
-            self.payment_timeout,
-            self.payment_max_concurrency as usize,
-        )
-        .map_err(|e| anyhow::anyhow!("PAYMENT_URL {}: {e}", self.payment_url))
-    }
-
     /// The resilient channel to payment-svc (connects on first use).
-    pub fn resilient_channel(&self) -> anyhow::Result<ResilientChannel> {
+    pub fn channel(&self) -> anyhow::Result<ResilientChannel> {
         let inner = lazy_channel(
             &self.payment_url,
             self.payment_timeout,

@@ -6,11 +6,11 @@
 //! limit), so a payment-svc that is down costs each call a fast UNAVAILABLE rather
 //! than a hang, and never affects this service's readiness.
 
+use platform::client::ResilientChannel;
 use talentshare_proto::payment::{
     self as pb, GetPaymentRequest, RefundRequest, get_payment_request,
     payment_service_client::PaymentServiceClient,
 };
-use tonic::transport::Channel;
 use tonic::{Code, Status};
 use uuid::Uuid;
 
@@ -54,12 +54,12 @@ impl PaymentError {
 /// payment-svc, as reservation-svc uses it. Cheap to clone.
 #[derive(Clone)]
 pub struct PaymentGateway {
-    client: PaymentServiceClient<Channel>,
+    client: PaymentServiceClient<ResilientChannel>,
 }
 
 impl PaymentGateway {
     /// A gateway over `channel` (from `PaymentClientSettings::channel`).
-    pub fn new(channel: Channel) -> Self {
+    pub fn new(channel: ResilientChannel) -> Self {
         Self {
             client: PaymentServiceClient::new(channel),
         }
