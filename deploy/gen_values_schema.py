@@ -1,0 +1,248 @@
+"""Writes helm/talentshare/values.schema.json (run after changing this file).
+
+The schema is kept as Python so it can share definitions; the generated JSON is what
+Helm reads. `deploy/tests/test_values_schema.py` checks that the file is up to date.
+"""
+import json
+import pathlib
+import sys
+
+SERVICES = ["order", "payment", "reservation", "mypage"]
+PAYMENT_METHODS = ["Pay", "Refund", "GetPayment", "ListPayments"]
+# Settings the chart computes itself; values may not set them.
+CHART_OWNED_ENV = ["GRPC_ADDR", "PAYMENT_URL", "SHUTDOWN_DELAY", "SHUTDOWN_GRACE", "DATABASE_URL", "AMQP_URL"]
+
+DURATION = {"type": "string", "pattern": r"^([0-9]+(\.[0-9]+)?(h|m|s|ms))+$"}
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+
+
+def obj(properties, required=(), **extra):
+    schema = {"type": "object", "additionalProperties": False, "properties": properties}
+    if required:
+        schema["required"] = list(required)
+    schema.update(extra)
+    return schema
+
+
+string_map = {"type": "object", "additionalProperties": {"type": "string"}}
+quantity = {"type": ["string", "number"], "pattern": r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti)?$"}
+resources = obj(
+    {
+        "requests": obj({"cpu": quantity, "memory": quantity}),
+        "limits": obj({"cpu": quantity, "memory": quantity}),
+    }
+)
+env_config = {
+    "type": "object",
+    "description": "Environment variables for the binaries (names as in `<binary> --help`).",
+    "propertyNames": {"pattern": "^[A-Z][A-Z0-9_]*$", "not": {"enum": CHART_OWNED_ENV}},
+    "additionalProperties": {"type": ["string", "integer", "boolean"]},
+}
+autoscaling_fields = {
+    "enabled": {"type": "boolean"},
+    "minReplicas": {"type": "integer", "minimum": 1},
+    "maxReplicas": {"type": "integer", "minimum": 1},
+    "targetCPUUtilizationPercentage": {"type": "integer", "minimum": 1, "maximum": 100},
+}
+probe = obj(
+    {
+        "periodSeconds": {"type": "integer", "minimum": 1},
+        "failureThreshold": {"type": "integer", "minimum": 1},
+        "timeoutSeconds": {"type": "integer", "minimum": 1},
+    },
+    required=["periodSeconds", "failureThreshold", "timeoutSeconds"],
+)
+service = obj(
+    {
+        "port": {"type": "integer", "minimum": 1024, "maximum": 65535},
+        "config": env_config,
+        "replicaCount": {"type": "integer", "minimum": 1},
+        "resources": resources,
+        "autoscaling": obj(autoscaling_fields),
+        "podAnnotations": string_map,
+    },
+    required=["port"],
+)
+route = obj(
+    {
+        "timeout": DURATION,
+        "retries": obj(
+            {
+                "attempts": {"type": "integer", "minimum": 0, "maximum": 10},
+                "perTryTimeout": DURATION,
+                "retryOn": {"type": "string", "pattern": "^[a-z0-9-]+(,[a-z0-9-]+)*$"},
+            },
+            required=["attempts"],
+        ),
+    },
+    required=["retries"],
+)
+route_override = obj(
+    {
+        "timeout": DURATION,
+        "retries": obj(
+            {
+                "attempts": {"type": "integer", "minimum": 0, "maximum": 10},
+                "perTryTimeout": DURATION,
+                "retryOn": {"type": "string", "pattern": "^[a-z0-9-]+(,[a-z0-9-]+)*$"},
+            },
+        ),
+    },
+)
+traffic_policy = obj(
+    {
+        "connectionPool": {"type": "object", "description": "Istio DestinationRule connectionPool"},
+        "outlierDetection": {"type": "object", "description": "Istio DestinationRule outlierDetection"},
+    }
+)
+
+SCHEMA = obj(
+    {
+        "nameOverride": {"type": "string", "maxLength": 50, "pattern": f"^$|{DNS_LABEL}"},
+        "fullnameOverride": {"type": "string", "maxLength": 50, "pattern": f"^$|{DNS_LABEL}"},
+        "clusterDomain": {"type": "string", "pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"},
+        "image": obj(
+            {
+                "repository": {"type": "string", "minLength": 1},
+                "tag": {"type": "string"},
+                "digest": {"type": "string", "pattern": "^$|^sha256:[a-f0-9]{64}$"},
+                "pullPolicy": {"enum": ["Always", "IfNotPresent", "Never"]},
+            },
+            required=["repository", "pullPolicy"],
+        ),
+        "imagePullSecrets": {"type": "array", "items": obj({"name": {"type": "string", "minLength": 1}}, required=["name"])},
+        "connections": obj(
+            {
+                "existingSecret": {"type": "string"},
+                "amqpUrl": {"type": "string", "pattern": "^$|^amqps?://"},
+                "databaseUrls": obj(
+                    {s: {"type": "string", "pattern": "^$|^postgres(ql)?://"} for s in SERVICES},
+                ),
+            },
+            required=["existingSecret"],
+            # Without an existing Secret, every URL must be given.
+            **{
+                "if": {"properties": {"existingSecret": {"const": ""}}},
+                "then": {
+                    "required": ["amqpUrl", "databaseUrls"],
+                    "properties": {
+                        "amqpUrl": {"minLength": 1},
+                        "databaseUrls": {
+                            "required": SERVICES,
+                            "properties": {s: {"minLength": 1} for s in SERVICES},
+                        },
+                    },
+                },
+            },
+        ),
+        "config": env_config,
+        "shutdown": obj(
+            {
+                "delaySeconds": {"type": "integer", "minimum": 0, "maximum": 120},
+                "graceSeconds": {"type": "integer", "minimum": 1, "maximum": 600},
+                "marginSeconds": {"type": "integer", "minimum": 1, "maximum": 60},
+            },
+            required=["delaySeconds", "graceSeconds", "marginSeconds"],
+        ),
+        "replicaCount": {"type": "integer", "minimum": 1},
+        "resources": resources,
+        "autoscaling": obj(autoscaling_fields, required=list(autoscaling_fields)),
+        "podDisruptionBudget": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "enabled": {"type": "boolean"},
+                "maxUnavailable": {"type": ["integer", "string"], "minimum": 0, "pattern": "^[0-9]+%$"},
+                "minAvailable": {"type": ["integer", "string", "null"], "minimum": 1, "pattern": "^[0-9]+%$"},
+            },
+            "required": ["enabled", "maxUnavailable"],
+        },
+        "probes": obj({"startup": probe, "readiness": probe, "liveness": probe}, required=["startup", "readiness", "liveness"]),
+        "podSecurityContext": obj(
+            {
+                "runAsUser": {"type": "integer", "minimum": 1, "description": "non-root: 0 is refused"},
+                "runAsGroup": {"type": "integer", "minimum": 0},
+            },
+            required=["runAsUser", "runAsGroup"],
+        ),
+        "podAnnotations": string_map,
+        "podLabels": string_map,
+        "nodeSelector": string_map,
+        "tolerations": {"type": "array", "items": {"type": "object"}},
+        "affinity": {"type": "object"},
+        "topologySpread": {"type": "boolean"},
+        "priorityClassName": {"type": "string"},
+        "services": obj({s: service for s in SERVICES}, required=SERVICES),
+        "serviceAccount": obj({"annotations": string_map}),
+        "networkPolicy": obj(
+            {
+                "enabled": {"type": "boolean"},
+                "ingressNamespaces": {"type": "array", "items": {"type": "string", "pattern": DNS_LABEL}},
+                "extraIngress": {"type": "array", "items": {"type": "object"}},
+            },
+            required=["enabled"],
+        ),
+        "tests": obj({"enabled": {"type": "boolean"}}, required=["enabled"]),
+        "istio": obj(
+            {
+                "enabled": {"type": "boolean"},
+                "trustDomain": {"type": "string", "minLength": 1, "pattern": r"^[a-z0-9.-]+$"},
+                "nativeSidecar": {"type": "boolean"},
+                "peerAuthentication": obj({"enabled": {"type": "boolean"}}, required=["enabled"]),
+                "authorization": obj(
+                    {
+                        "enabled": {"type": "boolean"},
+                        "ingressPrincipals": {
+                            "type": "array",
+                            "items": {"type": "string", "pattern": r"^[a-z0-9.-]+/ns/[a-z0-9-]+/sa/[a-z0-9.-]+$"},
+                        },
+                        "paymentCallers": obj(
+                            {
+                                caller: {
+                                    "type": "array",
+                                    "uniqueItems": True,
+                                    "items": {"enum": PAYMENT_METHODS},
+                                }
+                                for caller in ["order", "reservation"]
+                            }
+                        ),
+                    },
+                    required=["enabled", "ingressPrincipals", "paymentCallers"],
+                ),
+                "trafficPolicy": obj(
+                    {
+                        "default": traffic_policy,
+                        "services": obj({s: traffic_policy for s in SERVICES}),
+                    },
+                    required=["default"],
+                ),
+                "routes": obj(
+                    {"read": route, "idempotent": route, "stream": route, "other": route},
+                    required=["read", "idempotent", "stream", "other"],
+                ),
+                "serviceRoutes": obj(
+                    {
+                        s: obj({c: route_override for c in ["read", "idempotent", "stream", "other"]})
+                        for s in SERVICES
+                    }
+                ),
+            },
+            required=["enabled", "trustDomain"],
+        ),
+    },
+    required=["image", "connections", "config", "shutdown", "services", "probes", "podSecurityContext", "istio"],
+)
+SCHEMA = {"$schema": "http://json-schema.org/draft-07/schema#", "title": "talentshare chart values", **SCHEMA}
+
+TARGET = pathlib.Path(__file__).resolve().parent.parent / "helm" / "talentshare" / "values.schema.json"
+
+
+def render() -> str:
+    return json.dumps(SCHEMA, indent=2) + "\n"
+
+
+if __name__ == "__main__":
+    if "--check" in sys.argv:
+        sys.exit(0 if TARGET.read_text() == render() else 1)
+    TARGET.write_text(render())
+    print(f"wrote {TARGET}")

@@ -1,0 +1,276 @@
+"""The chart as a cluster, on loopback: each rendered Deployment becomes a real process of
+the built binary, with exactly the command, args and environment the Deployment gives its
+container. Only what a cluster would provide differently is mapped:
+
+- GRPC_ADDR's port and every containerPort -> a free 127.0.0.1 port (the "pod IP");
+- a Service host:port (PAYMENT_URL, `talentshare probe --addr`) -> the loopback address of
+  the process behind it (what kube-proxy does), resolved through the rendered Service's
+  selector and targetPort;
+- DATABASE_URL -> a fresh database on the local PostgreSQL (the rendered URL must be a
+  postgres:// URL); AMQP_URL -> the local RabbitMQ; EVENTS_EXCHANGE -> a unique name, so
+  the run has its own broker topology (deleted at the end).
+
+Processes start with no other environment than PATH, in an empty working directory
+(which must still be empty when they stop: nothing is written to the "root filesystem").
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import os
+import pathlib
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.parse
+import uuid
+
+from . import binaries
+from .chart import Rendered
+from .crossref import Workload, container_env, resolve_host, target_port, workloads, workloads_behind
+
+PG = dict(host="127.0.0.1", port="5432", user="postgres")
+AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2f"
+CONSUMER_NAMES = ("order", "payment", "reservation", "mypage")
+
+
+# The services' default ports: `talentshare up` and the README walkthrough use them.
+RESERVED_PORTS = range(50051, 50055)
+
+
+def free_port() -> int:
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in RESERVED_PORTS:
+            return port
+
+
+def psql(sql: str) -> None:
+    subprocess.run(
+        ["psql", "-h", PG["host"], "-p", PG["port"], "-U", PG["user"], "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-qc", sql],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@dataclasses.dataclass
+class Process:
+    workload: Workload
+    argv: list[str]
+    env: dict[str, str]
+    port: int
+    database: str
+    cwd: pathlib.Path
+    log: pathlib.Path
+    popen: subprocess.Popen | None = None
+    exit_code: int | None = None
+    stop_seconds: float | None = None
+    readiness_during_delay: str | None = None
+
+    @property
+    def addr(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def binary(self) -> str:
+        return self.workload.binary
+
+    def log_tail(self, n: int = 30) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+
+class Cluster:
+    """Processes for the rendered Deployments whose binaries are built (see `skipped`)."""
+
+    def __init__(self, rendered: Rendered, label: str):
+        self.rendered = rendered
+        self.label = label
+        self.run_id = uuid.uuid4().hex[:10]
+        self.exchange = f"deploycheck-{self.run_id}.events"
+        self.workdir = pathlib.Path(tempfile.mkdtemp(prefix=f"deploycheck-{label}-"))
+        self.processes: dict[str, Process] = {}  # by Deployment name
+        self.skipped: dict[str, str] = {}  # Deployment name -> why it was not started
+        self.stopped = False
+
+    # -- address mapping ----------------------------------------------------------------
+
+    def process_for(self, deployment_name: str) -> Process | None:
+        return self.processes.get(deployment_name)
+
+    def service_addr(self, host: str, port: int, namespace: str) -> str:
+        """Loopback address behind an in-cluster Service host:port (kube-proxy's job)."""
+        svc = resolve_host(self.rendered, host, namespace)
+        if svc is None:
+            raise LookupError(f"{host} is not a rendered Service")
+        spec_port = next((p for p in svc.obj["spec"]["ports"] if p["port"] == port), None)
+        if spec_port is None:
+            raise LookupError(f"{svc.ref} has no port {port}")
+        for w in workloads_behind(self.rendered, svc):
+            proc = self.processes.get(w.item.name)
+            if proc is None:
+                raise LookupError(f"{w.item.ref} behind {svc.ref} is not running ({self.skipped.get(w.item.name)})")
+            if target_port(w, spec_port) != w.grpc_port():
+                raise LookupError(f"{svc.ref} port {port} targets no port the process listens on")
+            return proc.addr
+        raise LookupError(f"{svc.ref} selects no rendered Deployment")
+
+    def pod_addr(self, proc: Process, container_port: int) -> str:
+        """Loopback address of a container port (probes dial the pod IP and this port)."""
+        if container_port != proc.workload.grpc_port():
+            # Nothing listens there in the pod either: a port nobody uses.
+            return f"127.0.0.1:{free_port()}"
+        return proc.addr
+
+    def map_url(self, url: str, namespace: str) -> str:
+        parts = urllib.parse.urlsplit(url)
+        addr = self.service_addr(parts.hostname or "", parts.port or 80, namespace)
+        return urllib.parse.urlunsplit(parts._replace(netloc=addr))
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def start(self, timeout: float = 60) -> None:
+        for w in workloads(self.rendered):
+            reason = binaries.not_ready_reason(w.binary)
+            if reason:
+                self.skipped[w.item.name] = reason
+                continue
+            self._prepare(w)
+        for proc in self.processes.values():
+            self._finish_env(proc)
+        for proc in self.processes.values():
+            proc.popen = subprocess.Popen(
+                proc.argv,
+                env=proc.env,
+                cwd=proc.cwd,
+                stdout=proc.log.open("wb"),
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout
+        with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, len(self.processes))) as pool:
+            errors = [e for e in pool.map(lambda p: self._wait_ready(p, deadline), self.processes.values()) if e]
+        if errors:
+            self.stop(graceful=False)
+            raise RuntimeError("\n\n".join(errors))
+
+    def _prepare(self, w: Workload) -> None:
+        name = w.item.name
+        env, problems = container_env(self.rendered, w)
+        if problems:
+            raise RuntimeError("; ".join(problems))
+        database = f"deploycheck_{self.run_id}_{w.item.name.rsplit('-', 1)[-1]}".replace("-", "_")
+        cwd = self.workdir / name
+        cwd.mkdir()
+        command = list(w.container.get("command") or []) + list(w.container.get("args") or [])
+        argv = [str(binaries.path(os.path.basename(command[0])))] + command[1:]
+        plain = {k: v.value for k, v in env.items()}
+        proc = Process(w, argv, plain, free_port(), database, cwd, self.workdir / f"{name}.log")
+        self.processes[name] = proc
+
+    def _finish_env(self, proc: Process) -> None:
+        env = proc.env
+        ns = proc.workload.item.namespace
+        rendered_db = env.get("DATABASE_URL")
+        if rendered_db is not None and not rendered_db.startswith(("postgres://", "postgresql://")):
+            raise RuntimeError(f"{proc.workload.ref}: DATABASE_URL is not a PostgreSQL URL")
+        psql(f'CREATE DATABASE "{proc.database}"')
+        env["DATABASE_URL"] = f"postgres://{PG['user']}@{PG['host']}:{PG['port']}/{proc.database}"
+        env["AMQP_URL"] = AMQP_URL
+        env["EVENTS_EXCHANGE"] = self.exchange
+        host, _, port = (env.get("GRPC_ADDR") or "").rpartition(":")
+        if port != str(proc.workload.grpc_port()):
+            raise RuntimeError(f"{proc.workload.ref}: GRPC_ADDR {env.get('GRPC_ADDR')} is not the grpc containerPort")
+        env["GRPC_ADDR"] = proc.addr
+        if "PAYMENT_URL" in env:
+            env["PAYMENT_URL"] = self.map_url(env["PAYMENT_URL"], ns)
+        missing = [k for k, v in env.items() if v is None]
+        if missing:
+            raise RuntimeError(f"{proc.workload.ref}: no value for {missing}")
+        env["PATH"] = "/usr/bin:/bin"
+
+    def _wait_ready(self, proc: Process, deadline: float) -> str | None:
+        ready_name = ((proc.workload.container.get("readinessProbe") or {}).get("grpc") or {}).get("service", "")
+        last = ""
+        while time.monotonic() < deadline:
+            if proc.popen.poll() is not None:
+                return f"{proc.binary} exited with {proc.popen.returncode}:\n{proc.log_tail()}"
+            last = binaries.health(proc.addr, ready_name)
+            if last == "SERVING":
+                return None
+            time.sleep(0.2)
+        return f"{proc.binary} not SERVING for {ready_name!r} in time (last: {last}):\n{proc.log_tail()}"
+
+    def stop(self, graceful: bool = True) -> None:
+        """SIGTERM every process (as the kubelet does), note what readiness says during
+        SHUTDOWN_DELAY, and wait up to terminationGracePeriodSeconds for each to exit.
+        Not graceful: SIGKILL (after a failed start)."""
+        if self.stopped:
+            return
+        self.stopped = True
+        started = time.monotonic()
+        running = [p for p in self.processes.values() if p.popen and p.popen.poll() is None]
+        if not graceful:
+            for p in running:
+                os.killpg(p.popen.pid, signal.SIGKILL)
+                p.popen.wait()
+            running = []
+        for p in running:
+            p.popen.send_signal(signal.SIGTERM)
+        for p in running:
+            ready_name = ((p.workload.container.get("readinessProbe") or {}).get("grpc") or {}).get("service", "")
+            p.readiness_during_delay = binaries.health(p.addr, ready_name)
+        for p in running:
+            grace = p.workload.pod_spec.get("terminationGracePeriodSeconds", 30)
+            try:
+                p.exit_code = p.popen.wait(timeout=max(0.1, grace - (time.monotonic() - started)))
+                p.stop_seconds = time.monotonic() - started
+            except subprocess.TimeoutExpired:
+                os.killpg(p.popen.pid, signal.SIGKILL)  # what the kubelet does after the grace period
+                p.popen.wait()
+                p.exit_code = None
+        for p in self.processes.values():
+            if p.popen is None:
+                continue
+            try:
+                psql(f'DROP DATABASE IF EXISTS "{p.database}" WITH (FORCE)')
+            except subprocess.SubprocessError:
+                pass
+        self._delete_topology()
+
+    def cleanup(self) -> None:
+        self.stop(graceful=False)
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def _delete_topology(self) -> None:
+        try:
+            import pika
+        except ImportError:  # pragma: no cover - pika is installed by scripts/tools.sh
+            return
+        try:
+            conn = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
+        except Exception:
+            return
+        try:
+            ch = conn.channel()
+            for name in CONSUMER_NAMES:
+                for q in (f"{self.exchange}.{name}", f"{self.exchange}.{name}.dlq"):
+                    ch.queue_delete(q)
+            for x in (self.exchange, f"{self.exchange}.dlx"):
+                ch.exchange_delete(x)
+        except Exception:
+            pass
+        finally:
+            try:
+                conn.close()
+            except Exception:
+                pass

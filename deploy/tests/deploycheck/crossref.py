@@ -1,0 +1,700 @@
+"""Cross-references between the rendered objects, and between them and the binaries.
+
+Every check takes a `Rendered` release (and, where it needs them, facts the binaries
+reported) and returns findings: one line per problem, [] when all is well. The seeded
+defect tests mutate a rendered release and assert that the right check reports it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import posixpath
+import re
+import urllib.parse
+from typing import Any, Iterator
+
+from .chart import Item, Rendered
+
+# Methods that are safe to retry, from the contracts in proto/ (independent of the chart):
+# reads, and mutations that are idempotent by a key the caller sends.
+RETRY_SAFE = {
+    "talentshare.order.v1.OrderService": {
+        "PlaceOrder",  # idempotent per request_id: a replay returns the same order, never charges twice
+        "CancelOrder",  # idempotent per order_id
+        "GetOrder",
+        "ListOrders",
+    },
+    "talentshare.payment.v1.PaymentService": {
+        "Pay",  # idempotent per order_id
+        "Refund",  # idempotent per payment_id
+        "GetPayment",
+        "ListPayments",
+    },
+    "talentshare.reservation.v1.ReservationService": {
+        "ConfirmReservation",  # idempotent per reservation_id
+        "RejectReservation",  # idempotent per reservation_id
+        "GetReservation",
+        "ListReservations",
+    },
+    "talentshare.mypage.v1.MyPageService": {"GetMyPage", "GetMyPageEntry"},  # not WatchMyPage (a stream)
+}
+HEALTH_CHECK_PATH = "/grpc.health.v1.Health/Check"
+SECRET_ENV = ("DATABASE_URL", "AMQP_URL")
+DURATION = re.compile(r"^(\d+)(ms|s|m)?$")
+
+
+@dataclasses.dataclass
+class Workload:
+    """One container of a rendered Deployment or hook Pod, with its pod's context."""
+
+    item: Item
+    pod_spec: dict[str, Any]
+    labels: dict[str, str]
+    container: dict[str, Any]
+
+    @property
+    def ref(self) -> str:
+        return f"{self.item.ref} container {self.container.get('name')}"
+
+    @property
+    def binary(self) -> str:
+        command = self.container.get("command") or []
+        return posixpath.basename(command[0]) if command else ""
+
+    def grpc_port(self) -> int | None:
+        for port in self.container.get("ports") or []:
+            if port.get("name") == "grpc":
+                return port.get("containerPort")
+        return None
+
+
+def workloads(r: Rendered, hooks: bool = False) -> Iterator[Workload]:
+    for item in r.of_kind("Deployment", "Pod"):
+        if item.is_hook != hooks:
+            continue
+        if item.kind == "Deployment":
+            template = item.obj["spec"]["template"]
+            pod_spec, labels = template["spec"], (template.get("metadata") or {}).get("labels") or {}
+        else:
+            pod_spec, labels = item.obj["spec"], item.obj["metadata"].get("labels") or {}
+        for container in pod_spec.get("containers") or []:
+            yield Workload(item, pod_spec, labels, container)
+
+
+def parse_duration(text: str) -> float:
+    """The binaries' duration syntax (`500ms`, `10s`, `2m`, bare milliseconds) in seconds."""
+    m = DURATION.match(str(text).strip())
+    if not m:
+        raise ValueError(f"not a duration: {text!r}")
+    n, unit = int(m.group(1)), m.group(2) or "ms"
+    return n / 1000 if unit == "ms" else n if unit == "s" else n * 60
+
+
+def istio_duration(text: str) -> float:
+    total = 0.0
+    for n, unit in re.findall(r"([0-9.]+)(ms|h|m|s)", text):
+        total += float(n) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[unit]
+    return total
+
+
+# --- environment ----------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class EnvSource:
+    kind: str  # "literal", "configmap", "secret", "field"
+    ref: str  # e.g. "ConfigMap/x key Y"
+    value: str | None  # None when it lives outside the release (an existing Secret)
+
+
+def container_env(r: Rendered, w: Workload) -> tuple[dict[str, EnvSource], list[str]]:
+    """The environment Kubernetes gives the container (env over envFrom), and problems."""
+    env: dict[str, EnvSource] = {}
+    problems: list[str] = []
+    external_secret = (r.values.get("connections") or {}).get("existingSecret") or ""
+    for source in w.container.get("envFrom") or []:
+        prefix = source.get("prefix", "")
+        if "configMapRef" in source:
+            name = source["configMapRef"]["name"]
+            cm = r.get("ConfigMap", name)
+            if cm is None:
+                problems.append(f"{w.ref}: envFrom ConfigMap {name} is not rendered")
+                continue
+            for key, value in (cm.obj.get("data") or {}).items():
+                env[prefix + key] = EnvSource("configmap", f"ConfigMap/{name} key {key}", value)
+        elif "secretRef" in source:
+            name = source["secretRef"]["name"]
+            secret = r.get("Secret", name)
+            if secret is None:
+                problems.append(f"{w.ref}: envFrom Secret {name} is not rendered")
+                continue
+            for key, value in ((secret.obj.get("stringData") or {}) | (secret.obj.get("data") or {})).items():
+                env[prefix + key] = EnvSource("secret", f"Secret/{name} key {key}", value)
+    for var in w.container.get("env") or []:
+        name = var["name"]
+        if "value" in var:
+            env[name] = EnvSource("literal", "value", var["value"])
+        elif "valueFrom" in var:
+            vf = var["valueFrom"]
+            if "configMapKeyRef" in vf:
+                ref = vf["configMapKeyRef"]
+                cm = r.get("ConfigMap", ref["name"])
+                data = (cm.obj.get("data") or {}) if cm else {}
+                if ref["key"] not in data:
+                    problems.append(f"{w.ref}: env {name} refers to missing ConfigMap/{ref['name']} key {ref['key']}")
+                env[name] = EnvSource("configmap", f"ConfigMap/{ref['name']} key {ref['key']}", data.get(ref["key"]))
+            elif "secretKeyRef" in vf:
+                ref = vf["secretKeyRef"]
+                secret = r.get("Secret", ref["name"])
+                if secret is None:
+                    if ref["name"] != external_secret or not external_secret:
+                        problems.append(f"{w.ref}: env {name} refers to Secret/{ref['name']}, which is neither rendered nor connections.existingSecret")
+                    env[name] = EnvSource("secret", f"Secret/{ref['name']} key {ref['key']}", None)
+                else:
+                    data = (secret.obj.get("stringData") or {}) | (secret.obj.get("data") or {})
+                    if ref["key"] not in data:
+                        problems.append(f"{w.ref}: env {name} refers to missing Secret/{ref['name']} key {ref['key']}")
+                    env[name] = EnvSource("secret", f"Secret/{ref['name']} key {ref['key']}", data.get(ref["key"]))
+            else:
+                env[name] = EnvSource("field", "valueFrom", None)
+    return env, problems
+
+
+def check_env(r: Rendered, accepted: dict[str, set[str] | None]) -> list[str]:
+    """Every env var a service container gets is a setting its binary accepts (`--help`);
+    DATABASE_URL and AMQP_URL are set, from a Secret, and never from a ConfigMap."""
+    out = []
+    for w in workloads(r):
+        env, problems = container_env(r, w)
+        out += problems
+        known = accepted.get(w.binary)
+        if known is not None:
+            for name, source in sorted(env.items()):
+                if name not in known:
+                    out.append(f"{w.ref}: env {name} (from {source.ref}) is not a setting {w.binary} accepts")
+        for name in SECRET_ENV:
+            if name not in env:
+                out.append(f"{w.ref}: {name} is not set")
+            elif env[name].kind != "secret":
+                out.append(f"{w.ref}: {name} comes from {env[name].ref}, not from a Secret")
+    for cm in r.of_kind("ConfigMap"):
+        for name in SECRET_ENV:
+            if name in (cm.obj.get("data") or {}):
+                out.append(f"{cm.ref}: holds {name}, which belongs in a Secret")
+    return out
+
+
+# --- services, ports, probes --------------------------------------------------------------
+
+
+def selects(selector: dict[str, str] | None, labels: dict[str, str]) -> bool:
+    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+
+
+def services_for(r: Rendered, w: Workload) -> list[Item]:
+    return [s for s in r.of_kind("Service") if s.namespace == w.item.namespace and selects(s.obj["spec"].get("selector"), w.labels)]
+
+
+def workloads_behind(r: Rendered, service: Item) -> list[Workload]:
+    return [w for w in workloads(r) if w.item.namespace == service.namespace and selects(service.obj["spec"].get("selector"), w.labels)]
+
+
+def target_port(w: Workload, port: dict[str, Any]) -> int | None:
+    target = port.get("targetPort", port.get("port"))
+    if isinstance(target, int):
+        return target
+    for p in w.container.get("ports") or []:
+        if p.get("name") == target:
+            return p.get("containerPort")
+    return None
+
+
+def check_ports(r: Rendered) -> list[str]:
+    """containerPort `grpc` = every probe's port = GRPC_ADDR's port = the Service targetPort."""
+    out = []
+    for w in workloads(r):
+        port = w.grpc_port()
+        if port is None:
+            out.append(f"{w.ref}: no container port named grpc")
+            continue
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            spec = w.container.get(probe)
+            if not spec:
+                out.append(f"{w.ref}: no {probe}")
+            elif "grpc" not in spec:
+                out.append(f"{w.ref}: {probe} is not a native gRPC probe")
+            elif spec["grpc"].get("port") != port:
+                out.append(f"{w.ref}: {probe} port {spec['grpc'].get('port')} is not the grpc containerPort {port}")
+        env, _ = container_env(r, w)
+        addr = env.get("GRPC_ADDR")
+        if addr is None or addr.value is None:
+            out.append(f"{w.ref}: GRPC_ADDR is not set")
+        elif not addr.value.endswith(f":{port}"):
+            out.append(f"{w.ref}: GRPC_ADDR {addr.value} does not listen on the grpc containerPort {port}")
+        services = services_for(r, w)
+        if len(services) != 1:
+            out.append(f"{w.ref}: selected by {len(services)} Services (want exactly 1)")
+        for svc in services:
+            ports = svc.obj["spec"].get("ports") or []
+            grpc_ports = [p for p in ports if p.get("name") == "grpc"]
+            if not grpc_ports:
+                out.append(f"{svc.ref}: no port named grpc")
+            for p in grpc_ports:
+                if p.get("appProtocol") != "grpc":
+                    out.append(f"{svc.ref}: port grpc has appProtocol {p.get('appProtocol')!r}, want grpc")
+                resolved = target_port(w, p)
+                if resolved != port:
+                    out.append(f"{svc.ref}: targetPort {p.get('targetPort')!r} resolves to {resolved} in {w.item.ref}, not the grpc containerPort {port}")
+    return out
+
+
+def check_probes(r: Rendered, readiness: dict[str, str | None]) -> list[str]:
+    """Readiness asks the name the binary reports; liveness and startup ask ""."""
+    out = []
+    for w in workloads(r):
+        want = readiness.get(w.binary)
+        ready = ((w.container.get("readinessProbe") or {}).get("grpc") or {}).get("service")
+        if want is not None and ready != want:
+            out.append(f"{w.ref}: readinessProbe asks {ready!r}, but {w.binary} reports readiness as {want!r}")
+        for probe in ("livenessProbe", "startupProbe"):
+            service = ((w.container.get(probe) or {}).get("grpc") or {}).get("service", "")
+            if service != "":
+                out.append(f"{w.ref}: {probe} asks {service!r}; liveness must ask \"\" (the process answers)")
+    return out
+
+
+def check_shutdown(r: Rendered) -> list[str]:
+    """terminationGracePeriodSeconds > SHUTDOWN_DELAY + SHUTDOWN_GRACE."""
+    out = []
+    for w in workloads(r):
+        env, _ = container_env(r, w)
+        try:
+            delay = parse_duration(env["SHUTDOWN_DELAY"].value)
+            grace = parse_duration(env["SHUTDOWN_GRACE"].value)
+        except (KeyError, TypeError, ValueError) as e:
+            out.append(f"{w.ref}: SHUTDOWN_DELAY/SHUTDOWN_GRACE missing or malformed ({e})")
+            continue
+        period = w.pod_spec.get("terminationGracePeriodSeconds", 30)
+        if not period > delay + grace:
+            out.append(f"{w.ref}: terminationGracePeriodSeconds {period} does not exceed SHUTDOWN_DELAY {delay:g}s + SHUTDOWN_GRACE {grace:g}s")
+        if delay <= 0:
+            out.append(f"{w.ref}: SHUTDOWN_DELAY is 0: endpoints would still send calls while it closes")
+    return out
+
+
+def check_security(r: Rendered) -> list[str]:
+    """Non-root (numeric), no privilege escalation, read-only root, no capabilities, seccomp."""
+    out = []
+    for hooks in (False, True):
+        for w in workloads(r, hooks=hooks):
+            pod = w.pod_spec.get("securityContext") or {}
+            c = w.container.get("securityContext") or {}
+
+            def get(key):
+                return c.get(key, pod.get(key))
+
+            if get("runAsNonRoot") is not True:
+                out.append(f"{w.ref}: runAsNonRoot is not true")
+            if not isinstance(get("runAsUser"), int) or get("runAsUser") == 0:
+                out.append(f"{w.ref}: runAsUser is not a non-zero number")
+            if c.get("allowPrivilegeEscalation") is not False:
+                out.append(f"{w.ref}: allowPrivilegeEscalation is not false")
+            if c.get("readOnlyRootFilesystem") is not True:
+                out.append(f"{w.ref}: readOnlyRootFilesystem is not true")
+            if c.get("privileged"):
+                out.append(f"{w.ref}: privileged")
+            if (c.get("capabilities") or {}).get("drop") != ["ALL"] or (c.get("capabilities") or {}).get("add"):
+                out.append(f"{w.ref}: capabilities are not drop [ALL]")
+            seccomp = (c.get("seccompProfile") or pod.get("seccompProfile") or {}).get("type")
+            if seccomp != "RuntimeDefault":
+                out.append(f"{w.ref}: seccompProfile is {seccomp!r}, want RuntimeDefault")
+            resources = w.container.get("resources") or {}
+            if not resources.get("requests") or not (resources.get("limits") or {}).get("memory"):
+                out.append(f"{w.ref}: needs resource requests and a memory limit")
+    return out
+
+
+def check_workload_refs(r: Rendered) -> list[str]:
+    """HPA, PDB, ServiceAccount and NetworkPolicy references land on rendered objects."""
+    out = []
+    deployments = r.of_kind("Deployment")
+    for d in deployments:
+        spec = d.obj["spec"]
+        labels = spec["template"]["metadata"].get("labels") or {}
+        if not selects(spec["selector"].get("matchLabels"), labels):
+            out.append(f"{d.ref}: selector does not match its pod template labels")
+        sa = spec["template"]["spec"].get("serviceAccountName")
+        if not sa or r.get("ServiceAccount", sa) is None:
+            out.append(f"{d.ref}: serviceAccountName {sa!r} is not a rendered ServiceAccount")
+        others = [o for o in deployments if o is not d and selects(spec["selector"].get("matchLabels"), o.obj["spec"]["template"]["metadata"].get("labels") or {})]
+        if others:
+            out.append(f"{d.ref}: its selector also matches {', '.join(o.ref for o in others)}")
+    for pod in r.of_kind("Pod"):
+        sa = pod.obj["spec"].get("serviceAccountName")
+        if sa and r.get("ServiceAccount", sa) is None:
+            out.append(f"{pod.ref}: serviceAccountName {sa!r} is not a rendered ServiceAccount")
+    for hpa in r.of_kind("HorizontalPodAutoscaler"):
+        target = hpa.obj["spec"]["scaleTargetRef"]
+        if target.get("kind") != "Deployment" or r.get("Deployment", target.get("name")) is None:
+            out.append(f"{hpa.ref}: scaleTargetRef {target.get('kind')}/{target.get('name')} is not a rendered Deployment")
+        elif "replicas" in r.get("Deployment", target["name"]).obj["spec"]:
+            out.append(f"{hpa.ref}: its Deployment also sets replicas (they would fight)")
+        if hpa.obj["spec"].get("minReplicas", 1) > hpa.obj["spec"]["maxReplicas"]:
+            out.append(f"{hpa.ref}: minReplicas {hpa.obj['spec'].get('minReplicas')} exceeds maxReplicas {hpa.obj['spec']['maxReplicas']}")
+    for pdb in r.of_kind("PodDisruptionBudget"):
+        sel = pdb.obj["spec"]["selector"].get("matchLabels")
+        if not any(selects(sel, d.obj["spec"]["template"]["metadata"].get("labels") or {}) for d in deployments):
+            out.append(f"{pdb.ref}: selector matches no rendered Deployment")
+    for np in r.of_kind("NetworkPolicy"):
+        sel = np.obj["spec"]["podSelector"].get("matchLabels")
+        if not any(selects(sel, d.obj["spec"]["template"]["metadata"].get("labels") or {}) for d in deployments):
+            out.append(f"{np.ref}: podSelector matches no rendered Deployment")
+    return out
+
+
+# --- hosts and URLs -----------------------------------------------------------------------------
+
+
+def resolve_host(r: Rendered, host: str, namespace: str) -> Item | None:
+    """The rendered Service an in-cluster host name denotes (name, name.ns, name.ns.svc,
+    name.ns.svc.<clusterDomain>), resolved from `namespace` like Istio and DNS do."""
+    domain = r.values.get("clusterDomain", "cluster.local")
+    for suffix in (f".svc.{domain}", ".svc"):
+        if host.endswith(suffix):
+            host = host[: -len(suffix)]
+            break
+    parts = host.split(".")
+    if len(parts) == 1:
+        name, ns = parts[0], namespace
+    elif len(parts) == 2:
+        name, ns = parts
+    else:
+        return None
+    svc = r.get("Service", name)
+    return svc if svc is not None and svc.namespace == ns else None
+
+
+def service_ports(svc: Item) -> set[int]:
+    return {p["port"] for p in svc.obj["spec"].get("ports") or []}
+
+
+def check_payment_url(r: Rendered) -> list[str]:
+    """PAYMENT_URL names the Service (and port) in front of payment-svc."""
+    out = []
+    callers = 0
+    for w in workloads(r):
+        env, _ = container_env(r, w)
+        if "PAYMENT_URL" not in env:
+            continue
+        callers += 1
+        url = urllib.parse.urlsplit(env["PAYMENT_URL"].value or "")
+        svc = resolve_host(r, url.hostname or "", w.item.namespace)
+        if svc is None:
+            out.append(f"{w.ref}: PAYMENT_URL host {url.hostname!r} is not a rendered Service")
+            continue
+        if url.port not in service_ports(svc):
+            out.append(f"{w.ref}: PAYMENT_URL port {url.port} is not a port of {svc.ref}")
+        behind = {b.binary for b in workloads_behind(r, svc)}
+        if behind != {"payment-svc"}:
+            out.append(f"{w.ref}: PAYMENT_URL reaches {sorted(behind)}, not payment-svc")
+    if callers == 0:
+        out.append("no workload sets PAYMENT_URL")
+    return out
+
+
+def probe_command(pod: Item) -> tuple[str, dict[str, str]]:
+    """(binary, {--flag: value}) of a `talentshare probe` hook Pod."""
+    c = pod.obj["spec"]["containers"][0]
+    argv = (c.get("command") or []) + (c.get("args") or [])
+    flags = {}
+    for i, a in enumerate(argv):
+        if a.startswith("--") and i + 1 < len(argv):
+            flags[a] = argv[i + 1]
+    return posixpath.basename(argv[0]) if argv else "", flags | {"_sub": argv[1] if len(argv) > 1 else ""}
+
+
+def check_test_hooks(r: Rendered, readiness: dict[str, str | None]) -> list[str]:
+    """Each `helm test` Pod runs `talentshare probe` against a Service and the readiness
+    name of the binary behind it; every service is covered."""
+    out = []
+    covered = set()
+    for pod in r.of_kind("Pod"):
+        if not pod.is_hook:
+            continue
+        binary, flags = probe_command(pod)
+        if binary != "talentshare" or flags["_sub"] != "probe":
+            out.append(f"{pod.ref}: does not run `talentshare probe`")
+            continue
+        host, _, port = flags.get("--addr", "").rpartition(":")
+        svc = resolve_host(r, host, pod.namespace)
+        if svc is None:
+            out.append(f"{pod.ref}: --addr host {host!r} is not a rendered Service")
+            continue
+        if not port.isdigit() or int(port) not in service_ports(svc):
+            out.append(f"{pod.ref}: --addr port {port!r} is not a port of {svc.ref}")
+        for w in workloads_behind(r, svc):
+            covered.add(w.item.name)
+            want = readiness.get(w.binary)
+            if want is not None and flags.get("--service") != want:
+                out.append(f"{pod.ref}: --service {flags.get('--service')!r} is not {w.binary}'s readiness name {want!r}")
+    if (r.values.get("tests") or {}).get("enabled", True):
+        for d in r.of_kind("Deployment"):
+            if d.name not in covered:
+                out.append(f"{d.ref}: no helm test Pod probes it")
+    return out
+
+
+# --- Istio ---------------------------------------------------------------------------------------
+
+
+def check_istio_hosts(r: Rendered) -> list[str]:
+    """DestinationRule and VirtualService hosts (and route destinations) are rendered
+    Services; each Service has exactly one of each."""
+    out = []
+    dr_for: dict[str, int] = {}
+    vs_for: dict[str, int] = {}
+    for dr in r.of_kind("DestinationRule"):
+        svc = resolve_host(r, dr.obj["spec"]["host"], dr.namespace)
+        if svc is None:
+            out.append(f"{dr.ref}: host {dr.obj['spec']['host']!r} is not a rendered Service")
+        else:
+            dr_for[svc.name] = dr_for.get(svc.name, 0) + 1
+    for vs in r.of_kind("VirtualService"):
+        for host in vs.obj["spec"].get("hosts") or []:
+            svc = resolve_host(r, host, vs.namespace)
+            if svc is None:
+                out.append(f"{vs.ref}: host {host!r} is not a rendered Service")
+            else:
+                vs_for[svc.name] = vs_for.get(svc.name, 0) + 1
+        for route in vs.obj["spec"].get("http") or []:
+            for dest in route.get("route") or []:
+                d = dest.get("destination") or {}
+                svc = resolve_host(r, d.get("host", ""), vs.namespace)
+                if svc is None:
+                    out.append(f"{vs.ref}: route {route.get('name')}: destination {d.get('host')!r} is not a rendered Service")
+                elif "port" in d and d["port"].get("number") not in service_ports(svc):
+                    out.append(f"{vs.ref}: route {route.get('name')}: port {d['port'].get('number')} is not a port of {svc.ref}")
+    if r.of_kind("DestinationRule") or r.of_kind("VirtualService"):
+        for svc in r.of_kind("Service"):
+            if dr_for.get(svc.name) != 1:
+                out.append(f"{svc.ref}: has {dr_for.get(svc.name, 0)} DestinationRules (want 1)")
+            if vs_for.get(svc.name) != 1:
+                out.append(f"{svc.ref}: has {vs_for.get(svc.name, 0)} VirtualServices (want 1)")
+    return out
+
+
+def principal_of(r: Rendered, w: Workload) -> str:
+    td = (r.values.get("istio") or {}).get("trustDomain", "cluster.local")
+    return f"{td}/ns/{w.item.namespace}/sa/{w.pod_spec.get('serviceAccountName', 'default')}"
+
+
+def allow_rules_for(r: Rendered, w: Workload) -> list[tuple[Item, dict[str, Any]]]:
+    """(policy, rule) of every ALLOW AuthorizationPolicy rule that applies to `w`."""
+    out = []
+    for ap in r.of_kind("AuthorizationPolicy"):
+        spec = ap.obj.get("spec") or {}
+        if ap.namespace != w.item.namespace or spec.get("action", "ALLOW") != "ALLOW":
+            continue
+        selector = (spec.get("selector") or {}).get("matchLabels")
+        if selector is None or selects(selector, w.labels):
+            out += [(ap, rule) for rule in spec.get("rules") or []]
+    return out
+
+
+def check_principals(r: Rendered) -> list[str]:
+    """Every AuthorizationPolicy principal is a rendered ServiceAccount in the policy's
+    namespace and trust domain, or one of the configured ingress gateway principals; every
+    policy selects rendered pods."""
+    out = []
+    istio = r.values.get("istio") or {}
+    td = istio.get("trustDomain", "cluster.local")
+    external = set((istio.get("authorization") or {}).get("ingressPrincipals") or [])
+    pod_labels = [w.labels for w in workloads(r)] + [w.labels for w in workloads(r, hooks=True)]
+    for ap in r.of_kind("AuthorizationPolicy"):
+        spec = ap.obj.get("spec") or {}
+        selector = (spec.get("selector") or {}).get("matchLabels")
+        if selector is not None and not any(selects(selector, labels) for labels in pod_labels):
+            out.append(f"{ap.ref}: selector matches no rendered pod")
+        for i, rule in enumerate(spec.get("rules") or []):
+            for source in rule.get("from") or []:
+                for p in (source.get("source") or {}).get("principals") or []:
+                    if p in external:
+                        continue
+                    m = re.match(r"^(.+)/ns/([^/]+)/sa/([^/]+)$", p)
+                    if not m:
+                        out.append(f"{ap.ref}: rules[{i}]: principal {p!r} is not <trustDomain>/ns/<namespace>/sa/<name>")
+                        continue
+                    p_td, p_ns, p_sa = m.groups()
+                    if p_td != td:
+                        out.append(f"{ap.ref}: rules[{i}]: principal {p!r} is not in trust domain {td}")
+                    if p_ns != ap.namespace:
+                        out.append(f"{ap.ref}: rules[{i}]: principal {p!r} is not in namespace {ap.namespace}")
+                    sa = r.get("ServiceAccount", p_sa)
+                    if sa is None or sa.namespace != p_ns:
+                        out.append(f"{ap.ref}: rules[{i}]: principal {p!r} is not a rendered ServiceAccount")
+    return out
+
+
+def check_authorization(r: Rendered, grpc_service_of: dict[str, str | None]) -> list[str]:
+    """Deny by default; PaymentService only from order-svc and reservation-svc (plus the
+    helm test identity for the health check) on exact PaymentService method paths; the
+    public services from the ingress gateway."""
+    if not r.of_kind("AuthorizationPolicy"):
+        return []
+    out = []
+    istio = r.values.get("istio") or {}
+    ingress = set((istio.get("authorization") or {}).get("ingressPrincipals") or [])
+    services = list(workloads(r))
+    hook_principals = {principal_of(r, w) for w in workloads(r, hooks=True)}
+    # Deny by default: an ALLOW policy with no rules selecting every workload.
+    for w in services:
+        if not any(
+            ap.namespace == w.item.namespace
+            and (ap.obj.get("spec") or {}).get("action", "ALLOW") == "ALLOW"
+            and not (ap.obj.get("spec") or {}).get("rules")
+            and selects(((ap.obj.get("spec") or {}).get("selector") or {}).get("matchLabels"), w.labels)
+            for ap in r.of_kind("AuthorizationPolicy")
+        ):
+            out.append(f"{w.ref}: no deny-by-default (rule-less ALLOW) AuthorizationPolicy selects it")
+    by_binary = {w.binary: w for w in services}
+    payment_callers = {principal_of(r, by_binary[b]) for b in ("order-svc", "reservation-svc") if b in by_binary}
+    for w in services:
+        grpc_service = grpc_service_of.get(w.binary)
+        for ap, rule in allow_rules_for(r, w):
+            principals = [p for s in rule.get("from") or [] for p in (s.get("source") or {}).get("principals") or []]
+            other_sources = [k for s in rule.get("from") or [] for k in (s.get("source") or {}) if k != "principals"]
+            paths = [p for t in rule.get("to") or [] for p in (t.get("operation") or {}).get("paths") or []]
+            where = f"{ap.ref} (for {w.item.ref})"
+            if not principals or other_sources:
+                out.append(f"{where}: a rule must name its callers by principal only")
+            if not paths:
+                out.append(f"{where}: a rule must list the method paths it allows")
+            for p in paths:
+                if "*" in p:
+                    out.append(f"{where}: path {p!r} is a wildcard, not an exact method path")
+            for principal in principals:
+                if principal in hook_principals:
+                    if set(paths) != {HEALTH_CHECK_PATH}:
+                        out.append(f"{where}: the helm test identity may only call {HEALTH_CHECK_PATH}, not {paths}")
+                elif w.binary == "payment-svc":
+                    if principal not in payment_callers:
+                        out.append(f"{where}: {principal} may call PaymentService; only order-svc and reservation-svc may")
+                    for p in paths:
+                        if grpc_service and not p.startswith(f"/{grpc_service}/"):
+                            out.append(f"{where}: {principal} may call {p}, which is not a PaymentService method")
+                elif principal not in ingress:
+                    out.append(f"{where}: {principal} may call a public service; only the ingress gateway may")
+        if w.binary != "payment-svc" and not any(
+            set(p for s in rule.get("from") or [] for p in (s.get("source") or {}).get("principals") or []) & ingress
+            for _, rule in allow_rules_for(r, w)
+        ):
+            out.append(f"{w.ref}: the ingress gateway cannot reach this public service")
+    return out
+
+
+def check_method_paths(r: Rendered, methods: dict[str, set[str] | None]) -> list[str]:
+    """Every method path in an AuthorizationPolicy or a VirtualService match is served by
+    the binary behind it (per its reflection); `methods` maps gRPC service -> methods."""
+    out = []
+
+    def check(where: str, path: str):
+        if path == HEALTH_CHECK_PATH:
+            return
+        m = re.match(r"^/([A-Za-z0-9_.]+)/([A-Za-z0-9_]+)$", path)
+        if not m:
+            out.append(f"{where}: {path!r} is not a /package.Service/Method path")
+            return
+        service, method = m.groups()
+        if service not in methods:
+            out.append(f"{where}: {path}: no binary serves {service}")
+        elif methods[service] is not None and method not in methods[service]:
+            out.append(f"{where}: {path}: {service} has no method {method}")
+
+    for ap in r.of_kind("AuthorizationPolicy"):
+        for rule in (ap.obj.get("spec") or {}).get("rules") or []:
+            for t in rule.get("to") or []:
+                for p in (t.get("operation") or {}).get("paths") or []:
+                    check(ap.ref, p)
+    for vs in r.of_kind("VirtualService"):
+        for route in vs.obj["spec"].get("http") or []:
+            for match in route.get("match") or []:
+                uri = match.get("uri") or {}
+                if "exact" in uri:
+                    check(f"{vs.ref} route {route.get('name')}", uri["exact"])
+                elif uri:
+                    out.append(f"{vs.ref} route {route.get('name')}: match by {list(uri)} instead of an exact method path")
+    return out
+
+
+def check_traffic_policy(r: Rendered) -> list[str]:
+    """HTTP/2-sized connection pools and outlier detection on every DestinationRule; the
+    tightest in front of payment."""
+    out = []
+    limits: dict[str, dict[str, float]] = {}
+    for dr in r.of_kind("DestinationRule"):
+        tp = dr.obj["spec"].get("trafficPolicy") or {}
+        http = (tp.get("connectionPool") or {}).get("http") or {}
+        tcp = (tp.get("connectionPool") or {}).get("tcp") or {}
+        od = tp.get("outlierDetection") or {}
+        for field in ("http2MaxRequests", "http1MaxPendingRequests"):
+            if field not in http:
+                out.append(f"{dr.ref}: connectionPool.http.{field} is not set")
+        if http.get("maxRequestsPerConnection") == 1:
+            out.append(f"{dr.ref}: maxRequestsPerConnection: 1 defeats HTTP/2 multiplexing")
+        if not ("consecutive5xxErrors" in od or "consecutiveGatewayErrors" in od):
+            out.append(f"{dr.ref}: outlierDetection counts no errors (consecutive5xxErrors / consecutiveGatewayErrors)")
+        for field in ("interval", "baseEjectionTime", "maxEjectionPercent"):
+            if field not in od:
+                out.append(f"{dr.ref}: outlierDetection.{field} is not set")
+        svc = resolve_host(r, dr.obj["spec"]["host"], dr.namespace)
+        behind = {w.binary for w in workloads_behind(r, svc)} if svc else set()
+        key = "payment" if behind == {"payment-svc"} else dr.name
+        limits[key] = {
+            "http2MaxRequests": http.get("http2MaxRequests", float("inf")),
+            "http1MaxPendingRequests": http.get("http1MaxPendingRequests", float("inf")),
+            "maxConnections": tcp.get("maxConnections", float("inf")),
+            "consecutive5xxErrors": od.get("consecutive5xxErrors", float("inf")),
+            "consecutiveGatewayErrors": od.get("consecutiveGatewayErrors", float("inf")),
+            "interval": istio_duration(od.get("interval", "10s")),
+        }
+    if limits and "payment" not in limits:
+        out.append("no DestinationRule in front of payment-svc")
+    elif limits:
+        for name, other in limits.items():
+            if name == "payment":
+                continue
+            for field, value in limits["payment"].items():
+                if value > other[field]:
+                    out.append(f"DestinationRule in front of payment is looser than {name} on {field} ({value} > {other[field]})")
+    return out
+
+
+def check_retries(r: Rendered) -> list[str]:
+    """Mesh retries only on retry-safe methods (RETRY_SAFE), on gRPC conditions; a route
+    that matches anything else (or everything) does not retry."""
+    out = []
+    for vs in r.of_kind("VirtualService"):
+        for route in vs.obj["spec"].get("http") or []:
+            where = f"{vs.ref} route {route.get('name')}"
+            retries = route.get("retries")
+            if retries is None:
+                out.append(f"{where}: no retries block (Istio would apply its default retries)")
+                continue
+            attempts = retries.get("attempts", 0)
+            if attempts == 0:
+                continue
+            matches = route.get("match") or []
+            if not matches:
+                out.append(f"{where}: retries {attempts}x on a route that matches every method")
+            for match in matches:
+                path = (match.get("uri") or {}).get("exact", "")
+                service, _, method = path.strip("/").partition("/")
+                if method not in RETRY_SAFE.get(service, set()):
+                    out.append(f"{where}: retries {path or match} which is not safe to retry")
+            tokens = set(filter(None, retries.get("retryOn", "").split(",")))
+            from .istio import GRPC_RETRY_ON
+
+            if not tokens & GRPC_RETRY_ON:
+                out.append(f"{where}: retryOn {retries.get('retryOn')!r} names no gRPC condition")
+            if "perTryTimeout" in retries and "timeout" in route and istio_duration(retries["perTryTimeout"]) > istio_duration(route["timeout"]):
+                out.append(f"{where}: perTryTimeout is longer than the route timeout")
+    return out

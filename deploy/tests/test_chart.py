@@ -1,0 +1,147 @@
+"""The chart renders, lints clean (strict), and its values schema rejects bad values."""
+import subprocess
+import sys
+
+import helm_python as helm
+import pytest
+
+from conftest import rendered_scenario
+from deploycheck import chart
+from deploycheck.paths import CHART, ROOT
+
+PER_SERVICE = ["Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget", "ConfigMap"]
+ISTIO = {"DestinationRule": 4, "VirtualService": 4, "PeerAuthentication": 1, "AuthorizationPolicy": 5}
+
+
+def count(r, kind, hooks=False):
+    return len([i for i in r.of_kind(kind) if i.is_hook == hooks])
+
+
+def test_default_render_has_the_core_objects():
+    r = rendered_scenario("default")
+    for kind in PER_SERVICE:
+        assert count(r, kind) == 4, kind
+    assert count(r, "ServiceAccount") == 5  # one per service, one for the helm test Pods
+    assert count(r, "Secret") == 1  # DATABASE_URL per service + AMQP_URL, from values
+    assert count(r, "Pod", hooks=True) == 4  # helm test: talentshare probe per service
+    for kind in ISTIO:
+        assert count(r, kind) == 0, "Istio resources are off by default"
+    hpa = r.of_kind("HorizontalPodAutoscaler")[0].obj
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    assert hpa["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"] == 50
+
+
+def test_production_render_has_the_mesh_policy():
+    r = rendered_scenario("production")
+    for kind in PER_SERVICE + ["NetworkPolicy"]:
+        assert count(r, kind) == 4, kind
+    for kind, n in ISTIO.items():
+        assert count(r, kind) == n, kind
+    assert count(r, "ServiceAccount") == 5
+    assert count(r, "Secret") == 0, "production uses connections.existingSecret"
+    pa = r.of_kind("PeerAuthentication")[0].obj
+    assert pa["spec"] == {"mtls": {"mode": "STRICT"}} and "selector" not in pa["spec"]
+
+
+@pytest.mark.parametrize("values", ["default", "production"])
+def test_helm_lint_strict_is_clean(values):
+    report = chart.lint(chart.load_values(values))
+    assert report["total_charts_linted"] == 1
+    assert chart.lint_findings(report) == []
+
+
+def test_helm_lint_strict_reports_a_broken_template(tmp_path):
+    """The lint check can fail: a copy of the chart with a template error."""
+    broken = tmp_path / "talentshare"
+    subprocess.run(["cp", "-r", str(CHART), str(broken)], check=True)
+    (broken / "templates" / "broken.yaml").write_text("kind: ConfigMap\n{{ .Values.nope.deeper }}\n")
+    report = helm.lint(str(broken), None, strict=True, kube_version=chart.KUBE_VERSION)
+    assert any("nil pointer" in f or "nope" in f for f in chart.lint_findings(report))
+
+
+@pytest.mark.parametrize("scenario_name", ["default", "production"])
+def test_notes_explain_grpcurl(scenario_name):
+    r = rendered_scenario(scenario_name)
+    assert "grpcurl -plaintext" in r.notes and "grpc.health.v1.Health/Check" in r.notes
+    for svc in r.of_kind("Service"):
+        assert f"{svc.name}.{r.namespace}.svc.cluster.local:" in r.notes
+
+
+def test_values_schema_is_generated_from_its_source():
+    done = subprocess.run([sys.executable, str(ROOT / "deploy" / "gen_values_schema.py"), "--check"])
+    assert done.returncode == 0, "values.schema.json is stale: run .venv/bin/python deploy/gen_values_schema.py"
+
+
+BAD_VALUES = {
+    "unknown top-level key": {"replicas": 3},
+    "port out of range": {"services": {"payment": {"port": 70000}}},
+    "port as a string": {"services": {"order": {"port": "50051"}}},
+    "root user": {"podSecurityContext": {"runAsUser": 0}},
+    "secret setting in config": {"config": {"DATABASE_URL": "postgres://x@y/z"}},
+    "chart-owned setting in a service config": {"services": {"order": {"config": {"PAYMENT_URL": "http://x:1"}}}},
+    "lower-case env name": {"config": {"rust_log": "debug"}},
+    "database URL not postgres": {"connections": {"databaseUrls": {"order": "mysql://x@y/z"}}},
+    "missing database URL without existingSecret": {"connections": {"databaseUrls": {"mypage": ""}}},
+    "HPA CPU target over 100": {"autoscaling": {"targetCPUUtilizationPercentage": 150}},
+    "unknown payment method for a caller": {"istio": {"authorization": {"paymentCallers": {"order": ["Pay", "Charge"]}}}},
+    "unknown payment caller": {"istio": {"authorization": {"paymentCallers": {"mypage": ["Pay"]}}}},
+    "malformed route timeout": {"istio": {"routes": {"read": {"timeout": "5 seconds"}}}},
+    "negative retry attempts": {"istio": {"routes": {"read": {"retries": {"attempts": -1}}}}},
+    "malformed ingress principal": {"istio": {"authorization": {"ingressPrincipals": ["istio-ingressgateway"]}}},
+    "bad image pull policy": {"image": {"pullPolicy": "Sometimes"}},
+}
+
+
+@pytest.mark.parametrize("values", list(BAD_VALUES.values()), ids=list(BAD_VALUES))
+def test_values_schema_rejects(values):
+    with helm.Chart.load(str(CHART)) as c:
+        with pytest.raises(helm.HelmValuesError):
+            c.validate_schema(values)
+        with pytest.raises(helm.HelmValuesError):
+            c.render(values, name=chart.RELEASE, namespace=chart.NAMESPACE)
+
+
+@pytest.mark.parametrize("values", ["default", "production"])
+def test_values_schema_accepts(values):
+    with helm.Chart.load(str(CHART)) as c:
+        c.validate_schema(chart.load_values(values))
+
+
+TOGGLES = {
+    "no-autoscaling": {"autoscaling": {"enabled": False}, "services": {"payment": {"replicaCount": 3}}},
+    "no-pdb-no-tests": {"podDisruptionBudget": {"enabled": False}, "tests": {"enabled": False}},
+    "min-available-percent": {"podDisruptionBudget": {"minAvailable": "50%"}},
+    "network-policies": {"networkPolicy": {"enabled": True}},
+    "istio-without-authz": {"istio": {"enabled": True, "authorization": {"enabled": False}, "peerAuthentication": {"enabled": False}}},
+    "image-digest-and-names": {
+        "image": {"digest": "sha256:" + "a" * 64},
+        "fullnameOverride": "ts",
+        "clusterDomain": "corp.internal",
+        "istio": {"enabled": True, "trustDomain": "corp.internal"},
+    },
+}
+
+
+@pytest.mark.parametrize("values", list(TOGGLES.values()), ids=list(TOGGLES))
+def test_toggles_render_valid_consistent_objects(values):
+    """Each toggle renders, lints clean, and passes the schema and static cross-checks."""
+    from deploycheck import crossref, istio, k8s
+
+    r = chart.render(values)
+    findings = [f for i in r.items for f in (istio.validate(i.obj) if i.is_istio else k8s.validate_core(i.obj))]
+    for check in (
+        crossref.check_ports,
+        crossref.check_shutdown,
+        crossref.check_security,
+        crossref.check_workload_refs,
+        crossref.check_payment_url,
+        crossref.check_istio_hosts,
+        crossref.check_principals,
+        crossref.check_traffic_policy,
+        crossref.check_retries,
+    ):
+        findings += check(r)
+    findings += crossref.check_env(r, {})
+    findings += crossref.check_test_hooks(r, {})
+    assert findings == []
+    assert chart.lint_findings(chart.lint(values)) == []

@@ -1,0 +1,166 @@
+"""The chart as a cluster: the real binaries run with exactly what the rendered
+Deployments give them (see deploycheck/cluster.py for the loopback mapping), and answer
+every rendered probe and the `helm test` command. Runs once per scenario.
+
+A service whose binary is not built yet, or is still a stub, is skipped with the reason.
+"""
+import json
+import subprocess
+import uuid
+
+import pytest
+
+from conftest import SERVICE_BINARIES
+from deploycheck import binaries
+from deploycheck.crossref import probe_command, resolve_host, workloads
+
+PROBES = ("startupProbe", "livenessProbe", "readinessProbe")
+
+
+@pytest.fixture(scope="module", params=["default", "production"])
+def cluster(request, clusters):
+    return clusters.get(request.param)
+
+
+def process_for(cluster, binary):
+    for name, proc in cluster.processes.items():
+        if proc.binary == binary:
+            return proc
+    names = [w.item.name for w in workloads(cluster.rendered) if w.binary == binary]
+    assert names, f"no rendered Deployment runs {binary}"
+    pytest.skip(cluster.skipped.get(names[0], f"{binary} did not start"))
+
+
+@pytest.mark.parametrize("binary", SERVICE_BINARIES)
+def test_rendered_probes_answer_serving(cluster, binary):
+    """Each startup/liveness/readiness probe, with its gRPC service name and port, is what
+    kubelet would send: all SERVING."""
+    proc = process_for(cluster, binary)
+    results = {}
+    for probe in PROBES:
+        grpc = proc.workload.container[probe]["grpc"]
+        results[probe] = binaries.health(cluster.pod_addr(proc, grpc["port"]), grpc.get("service", ""))
+    assert results == {p: "SERVING" for p in PROBES}
+
+
+@pytest.mark.parametrize("binary", SERVICE_BINARIES)
+def test_readiness_name_is_the_service_the_binary_serves(cluster, binary):
+    proc = process_for(cluster, binary)
+    served = binaries.served_services(proc.addr) - binaries.INFRA_SERVICES
+    assert served == {proc.workload.container["readinessProbe"]["grpc"]["service"]}
+    assert binaries.health(proc.addr, "talentshare.no.such.Service").startswith("error:")
+
+
+@pytest.mark.parametrize("binary", SERVICE_BINARIES)
+def test_helm_test_hook_command_passes(cluster, binary):
+    """The `helm test` Pod's command, run as is (its Service address mapped to loopback)."""
+    proc = process_for(cluster, binary)
+    talentshare = binaries.path("talentshare")
+    if not talentshare.exists():
+        pytest.skip(f"{talentshare} is not built")
+    hooks = []
+    for pod in cluster.rendered.of_kind("Pod"):
+        _, flags = probe_command(pod)
+        host, _, port = flags.get("--addr", "").rpartition(":")
+        svc = resolve_host(cluster.rendered, host, pod.namespace)
+        if svc is not None and svc.name == proc.workload.item.name:
+            hooks.append((pod, host, int(port)))
+    assert len(hooks) == 1, f"want one helm test Pod for {binary}"
+    pod, host, port = hooks[0]
+    c = pod.obj["spec"]["containers"][0]
+    argv = [str(talentshare)] + c.get("command", [])[1:] + list(c.get("args", []))
+    argv[argv.index("--addr") + 1] = cluster.service_addr(host, port, pod.namespace)
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=30, env={"PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "SERVING" in done.stdout
+
+
+def grpc_call(addr, method, data):
+    done = binaries.grpcurl(addr, method, data=data, timeout=30)
+    assert done.returncode == 0, f"{method}: {done.stderr}"
+    return json.loads(done.stdout)
+
+
+def test_order_svc_reaches_payment_at_the_rendered_payment_url(cluster):
+    """PlaceOrder completes only through a successful Pay at PAYMENT_URL (mapped from the
+    payment Service to the payment process), and payment-svc has the payment."""
+    order = process_for(cluster, "order-svc")
+    payment = process_for(cluster, "payment-svc")
+    rendered_url = order.workload.container and order.env["PAYMENT_URL"]
+    assert rendered_url == f"http://{payment.addr}"
+    request = {
+        "request_id": str(uuid.uuid4()),
+        "customer_id": "deploycheck",
+        "talent_id": "coach-kim",
+        "session_start_time": "2035-01-01T10:00:00Z",
+        "session_minutes": 60,
+        "amount_minor": 50000,
+        "currency": "KRW",
+        "card_number": "4242 4242 4242 4242",
+    }
+    placed = grpc_call(order.addr, "talentshare.order.v1.OrderService/PlaceOrder", request)["order"]
+    assert placed["status"] == "ORDER_STATUS_PAID", placed
+    paid = grpc_call(payment.addr, "talentshare.payment.v1.PaymentService/GetPayment", {"order_id": placed["orderId"]})
+    assert paid["payment"]["status"] == "PAYMENT_STATUS_APPROVED"
+
+
+def test_payment_answers_on_its_service_address(cluster):
+    """Positive control for the order test above: Pay works at the mapped Service address."""
+    payment = process_for(cluster, "payment-svc")
+    svc = next(s for s in cluster.rendered.of_kind("Service") if s.name == payment.workload.item.name)
+    addr = cluster.service_addr(svc.name, svc.obj["spec"]["ports"][0]["port"], svc.namespace)
+    order_id = str(uuid.uuid4())
+    paid = grpc_call(
+        addr,
+        "talentshare.payment.v1.PaymentService/Pay",
+        {
+            "order_id": order_id,
+            "customer_id": "deploycheck",
+            "amount_minor": 1000,
+            "currency": "KRW",
+            "card_number": "4242424242424242",
+            "booking": {"talent_id": "coach-kim", "session_start_time": "2035-01-01T10:00:00Z", "session_minutes": 60},
+        },
+    )
+    assert paid["payment"]["status"] == "PAYMENT_STATUS_APPROVED"
+
+
+def test_processes_wrote_nothing_to_their_working_directory(cluster):
+    """With DATABASE_URL on PostgreSQL the services write no files: the readOnlyRootFilesystem
+    the chart sets holds."""
+    for proc in cluster.processes.values():
+        assert list(proc.cwd.iterdir()) == [], f"{proc.binary} wrote {list(proc.cwd.iterdir())}"
+
+
+def test_shutdown_fits_the_termination_grace_period(cluster):
+    """Last in this module: SIGTERM (as the kubelet sends it). Readiness turns NOT_SERVING
+    during SHUTDOWN_DELAY, and every process exits 0 before terminationGracePeriodSeconds."""
+    if not cluster.processes:
+        pytest.skip("no service could be started")
+    cluster.stop()
+    for proc in cluster.processes.values():
+        grace = proc.workload.pod_spec["terminationGracePeriodSeconds"]
+        assert proc.readiness_during_delay == "NOT_SERVING", proc.binary
+        assert proc.exit_code == 0, f"{proc.binary} exit {proc.exit_code}:\n{proc.log_tail()}"
+        assert proc.stop_seconds < grace, f"{proc.binary} took {proc.stop_seconds:.1f}s (grace {grace}s)"
+
+
+def test_a_setting_value_the_binary_rejects_fails_the_run():
+    """Seeded defect for the smoke run itself: a valid setting name with a value the binary
+    refuses (the static checks cannot see values) stops the chart-as-cluster run."""
+    from conftest import rendered_scenario
+    from deploycheck.cluster import Cluster
+
+    if binaries.not_ready_reason("order-svc") or binaries.not_ready_reason("payment-svc"):
+        pytest.skip("order-svc and payment-svc must be built")
+    r = rendered_scenario("production").copy()
+    keep = ("-order", "-payment")
+    r.items = [i for i in r.items if i.kind != "Deployment" or i.name.endswith(keep)]
+    cm = next(i for i in r.items if i.kind == "ConfigMap" and i.name.endswith("-order"))
+    cm.obj["data"]["PAYMENT_TIMEOUT"] = "3 seconds"
+    run = Cluster(r, "defect")
+    try:
+        with pytest.raises(RuntimeError, match="order-svc exited"):
+            run.start(timeout=30)
+    finally:
+        run.cleanup()
