@@ -1,7 +1,11 @@
 //! The whole system as real processes for end-to-end tests and the fault harness:
 //! [`System`] starts the four service binaries, each on its own fresh PostgreSQL
 //! database, all on one per-run broker topology, and can stop and restart any of them
-//! on the same port.
+//! on the same port. [`audit`] checks the services' databases against each other and
+//! [`load`] drives them like real clients; the `faults` binary combines the three.
+
+pub mod audit;
+pub mod load;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -169,6 +173,25 @@ impl System {
         p.wait(Duration::from_secs(30)).await
     }
 
+    /// Sends a signal (`TERM`, `KILL`, `INT`) to a running service.
+    pub fn signal(&self, svc: Svc, name: &str) {
+        self.processes
+            .get(&svc)
+            .expect("service running")
+            .signal(name);
+    }
+
+    /// Waits for a signalled service to exit; returns its exit code.
+    pub async fn wait_exit(&mut self, svc: Svc) -> Option<i32> {
+        let mut p = self.processes.remove(&svc).expect("service running");
+        p.wait(Duration::from_secs(60)).await
+    }
+
+    /// The readiness health status of a service right now.
+    pub async fn readiness(&self, svc: Svc) -> Result<ServingStatus, tonic::Code> {
+        testkit::health::check(self.channel(svc), svc.grpc_name()).await
+    }
+
     /// Kills one service with SIGKILL.
     pub async fn kill_service(&mut self, svc: Svc) {
         let mut p = self.processes.remove(&svc).expect("service running");
@@ -194,7 +217,8 @@ impl System {
             .unwrap_or_default()
     }
 
-    fn channel(&self, svc: Svc) -> Channel {
+    /// A lazily connected channel to a service; it reconnects after a restart.
+    pub fn channel(&self, svc: Svc) -> Channel {
         Channel::from_shared(format!("http://{}", self.addr(svc)))
             .expect("uri")
             .connect_timeout(Duration::from_secs(2))

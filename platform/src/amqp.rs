@@ -210,6 +210,16 @@ pub fn report_reachable(component: &str) {
     }
 }
 
+/// Closes `conn` politely, giving up after two seconds: on a link that is already
+/// dead the close handshake would otherwise wait for a reply that never comes.
+pub async fn close_quietly(conn: &Connection, reason: &str) {
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        conn.close(200, reason.into()),
+    )
+    .await;
+}
+
 /// Opens a connection named after the service (visible in the broker's UI).
 pub async fn connect(url: &SecretUrl, connection_name: &str) -> lapin::Result<Connection> {
     let props = ConnectionProperties::default().with_connection_name(connection_name.into());

@@ -206,11 +206,14 @@ impl<H: EventHandler> Consumer<H> {
                     }
                 }
             }
+            // Bounded: after a lost link these would wait for replies that never come.
             let tag = stream.tag();
-            let _ = channel
-                .basic_cancel(tag, BasicCancelOptions::default())
-                .await;
-            let _ = conn.close(200, "consumer stopping".into()).await;
+            let _ = tokio::time::timeout(
+                Duration::from_secs(2),
+                channel.basic_cancel(tag, BasicCancelOptions::default()),
+            )
+            .await;
+            amqp::close_quietly(&conn, "consumer stopping").await;
         }
     }
 

@@ -160,7 +160,7 @@ impl Relay {
             amqp::report_reachable(&self.name);
             backoff.reset();
             self.pump(&channel, &shutdown, &mut backoff).await;
-            let _ = conn.close(200, "relay stopping".into()).await;
+            amqp::close_quietly(&conn, "relay stopping").await;
             if shutdown.is_cancelled() {
                 return;
             }

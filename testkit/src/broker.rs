@@ -105,6 +105,39 @@ impl TestBroker {
             .expect("confirm");
     }
 
+    /// Declares a private queue bound to every event of the topology (deleted when
+    /// this broker handle closes) and returns its name: a copy of all traffic.
+    pub async fn tap(&self) -> String {
+        let name = format!(
+            "{}.tap-{}",
+            self.topology.exchange(),
+            uuid::Uuid::now_v7().simple()
+        );
+        self.channel
+            .queue_declare(
+                name.as_str().into(),
+                lapin::options::QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..Default::default()
+                },
+                Default::default(),
+            )
+            .await
+            .expect("declare tap queue");
+        self.channel
+            .queue_bind(
+                name.as_str().into(),
+                self.topology.exchange().into(),
+                "#".into(),
+                Default::default(),
+                Default::default(),
+            )
+            .await
+            .expect("bind tap queue");
+        name
+    }
+
     /// Empties `queue`.
     pub async fn purge(&self, queue: &str) {
         self.channel
