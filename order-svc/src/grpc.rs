@@ -368,3 +368,85 @@ fn to_proto(o: &Order) -> pb::Order {
         reason: o.reason.clone().unwrap_or_default(),
     }
 }
+
+#[cfg(test)]
+mod validator_props {
+    use super::*;
+    use proptest::prelude::*;
+
+    const FIELDS: &[&str] = &[
+        "request_id",
+        "customer_id",
+        "talent_id",
+        "session_start_time",
+        "session_minutes",
+        "amount_minor",
+        "currency",
+        "card_number",
+    ];
+
+    fn text_or(valid: &'static str) -> impl Strategy<Value = String> {
+        prop_oneof![Just(valid.to_owned()), ".{0,80}", "[A-Za-z0-9._-]{0,70}"]
+    }
+
+    fn request() -> impl Strategy<Value = PlaceOrderRequest> {
+        (
+            (
+                text_or("0192f5a0-0000-7000-8000-000000000001"),
+                text_or("cust-1"),
+                text_or("talent-1"),
+            ),
+            proptest::option::of((
+                prop_oneof![1_900_000_000i64..2_000_000_000, any::<i64>()],
+                any::<i32>(),
+            )),
+            prop_oneof![15..=480i32, any::<i32>()],
+            prop_oneof![1..=1_000_000i64, any::<i64>()],
+            prop_oneof![Just("KRW".to_owned()), "[A-Za-z]{0,4}"],
+            prop_oneof![
+                Just("4242424242424242".to_owned()),
+                "[0-9 ]{0,24}",
+                ".{0,30}"
+            ],
+        )
+            .prop_map(
+                |(
+                    (request_id, customer_id, talent_id),
+                    ts,
+                    session_minutes,
+                    amount_minor,
+                    currency,
+                    card_number,
+                )| {
+                    PlaceOrderRequest {
+                        request_id,
+                        customer_id,
+                        talent_id,
+                        session_start_time: ts
+                            .map(|(seconds, nanos)| prost_types::Timestamp { seconds, nanos }),
+                        session_minutes,
+                        amount_minor,
+                        currency,
+                        card_number,
+                    }
+                },
+            )
+    }
+
+    proptest! {
+        #[test]
+        fn the_validator_never_panics_and_names_only_real_fields(req in request()) {
+            let now = DateTime::from_timestamp(1_800_000_000, 0).expect("valid time");
+            match place_request(req, now) {
+                Ok(_) => {}
+                Err(ApiError::Invalid(v)) => {
+                    prop_assert!(!v.is_empty());
+                    for violation in v.iter() {
+                        prop_assert!(FIELDS.contains(&violation.field.as_str()), "{}", violation.field);
+                    }
+                }
+                Err(other) => prop_assert!(false, "unexpected error {other:?}"),
+            }
+        }
+    }
+}

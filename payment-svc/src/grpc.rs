@@ -308,3 +308,87 @@ fn to_proto(p: &Payment) -> pb::Payment {
         refund_reason: p.refund_reason.clone().unwrap_or_default(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const FIELDS: &[&str] = &[
+        "order_id",
+        "customer_id",
+        "amount_minor",
+        "currency",
+        "card_number",
+        "booking",
+        "booking.talent_id",
+        "booking.session_start_time",
+        "booking.session_minutes",
+    ];
+
+    fn text_or(valid: &'static str) -> impl Strategy<Value = String> {
+        prop_oneof![Just(valid.to_owned()), ".{0,80}", "[A-Za-z0-9._-]{0,70}"]
+    }
+
+    fn booking() -> impl Strategy<Value = Option<pb::BookingDetails>> {
+        proptest::option::of(
+            (
+                text_or("talent-1"),
+                proptest::option::of((any::<i64>(), any::<i32>())),
+                prop_oneof![15..=480i32, any::<i32>()],
+            )
+                .prop_map(|(talent_id, ts, session_minutes)| pb::BookingDetails {
+                    talent_id,
+                    session_start_time: ts
+                        .map(|(seconds, nanos)| prost_types::Timestamp { seconds, nanos }),
+                    session_minutes,
+                }),
+        )
+    }
+
+    fn request() -> impl Strategy<Value = PayRequest> {
+        (
+            text_or("0192f5a0-0000-7000-8000-000000000001"),
+            text_or("cust-1"),
+            prop_oneof![1..=1_000_000i64, any::<i64>()],
+            prop_oneof![Just("USD".to_owned()), "[A-Za-z]{0,4}"],
+            prop_oneof![
+                Just("4242 4242 4242 4242".to_owned()),
+                "[0-9 ]{0,24}",
+                ".{0,30}"
+            ],
+            booking(),
+        )
+            .prop_map(
+                |(order_id, customer_id, amount_minor, currency, card_number, booking)| {
+                    PayRequest {
+                        order_id,
+                        customer_id,
+                        amount_minor,
+                        currency,
+                        card_number,
+                        booking,
+                    }
+                },
+            )
+    }
+
+    proptest! {
+        #[test]
+        fn the_validator_never_panics_and_names_only_real_fields(req in request()) {
+            match charge_request(req.clone()) {
+                Ok(charge) => {
+                    prop_assert_eq!(charge.money.amount.get(), req.amount_minor);
+                    prop_assert_eq!(charge.order_id.to_string(), req.order_id.to_lowercase());
+                }
+                Err(ApiError::Invalid(v)) => {
+                    prop_assert!(!v.is_empty());
+                    for violation in v.iter() {
+                        prop_assert!(FIELDS.contains(&violation.field.as_str()), "{}", violation.field);
+                    }
+                }
+                Err(other) => prop_assert!(false, "unexpected error {other:?}"),
+            }
+        }
+    }
+}

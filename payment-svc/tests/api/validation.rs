@@ -245,3 +245,27 @@ async fn bad_input_is_invalid_argument_naming_the_field_and_stores_nothing(backe
     assert_eq!(app.outbox_len().await, 0, "bad input wrote no event");
     app.stop().await;
 }
+
+on_both_backends!(a_request_over_the_message_size_limit_is_refused_and_the_service_carries_on);
+
+async fn a_request_over_the_message_size_limit_is_refused_and_the_service_carries_on(
+    backend: Backend,
+) {
+    let mut app = spawn_app(backend).await;
+    let mut huge = pay_request(APPROVED_CARD, 1_000);
+    huge.customer_id = "c".repeat(2 * 1024 * 1024);
+
+    let err = app.client.pay(huge).await.unwrap_err();
+
+    // tonic refuses an over-limit message while decoding, before any handler runs.
+    assert!(
+        matches!(err.code(), Code::OutOfRange | Code::ResourceExhausted),
+        "{err:?}"
+    );
+    assert!(app.payment_rows().await.is_empty());
+    app.client
+        .pay(pay_request(APPROVED_CARD, 1_000))
+        .await
+        .expect("the next normal call succeeds");
+    app.stop().await;
+}
