@@ -155,6 +155,9 @@ struct Breaker {
     settings: BreakerSettings,
     state: BreakerState,
     failures: u32,
+    /// While Open: when a probe may go. While HalfOpen: when the probe in flight counts
+    /// as lost (its caller may have dropped it before recording an outcome), so another
+    /// probe may go.
     open_until: Instant,
 }
 
@@ -172,8 +175,9 @@ impl Breaker {
     fn admit(&mut self, callee: &str, now: Instant) -> bool {
         match self.state {
             BreakerState::Closed => true,
-            BreakerState::Open if now >= self.open_until => {
+            BreakerState::Open | BreakerState::HalfOpen if now >= self.open_until => {
                 self.state = BreakerState::HalfOpen;
+                self.open_until = now + self.settings.cooldown;
                 tracing::info!(callee, "circuit half-open: sending one probe call");
                 true
             }
@@ -256,14 +260,30 @@ impl ResilientChannel {
         }
         let retry_allowed = (self.policy.idempotent)(req.uri().path());
         let (mut parts, body) = req.into_parts();
-        parts
-            .headers
-            .entry("grpc-timeout")
-            .or_insert_with(|| grpc_timeout_header(self.policy.timeout));
-        let body: Bytes = body.collect().await?.to_bytes();
+        let body: Bytes = match body.collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(e) => {
+                // The probe slot must not stay taken by a call that never went out.
+                self.breaker.lock().expect("breaker lock").record(
+                    self.callee,
+                    false,
+                    Instant::now(),
+                );
+                return Err(e.into());
+            }
+        };
+        let caller_set_deadline = parts.headers.contains_key("grpc-timeout");
         let backoff = Backoff::new(Duration::from_millis(50), Duration::from_millis(500));
         let mut attempt = 0u32;
         loop {
+            if !caller_set_deadline {
+                // Each attempt tells the callee only the time left, so no attempt can
+                // outlive the call's deadline on the callee's side.
+                let left = deadline.saturating_duration_since(Instant::now());
+                parts
+                    .headers
+                    .insert("grpc-timeout", grpc_timeout_header(left));
+            }
             let request = rebuild(&parts, body.clone());
             let mut channel = self.inner.clone();
             let outcome = tokio::time::timeout_at(deadline, async {
@@ -424,9 +444,13 @@ mod tests {
         assert!(b.admit("x", later), "one probe after the cool-down");
         assert_eq!(b.state, BreakerState::HalfOpen);
         assert!(!b.admit("x", later), "only one probe at a time");
-        b.record("x", false, later);
+        // A probe whose outcome never comes back (its caller dropped it) does not
+        // wedge the breaker: after another cool-down a new probe goes.
+        let lost = later + Duration::from_secs(6);
+        assert!(b.admit("x", lost), "a lost probe is replaced");
+        b.record("x", false, lost);
         assert_eq!(b.state, BreakerState::Open, "a failed probe re-opens");
-        let much_later = later + Duration::from_secs(6);
+        let much_later = lost + Duration::from_secs(6);
         assert!(b.admit("x", much_later));
         b.record("x", true, much_later);
         assert_eq!(b.state, BreakerState::Closed);

@@ -27,6 +27,7 @@ use sea_orm::sea_query::OnConflict;
 use sea_orm::{DatabaseConnection, DatabaseTransaction, EntityTrait, Set, TransactionTrait};
 use talentshare_proto::events::EventEnvelope;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::amqp::{self, Topology};
 use crate::backoff::Backoff;
@@ -261,7 +262,17 @@ impl<H: EventHandler> Consumer<H> {
         let span = tracing::info_span!("consume", event_id = %event.event_id,
             event_type = %event.event_type, order_id = %event.order_id,
             traceparent = traceparent(&delivery).as_deref().unwrap_or(""));
-        let _enter = span.enter();
+        self.settle_event(delivery, event, shutdown)
+            .instrument(span)
+            .await
+    }
+
+    async fn settle_event(
+        &self,
+        delivery: Delivery,
+        event: EventEnvelope,
+        shutdown: &CancellationToken,
+    ) -> Outcome {
         match self.apply(&event).await {
             Ok(outcome) => {
                 if let Err(e) = delivery.ack(BasicAckOptions::default()).await {

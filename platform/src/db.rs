@@ -87,8 +87,10 @@ pub async fn migrate<M: MigratorTrait>(
             Ok(()) => return Ok(()),
             Err(e) => {
                 let delay = backoff.next_delay();
-                if backoff.attempts() == 1 {
-                    tracing::warn!(error = %e, "database not ready; retrying migrations");
+                // Loud at first and then every 20 tries, so a pod stuck NOT_SERVING
+                // says why in its recent logs.
+                if backoff.attempts() % 20 == 1 {
+                    tracing::warn!(error = %e, attempts = backoff.attempts(), "database not ready; retrying migrations");
                 } else {
                     tracing::debug!(error = %e, ?delay, "migrations still failing");
                 }

@@ -208,6 +208,8 @@ impl Host {
         let deadline = tokio::time::Instant::now() + settings.server.shutdown_grace;
         server_stop.cancel();
         tasks_stop.cancel();
+        let aborts: Vec<_> = workers.iter().map(JoinHandle::abort_handle).collect();
+        let server_abort = server.abort_handle();
         let drained = tokio::time::timeout_at(deadline, async {
             let server_result = match server_result {
                 Some(r) => r,
@@ -219,11 +221,21 @@ impl Host {
             server_result
         })
         .await;
+        if drained.is_err() {
+            // Past the deadline: stop what is left rather than leave it running on a
+            // pool that is about to close. Unacked messages go back to the broker.
+            server_abort.abort();
+            aborts.iter().for_each(|a| a.abort());
+        }
         relay_stop.cancel();
-        if let Some(relay) = relay
-            && tokio::time::timeout_at(deadline, relay).await.is_err()
-        {
-            tracing::warn!("outbox relay did not stop before the shutdown deadline");
+        if let Some(relay) = relay {
+            let abort = relay.abort_handle();
+            if tokio::time::timeout_at(deadline, relay).await.is_err() {
+                abort.abort();
+                tracing::warn!(
+                    "outbox relay did not stop before the shutdown deadline; its rows stay for the next start"
+                );
+            }
         }
         let _ = db.close().await;
         match drained {

@@ -158,11 +158,17 @@ impl Relay {
                 }
             };
             amqp::report_reachable(&self.name);
-            backoff.reset();
             self.pump(&channel, &shutdown, &mut backoff).await;
             amqp::close_quietly(&conn, "relay stopping").await;
             if shutdown.is_cancelled() {
                 return;
+            }
+            // The broker refused or lost a batch: pause before reconnecting, so a row
+            // the broker keeps refusing cannot turn into a reconnect storm. The
+            // backoff resets only once a batch is confirmed.
+            tokio::select! {
+                _ = tokio::time::sleep(backoff.next_delay()) => {}
+                _ = shutdown.cancelled() => return,
             }
         }
     }
@@ -182,7 +188,10 @@ impl Relay {
     async fn pump(&self, channel: &Channel, shutdown: &CancellationToken, backoff: &mut Backoff) {
         loop {
             match self.publish_batch(channel).await {
-                Ok(n) if n as u32 >= self.settings.outbox_batch_size => continue,
+                Ok(n) if n as u32 >= self.settings.outbox_batch_size => {
+                    backoff.reset();
+                    continue;
+                }
                 Ok(_) => {
                     backoff.reset();
                     if shutdown.is_cancelled() {

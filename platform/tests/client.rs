@@ -49,15 +49,10 @@ async fn breaker_fails_fast_while_the_callee_is_down_and_closes_once_it_is_back(
         assert_eq!(err.code(), Code::Unavailable, "{err:?}");
     }
     assert_eq!(ch.breaker_state(), BreakerState::Open);
-    let started = Instant::now();
+    // The message proves no call went out: the breaker answered by itself.
     let err = check(&ch).await.unwrap_err();
     assert_eq!(err.code(), Code::Unavailable);
     assert!(err.message().contains("circuit open"), "{err:?}");
-    assert!(
-        started.elapsed() < Duration::from_millis(50),
-        "fails fast: {:?}",
-        started.elapsed()
-    );
 
     // The callee comes back on the same port.
     let (_reporter, health) = tonic_health::server::health_reporter();

@@ -63,8 +63,12 @@ async fn nfr2_payment_down_fails_fast_and_a_retry_with_the_same_request_id_succe
         .unwrap_err();
     let took = started.elapsed();
     assert_eq!(err.code(), Code::Unavailable, "{err:?}");
-    assert!(took < Duration::from_secs(5), "fails fast, took {took:?}");
-    // No order may be PAID without a payment.
+    // Connection refused is retried twice with short pauses, far inside PAYMENT_TIMEOUT (3s).
+    assert!(
+        took < Duration::from_millis(1500),
+        "fails fast, took {took:?}"
+    );
+    // The order exists, waiting for its payment; nothing is PAID without one.
     let paid = system
         .order()
         .list_orders(talentshare_proto::order::ListOrdersRequest {
@@ -75,7 +79,8 @@ async fn nfr2_payment_down_fails_fast_and_a_retry_with_the_same_request_id_succe
         .await
         .unwrap()
         .into_inner();
-    assert!(paid.orders.iter().all(|o| o.status() != OrderStatus::Paid));
+    assert_eq!(paid.orders.len(), 1);
+    assert_eq!(paid.orders[0].status(), OrderStatus::PendingPayment);
 
     system.start_service(Svc::Payment).await;
     let first = system
