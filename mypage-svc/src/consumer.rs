@@ -1,7 +1,9 @@
 //! The event consumer's handler: every event on the bus (queue `mypage`, bound to
-//! `#`) is parsed at the edge and folded into its order's row, and once the fold
-//! has committed, watchers of that customer's page hear about it through
-//! [`Changes`].
+//! `#`) is parsed at the edge and folded into its order's row, and watchers of
+//! that customer's page hear about the committed change through [`Changes`]: on
+//! PostgreSQL by a `pg_notify` inside the fold's transaction, which reaches every
+//! replica; on SQLite by notifying in process after the commit (see
+//! [`crate::changes`]).
 //!
 //! Order independence comes from the domain ([`crate::domain::apply`]): the same
 //! events give the same row whatever their order and repetition. The platform's
@@ -12,46 +14,11 @@ use std::sync::Arc;
 use platform::consumer::{EventHandler, HandlerError};
 use sea_orm::DatabaseTransaction;
 use talentshare_proto::events::EventEnvelope;
-use tokio::sync::broadcast;
 use uuid::Uuid;
 
+use crate::changes::{self, Changed, Changes};
 use crate::events;
 use crate::store::{self, ApplyError, StoreError};
-
-/// One committed change to an entry: whose page and which order.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Changed {
-    /// Shared between every watcher's copy of the message.
-    pub customer_id: Arc<str>,
-    pub order_id: Uuid,
-}
-
-/// The in-process fan-out of committed changes to WatchMyPage streams.
-///
-/// A bounded `broadcast`: a stream that falls more than `capacity` changes behind
-/// (its client reads too slowly) sees `Lagged` and ends with ABORTED, so a slow
-/// client costs the service a fixed amount of memory. Cheap to clone.
-#[derive(Clone, Debug)]
-pub struct Changes(broadcast::Sender<Changed>);
-
-impl Changes {
-    /// A fan-out that keeps the last `capacity` changes for slow subscribers.
-    pub fn new(capacity: usize) -> Self {
-        Self(broadcast::channel(capacity).0)
-    }
-
-    /// Receives every change notified from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<Changed> {
-        self.0.subscribe()
-    }
-
-    /// Announces a committed change. Call only after the commit, so that a
-    /// subscriber re-reading the row sees it.
-    pub fn notify(&self, changed: Changed) {
-        // An error only means nobody is watching right now.
-        let _ = self.0.send(changed);
-    }
-}
 
 /// The `EventHandler` of the `mypage` consumer.
 pub struct MyPageHandler {
@@ -59,7 +26,7 @@ pub struct MyPageHandler {
 }
 
 impl MyPageHandler {
-    /// A handler that announces each applied event on `changes`.
+    /// A handler that announces each applied event to the watchers of `changes`.
     pub fn new(changes: Changes) -> Self {
         Self { changes }
     }
@@ -76,6 +43,11 @@ impl EventHandler for MyPageHandler {
             Ok(entry) => {
                 tracing::debug!(order_id = %entry.order_id, order = ?entry.order,
                     payment = ?entry.payment, reservation = ?entry.reservation, "entry updated");
+                if self.changes.is_via_database() {
+                    // Delivered to every replica's listener if, and only when, this
+                    // transaction commits.
+                    changes::publish(txn, &entry.customer_id, entry.order_id).await?;
+                }
                 Ok(())
             }
             // The event names another customer, payment or reservation than the row:
@@ -90,6 +62,11 @@ impl EventHandler for MyPageHandler {
     }
 
     fn committed(&self, event: &EventEnvelope) {
+        // On PostgreSQL this replica's listener hears the notification `handle`
+        // published, like every other replica's: notifying here too would send it twice.
+        if self.changes.is_via_database() {
+            return;
+        }
         // `handle` succeeded, so the order id parsed there too.
         if let Ok(order_id) = Uuid::parse_str(&event.order_id) {
             self.changes.notify(Changed {

@@ -17,7 +17,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
-use crate::consumer::Changes;
+use crate::changes::Changes;
 use crate::domain::{Entry, OrderStatus, PaymentStatus, ReservationStatus};
 use crate::store::{MyPageStore, StoreError};
 use crate::watch::{self, WatchStream};

@@ -7,13 +7,16 @@
 //! - [`domain`]: the pure core (an entry and how an event folds into it);
 //! - [`events`]: `talentshare.events.v1` envelopes to domain events;
 //! - [`store`]: sea-orm storage, migrations, and the fold inside a transaction;
-//! - [`consumer`]: the event handler and the fan-out of committed changes;
+//! - [`consumer`]: the event handler;
+//! - [`changes`]: the fan-out of committed changes to watchers on every replica
+//!   (through PostgreSQL NOTIFY/LISTEN, or in process on SQLite);
 //! - [`grpc`]: the gRPC adapter and the error-to-status `match`;
 //! - [`watch`]: the `WatchMyPage` stream.
 //!
 //! [`start`] runs the service from [`Settings`]; the binary, `talentshare` and the
 //! tests all use it.
 
+pub mod changes;
 pub mod consumer;
 pub mod domain;
 pub mod events;
@@ -73,10 +76,21 @@ pub async fn start(
 ) -> anyhow::Result<RunningService> {
     let max_message = settings.platform.server.max_message_bytes as usize;
     let host = Host::bind(SERVICE, settings.grpc_addr, settings.platform).await?;
-    let changes = consumer::Changes::new(CHANGES_BACKLOG);
+    // Replicas share the queue, so on PostgreSQL changes reach every replica's
+    // watchers through the database; SQLite is one process.
+    let (changes, listener) = if platform::db::is_postgres(host.db()) {
+        let changes = changes::Changes::via_database(CHANGES_BACKLOG);
+        let url = host.settings().database.url_for(SERVICE.slug)?;
+        let listener = changes::listener(url, changes.clone());
+        (changes, Some(listener))
+    } else {
+        (changes::Changes::in_process(CHANGES_BACKLOG), None)
+    };
     let store = store::MyPageStore::new(host.db().clone());
     let handler = consumer::MyPageHandler::new(changes.clone());
-    let tasks = vec![host.consumer(CONSUMER, handler).into()];
+    let tasks = std::iter::once(host.consumer(CONSUMER, handler).into())
+        .chain(listener)
+        .collect();
     let api = grpc::MyPageApi::new(
         store,
         changes,

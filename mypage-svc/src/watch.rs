@@ -2,7 +2,12 @@
 //! first, then each entry again whenever a committed event changes it.
 //!
 //! A producer task reads the store and feeds a small buffer; [`WatchStream`] hands
-//! the buffer to tonic. How a stream ends:
+//! the buffer to tonic. Changes come from [`crate::changes`], whichever replica
+//! consumed the event. The producer reads the current entries only once the
+//! change feed is live, and reads (and sends) them all again whenever the feed
+//! reconnects in a later epoch, since changes committed while it was down were
+//! never announced: a client may then get an entry it already holds, never a
+//! stale one. How a stream ends:
 //!
 //! - the service shuts down: UNAVAILABLE at once, even with items still buffered,
 //!   so the server's graceful drain never waits for a watcher;
@@ -10,13 +15,15 @@
 //!   fan-out keeps a bounded backlog): ABORTED; a new stream starts again from the
 //!   current rows, so reconnecting loses nothing;
 //! - the client goes away: the producer notices the closed buffer and stops;
-//! - the store fails: the error's status (UNAVAILABLE or INTERNAL).
+//! - the store fails: the error's status (UNAVAILABLE or INTERNAL); so does a
+//!   change feed that stays down for [`FEED_WAIT`] when the stream starts.
 //!
 //! The producer holds one permit of the watcher limit for its whole life.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use platform::values::ExternalId;
 use talentshare_proto::mypage::WatchMyPageResponse;
@@ -25,7 +32,7 @@ use tokio_stream::Stream;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tonic::Status;
 
-use crate::consumer::Changed;
+use crate::changes::{Signal, Subscription};
 use crate::domain::Entry;
 use crate::grpc::{ApiError, to_proto};
 use crate::store::MyPageStore;
@@ -37,6 +44,11 @@ const BUFFER: usize = 16;
 /// Rows read per query while sending the current entries.
 const INITIAL_PAGE: u64 = 100;
 
+/// How long a new stream waits for the change feed to be live (the PostgreSQL
+/// listener connecting, at start-up or after losing its connection) before it
+/// ends with UNAVAILABLE.
+pub const FEED_WAIT: Duration = Duration::from_secs(10);
+
 type Item = Result<WatchMyPageResponse, Status>;
 
 /// Starts watching `customer`'s page. `changes` must have been subscribed before
@@ -44,7 +56,7 @@ type Item = Result<WatchMyPageResponse, Status>;
 pub fn watch(
     store: MyPageStore,
     customer: ExternalId,
-    changes: broadcast::Receiver<Changed>,
+    changes: Subscription,
     shutdown: CancellationToken,
     permit: OwnedSemaphorePermit,
 ) -> WatchStream {
@@ -112,7 +124,7 @@ enum End {
 struct Producer {
     store: MyPageStore,
     customer: ExternalId,
-    changes: broadcast::Receiver<Changed>,
+    changes: Subscription,
     tx: mpsc::Sender<Item>,
 }
 
@@ -137,25 +149,31 @@ impl Producer {
 
     /// Sends the current entries, then every change, until something ends it.
     async fn feed(&mut self) -> End {
-        let mut after = None;
-        loop {
-            let (entries, more) = match self.store.page(&self.customer, after, INITIAL_PAGE).await {
-                Ok(page) => page,
-                Err(e) => return End::Failed(e.into()),
-            };
-            after = entries.last().map(|e| e.order_id);
-            for entry in &entries {
-                if !self.send(entry).await {
-                    return End::ClientGone;
-                }
+        let mut epoch = match tokio::time::timeout(FEED_WAIT, self.changes.live_epoch()).await {
+            Ok(Some(epoch)) => epoch,
+            // The fan-out is gone only when the service is stopping.
+            Ok(None) => return End::Failed(ApiError::ShuttingDown),
+            Err(_) => {
+                return End::Failed(ApiError::Unavailable(
+                    "change notifications are not connected".into(),
+                ));
             }
-            if !more {
-                break;
-            }
+        };
+        if let Err(end) = self.send_current().await {
+            return end;
         }
         loop {
             let changed = match self.changes.recv().await {
-                Ok(c) => c,
+                Ok(Signal::Changed(c)) => c,
+                // Read in this epoch already (the feed turns live before it signals).
+                Ok(Signal::Resync(e)) if e == epoch => continue,
+                Ok(Signal::Resync(e)) => {
+                    epoch = e;
+                    if let Err(end) = self.send_current().await {
+                        return end;
+                    }
+                    continue;
+                }
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
                     return End::Failed(ApiError::Lagging(format!(
                         "the stream fell {missed} changes behind; reconnect to start again from the current entries"
@@ -178,6 +196,27 @@ impl Producer {
                 // Announced after commit, so it exists; nothing to send otherwise.
                 Ok(None) => {}
                 Err(e) => return End::Failed(e.into()),
+            }
+        }
+    }
+
+    /// Sends every current entry of the customer, newest order first.
+    async fn send_current(&self) -> Result<(), End> {
+        let mut after = None;
+        loop {
+            let (entries, more) = self
+                .store
+                .page(&self.customer, after, INITIAL_PAGE)
+                .await
+                .map_err(|e| End::Failed(e.into()))?;
+            after = entries.last().map(|e| e.order_id);
+            for entry in &entries {
+                if !self.send(entry).await {
+                    return Err(End::ClientGone);
+                }
+            }
+            if !more {
+                return Ok(());
             }
         }
     }

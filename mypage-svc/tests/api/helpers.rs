@@ -1,6 +1,7 @@
 //! `spawn_app` and friends: build the real mypage-svc from real settings, overriding
-//! only the port (0), the database (fresh) and the broker names (per test); and
-//! `Story`, the events the real services emit for one order, as real envelopes.
+//! only the port (0), the database (fresh) and the broker names (per test), plus
+//! replicas sharing an app's database and queue; and `Story`, the events the real
+//! services emit for one order, as real envelopes.
 
 use std::time::Duration;
 
@@ -87,23 +88,61 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 pub async fn spawn_app_with(backend: Backend, extra: &[&str]) -> TestApp {
     let db = TestDatabase::create(backend).await;
     let broker = TestBroker::create().await;
-    let s = settings(db.url(), broker.exchange(), extra);
-    let shutdown = CancellationToken::new();
-    let running = mypage_svc::start(s, shutdown.clone())
-        .await
-        .expect("start mypage-svc");
-    let channel = Channel::from_shared(format!("http://{}", running.local_addr))
-        .expect("valid URI")
-        .connect()
-        .await
-        .expect("connect to mypage-svc");
-    wait_ready(&channel).await;
+    let Instance {
+        client,
+        shutdown,
+        running,
+    } = Instance::start(db.url(), broker.exchange(), extra).await;
     TestApp {
-        client: MyPageServiceClient::new(channel),
+        client,
         db,
         broker,
         shutdown,
         running: Some(running),
+    }
+}
+
+/// One running, ready mypage-svc process (in-process).
+struct Instance {
+    client: MyPageServiceClient<Channel>,
+    shutdown: CancellationToken,
+    running: RunningService,
+}
+
+impl Instance {
+    async fn start(database_url: &str, exchange: &str, extra: &[&str]) -> Self {
+        let s = settings(database_url, exchange, extra);
+        let shutdown = CancellationToken::new();
+        let running = mypage_svc::start(s, shutdown.clone())
+            .await
+            .expect("start mypage-svc");
+        let channel = Channel::from_shared(format!("http://{}", running.local_addr))
+            .expect("valid URI")
+            .connect()
+            .await
+            .expect("connect to mypage-svc");
+        wait_ready(&channel).await;
+        Self {
+            client: MyPageServiceClient::new(channel),
+            shutdown,
+            running,
+        }
+    }
+}
+
+/// A second mypage-svc on the app's database and exchange, so on its queue too:
+/// the two consume the queue's events between them, as replicas do.
+pub struct Replica {
+    pub client: MyPageServiceClient<Channel>,
+    shutdown: CancellationToken,
+    running: RunningService,
+}
+
+impl Replica {
+    /// Stops the replica (graceful shutdown); the app keeps the database and topology.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.running.wait().await.expect("replica stopped cleanly");
     }
 }
 
@@ -118,6 +157,50 @@ pub async fn wait_ready(channel: &Channel) {
 }
 
 impl TestApp {
+    /// Starts a [`Replica`] of this app.
+    pub async fn spawn_replica(&self) -> Replica {
+        let Instance {
+            client,
+            shutdown,
+            running,
+        } = Instance::start(self.db.url(), self.broker.exchange(), &[]).await;
+        Replica {
+            client,
+            shutdown,
+            running,
+        }
+    }
+
+    /// Waits until `n` consumers (one per running instance) take the app's queue,
+    /// so that events published next are shared out between them.
+    pub async fn wait_consumers(&self, n: u32) {
+        let queue = self.broker.topology.queue(mypage_svc::CONSUMER);
+        let conn = lapin::Connection::connect(&testkit::amqp_url(), Default::default())
+            .await
+            .expect("connect to test RabbitMQ");
+        let channel = conn.create_channel().await.expect("channel");
+        wait_until(
+            &format!("{n} consumers on {queue}"),
+            Duration::from_secs(20),
+            || async {
+                let q = channel
+                    .queue_declare(
+                        queue.as_str().into(),
+                        lapin::options::QueueDeclareOptions {
+                            passive: true,
+                            ..Default::default()
+                        },
+                        Default::default(),
+                    )
+                    .await
+                    .expect("the consumer's queue exists");
+                (q.consumer_count() >= n).then_some(())
+            },
+        )
+        .await;
+        let _ = conn.close(200, "counted".into()).await;
+    }
+
     /// Publishes `events` to the test exchange, in the given order, as the
     /// services' outbox relays would (routing key = event type).
     pub async fn publish(&self, events: &[EventEnvelope]) {

@@ -7,5 +7,6 @@ mod helpers;
 mod consume;
 mod lifecycle;
 mod queries;
+mod replicas;
 mod validation;
 mod watch;

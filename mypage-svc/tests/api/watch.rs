@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use mypage_svc::consumer::{Changed, Changes};
+use mypage_svc::changes::{Changed, Changes};
 use mypage_svc::store::{Migrator, MyPageStore};
 use platform::values::ExternalId;
 use sea_orm_migration::MigratorTrait;
@@ -135,7 +135,7 @@ async fn a_watch_that_falls_behind_ends_with_aborted(backend: Backend) {
     let db = TestDatabase::create(backend).await;
     let conn = db.connect().await;
     Migrator::up(&conn, None).await.expect("migrations");
-    let changes = Changes::new(2);
+    let changes = Changes::in_process(2);
     let customer = ExternalId::try_from("cust-w".to_owned()).expect("valid id");
     let subscribed = changes.subscribe();
     for _ in 0..5 {

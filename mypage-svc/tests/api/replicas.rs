@@ -1,0 +1,146 @@
+//! Several replicas on one database and one queue (PostgreSQL only: SQLite is one
+//! process): a watcher hears every change, whichever replica consumed its event,
+//! and a watcher whose replica lost the change feed gets the current entries again.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use sea_orm::{ConnectionTrait, DbBackend, Statement};
+use talentshare_proto::mypage::{
+    MyPageEntry, WatchMyPageRequest, WatchMyPageResponse,
+    my_page_service_client::MyPageServiceClient,
+};
+use testkit::Backend;
+use tokio::time::Instant;
+use tonic::Streaming;
+use tonic::transport::Channel;
+
+use crate::helpers::{Story, spawn_app, wait_until};
+
+/// How long a test waits for all the entries it expects on a stream.
+const STREAM_TIMEOUT: Duration = Duration::from_secs(30);
+
+async fn open(
+    client: &MyPageServiceClient<Channel>,
+    customer: &str,
+) -> Streaming<WatchMyPageResponse> {
+    client
+        .clone()
+        .watch_my_page(WatchMyPageRequest {
+            customer_id: customer.to_owned(),
+        })
+        .await
+        .expect("WatchMyPage")
+        .into_inner()
+}
+
+/// The next entry on the stream, before `deadline`; fails the test on an error,
+/// the end of the stream, or the deadline.
+async fn next_entry(
+    stream: &mut Streaming<WatchMyPageResponse>,
+    deadline: Instant,
+    waiting_for: &HashSet<String>,
+) -> MyPageEntry {
+    tokio::time::timeout_at(deadline, stream.message())
+        .await
+        .unwrap_or_else(|_| {
+            panic!("no message before the deadline; still waiting for {waiting_for:?}")
+        })
+        .expect("no error on the stream")
+        .expect("the stream goes on")
+        .entry
+        .expect("every message holds an entry")
+}
+
+/// Reads the stream until every order in `expected` has been sent.
+async fn receive_all(stream: &mut Streaming<WatchMyPageResponse>, expected: &[String]) {
+    let mut missing: HashSet<String> = expected.iter().cloned().collect();
+    let deadline = Instant::now() + STREAM_TIMEOUT;
+    while !missing.is_empty() {
+        let entry = next_entry(stream, deadline, &missing).await;
+        assert_eq!(
+            entry.customer_id, "cust-r",
+            "only the watched customer's entries"
+        );
+        missing.remove(&entry.order_id);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_hears_every_change_whichever_replica_consumed_it() {
+    let app = spawn_app(Backend::Postgres).await;
+    let replica = app.spawn_replica().await;
+    // Both consume the queue before anything is published, so RabbitMQ shares the
+    // events out between them.
+    app.wait_consumers(2).await;
+    let mut on_app = open(&app.client, "cust-r").await;
+    let mut on_replica = open(&replica.client, "cust-r").await;
+
+    let stories: Vec<Story> = (0..20).map(|_| Story::new("cust-r").placed()).collect();
+    for s in &stories {
+        app.publish(&s.events).await;
+    }
+
+    // Each replica consumed only some of the events, yet each watcher hears of all.
+    let orders: Vec<String> = stories.iter().map(|s| s.order_id.clone()).collect();
+    receive_all(&mut on_app, &orders).await;
+    receive_all(&mut on_replica, &orders).await;
+    replica.stop().await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_gets_the_current_entries_again_when_the_change_listener_reconnects() {
+    let app = spawn_app(Backend::Postgres).await;
+    let first = Story::new("cust-r").placed();
+    app.publish(&first.events).await;
+    app.settle().await;
+    let mut stream = open(&app.client, "cust-r").await;
+    let initial = next_entry(
+        &mut stream,
+        Instant::now() + STREAM_TIMEOUT,
+        &HashSet::from([first.order_id.clone()]),
+    )
+    .await;
+    assert_eq!(initial.order_id, first.order_id);
+
+    // Cut the listener's connection (the stream is live, so it is connected):
+    // changes committed until it reconnects are never announced.
+    let admin = app.db.connect().await;
+    let killed = wait_until(
+        "the change listener's connection",
+        Duration::from_secs(10),
+        || async {
+            let rows = admin
+                .query_all_raw(Statement::from_string(
+                    DbBackend::Postgres,
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND pid <> pg_backend_pid() \
+                 AND query LIKE 'LISTEN %'",
+                ))
+                .await
+                .expect("terminate the listener");
+            (!rows.is_empty()).then_some(rows.len())
+        },
+    )
+    .await;
+    assert_eq!(killed, 1, "one listener per replica");
+    let second = Story::new("cust-r").placed();
+    app.publish(&second.events).await;
+
+    // The reconnected listener starts a new epoch: the stream sends the current
+    // entries again (the first order a second time) and so the second one too,
+    // whether or not its notification was heard.
+    receive_all(
+        &mut stream,
+        &[first.order_id.clone(), second.order_id.clone()],
+    )
+    .await;
+
+    // And changes flow again.
+    let third = Story::new("cust-r").placed();
+    app.publish(&third.events).await;
+    receive_all(&mut stream, std::slice::from_ref(&third.order_id)).await;
+    let _ = admin.close().await;
+    app.stop().await;
+}
