@@ -3,10 +3,12 @@
 //! payment-svc, then the stored change), and turns every error into a status in one
 //! `match` ([`ApiError`] → [`Status`]).
 //!
-//! A manager's action checks the state twice: before calling payment-svc (so a
-//! repeat or a refused action never reaches it) and again under the row lock when
-//! storing (the reservation may have changed during the call). A failed payment call
-//! stores nothing, so the caller can simply retry.
+//! Confirming checks the state twice: before calling payment-svc (so a repeat or a
+//! refused action never reaches it) and again under the row lock when storing (the
+//! reservation may have changed during the call); a failed payment call stores
+//! nothing, so the caller can simply retry. Rejecting records the rejection first
+//! (see [`crate::rejection`]); a failed refund leaves it pending, and a retry or the
+//! reconciler finishes it.
 
 use chrono::{DateTime, Utc};
 use platform::paging;
@@ -22,6 +24,7 @@ use uuid::Uuid;
 
 use crate::domain::{self, RejectReason, Reservation, ReservationStatus, Transition};
 use crate::payment::{PaymentError, PaymentGateway};
+use crate::rejection::{RejectError, Rejections};
 use crate::store::{ListQuery, ReservationStore, StoreError};
 
 /// Every way a reservation call can fail, as the caller can act on it.
@@ -35,12 +38,33 @@ pub enum ApiError {
     FailedPrecondition(String),
     #[error("database unavailable: {0}")]
     Unavailable(String),
-    #[error("{0}")]
-    PaymentUnavailable(String),
-    #[error("{0}")]
-    PaymentDeadlineExceeded(String),
+    #[error("{detail}")]
+    PaymentUnavailable { detail: String, left: Left },
+    #[error("{detail}")]
+    PaymentDeadlineExceeded { detail: String, left: Left },
     #[error("{0}")]
     Internal(String),
+}
+
+/// What a failed payment call left behind, as the caller is told.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Left {
+    /// Nothing was stored: retrying is up to the caller.
+    NothingChanged,
+    /// The rejection is recorded (the reservation can no longer be confirmed) and
+    /// completes by itself; a retry completes it sooner.
+    RejectionPending,
+}
+
+impl Left {
+    fn advice(self) -> &'static str {
+        match self {
+            Left::NothingChanged => "nothing changed, retry",
+            Left::RejectionPending => {
+                "the rejection is recorded and completes by itself; retrying completes it sooner"
+            }
+        }
+    }
 }
 
 impl From<ApiError> for Status {
@@ -53,15 +77,19 @@ impl From<ApiError> for Status {
                 tracing::warn!(error = %m, "database unavailable");
                 Status::unavailable("reservation storage is temporarily unavailable; retry")
             }
-            ApiError::PaymentUnavailable(m) => {
-                tracing::warn!(error = %m, "payment-svc unavailable");
-                Status::unavailable("the payment service is unavailable; nothing changed, retry")
+            ApiError::PaymentUnavailable { detail, left } => {
+                tracing::warn!(error = %detail, ?left, "payment-svc unavailable");
+                Status::unavailable(format!(
+                    "the payment service is unavailable; {}",
+                    left.advice()
+                ))
             }
-            ApiError::PaymentDeadlineExceeded(m) => {
-                tracing::warn!(error = %m, "payment-svc timed out");
-                Status::deadline_exceeded(
-                    "the payment service did not answer in time; nothing changed, retry",
-                )
+            ApiError::PaymentDeadlineExceeded { detail, left } => {
+                tracing::warn!(error = %detail, ?left, "payment-svc timed out");
+                Status::deadline_exceeded(format!(
+                    "the payment service did not answer in time; {}",
+                    left.advice()
+                ))
             }
             ApiError::Internal(m) => platform::status::internal("reservation call failed", &m),
         }
@@ -82,16 +110,35 @@ impl From<StoreError> for ApiError {
     }
 }
 
-impl From<PaymentError> for ApiError {
-    fn from(e: PaymentError) -> Self {
+impl ApiError {
+    /// A failed payment call, and what it `left` behind.
+    fn payment(e: PaymentError, left: Left) -> Self {
+        let detail = e.to_string();
         match e {
-            PaymentError::Unavailable(_) => ApiError::PaymentUnavailable(e.to_string()),
-            PaymentError::DeadlineExceeded(_) => ApiError::PaymentDeadlineExceeded(e.to_string()),
+            PaymentError::Unavailable(_) => ApiError::PaymentUnavailable { detail, left },
+            PaymentError::DeadlineExceeded(_) => ApiError::PaymentDeadlineExceeded { detail, left },
             // The reservation's payment is not (or no longer) one that can back it.
             PaymentError::NotFound(_) | PaymentError::Refused(_) => {
-                ApiError::FailedPrecondition(e.to_string())
+                ApiError::FailedPrecondition(detail)
             }
-            PaymentError::Unexpected(_) => ApiError::Internal(e.to_string()),
+            PaymentError::Unexpected(_) => ApiError::Internal(detail),
+        }
+    }
+}
+
+impl From<PaymentError> for ApiError {
+    fn from(e: PaymentError) -> Self {
+        ApiError::payment(e, Left::NothingChanged)
+    }
+}
+
+impl From<RejectError> for ApiError {
+    fn from(e: RejectError) -> Self {
+        match e {
+            RejectError::Store(e) => e.into(),
+            RejectError::RefundPending(e) => ApiError::payment(e, Left::RejectionPending),
+            // The claim was dropped again: nothing is left of the call.
+            RejectError::RefundRefused(e) => ApiError::payment(e, Left::NothingChanged),
         }
     }
 }
@@ -100,12 +147,18 @@ impl From<PaymentError> for ApiError {
 pub struct ReservationApi {
     store: ReservationStore,
     payment: PaymentGateway,
+    rejections: Rejections,
 }
 
 impl ReservationApi {
-    /// An API over `store`, checking and refunding payments through `payment`.
-    pub fn new(store: ReservationStore, payment: PaymentGateway) -> Self {
-        Self { store, payment }
+    /// An API over `store`, checking payments through `payment` and rejecting
+    /// through `rejections`.
+    pub fn new(store: ReservationStore, payment: PaymentGateway, rejections: Rejections) -> Self {
+        Self {
+            store,
+            payment,
+            rejections,
+        }
     }
 
     async fn confirm(&self, req: ConfirmReservationRequest) -> Result<Reservation, ApiError> {
@@ -135,15 +188,9 @@ impl ReservationApi {
         let (Some(id), Some(manager), Some(reason)) = (id, manager, reason) else {
             return Err(ApiError::Invalid(v));
         };
-        let current = self.store.get(id).await?;
-        match current.reject(&manager, &reason, Utc::now()) {
-            Err(refused) => return Err(ApiError::FailedPrecondition(refused.to_string())),
-            Ok(Transition::AlreadyDone) => return Ok(current),
-            Ok(Transition::Changed(..)) => {}
-        }
-        // Refund first: `reservation.rejected` promises the payment was refunded.
-        self.payment.refund(paid_with(&current)?, &reason).await?;
-        Ok(self.store.reject(id, &manager, &reason).await?)
+        // Refund before REJECTED: `reservation.rejected` promises the payment was
+        // refunded. The claim recorded first keeps a confirmation out meanwhile.
+        Ok(self.rejections.reject(id, &manager, &reason).await?)
     }
 
     async fn list(

@@ -1,13 +1,16 @@
 //! reservation-svc: talentshare's `ReservationService`, the talent managers' side of
 //! a booking. It creates one reservation per paid order from the `payment.approved`
 //! event (so ordering never waits for it), lets a manager confirm it (after a unary
-//! check that the payment is still approved) or reject it (after a unary refund),
-//! cancels it when the order is cancelled, and announces every change through the
-//! transactional outbox.
+//! check that the payment is still approved) or reject it (recorded first, then a
+//! unary refund, then REJECTED), cancels it when the order is cancelled, and
+//! announces every change through the transactional outbox.
 //!
-//! - [`domain`]: the pure core (reservation state machine, tombstones);
+//! - [`domain`]: the pure core (reservation state machine, tombstones, pending
+//!   rejections);
 //! - [`store`]: sea-orm storage and migrations;
 //! - [`grpc`]: the gRPC adapter and the error-to-status `match`;
+//! - [`rejection`]: claim, refund, reject — shared by the RPC and the reconciler;
+//! - [`reconciler`]: the background task that finishes rejections left pending;
 //! - [`consumer`]: the handler of `payment.approved` and `order.cancelled`;
 //! - [`payment`]: the unary calls to payment-svc;
 //! - [`events`]: domain events to `talentshare.events.v1` payloads.
@@ -20,6 +23,8 @@ pub mod domain;
 pub mod events;
 pub mod grpc;
 pub mod payment;
+pub mod reconciler;
+pub mod rejection;
 pub mod store;
 
 use std::net::SocketAddr;
@@ -56,24 +61,63 @@ pub struct Settings {
     pub platform: PlatformSettings,
     #[command(flatten)]
     pub payment: PaymentClientSettings,
+    #[command(flatten)]
+    pub reconcile: reconciler::ReconcileSettings,
 }
 
-/// Binds, then runs reservation-svc until `shutdown` fires. The event consumer
-/// starts once migrations have run and stops with the service.
+impl Settings {
+    /// Checks what clap cannot check one flag at a time.
+    ///
+    /// # Errors
+    ///
+    /// A message naming the settings that disagree.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let r = &self.reconcile;
+        anyhow::ensure!(
+            !r.reconcile_interval.is_zero(),
+            "RECONCILE_INTERVAL must be greater than zero"
+        );
+        // The reconciler finishes a rejection once it is RECONCILE_AFTER old; the
+        // manager's own call has given up by then only if its Refund ends (by its
+        // deadline) sooner.
+        anyhow::ensure!(
+            r.reconcile_after > self.payment.payment_timeout,
+            "RECONCILE_AFTER ({:?}) must be longer than PAYMENT_TIMEOUT ({:?})",
+            r.reconcile_after,
+            self.payment.payment_timeout
+        );
+        Ok(())
+    }
+}
+
+/// Binds, then runs reservation-svc until `shutdown` fires. The event consumer and
+/// the rejection reconciler start once migrations have run and stop with the service.
+///
+/// # Errors
+///
+/// Settings that disagree, an address that cannot be bound, or a bad database or
+/// payment-svc URL. A payment-svc that is merely down is no error.
 pub async fn start(
     settings: Settings,
     shutdown: CancellationToken,
 ) -> anyhow::Result<RunningService> {
+    settings.validate()?;
     let max_message = settings.platform.server.max_message_bytes as usize;
     let payment = payment::PaymentGateway::new(settings.payment.channel()?);
     let host = Host::bind(SERVICE, settings.grpc_addr, settings.platform).await?;
     let store = store::ReservationStore::new(host.db().clone(), host.outbox_signal().clone());
-    let service = ReservationServiceServer::new(grpc::ReservationApi::new(store, payment))
-        .max_decoding_message_size(max_message)
-        .max_encoding_message_size(max_message);
+    let rejections = rejection::Rejections::new(store.clone(), payment.clone());
+    let service = ReservationServiceServer::new(grpc::ReservationApi::new(
+        store,
+        payment,
+        rejections.clone(),
+    ))
+    .max_decoding_message_size(max_message)
+    .max_encoding_message_size(max_message);
     let tasks = vec![
         host.consumer(consumer::QUEUE, consumer::OrderEventsHandler)
             .into(),
+        reconciler::task(rejections, settings.reconcile),
     ];
     Ok(host.start::<store::Migrator>(Routes::new(service), tasks, shutdown))
 }

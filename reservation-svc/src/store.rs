@@ -5,6 +5,10 @@
 //! reservation is created with `ON CONFLICT (order_id) DO NOTHING`. Of two replicas
 //! creating one order's reservation at once exactly one inserts; the other re-reads
 //! the winner and applies its event to that.
+//!
+//! Every change reads the row under a lock (PostgreSQL `FOR UPDATE`; SQLite runs one
+//! writer at a time) and writes it back only if it is still as read (same version,
+//! status and pending rejection), so replicas never overwrite each other's changes.
 
 use chrono::{DateTime, SubsecRound, Utc};
 use platform::outbox::{self, OutboxSignal};
@@ -20,8 +24,8 @@ use sea_orm_migration::schema::{
 use uuid::Uuid;
 
 use crate::domain::{
-    self, Booking, Change, OrderEvent, Refused, RejectReason, Reservation, ReservationStatus,
-    Transition,
+    self, Booking, Change, Claim, OrderEvent, PendingRejection, Refused, RejectReason, Reservation,
+    ReservationStatus, Transition,
 };
 use crate::events;
 
@@ -45,6 +49,10 @@ pub mod entity {
         pub status: String,
         pub manager_id: Option<String>,
         pub reason: Option<String>,
+        /// The pending rejection: all three set, or all null.
+        pub reject_requested_at: Option<DateTimeUtc>,
+        pub reject_manager_id: Option<String>,
+        pub reject_reason: Option<String>,
         pub version: i64,
         pub created_at: DateTimeUtc,
         pub updated_at: DateTimeUtc,
@@ -65,6 +73,7 @@ impl MigratorTrait for Migrator {
             Box::new(platform::migrations::CreateOutbox),
             Box::new(platform::migrations::CreateInbox),
             Box::new(CreateReservations),
+            Box::new(AddRejectIntent),
         ]
     }
 }
@@ -90,6 +99,9 @@ enum Reservations {
     Status,
     ManagerId,
     Reason,
+    RejectRequestedAt,
+    RejectManagerId,
+    RejectReason,
     Version,
     CreatedAt,
     UpdatedAt,
@@ -143,6 +155,48 @@ impl MigrationTrait for CreateReservations {
     }
 }
 
+/// The pending rejection: the claim a RejectReservation records before it refunds.
+struct AddRejectIntent;
+
+impl MigrationName for AddRejectIntent {
+    fn name(&self) -> &str {
+        "m0301_reservation_add_reject_intent"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for AddRejectIntent {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        // One column per statement: SQLite's ALTER TABLE adds only one at a time.
+        for column in [
+            timestamp_with_time_zone_null(Reservations::RejectRequestedAt),
+            string_len_null(Reservations::RejectManagerId, 64),
+            string_len_null(Reservations::RejectReason, 800),
+        ] {
+            let mut column = column;
+            manager
+                .alter_table(
+                    Table::alter()
+                        .table(Reservations::Table)
+                        .add_column(&mut column)
+                        .to_owned(),
+                )
+                .await?;
+        }
+        // The reconciler's search: pending rejections, oldest first.
+        manager
+            .create_index(
+                Index::create()
+                    .if_not_exists()
+                    .name("reservations_reject_requested_at")
+                    .table(Reservations::Table)
+                    .col(Reservations::RejectRequestedAt)
+                    .to_owned(),
+            )
+            .await
+    }
+}
+
 /// Errors of the store. Unexpected database failures stay `Db`.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -165,6 +219,15 @@ pub enum Applied {
     Updated(ReservationStatus),
     /// Nothing to do.
     Unchanged,
+}
+
+/// Where a reservation stands once a rejection has been recorded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Claimed {
+    /// Its rejection is pending (just recorded, or earlier): refund, then finish it.
+    Pending(Reservation, PendingRejection),
+    /// It is already REJECTED.
+    Rejected(Reservation),
 }
 
 /// Filters and cursor of one `ListReservations` page.
@@ -201,8 +264,35 @@ impl ReservationStore {
             .await
     }
 
-    /// Rejects a reservation (its payment already refunded); a REJECTED one is
-    /// returned unchanged.
+    /// Records a manager's rejection before its refund, in a short transaction under
+    /// the row lock and without an event, so that no confirmation can slip in between
+    /// the refund and [`ReservationStore::reject`], and a crash leaves a claim the
+    /// reconciler finishes. A claim already pending is returned as it is.
+    pub async fn claim_rejection(
+        &self,
+        reservation_id: Uuid,
+        manager_id: &ExternalId,
+        reason: &RejectReason,
+    ) -> Result<Claimed, StoreError> {
+        let txn = self.db.begin().await?;
+        let current = find(&txn, Key::Reservation(reservation_id), true)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        let claimed = match current.claim_rejection(manager_id, reason, now())? {
+            Claim::AlreadyRejected => Claimed::Rejected(current),
+            Claim::Pending(pending) => Claimed::Pending(current, pending),
+            Claim::Recorded(recorded, pending) => {
+                update(&txn, &current, &recorded).await?;
+                Claimed::Pending(recorded, pending)
+            }
+        };
+        txn.commit().await?;
+        Ok(claimed)
+    }
+
+    /// Rejects a reservation (its payment already refunded), with its pending
+    /// rejection's manager and reason when it has one; a REJECTED one is returned
+    /// unchanged.
     pub async fn reject(
         &self,
         reservation_id: Uuid,
@@ -211,6 +301,46 @@ impl ReservationStore {
     ) -> Result<Reservation, StoreError> {
         self.transition(reservation_id, |r| r.reject(manager_id, reason, now()))
             .await
+    }
+
+    /// Drops the pending rejection recorded at `requested_at` (its refund was refused
+    /// for good, so nothing was refunded); a no-op if that claim is gone.
+    pub async fn release_rejection(
+        &self,
+        reservation_id: Uuid,
+        requested_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let txn = self.db.begin().await?;
+        let current = find(&txn, Key::Reservation(reservation_id), true)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        if let Some(released) = current.release_rejection(requested_at) {
+            update(&txn, &current, &released).await?;
+        }
+        txn.commit().await?;
+        Ok(())
+    }
+
+    /// Up to `limit` reservations whose rejection has been pending since before
+    /// `cutoff`, oldest claim first.
+    pub async fn stale_rejections(
+        &self,
+        cutoff: DateTime<Utc>,
+        limit: u64,
+    ) -> Result<Vec<Reservation>, StoreError> {
+        // On SQLite the times are RFC 3339 text ending in `+00:00`; such text sorts in
+        // time order even when the fraction has a varying number of digits ('+' sorts
+        // before every digit), so `<` compares times on both backends.
+        entity::Entity::find()
+            .filter(entity::Column::Status.eq(status_str(ReservationStatus::Requested)))
+            .filter(entity::Column::RejectRequestedAt.lt(cutoff))
+            .order_by_asc(entity::Column::RejectRequestedAt)
+            .limit(limit)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(from_row)
+            .collect()
     }
 
     /// Applies a manager's action under a row lock: the state read is the state
@@ -231,7 +361,7 @@ impl ReservationStore {
                 Ok(current)
             }
             Transition::Changed(changed, event) => {
-                update(&txn, &changed, current.version).await?;
+                update(&txn, &current, &changed).await?;
                 outbox::enqueue(&txn, events::to_outbox(&event)).await?;
                 txn.commit().await?;
                 self.signal.wake();
@@ -300,10 +430,10 @@ pub async fn apply_event<C: ConnectionTrait>(
             }
             Change::Update(changed, announced) => {
                 // `apply` updates only a reservation it was given.
-                let expected_version = current.as_ref().map(|c| c.version).ok_or_else(|| {
+                let current = current.as_ref().ok_or_else(|| {
                     StoreError::Corrupt(format!("order {order_id}: update without a reservation"))
                 })?;
-                update(conn, &changed, expected_version).await?;
+                update(conn, current, &changed).await?;
                 if let Some(announced) = announced {
                     outbox::enqueue(conn, events::to_outbox(&announced)).await?;
                 }
@@ -317,16 +447,24 @@ pub async fn apply_event<C: ConnectionTrait>(
     )))
 }
 
-/// Writes `changed` over the row still at `expected_version`.
+/// Writes `changed` over the row only while it is still `current`: same version,
+/// status and pending rejection (a claim changes neither version nor status, so the
+/// claim is part of the condition).
 async fn update<C: ConnectionTrait>(
     conn: &C,
+    current: &Reservation,
     changed: &Reservation,
-    expected_version: i64,
 ) -> Result<(), StoreError> {
+    let claimed_at = current.rejecting.as_ref().map(|p| p.requested_at);
     let res = entity::Entity::update_many()
         .set(to_row(changed))
-        .filter(entity::Column::ReservationId.eq(changed.reservation_id.to_string()))
-        .filter(entity::Column::Version.eq(expected_version))
+        .filter(entity::Column::ReservationId.eq(current.reservation_id.to_string()))
+        .filter(entity::Column::Version.eq(current.version))
+        .filter(entity::Column::Status.eq(status_str(current.status)))
+        .filter(match claimed_at {
+            Some(at) => entity::Column::RejectRequestedAt.eq(at),
+            None => entity::Column::RejectRequestedAt.is_null(),
+        })
         .exec(conn)
         .await?;
     if res.rows_affected != 1 {
@@ -385,6 +523,9 @@ fn to_row(r: &Reservation) -> entity::ActiveModel {
         status: Set(status_str(r.status).to_owned()),
         manager_id: Set(r.manager_id.as_ref().map(ToString::to_string)),
         reason: Set(r.reason.clone()),
+        reject_requested_at: Set(r.rejecting.as_ref().map(|p| p.requested_at)),
+        reject_manager_id: Set(r.rejecting.as_ref().map(|p| p.manager_id.to_string())),
+        reject_reason: Set(r.rejecting.as_ref().map(|p| p.reason.as_ref().to_owned())),
         version: Set(r.version),
         created_at: Set(r.created_at),
         updated_at: Set(r.updated_at),
@@ -392,8 +533,9 @@ fn to_row(r: &Reservation) -> entity::ActiveModel {
 }
 
 /// Parses a row back into the domain; a row that does not parse is reported, not
-/// trusted. Besides each column, it checks the invariant the domain relies on: only
-/// a CANCELLED tombstone may lack its booking or payment.
+/// trusted. Besides each column, it checks the invariants the domain relies on: only
+/// a CANCELLED tombstone may lack its booking or payment, and only a REQUESTED
+/// reservation may have a pending rejection.
 fn from_row(m: entity::Model) -> Result<Reservation, StoreError> {
     let corrupt =
         |what: &str| StoreError::Corrupt(format!("reservation {}: {what}", m.reservation_id));
@@ -433,6 +575,25 @@ fn from_row(m: entity::Model) -> Result<Reservation, StoreError> {
         .map(ExternalId::try_from)
         .transpose()
         .map_err(|_| corrupt("manager_id"))?;
+    let rejecting = match (
+        &m.reject_requested_at,
+        &m.reject_manager_id,
+        &m.reject_reason,
+    ) {
+        (None, None, None) => None,
+        (Some(requested_at), Some(manager), Some(reason))
+            if status == ReservationStatus::Requested =>
+        {
+            Some(PendingRejection {
+                manager_id: ExternalId::try_from(manager.clone())
+                    .map_err(|_| corrupt("reject_manager_id"))?,
+                reason: RejectReason::try_from(reason.clone())
+                    .map_err(|_| corrupt("reject_reason"))?,
+                requested_at: *requested_at,
+            })
+        }
+        _ => return Err(corrupt("pending rejection columns")),
+    };
     Ok(Reservation {
         reservation_id: Uuid::parse_str(&m.reservation_id)
             .map_err(|_| corrupt("reservation_id"))?,
@@ -444,6 +605,7 @@ fn from_row(m: entity::Model) -> Result<Reservation, StoreError> {
         status,
         manager_id,
         reason: m.reason.clone(),
+        rejecting,
         version: m.version,
         created_at: m.created_at,
         updated_at: m.updated_at,

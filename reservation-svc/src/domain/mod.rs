@@ -6,6 +6,17 @@
 //! States: REQUESTED leads to CONFIRMED, REJECTED or CANCELLED; CONFIRMED can still
 //! become CANCELLED; REJECTED and CANCELLED are final.
 //!
+//! A rejection has to refund the payment before it may announce `reservation.rejected`,
+//! and the refund is a call to another service that can fail, time out or be cut
+//! short by a crash. So it is taken in three steps: the manager's rejection is first
+//! recorded on the REQUESTED reservation as a [`PendingRejection`] (a durable claim,
+//! announced to no one), then the payment is refunded, then the reservation becomes
+//! REJECTED. While the claim stands the reservation cannot be confirmed, and whoever
+//! finds it (a repeated reject, the reconciler) finishes it with the recorded manager
+//! and reason. A cancellation of the order still wins over the claim: the order's
+//! payment is refunded by order-svc either way, and the reservation ends CANCELLED
+//! with its one `reservation.cancelled`.
+//!
 //! There is one reservation per order, whatever order the upstream events arrive in.
 //! `payment.approved` and `order.cancelled` come from different services, so a
 //! cancellation can overtake the approval it follows. It then leaves a *tombstone*:
@@ -71,10 +82,23 @@ pub struct Reservation {
     pub manager_id: Option<ExternalId>,
     /// The manager's reason when REJECTED, the customer's when CANCELLED.
     pub reason: Option<String>,
+    /// A rejection recorded but not finished (refund not yet confirmed); only ever on
+    /// a REQUESTED reservation. Not a change of state: no event, no new version.
+    pub rejecting: Option<PendingRejection>,
     /// Starts at 1, +1 per announced change; the events' `aggregate_version`.
     pub version: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// A manager's rejection recorded before its refund, so that it survives a failed
+/// call or a crash and is finished with exactly this manager and reason.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PendingRejection {
+    pub manager_id: ExternalId,
+    pub reason: RejectReason,
+    /// When it was recorded: the reconciler finishes claims older than its grace.
+    pub requested_at: DateTime<Utc>,
 }
 
 /// What a `payment.approved` event tells about an order.
@@ -203,6 +227,7 @@ impl Reservation {
             status: ReservationStatus::Requested,
             manager_id: None,
             reason: None,
+            rejecting: None,
             version: 1,
             created_at: now,
             updated_at: now,
@@ -230,6 +255,7 @@ impl Reservation {
             status: ReservationStatus::Cancelled,
             manager_id: None,
             reason: cancellation.reason.clone(),
+            rejecting: None,
             version: 1,
             created_at: now,
             updated_at: now,
@@ -251,6 +277,10 @@ impl Reservation {
     }
 
     /// Cancels a REQUESTED or CONFIRMED reservation; `None` when it is already final.
+    /// A pending rejection is dropped: the order's cancellation refunded the payment
+    /// (order-svc refunds before it announces), so the one refund has happened and
+    /// the one terminal event is `reservation.cancelled`; the rejection's own refund,
+    /// if it also ran, was the same idempotent refund.
     fn cancel(
         &self,
         cancellation: &Cancellation,
@@ -262,6 +292,7 @@ impl Reservation {
                 let cancelled = Reservation {
                     status: ReservationStatus::Cancelled,
                     reason: cancellation.reason.clone(),
+                    rejecting: None,
                     version: self.version + 1,
                     updated_at: now,
                     ..self.clone()
@@ -276,7 +307,8 @@ impl Reservation {
 
     /// Confirms a REQUESTED reservation (the caller has checked its payment with
     /// [`require_approved`]). A CONFIRMED one is returned as it is, keeping the
-    /// manager who confirmed it first.
+    /// manager who confirmed it first. One with a pending rejection is refused: its
+    /// refund may already have happened.
     pub fn confirm(
         &self,
         manager_id: &ExternalId,
@@ -284,10 +316,11 @@ impl Reservation {
     ) -> Result<Transition, Refused> {
         match self.status {
             ReservationStatus::Confirmed => Ok(Transition::AlreadyDone),
-            ReservationStatus::Rejected | ReservationStatus::Cancelled => Err(Refused {
+            ReservationStatus::Rejected | ReservationStatus::Cancelled => Err(Refused::InState {
                 status: self.status,
                 action: "confirmed",
             }),
+            ReservationStatus::Requested if self.rejecting.is_some() => Err(Refused::BeingRejected),
             ReservationStatus::Requested => {
                 let confirmed = Reservation {
                     status: ReservationStatus::Confirmed,
@@ -305,8 +338,43 @@ impl Reservation {
         }
     }
 
+    /// Records a manager's rejection of a REQUESTED reservation before its refund
+    /// (see the module doc). Nothing is announced and the version stays: the claim
+    /// only blocks confirmation until [`Reservation::reject`] finishes it.
+    pub fn claim_rejection(
+        &self,
+        manager_id: &ExternalId,
+        reason: &RejectReason,
+        now: DateTime<Utc>,
+    ) -> Result<Claim, Refused> {
+        match self.status {
+            ReservationStatus::Rejected => Ok(Claim::AlreadyRejected),
+            ReservationStatus::Confirmed | ReservationStatus::Cancelled => Err(Refused::InState {
+                status: self.status,
+                action: "rejected",
+            }),
+            ReservationStatus::Requested => match &self.rejecting {
+                Some(pending) => Ok(Claim::Pending(pending.clone())),
+                None => {
+                    let pending = PendingRejection {
+                        manager_id: manager_id.clone(),
+                        reason: reason.clone(),
+                        requested_at: now,
+                    };
+                    let claimed = Reservation {
+                        rejecting: Some(pending.clone()),
+                        ..self.clone()
+                    };
+                    Ok(Claim::Recorded(claimed, pending))
+                }
+            },
+        }
+    }
+
     /// Rejects a REQUESTED reservation (the caller has refunded its payment). A
-    /// REJECTED one is returned as it is, keeping the first manager and reason.
+    /// pending rejection's manager and reason win over the ones given: they are what
+    /// was refunded first. A REJECTED one is returned as it is, keeping the first
+    /// manager and reason.
     pub fn reject(
         &self,
         manager_id: &ExternalId,
@@ -315,15 +383,20 @@ impl Reservation {
     ) -> Result<Transition, Refused> {
         match self.status {
             ReservationStatus::Rejected => Ok(Transition::AlreadyDone),
-            ReservationStatus::Confirmed | ReservationStatus::Cancelled => Err(Refused {
+            ReservationStatus::Confirmed | ReservationStatus::Cancelled => Err(Refused::InState {
                 status: self.status,
                 action: "rejected",
             }),
             ReservationStatus::Requested => {
+                let (manager_id, reason) = match &self.rejecting {
+                    Some(p) => (&p.manager_id, &p.reason),
+                    None => (manager_id, reason),
+                };
                 let rejected = Reservation {
                     status: ReservationStatus::Rejected,
                     manager_id: Some(manager_id.clone()),
                     reason: Some(reason.as_ref().to_owned()),
+                    rejecting: None,
                     version: self.version + 1,
                     updated_at: now,
                     ..self.clone()
@@ -337,6 +410,41 @@ impl Reservation {
             }
         }
     }
+
+    /// Drops the pending rejection recorded at `requested_at`, once payment-svc has
+    /// refused its refund for good (the payment is unknown or cannot be refunded), so
+    /// nothing was refunded and the reservation is simply REQUESTED again. `None`
+    /// when that claim is no longer there (finished, cancelled, or another claim).
+    pub fn release_rejection(&self, requested_at: DateTime<Utc>) -> Option<Reservation> {
+        match &self.rejecting {
+            Some(p)
+                if self.status == ReservationStatus::Requested
+                    && p.requested_at == requested_at =>
+            {
+                Some(Reservation {
+                    rejecting: None,
+                    ..self.clone()
+                })
+            }
+            _ => None,
+        }
+    }
+}
+
+/// What recording a rejection found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "built once per call and consumed at once; boxing buys nothing"
+)]
+pub enum Claim {
+    /// The claim is new: store this reservation (no event), then refund.
+    Recorded(Reservation, PendingRejection),
+    /// A rejection is already pending (perhaps another manager's): refund and finish
+    /// it as recorded.
+    Pending(PendingRejection),
+    /// The reservation is already REJECTED: nothing to do.
+    AlreadyRejected,
 }
 
 /// The result of a manager's action that is allowed.
@@ -354,10 +462,14 @@ pub enum Transition {
 
 /// A manager's action the reservation's state does not allow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("the reservation is {status}, so it cannot be {action}")]
-pub struct Refused {
-    pub status: ReservationStatus,
-    pub action: &'static str,
+pub enum Refused {
+    #[error("the reservation is {status}, so it cannot be {action}")]
+    InState {
+        status: ReservationStatus,
+        action: &'static str,
+    },
+    #[error("the reservation is being rejected, so it cannot be confirmed")]
+    BeingRejected,
 }
 
 /// Where the order's payment stands, as PaymentService reports it.
@@ -615,7 +727,7 @@ mod tests {
         for status in [ReservationStatus::Rejected, ReservationStatus::Cancelled] {
             assert_eq!(
                 in_status(status).confirm(&id("mgr-1"), Utc::now()),
-                Err(Refused {
+                Err(Refused::InState {
                     status,
                     action: "confirmed"
                 }),
@@ -650,13 +762,142 @@ mod tests {
         for status in [ReservationStatus::Confirmed, ReservationStatus::Cancelled] {
             assert_eq!(
                 in_status(status).reject(&id("mgr-1"), &reason("no"), Utc::now()),
-                Err(Refused {
+                Err(Refused::InState {
                     status,
                     action: "rejected"
                 }),
                 "{status}"
             );
         }
+    }
+
+    /// A REQUESTED reservation with mgr-1's rejection recorded.
+    fn being_rejected() -> Reservation {
+        let Ok(Claim::Recorded(r, _)) =
+            requested().claim_rejection(&id("mgr-1"), &reason("double booked"), Utc::now())
+        else {
+            panic!("expected a new claim");
+        };
+        r
+    }
+
+    #[test]
+    fn claiming_a_rejection_records_it_silently_without_a_new_version() {
+        let r = requested();
+        let at = Utc::now();
+        let Ok(Claim::Recorded(claimed, pending)) =
+            r.claim_rejection(&id("mgr-1"), &reason("double booked"), at)
+        else {
+            panic!("expected a new claim");
+        };
+        assert_eq!(claimed.status, ReservationStatus::Requested);
+        assert_eq!(
+            pending,
+            PendingRejection {
+                manager_id: id("mgr-1"),
+                reason: reason("double booked"),
+                requested_at: at,
+            }
+        );
+        assert_eq!(claimed.rejecting, Some(pending));
+        assert_eq!(
+            (claimed.version, claimed.updated_at),
+            (r.version, r.updated_at)
+        );
+        assert_eq!((claimed.manager_id, claimed.reason), (None, None));
+    }
+
+    #[test]
+    fn claiming_again_continues_the_first_claim() {
+        let r = being_rejected();
+        assert_eq!(
+            r.claim_rejection(&id("mgr-2"), &reason("other"), Utc::now()),
+            Ok(Claim::Pending(r.rejecting.clone().unwrap()))
+        );
+    }
+
+    #[test]
+    fn claiming_is_refused_for_a_confirmed_or_cancelled_reservation_and_done_when_rejected() {
+        for status in [ReservationStatus::Confirmed, ReservationStatus::Cancelled] {
+            assert_eq!(
+                in_status(status).claim_rejection(&id("mgr-1"), &reason("no"), Utc::now()),
+                Err(Refused::InState {
+                    status,
+                    action: "rejected"
+                }),
+                "{status}"
+            );
+        }
+        assert_eq!(
+            in_status(ReservationStatus::Rejected).claim_rejection(
+                &id("mgr-1"),
+                &reason("no"),
+                Utc::now()
+            ),
+            Ok(Claim::AlreadyRejected)
+        );
+    }
+
+    #[test]
+    fn confirm_is_refused_while_a_rejection_is_pending() {
+        assert_eq!(
+            being_rejected().confirm(&id("mgr-2"), Utc::now()),
+            Err(Refused::BeingRejected)
+        );
+    }
+
+    #[test]
+    fn reject_finishes_a_pending_rejection_with_its_recorded_manager_and_reason() {
+        let r = being_rejected();
+        let Ok(Transition::Changed(rejected, e)) =
+            r.reject(&id("mgr-2"), &reason("other"), Utc::now())
+        else {
+            panic!("expected a rejection");
+        };
+        assert_eq!(rejected.status, ReservationStatus::Rejected);
+        assert_eq!(rejected.manager_id, Some(id("mgr-1")));
+        assert_eq!(rejected.reason.as_deref(), Some("double booked"));
+        assert_eq!(rejected.rejecting, None);
+        assert_eq!(rejected.version, r.version + 1);
+        assert!(matches!(
+            e,
+            ReservationEvent::Rejected { ref manager_id, ref reason, .. }
+                if *manager_id == id("mgr-1") && reason.as_ref() == "double booked"
+        ));
+    }
+
+    #[test]
+    fn a_cancellation_cancels_a_reservation_being_rejected_and_drops_the_claim() {
+        let r = being_rejected();
+        let Change::Update(cancelled, Some(ReservationEvent::Cancelled { .. })) = apply(
+            Some(&r),
+            &OrderEvent::Cancelled(cancellation(r.order_id)),
+            Uuid::now_v7(),
+            Utc::now(),
+        ) else {
+            panic!("expected an announced cancellation");
+        };
+        assert_eq!(cancelled.status, ReservationStatus::Cancelled);
+        assert_eq!(cancelled.rejecting, None);
+        assert_eq!(cancelled.version, r.version + 1);
+    }
+
+    #[test]
+    fn releasing_drops_only_the_same_pending_claim() {
+        let r = being_rejected();
+        let at = r.rejecting.as_ref().unwrap().requested_at;
+        assert_eq!(
+            r.release_rejection(at),
+            Some(Reservation {
+                rejecting: None,
+                ..r.clone()
+            })
+        );
+        assert_eq!(
+            r.release_rejection(at + chrono::Duration::microseconds(1)),
+            None
+        );
+        assert_eq!(requested().release_rejection(at), None);
     }
 
     #[test]

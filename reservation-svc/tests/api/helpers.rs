@@ -14,7 +14,8 @@ use talentshare_proto::events::{
     EventEnvelope, OrderCancelled, PaymentApproved, event_envelope::Payload,
 };
 use talentshare_proto::payment::{
-    BookingDetails, PayRequest, Payment, payment_service_client::PaymentServiceClient,
+    BookingDetails, GetPaymentRequest, PayRequest, Payment, PaymentStatus,
+    get_payment_request::Lookup, payment_service_client::PaymentServiceClient,
 };
 use talentshare_proto::reservation::{
     GetReservationRequest, Reservation, reservation_service_client::ReservationServiceClient,
@@ -26,7 +27,10 @@ use tonic_health::pb::health_check_response::ServingStatus;
 
 pub use testkit::wait_until;
 
-use reservation_svc::store::entity;
+use platform::outbox::OutboxSignal;
+use platform::values::ExternalId;
+use reservation_svc::domain::RejectReason;
+use reservation_svc::store::{Claimed, ReservationStore, entity};
 
 /// Generates a `sqlite` and a `postgres` test for each listed `async fn(Backend)`.
 #[macro_export]
@@ -67,15 +71,17 @@ pub struct TestApp {
     running: Option<RunningService>,
 }
 
-/// Settings as the binary would parse them, with the test's overrides.
+/// Settings as the binary would parse them, with the test's overrides and `extra`
+/// flags.
 pub fn settings(
     database_url: &str,
     exchange: &str,
     payment_url: &str,
     payment_timeout: &str,
+    extra: &[&str],
 ) -> reservation_svc::Settings {
     platform::telemetry::init_for_tests();
-    reservation_svc::Settings::try_parse_from([
+    let base = [
         "reservation-svc",
         "--grpc-addr",
         "127.0.0.1:0",
@@ -93,8 +99,9 @@ pub fn settings(
         payment_url,
         "--payment-timeout",
         payment_timeout,
-    ])
-    .expect("test settings parse")
+    ];
+    reservation_svc::Settings::try_parse_from(base.iter().chain(extra))
+        .expect("test settings parse")
 }
 
 /// A ready reservation-svc calling a ready payment-svc, both on fresh databases of
@@ -103,7 +110,31 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
     let broker = TestBroker::create().await;
     let payment = spawn_payment(backend, broker.exchange()).await;
     let url = format!("http://{}", payment.running.local_addr);
-    spawn_with(backend, broker, Some(payment), &url, "3s").await
+    spawn_with(backend, broker, Some(payment), &url, "3s", &[]).await
+}
+
+/// Like [`spawn_app`], with the rejection reconciler finishing claims older than
+/// `after` every `interval`. The grace must exceed the Refund deadline, so that one
+/// is `payment_timeout`.
+pub async fn spawn_app_reconciling(
+    backend: Backend,
+    after: &str,
+    interval: &str,
+    payment_timeout: &str,
+) -> TestApp {
+    let broker = TestBroker::create().await;
+    let payment = spawn_payment(backend, broker.exchange()).await;
+    let url = format!("http://{}", payment.running.local_addr);
+    let extra = ["--reconcile-after", after, "--reconcile-interval", interval];
+    spawn_with(
+        backend,
+        broker,
+        Some(payment),
+        &url,
+        payment_timeout,
+        &extra,
+    )
+    .await
 }
 
 /// A ready reservation-svc whose `PAYMENT_URL` is `payment_url`, with no payment-svc
@@ -114,7 +145,7 @@ pub async fn spawn_app_without_payment(
     payment_timeout: &str,
 ) -> TestApp {
     let broker = TestBroker::create().await;
-    spawn_with(backend, broker, None, payment_url, payment_timeout).await
+    spawn_with(backend, broker, None, payment_url, payment_timeout, &[]).await
 }
 
 async fn spawn_payment(backend: Backend, exchange: &str) -> PaymentApp {
@@ -155,9 +186,16 @@ async fn spawn_with(
     payment: Option<PaymentApp>,
     payment_url: &str,
     payment_timeout: &str,
+    extra: &[&str],
 ) -> TestApp {
     let db = TestDatabase::create(backend).await;
-    let s = settings(db.url(), broker.exchange(), payment_url, payment_timeout);
+    let s = settings(
+        db.url(),
+        broker.exchange(),
+        payment_url,
+        payment_timeout,
+        extra,
+    );
     let shutdown = CancellationToken::new();
     let running = reservation_svc::start(s, shutdown.clone())
         .await
@@ -448,6 +486,41 @@ impl TestApp {
             .expect("read reservations");
         let _ = conn.close().await;
         rows
+    }
+
+    /// Records `manager_id`'s rejection of the reservation and goes no further, as a
+    /// RejectReservation stopped (crashed, cut off) before its refund would.
+    pub async fn claim_rejection(&self, reservation_id: &str, manager_id: &str, reason: &str) {
+        let conn = self.db().await;
+        let store = ReservationStore::new(conn.clone(), OutboxSignal::new());
+        let claimed = store
+            .claim_rejection(
+                uuid::Uuid::parse_str(reservation_id).expect("a reservation id"),
+                &ExternalId::try_from(manager_id.to_owned()).expect("a manager id"),
+                &RejectReason::try_from(reason.to_owned()).expect("a reason"),
+            )
+            .await
+            .expect("record the rejection");
+        assert!(
+            matches!(claimed, Claimed::Pending(..)),
+            "a pending rejection: {claimed:?}"
+        );
+        let _ = conn.close().await;
+    }
+
+    /// The payment's status and refund reason, as payment-svc reports them.
+    pub async fn payment_status(&self, payment_id: &str) -> (PaymentStatus, String) {
+        let p = self
+            .payments()
+            .get_payment(GetPaymentRequest {
+                lookup: Some(Lookup::PaymentId(payment_id.to_owned())),
+            })
+            .await
+            .expect("get payment")
+            .into_inner()
+            .payment
+            .expect("a payment");
+        (p.status(), p.refund_reason)
     }
 
     /// Rows still waiting in the outbox.

@@ -8,6 +8,7 @@ mod cancel;
 mod confirm;
 mod lifecycle;
 mod payment_down;
+mod pending_rejection;
 mod queries;
 mod reject;
 mod requested;

@@ -1,5 +1,6 @@
 //! payment-svc unreachable or silent: the service stays ready and readable,
-//! Confirm and Reject fail with a retryable code, and nothing changes.
+//! Confirm and Reject fail with a retryable code, and nothing visible changes; the
+//! rejection stays recorded, so the reservation can no longer be confirmed.
 
 use talentshare_proto::reservation::ListReservationsRequest;
 use tonic::Code;
@@ -26,8 +27,21 @@ async fn manager_actions_fail_with(app: &TestApp, code: Code) {
     let rejected = reject(app, &before.reservation_id, "mgr-1", "fully booked").await;
 
     assert_eq!(confirmed.map_err(|s| s.code()), Err(code), "confirm");
-    assert_eq!(rejected.map_err(|s| s.code()), Err(code), "reject");
+    let rejected = rejected.unwrap_err();
+    assert_eq!(rejected.code(), code, "reject: {rejected:?}");
+    assert!(
+        rejected.message().contains("rejection is recorded"),
+        "{rejected:?}"
+    );
     assert_eq!(app.get(&before.reservation_id).await, before, "unchanged");
+    let refused = confirm(app, &before.reservation_id, "mgr-1")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.code(),
+        Code::FailedPrecondition,
+        "confirm after a pending reject: {refused:?}"
+    );
     assert!(
         app.reservation_events().await.is_empty(),
         "nothing announced"

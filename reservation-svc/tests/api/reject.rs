@@ -3,9 +3,7 @@
 //! cancelled.
 
 use talentshare_proto::events::event_envelope::Payload;
-use talentshare_proto::payment::{
-    GetPaymentRequest, PaymentStatus, RefundRequest, get_payment_request::Lookup,
-};
+use talentshare_proto::payment::{PaymentStatus, RefundRequest};
 use talentshare_proto::reservation::{RejectReservationRequest, Reservation, ReservationStatus};
 use tonic::Code;
 
@@ -38,17 +36,7 @@ pub async fn reject(
 }
 
 async fn payment_status(app: &TestApp, payment_id: &str) -> (PaymentStatus, String) {
-    let p = app
-        .payments()
-        .get_payment(GetPaymentRequest {
-            lookup: Some(Lookup::PaymentId(payment_id.to_owned())),
-        })
-        .await
-        .expect("get payment")
-        .into_inner()
-        .payment
-        .expect("a payment");
-    (p.status(), p.refund_reason)
+    app.payment_status(payment_id).await
 }
 
 async fn reject_reservation_refunds_the_payment_and_announces_the_rejection_once(backend: Backend) {

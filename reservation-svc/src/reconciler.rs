@@ -1,0 +1,107 @@
+//! The rejection reconciler: a background task that finishes rejections left
+//! pending because payment-svc was away, its answer was lost, or the process stopped
+//! between recording a rejection and storing it REJECTED.
+//!
+//! Every `RECONCILE_INTERVAL` it takes the REQUESTED reservations whose rejection was
+//! recorded more than `RECONCILE_AFTER` ago and finishes each one as
+//! `RejectReservation` would: Refund again (payment-svc refunds once however often it
+//! is asked), then REJECTED and `reservation.rejected` with the recorded manager and
+//! reason. The grace is longer than the Refund deadline, so the reconciler does not
+//! step in while the manager's own call may still be at work. While payment-svc is
+//! unreachable it leaves the rest of the round for the next one.
+//!
+//! Safe with several replicas and alongside a retried RejectReservation: each step
+//! is a conditional change under the row lock (see [`crate::store`]), so two finishing
+//! one rejection make one transition and one event.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use clap::Args;
+use platform::BackgroundTask;
+use platform::settings::parse_duration;
+use tokio_util::sync::CancellationToken;
+
+use crate::payment::PaymentError;
+use crate::rejection::{RejectError, Rejections};
+use crate::store::StoreError;
+
+/// Most rejections finished in one round; the rest wait for the next.
+const BATCH: u64 = 100;
+
+/// When the reconciler runs.
+#[derive(Args, Clone, Debug)]
+pub struct ReconcileSettings {
+    /// How often the reconciler looks for rejections left pending.
+    #[arg(long, env = "RECONCILE_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub reconcile_interval: Duration,
+    /// How long a rejection must have been pending before the reconciler finishes
+    /// it. Must exceed PAYMENT_TIMEOUT.
+    #[arg(long, env = "RECONCILE_AFTER", default_value = "30s", value_parser = parse_duration)]
+    pub reconcile_after: Duration,
+}
+
+/// The reconciler as a task the host starts once ready and stops at shutdown.
+pub fn task(rejections: Rejections, settings: ReconcileSettings) -> BackgroundTask {
+    BackgroundTask::new("rejection reconciler", move |stop| async move {
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(settings.reconcile_interval) => {}
+            }
+            match run_once(&rejections, settings.reconcile_after, &stop).await {
+                Ok(0) => {}
+                Ok(finished) => tracing::info!(finished, "reconciled pending rejections"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "reconciliation round stopped; next round retries")
+                }
+            }
+        }
+    })
+}
+
+/// One round; returns how many pending rejections ended REJECTED.
+///
+/// # Errors
+///
+/// The store failed, or payment-svc is away (the round stops early then, since
+/// every other refund would fail the same way).
+pub async fn run_once(
+    rejections: &Rejections,
+    after: Duration,
+    stop: &CancellationToken,
+) -> Result<usize, RejectError> {
+    // The grace is validated at start to be a few seconds or minutes, far inside
+    // chrono's range; saturate rather than fail if someone sets something absurd.
+    let grace = chrono::Duration::from_std(after).unwrap_or(chrono::Duration::MAX);
+    let cutoff = Utc::now()
+        .checked_sub_signed(grace)
+        .unwrap_or(chrono::DateTime::<Utc>::MIN_UTC);
+    let mut finished = 0;
+    for reservation in rejections.stale(cutoff, BATCH).await? {
+        if stop.is_cancelled() {
+            break;
+        }
+        // `stale` returns only reservations with a pending rejection.
+        let Some(pending) = reservation.rejecting.clone() else {
+            continue;
+        };
+        let id = reservation.reservation_id;
+        match rejections.finish(&reservation, &pending).await {
+            Ok(r) => {
+                tracing::info!(reservation_id = %id, status = %r.status, "pending rejection finished");
+                finished += 1;
+            }
+            Err(RejectError::RefundPending(
+                e @ (PaymentError::Unavailable(_) | PaymentError::DeadlineExceeded(_)),
+            )) => return Err(RejectError::RefundPending(e)),
+            Err(RejectError::Store(StoreError::Db(e))) if platform::status::is_unavailable(&e) => {
+                return Err(RejectError::Store(StoreError::Db(e)));
+            }
+            Err(e) => {
+                tracing::warn!(reservation_id = %id, error = %e, "cannot finish pending rejection");
+            }
+        }
+    }
+    Ok(finished)
+}
