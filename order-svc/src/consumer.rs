@@ -6,7 +6,10 @@
 //! order already REJECTED or CANCELLED is left as it is (either way its payment was
 //! refunded), and a rejection that overtakes order-svc's own record of the payment
 //! ends a PENDING_PAYMENT order directly; the late approval then finds the order
-//! decided and changes nothing.
+//! decided and changes nothing. A rejection of a PAID order whose cancellation was
+//! requested but not finished ends it REJECTED all the same (the payment is refunded
+//! either way); the unfinished cancellation then finds it no longer PAID and changes
+//! nothing.
 
 use platform::consumer::{EventHandler, HandlerError};
 use sea_orm::DatabaseTransaction;

@@ -9,7 +9,8 @@
 //! - [`payment`]: the client side of payment-svc (deadline, error classes);
 //! - [`grpc`]: the gRPC adapter and the error-to-status `match`;
 //! - [`consumer`]: the `reservation.rejected` event handler;
-//! - [`reconciler`]: the background task that settles orders left PENDING_PAYMENT;
+//! - [`reconciler`]: the background task that settles orders left PENDING_PAYMENT
+//!   and finishes cancellations interrupted after their refund;
 //! - [`events`]: domain events to `talentshare.events.v1` payloads.
 //!
 //! [`start`] runs the service from [`Settings`]; the binary, `talentshare` and the

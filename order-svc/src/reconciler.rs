@@ -1,13 +1,21 @@
 //! The payment reconciler: a background task that settles orders left
 //! PENDING_PAYMENT, because payment-svc was away, its answer was lost, or the
-//! process stopped between Pay and recording the answer.
+//! process stopped between Pay and recording the answer; and finishes cancellations
+//! left PAID, because the process stopped (or the database failed) between Refund
+//! and recording CANCELLED.
 //!
 //! Every `RECONCILE_INTERVAL` it takes the PENDING_PAYMENT orders whose latest Pay
 //! attempt is older than `RECONCILE_AFTER` and asks payment-svc (`GetPayment` by
 //! order id) what became of them: APPROVED → PAID, DECLINED → PAYMENT_DECLINED,
 //! REFUNDED → CANCELLED (refunded), none → CANCELLED ("payment not completed"). The
-//! grace is longer than the Pay deadline, so "none" means no Pay is in flight. While
-//! payment-svc is unreachable it leaves the rest of the round for the next one.
+//! grace is longer than the Pay deadline, so "none" means no Pay is in flight.
+//!
+//! Then it takes the PAID orders whose cancellation was requested more than
+//! `RECONCILE_AFTER` ago, refunds their payment again (Refund is idempotent per
+//! payment id, so an already refunded payment just answers REFUNDED) and records them
+//! CANCELLED with the requested reason. An order REJECTED meanwhile is no longer PAID
+//! and is left alone: reservation-svc refunded it. While payment-svc is unreachable
+//! the reconciler leaves the rest of the round for the next one.
 //!
 //! Safe with several replicas: every outcome is a conditional change of the order
 //! (see [`crate::store`]), so two replicas settling one order make one transition
@@ -29,11 +37,13 @@ const BATCH: u64 = 100;
 /// When the reconciler runs.
 #[derive(Args, Clone, Debug)]
 pub struct ReconcileSettings {
-    /// How often the reconciler looks for orders left PENDING_PAYMENT.
+    /// How often the reconciler looks for orders left PENDING_PAYMENT and for
+    /// cancellations left unfinished.
     #[arg(long, env = "RECONCILE_INTERVAL", default_value = "5s", value_parser = parse_duration)]
     pub reconcile_interval: Duration,
     /// How old an order's latest Pay attempt must be before the reconciler (or a
-    /// CancelOrder) settles it without waiting. Must exceed PAYMENT_TIMEOUT.
+    /// CancelOrder) settles it without waiting, and how old a cancellation request
+    /// must be before the reconciler finishes it. Must exceed PAYMENT_TIMEOUT.
     #[arg(long, env = "RECONCILE_AFTER", default_value = "30s", value_parser = parse_duration)]
     pub reconcile_after: Duration,
 }
@@ -48,7 +58,7 @@ pub fn task(orders: Orders, interval: Duration) -> BackgroundTask {
             }
             match run_once(&orders, &stop).await {
                 Ok(0) => {}
-                Ok(settled) => tracing::info!(settled, "reconciled pending orders"),
+                Ok(settled) => tracing::info!(settled, "reconciled orders"),
                 Err(e) => {
                     tracing::warn!(error = %e, "reconciliation round stopped; next round retries")
                 }
@@ -57,13 +67,17 @@ pub fn task(orders: Orders, interval: Duration) -> BackgroundTask {
     })
 }
 
-/// One round; returns how many orders left PENDING_PAYMENT.
+/// One round; returns how many orders left PENDING_PAYMENT or were cancelled.
 ///
 /// # Errors
 ///
 /// The store failed, or payment-svc is away (the round stops early then, since
 /// every other order would fail the same way).
 pub async fn run_once(orders: &Orders, stop: &CancellationToken) -> Result<usize, OrderError> {
+    Ok(settle_pending(orders, stop).await? + finish_cancellations(orders, stop).await?)
+}
+
+async fn settle_pending(orders: &Orders, stop: &CancellationToken) -> Result<usize, OrderError> {
     let mut settled = 0;
     for order in orders.stale_pending(BATCH).await? {
         if stop.is_cancelled() {
@@ -85,4 +99,32 @@ pub async fn run_once(orders: &Orders, stop: &CancellationToken) -> Result<usize
         }
     }
     Ok(settled)
+}
+
+async fn finish_cancellations(
+    orders: &Orders,
+    stop: &CancellationToken,
+) -> Result<usize, OrderError> {
+    let mut finished = 0;
+    for order in orders.stalled_cancellations(BATCH).await? {
+        if stop.is_cancelled() {
+            break;
+        }
+        match orders.finish_cancellation(&order).await {
+            Ok(o) if o.status == OrderStatus::Cancelled => {
+                tracing::info!(order_id = %o.order_id, "interrupted cancellation finished");
+                finished += 1;
+            }
+            // Ended another way since it was read (REJECTED); nothing left to do.
+            Ok(o) => {
+                tracing::info!(order_id = %o.order_id, status = ?o.status,
+                    "order with a pending cancellation ended otherwise");
+            }
+            Err(OrderError::Payment(e)) if e.is_outage() => return Err(e.into()),
+            Err(e) => {
+                tracing::warn!(order_id = %order.order_id, error = %e, "cannot finish cancellation");
+            }
+        }
+    }
+    Ok(finished)
 }

@@ -9,6 +9,13 @@
 //! PlaceOrder, a CancelOrder or the reconciler asks payment-svc what happened. So an
 //! order is PAID only after an APPROVED answer, and an approved payment never stays
 //! without its PAID (or cancelled and refunded) order.
+//!
+//! Cancelling a PAID order follows the same rule the other way round: the customer's
+//! request is stored first (its own short transaction, no event), then payment-svc
+//! refunds the payment, then the order becomes CANCELLED. Should the last step never
+//! happen, the order stays PAID with its request recorded until a repeated
+//! CancelOrder or the reconciler finishes it (Refund is idempotent per payment id),
+//! so a refunded payment never stays behind a PAID order.
 
 use std::time::Duration;
 
@@ -97,14 +104,17 @@ impl Orders {
 
     /// Cancels an order on the customer's behalf, refunding its payment first. A
     /// PENDING_PAYMENT order is settled with payment-svc first, as the reconciler
-    /// would. Cancelling a CANCELLED order returns it unchanged.
+    /// would. A PAID order's request is recorded before the refund, so a repeat (or
+    /// the reconciler) finishes a cancellation interrupted after its refund, with the
+    /// first request's reason. Cancelling a CANCELLED order returns it unchanged.
     ///
     /// # Errors
     ///
     /// - [`OrderError::FailedPrecondition`]: the order ended another way, or its
     ///   payment may still be in flight (retry shortly).
     /// - [`OrderError::Payment`]: the refund (or the payment lookup) could not be
-    ///   made; the order is unchanged.
+    ///   made; the order stays PAID with its cancellation requested, which a retry
+    ///   or the reconciler finishes.
     pub async fn cancel(
         &self,
         order_id: Uuid,
@@ -113,6 +123,10 @@ impl Orders {
         let mut order = self.store.get(order_id).await?;
         if order.status == OrderStatus::PendingPayment {
             order = self.resolve_pending(&order, reason.clone()).await?;
+        }
+        if order.status == OrderStatus::Paid {
+            let requested = self.store.request_cancellation(order_id, reason).await?;
+            order = self.finish_cancellation(&requested).await?;
         }
         match order.status {
             OrderStatus::Cancelled => Ok(order),
@@ -124,17 +138,39 @@ impl Orders {
                     "the order is {status}; it has ended and holds no money"
                 )))
             }
-            OrderStatus::Paid => {
-                let payment_id = order.payment_id.ok_or_else(|| {
-                    StoreError::Corrupt(format!("order {order_id} is paid without a payment"))
-                })?;
-                self.payments.refund(payment_id, reason.as_deref()).await?;
-                Ok(self
-                    .store
-                    .change(order_id, |o, now| o.cancel(reason, Some(payment_id), now))
-                    .await?)
-            }
+            // `finish_cancellation` ends every PAID order with a request; one without
+            // would be a bug, reported rather than refunded on a guess.
+            OrderStatus::Paid => Err(StoreError::Corrupt(format!(
+                "order {order_id} stayed paid after its cancellation"
+            ))
+            .into()),
         }
+    }
+
+    /// Finishes the cancellation requested for a PAID order: refunds its payment
+    /// (again, if the request's own attempt got that far: Refund is idempotent per
+    /// payment id) and records it CANCELLED with the request's reason. An order that
+    /// is not PAID or has no request is returned as it stands, as is one that ended
+    /// another way meanwhile (REJECTED: reservation-svc refunded the same payment).
+    pub async fn finish_cancellation(&self, order: &Order) -> Result<Order, OrderError> {
+        let (OrderStatus::Paid, Some(request)) = (order.status, &order.cancel_request) else {
+            return Ok(order.clone());
+        };
+        let payment_id = order.payment_id.ok_or_else(|| {
+            StoreError::Corrupt(format!(
+                "order {} is paid without a payment",
+                order.order_id
+            ))
+        })?;
+        self.payments
+            .refund(payment_id, request.reason.as_deref())
+            .await?;
+        Ok(self
+            .store
+            .change(order.order_id, |o, now| {
+                o.finish_cancellation(payment_id, now)
+            })
+            .await?)
     }
 
     /// Settles a PENDING_PAYMENT order with what payment-svc knows of it: its
@@ -171,6 +207,15 @@ impl Orders {
     pub async fn stale_pending(&self, limit: u64) -> Result<Vec<Order>, OrderError> {
         let cutoff = crate::store::now() - self.grace;
         Ok(self.store.stale_pending(cutoff, limit).await?)
+    }
+
+    /// Up to `limit` PAID orders whose cancellation was requested longer than the
+    /// grace ago. Their CancelOrder's Refund has ended by then (its deadline is
+    /// shorter), so they are the reconciler's to finish; should that CancelOrder still
+    /// be recording its answer, the conditional change lets one of the two win.
+    pub async fn stalled_cancellations(&self, limit: u64) -> Result<Vec<Order>, OrderError> {
+        let cutoff = crate::store::now() - self.grace;
+        Ok(self.store.stalled_cancellations(cutoff, limit).await?)
     }
 
     /// The settings keep the grace far above the Pay deadline, so payment-svc cannot

@@ -8,6 +8,10 @@
 //!   PostgreSQL), let the domain decide, then update only if the version is still
 //!   the one read. Two replicas resolving the same order therefore produce one
 //!   transition and one event; the second sees the result and changes nothing.
+//! - A cancellation is recorded as a request ([`OrderStore::request_cancellation`])
+//!   in its own transaction before the refund is asked for, so a PAID order whose
+//!   refund went through without its CANCELLED being recorded can be found
+//!   ([`OrderStore::stalled_cancellations`]) and finished.
 
 use chrono::{DateTime, SubsecRound, Utc};
 use platform::outbox::{self, OutboxSignal};
@@ -18,10 +22,13 @@ use sea_orm::{DatabaseConnection, QueryOrder, QuerySelect, Set, TransactionTrait
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::schema::{
     big_integer, boolean, integer, string_len, string_len_null, timestamp_with_time_zone,
+    timestamp_with_time_zone_null,
 };
 use uuid::Uuid;
 
-use crate::domain::{Booking, Change, NewOrder, Order, OrderStatus, PlaceRefused, Refused};
+use crate::domain::{
+    Booking, CancelRequest, Change, NewOrder, Order, OrderStatus, PlaceRefused, Refused,
+};
 use crate::events;
 
 /// The `orders` table.
@@ -47,6 +54,9 @@ pub mod entity {
         pub decline_reason: Option<String>,
         pub refunded: bool,
         pub reason: Option<String>,
+        /// With `cancel_reason`: the order's [`crate::domain::CancelRequest`].
+        pub cancel_requested_at: Option<DateTimeUtc>,
+        pub cancel_reason: Option<String>,
         pub version: i64,
         pub payment_attempted_at: DateTimeUtc,
         pub created_at: DateTimeUtc,
@@ -68,6 +78,7 @@ impl MigratorTrait for Migrator {
             Box::new(platform::migrations::CreateOutbox),
             Box::new(platform::migrations::CreateInbox),
             Box::new(CreateOrders),
+            Box::new(AddCancelRequest),
         ]
     }
 }
@@ -97,6 +108,8 @@ enum Orders {
     DeclineReason,
     Refunded,
     Reason,
+    CancelRequestedAt,
+    CancelReason,
     Version,
     PaymentAttemptedAt,
     CreatedAt,
@@ -154,6 +167,53 @@ impl MigrationTrait for CreateOrders {
                     .table(Orders::Table)
                     .col(Orders::Status)
                     .col(Orders::PaymentAttemptedAt)
+                    .to_owned(),
+            )
+            .await
+    }
+}
+
+/// The customer's cancellation request, stored before the refund is asked for (see
+/// [`OrderStore::request_cancellation`]). Both columns are nullable, so existing rows
+/// need no backfill.
+struct AddCancelRequest;
+
+impl MigrationName for AddCancelRequest {
+    fn name(&self) -> &str {
+        "m0201_order_add_cancel_intent"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for AddCancelRequest {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        // One column per statement: SQLite's ALTER TABLE adds one at a time.
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Orders::Table)
+                    .add_column(timestamp_with_time_zone_null(Orders::CancelRequestedAt))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Orders::Table)
+                    // Like `reason`: 200 characters of up to 4 bytes each.
+                    .add_column(string_len_null(Orders::CancelReason, 800))
+                    .to_owned(),
+            )
+            .await?;
+        // The reconciler: PAID orders whose cancellation request is old.
+        manager
+            .create_index(
+                Index::create()
+                    .if_not_exists()
+                    .name("orders_status_cancel_requested_at")
+                    .table(Orders::Table)
+                    .col(Orders::Status)
+                    .col(Orders::CancelRequestedAt)
                     .to_owned(),
             )
             .await
@@ -295,6 +355,51 @@ impl OrderStore {
             .collect()
     }
 
+    /// Up to `limit` PAID orders whose cancellation was requested before `cutoff`,
+    /// oldest request first: their refund was asked for but their CANCELLED never
+    /// recorded.
+    pub async fn stalled_cancellations(
+        &self,
+        cutoff: DateTime<Utc>,
+        limit: u64,
+    ) -> Result<Vec<Order>, StoreError> {
+        // Times compare as in `stale_pending`; NULL (no request) never passes `<`.
+        entity::Entity::find()
+            .filter(entity::Column::Status.eq(status_str(OrderStatus::Paid)))
+            .filter(entity::Column::CancelRequestedAt.lt(cutoff))
+            .order_by_asc(entity::Column::CancelRequestedAt)
+            .order_by_asc(entity::Column::OrderId)
+            .limit(limit)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(from_row)
+            .collect()
+    }
+
+    /// Records, in its own transaction and before any refund is asked for, that the
+    /// customer asked to cancel the order, if it is PAID and no request is recorded
+    /// yet (the first request and its reason stand). No event: nothing has happened
+    /// anyone else needs to hear of until the order is CANCELLED. Returns the order
+    /// as it now stands; the caller looks at its status and request.
+    pub async fn request_cancellation(
+        &self,
+        order_id: Uuid,
+        reason: Option<String>,
+    ) -> Result<Order, StoreError> {
+        let txn = self.db.begin().await?;
+        let current = find(&txn, order_id, true)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        let Some(requested) = current.request_cancellation(reason, now()) else {
+            txn.commit().await?;
+            return Ok(current);
+        };
+        update(&txn, &current, &requested).await?;
+        txn.commit().await?;
+        Ok(requested)
+    }
+
     /// Records that a Pay call for the order starts now, if it is still
     /// PENDING_PAYMENT. Returns the order and whether it is (still) to be paid.
     pub async fn begin_payment_attempt(&self, order_id: Uuid) -> Result<(Order, bool), StoreError> {
@@ -432,6 +537,8 @@ fn to_row(o: &Order) -> entity::ActiveModel {
         decline_reason: Set(o.decline_reason.clone()),
         refunded: Set(o.refunded),
         reason: Set(o.reason.clone()),
+        cancel_requested_at: Set(o.cancel_request.as_ref().map(|r| r.requested_at)),
+        cancel_reason: Set(o.cancel_request.as_ref().and_then(|r| r.reason.clone())),
         version: Set(o.version),
         payment_attempted_at: Set(o.payment_attempted_at),
         created_at: Set(o.created_at),
@@ -456,6 +563,14 @@ fn from_row(m: entity::Model) -> Result<Order, StoreError> {
     if matches!(status, OrderStatus::Paid | OrderStatus::PaymentDeclined) && payment_id.is_none() {
         return Err(corrupt("decided without a payment_id"));
     }
+    let cancel_request = match (m.cancel_requested_at, &m.cancel_reason) {
+        (Some(requested_at), reason) => Some(CancelRequest {
+            requested_at,
+            reason: reason.clone(),
+        }),
+        (None, None) => None,
+        (None, Some(_)) => return Err(corrupt("cancel_reason without cancel_requested_at")),
+    };
     Ok(Order {
         order_id: Uuid::parse_str(&m.order_id).map_err(|_| corrupt("order_id"))?,
         request_id: Uuid::parse_str(&m.request_id).map_err(|_| corrupt("request_id"))?,
@@ -477,6 +592,7 @@ fn from_row(m: entity::Model) -> Result<Order, StoreError> {
         decline_reason: m.decline_reason.clone(),
         refunded: m.refunded,
         reason: m.reason.clone(),
+        cancel_request,
         version: m.version,
         payment_attempted_at: m.payment_attempted_at,
         created_at: m.created_at,

@@ -17,6 +17,13 @@
 //! Every change raises the order's `version` by one and yields the [`OrderEvent`]
 //! that announces it; a request that would leave the order where it already is
 //! yields no change at all, which is what makes retries and redeliveries harmless.
+//!
+//! Cancelling a PAID order takes two steps around payment-svc's Refund: first the
+//! customer's [`CancelRequest`] is recorded on the PAID order
+//! ([`Order::request_cancellation`], no event), then, once the payment is refunded,
+//! the order becomes CANCELLED ([`Order::finish_cancellation`]). A refund whose
+//! CANCELLED was never recorded thus leaves a PAID order with a request behind,
+//! which the reconciler finishes.
 
 use std::fmt;
 
@@ -132,6 +139,9 @@ pub struct Order {
     pub refunded: bool,
     /// Why the order ended (CANCELLED or REJECTED).
     pub reason: Option<String>,
+    /// The customer's request to cancel, recorded on a PAID order before its refund
+    /// was asked for; kept once the order has ended.
+    pub cancel_request: Option<CancelRequest>,
     /// Starts at 1, +1 per change; the events' `aggregate_version`.
     pub version: i64,
     /// When the latest call to payment-svc's Pay for this order started. No Pay can
@@ -140,6 +150,16 @@ pub struct Order {
     pub payment_attempted_at: DateTime<Utc>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// A customer's request to cancel a PAID order. It is stored before payment-svc is
+/// asked for the refund, so a refund whose CANCELLED was never recorded (a crash, a
+/// database error) is found and finished later, with this reason.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CancelRequest {
+    pub requested_at: DateTime<Utc>,
+    /// The customer's reason, clipped; the refund and the CANCELLED order carry it.
+    pub reason: Option<String>,
 }
 
 /// What a change announces; the adapter turns it, with the order after the change,
@@ -188,6 +208,8 @@ pub enum Refused {
     Transition { from: OrderStatus, to: OrderStatus },
     #[error("a paid order is cancelled only once its payment is refunded")]
     NotRefunded,
+    #[error("a paid order is cancelled only once its cancellation is recorded")]
+    NotRequested,
 }
 
 impl Order {
@@ -212,6 +234,7 @@ impl Order {
             decline_reason: None,
             refunded: false,
             reason: None,
+            cancel_request: None,
             version: 1,
             payment_attempted_at: now,
             created_at: now,
@@ -276,26 +299,48 @@ impl Order {
         Some((next, event))
     }
 
-    /// Cancels on the customer's behalf. `refunded_payment` is the payment refunded
-    /// for it, if the order was charged: a PAID order needs one, since a cancelled
-    /// order never keeps the customer's money. Cancelling a CANCELLED order changes
-    /// nothing (the first reason stays).
-    pub fn cancel(
+    /// Records that the customer asked to cancel a PAID order; its refund is asked
+    /// for only after this is stored. Not a state change anyone else needs to hear of,
+    /// so the version stays. `None` when there is nothing to record: the order is not
+    /// PAID (the caller looks at its status), or its cancellation was requested
+    /// already, in which case the first request (and its reason) stands.
+    pub fn request_cancellation(
         &self,
         reason: Option<String>,
-        refunded_payment: Option<Uuid>,
+        now: DateTime<Utc>,
+    ) -> Option<Order> {
+        if self.status != OrderStatus::Paid || self.cancel_request.is_some() {
+            return None;
+        }
+        Some(Order {
+            cancel_request: Some(CancelRequest {
+                requested_at: now,
+                reason: clip_reason(reason),
+            }),
+            ..self.clone()
+        })
+    }
+
+    /// Ends a PAID order whose cancellation was requested, now that `refunded_payment`
+    /// is refunded: CANCELLED, refunded, with the request's reason. An order that has
+    /// ended meanwhile is left as it is: CANCELLED by another replica, or REJECTED
+    /// (reservation-svc refunded the same payment). A PAID order is never cancelled
+    /// without its request recorded and its own payment refunded.
+    pub fn finish_cancellation(
+        &self,
+        refunded_payment: Uuid,
         now: DateTime<Utc>,
     ) -> Result<Change, Refused> {
-        if self.status == OrderStatus::Cancelled {
+        if self.status != OrderStatus::Paid {
             return Ok(None);
         }
-        let mut next = self.next(OrderStatus::Cancelled, now)?;
-        if self.status == OrderStatus::Paid && refunded_payment.is_none() {
+        let request = self.cancel_request.as_ref().ok_or(Refused::NotRequested)?;
+        if self.payment_id != Some(refunded_payment) {
             return Err(Refused::NotRefunded);
         }
-        next.refunded = refunded_payment.is_some();
-        next.payment_id = refunded_payment.or(self.payment_id);
-        next.reason = clip_reason(reason);
+        let mut next = self.next(OrderStatus::Cancelled, now)?;
+        next.refunded = true;
+        next.reason = request.reason.clone();
         Ok(Some((next, OrderEvent::Cancelled)))
     }
 
@@ -314,7 +359,9 @@ impl Order {
 
     /// The talent's manager rejected the booking, and reservation-svc refunded its
     /// payment. Idempotent, and a no-op once the order has ended another way
-    /// (the customer's cancellation refunded the same payment).
+    /// (the customer's cancellation refunded the same payment). A cancellation
+    /// requested but not yet finished does not stand in its way: the payment is
+    /// refunded either way, and an order no longer PAID is nothing to finish.
     pub fn reject(
         &self,
         reservation_id: Uuid,
@@ -538,13 +585,58 @@ mod tests {
         assert_eq!(paid().attempt_payment(later()), None);
     }
 
+    /// A PAID order with the customer's cancellation recorded at `later()`.
+    fn cancel_requested(reason: &str) -> Order {
+        paid()
+            .request_cancellation(Some(reason.into()), later())
+            .unwrap()
+    }
+
     #[test]
-    fn cancelling_a_paid_order_needs_its_refund_and_keeps_the_payment() {
+    fn requesting_cancellation_records_it_on_a_paid_order_without_a_new_version() {
         let order = paid();
-        assert_eq!(order.cancel(None, None, later()), Err(Refused::NotRefunded));
+        let requested = order
+            .request_cancellation(Some("changed my mind".into()), later())
+            .unwrap();
+        assert_eq!(
+            requested.cancel_request,
+            Some(CancelRequest {
+                requested_at: later(),
+                reason: Some("changed my mind".into())
+            })
+        );
+        assert_eq!(requested.status, OrderStatus::Paid);
+        assert_eq!(requested.version, order.version);
+    }
+
+    #[test]
+    fn a_second_cancellation_request_keeps_the_first() {
+        let requested = cancel_requested("first");
+        assert_eq!(
+            requested.request_cancellation(Some("second".into()), later()),
+            None
+        );
+    }
+
+    #[test]
+    fn only_a_paid_order_records_a_cancellation_request() {
+        for status in OrderStatus::ALL {
+            if status != OrderStatus::Paid {
+                assert_eq!(
+                    in_status(status).request_cancellation(None, later()),
+                    None,
+                    "{status:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn finishing_a_requested_cancellation_ends_the_order_cancelled_refunded_with_its_reason() {
+        let order = cancel_requested("changed my mind");
         let payment_id = order.payment_id.unwrap();
         let (cancelled, event) = order
-            .cancel(Some("changed my mind".into()), Some(payment_id), later())
+            .finish_cancellation(payment_id, later())
             .unwrap()
             .unwrap();
         assert_eq!(cancelled.status, OrderStatus::Cancelled);
@@ -556,42 +648,45 @@ mod tests {
     }
 
     #[test]
-    fn cancelling_a_cancelled_order_changes_nothing() {
+    fn a_paid_order_is_cancelled_only_with_its_request_recorded_and_its_own_payment_refunded() {
         let order = paid();
-        let payment_id = order.payment_id;
-        let (cancelled, _) = order
-            .cancel(Some("first".into()), payment_id, later())
-            .unwrap()
-            .unwrap();
+        let payment_id = order.payment_id.unwrap();
         assert_eq!(
-            cancelled.cancel(Some("second".into()), payment_id, later()),
-            Ok(None)
+            order.finish_cancellation(payment_id, later()),
+            Err(Refused::NotRequested)
+        );
+        assert_eq!(
+            cancel_requested("x").finish_cancellation(Uuid::now_v7(), later()),
+            Err(Refused::NotRefunded)
         );
     }
 
     #[test]
-    fn a_declined_or_rejected_order_cannot_be_cancelled() {
-        for status in [OrderStatus::PaymentDeclined, OrderStatus::Rejected] {
-            assert_eq!(
-                in_status(status).cancel(None, None, later()),
-                Err(Refused::Transition {
-                    from: status,
-                    to: OrderStatus::Cancelled
-                })
-            );
-        }
+    fn finishing_a_cancellation_of_an_order_that_has_ended_changes_nothing() {
+        let order = cancel_requested("first");
+        let payment_id = order.payment_id.unwrap();
+        let (cancelled, _) = order
+            .finish_cancellation(payment_id, later())
+            .unwrap()
+            .unwrap();
+        assert_eq!(cancelled.finish_cancellation(payment_id, later()), Ok(None));
+        let (rejected, _) = order
+            .reject(Uuid::now_v7(), None, "talent unavailable", later())
+            .unwrap()
+            .unwrap();
+        assert_eq!(rejected.finish_cancellation(payment_id, later()), Ok(None));
     }
 
     #[test]
-    fn a_pending_order_whose_payment_was_approved_and_refunded_can_be_cancelled() {
-        let payment_id = Uuid::now_v7();
-        let (cancelled, _) = pending()
-            .cancel(None, Some(payment_id), later())
+    fn a_rejection_ends_an_order_whose_cancellation_is_pending_rejected() {
+        let (rejected, event) = cancel_requested("changed my mind")
+            .reject(Uuid::now_v7(), None, "talent unavailable", later())
             .unwrap()
             .unwrap();
-        assert_eq!(cancelled.payment_id, Some(payment_id));
-        assert!(cancelled.refunded);
-        assert_eq!(cancelled.reason, None);
+        assert_eq!(rejected.status, OrderStatus::Rejected);
+        assert!(rejected.refunded);
+        assert_eq!(rejected.reason.as_deref(), Some("talent unavailable"));
+        assert!(matches!(event, OrderEvent::Rejected { .. }));
     }
 
     #[test]
@@ -673,11 +768,7 @@ mod tests {
             rejected.reason.map(|r| r.chars().count()),
             Some(MAX_REASON_CHARS)
         );
-        let order = paid();
-        let (cancelled, _) = order
-            .cancel(Some(String::new()), order.payment_id, later())
-            .unwrap()
-            .unwrap();
-        assert_eq!(cancelled.reason, None);
+        let requested = paid().request_cancellation(Some(String::new()), later());
+        assert_eq!(requested.unwrap().cancel_request.unwrap().reason, None);
     }
 }

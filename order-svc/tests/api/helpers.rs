@@ -9,14 +9,14 @@ use std::time::Duration;
 use chrono::{TimeDelta, Utc};
 use clap::Parser;
 use platform::RunningService;
-use sea_orm::{DatabaseConnection, EntityTrait, PaginatorTrait};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, PaginatorTrait};
 use talentshare_proto::events::EventEnvelope;
 use talentshare_proto::order::{
     GetOrderRequest, ListOrdersRequest, Order, PlaceOrderRequest,
     order_service_client::OrderServiceClient,
 };
 use talentshare_proto::payment::{
-    BookingDetails, GetPaymentRequest, ListPaymentsRequest, PayRequest, Payment,
+    BookingDetails, GetPaymentRequest, ListPaymentsRequest, PayRequest, Payment, RefundRequest,
     get_payment_request::Lookup, payment_service_client::PaymentServiceClient,
 };
 use testkit::{Backend, TcpProxy, TestBroker, TestDatabase};
@@ -363,6 +363,72 @@ impl TestApp {
             .unwrap();
         let _ = conn.close().await;
         rows
+    }
+
+    /// Makes every write that would turn an order CANCELLED fail, as a database
+    /// error (or a crash) between a Refund and recording its cancellation would. A
+    /// trigger, so the service's own code runs unchanged and only the write fails.
+    pub async fn fail_cancelled_writes(&self) {
+        let conn = self.db().await;
+        let statements: &[&str] = match conn.get_database_backend() {
+            DbBackend::Postgres => &[
+                "CREATE FUNCTION fail_cancelled() RETURNS trigger LANGUAGE plpgsql AS \
+                 $$ BEGIN RAISE EXCEPTION 'injected failure: no CANCELLED'; END $$",
+                "CREATE TRIGGER fail_cancelled BEFORE UPDATE ON orders FOR EACH ROW \
+                 WHEN (NEW.status = 'CANCELLED') EXECUTE FUNCTION fail_cancelled()",
+            ],
+            _ => &["CREATE TRIGGER fail_cancelled BEFORE UPDATE ON orders \
+                 WHEN NEW.status = 'CANCELLED' \
+                 BEGIN SELECT RAISE(ABORT, 'injected failure: no CANCELLED'); END"],
+        };
+        for sql in statements {
+            conn.execute_unprepared(sql).await.expect("install trigger");
+        }
+        let _ = conn.close().await;
+    }
+
+    /// Undoes [`TestApp::fail_cancelled_writes`].
+    pub async fn allow_cancelled_writes(&self) {
+        let conn = self.db().await;
+        let statements: &[&str] = match conn.get_database_backend() {
+            DbBackend::Postgres => &[
+                "DROP TRIGGER fail_cancelled ON orders",
+                "DROP FUNCTION fail_cancelled()",
+            ],
+            _ => &["DROP TRIGGER fail_cancelled"],
+        };
+        for sql in statements {
+            conn.execute_unprepared(sql).await.expect("drop trigger");
+        }
+        let _ = conn.close().await;
+    }
+
+    /// Records a cancellation request for a PAID order through order-svc's own store,
+    /// as CancelOrder does before it refunds.
+    pub async fn request_cancellation(&self, order_id: &str, reason: &str) {
+        let conn = self.db().await;
+        let store =
+            order_svc::store::OrderStore::new(conn.clone(), platform::outbox::OutboxSignal::new());
+        let order = store
+            .request_cancellation(order_id.parse().expect("order id"), Some(reason.into()))
+            .await
+            .expect("request cancellation");
+        assert!(order.cancel_request.is_some(), "a paid order records it");
+        let _ = conn.close().await;
+    }
+
+    /// Refunds a payment at payment-svc directly (not through order-svc).
+    pub async fn refund_directly(&mut self, payment_id: &str, reason: &str) -> Payment {
+        self.payment
+            .refund(RefundRequest {
+                payment_id: payment_id.to_owned(),
+                reason: reason.to_owned(),
+            })
+            .await
+            .expect("refund directly")
+            .into_inner()
+            .payment
+            .expect("payment in response")
     }
 
     /// Rows still waiting in order-svc's outbox.

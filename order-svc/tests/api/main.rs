@@ -5,6 +5,7 @@
 mod helpers;
 
 mod cancel;
+mod interrupted_cancel;
 mod lifecycle;
 mod place;
 mod queries;

@@ -18,7 +18,7 @@ on_both_backends!(
 );
 
 /// A `reservation.rejected` event as reservation-svc publishes it.
-fn rejection(order_id: &str, customer_id: &str, payment_id: &str) -> EventEnvelope {
+pub(crate) fn rejection(order_id: &str, customer_id: &str, payment_id: &str) -> EventEnvelope {
     let reservation_id = uuid::Uuid::now_v7().to_string();
     EventEnvelope {
         event_id: uuid::Uuid::now_v7().to_string(),
@@ -37,7 +37,7 @@ fn rejection(order_id: &str, customer_id: &str, payment_id: &str) -> EventEnvelo
     }
 }
 
-async fn publish(app: &TestApp, event: &EventEnvelope) {
+pub(crate) async fn publish(app: &TestApp, event: &EventEnvelope) {
     app.broker
         .publish_raw(
             &event.event_type,
