@@ -141,13 +141,20 @@ fn walkthrough() -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_readme_walkthrough_runs_verbatim_against_talentshare_up() {
-    // The README names the default ports, so this test needs them free.
-    for port in [50051, 50052, 50053, 50054] {
-        assert!(
-            std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(),
-            "port {port} is in use (a `talentshare up` still running?); the README walkthrough needs it"
-        );
-    }
+    // The README names the default ports, so this test needs them free. Other tests'
+    // short-lived sockets can hold one of them for a moment (they sit in the
+    // ephemeral range), so wait for them rather than fail.
+    testkit::wait_until(
+        "ports 50051-50054 free",
+        Duration::from_secs(30),
+        || async {
+            [50051u16, 50052, 50053, 50054]
+                .iter()
+                .all(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok())
+                .then_some(())
+        },
+    )
+    .await;
     let up = up(&[], &[]).await;
     wait_all_ready([50051, 50052, 50053, 50054]).await;
     let grpcurl_dir = std::path::Path::new(&testkit::grpcurl())
@@ -216,10 +223,15 @@ async fn the_readme_walkthrough_runs_verbatim_against_talentshare_up() {
     }
 }
 
+/// Four free ports, none of the README's 50051-50054 (another test needs those).
 fn free_ports() -> [u16; 4] {
-    let listeners: Vec<_> = (0..4)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
+    let mut listeners = Vec::new();
+    while listeners.len() < 4 {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        if !(50051..=50054).contains(&l.local_addr().unwrap().port()) {
+            listeners.push(l);
+        }
+    }
     let ports: Vec<u16> = listeners
         .iter()
         .map(|l| l.local_addr().unwrap().port())

@@ -1,5 +1,5 @@
-//! A TCP proxy a test puts between a service and a server (RabbitMQ, payment-svc) to
-//! cut the link and restore it without touching the server.
+//! A TCP proxy a test puts between a service and a server (RabbitMQ, say) to cut the
+//! link and restore it without touching the shared server.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,67 +9,43 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
-/// Forwards connections on `addr()` to `upstream` while up. While cut, it closes every
-/// forwarded connection and drops new ones at once, so clients see the server vanish.
-/// The listener itself stays bound the whole time: no other process can take the port
-/// between a cut and a restore.
+/// Forwards connections on `addr()` to `upstream` while up. [`TcpProxy::cut`] closes
+/// the listener and every open connection, so clients see the server vanish;
+/// [`TcpProxy::restore`] listens again on the same port.
 pub struct TcpProxy {
     addr: SocketAddr,
+    upstream: SocketAddr,
     up: Arc<AtomicBool>,
-    /// Cancelled on a cut; replaced by a fresh token on restore.
-    links: Arc<Mutex<CancellationToken>>,
-    stop: CancellationToken,
+    current: Mutex<Option<CancellationToken>>,
 }
 
 impl TcpProxy {
-    /// A proxy to `upstream`, forwarding at once.
+    /// A proxy to `upstream`, listening at once.
     pub async fn start(upstream: SocketAddr) -> Self {
-        Self::spawn(upstream, true).await
-    }
-
-    /// A proxy that starts cut: connections are dropped until [`TcpProxy::restore`].
-    pub async fn start_cut(upstream: SocketAddr) -> Self {
-        Self::spawn(upstream, false).await
-    }
-
-    async fn spawn(upstream: SocketAddr, up: bool) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let addr = listener.local_addr().expect("proxy addr");
         let proxy = Self {
             addr,
-            up: Arc::new(AtomicBool::new(up)),
-            links: Arc::new(Mutex::new(CancellationToken::new())),
-            stop: CancellationToken::new(),
+            upstream,
+            up: Arc::new(AtomicBool::new(false)),
+            current: Mutex::new(None),
         };
-        let (up, links, stop) = (proxy.up.clone(), proxy.links.clone(), proxy.stop.clone());
-        tokio::spawn(async move {
-            loop {
-                let (client, _) = tokio::select! {
-                    _ = stop.cancelled() => return,
-                    accepted = listener.accept() => match accepted {
-                        Ok(c) => c,
-                        Err(_) => continue,
-                    },
-                };
-                if !up.load(Ordering::SeqCst) {
-                    // Cut: the client sees its connection closed straight away.
-                    drop(client);
-                    continue;
-                }
-                let link = links.lock().await.clone();
-                tokio::spawn(async move {
-                    let Ok(server) = TcpStream::connect(upstream).await else {
-                        return;
-                    };
-                    let (mut c, mut s) = (client, server);
-                    tokio::select! {
-                        _ = link.cancelled() => {}
-                        _ = tokio::io::copy_bidirectional(&mut c, &mut s) => {}
-                    }
-                });
-            }
-        });
+        proxy.serve(listener).await;
         proxy
+    }
+
+    /// A proxy whose port is reserved but closed: connections are refused until
+    /// [`TcpProxy::restore`].
+    pub async fn start_cut(upstream: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let addr = listener.local_addr().expect("proxy addr");
+        drop(listener);
+        Self {
+            addr,
+            upstream,
+            up: Arc::new(AtomicBool::new(false)),
+            current: Mutex::new(None),
+        }
     }
 
     /// Where clients should connect.
@@ -82,25 +58,61 @@ impl TcpProxy {
         self.up.load(Ordering::SeqCst)
     }
 
-    /// Closes every forwarded connection and refuses new ones until restored.
+    /// Drops the listener and every forwarded connection.
     pub async fn cut(&self) {
-        self.up.store(false, Ordering::SeqCst);
-        let mut links = self.links.lock().await;
-        links.cancel();
-        *links = CancellationToken::new();
-    }
-
-    /// Forwards new connections again.
-    pub async fn restore(&self) {
-        self.up.store(true, Ordering::SeqCst);
-    }
-}
-
-impl Drop for TcpProxy {
-    fn drop(&mut self) {
-        self.stop.cancel();
-        if let Ok(links) = self.links.try_lock() {
-            links.cancel();
+        if let Some(token) = self.current.lock().await.take() {
+            token.cancel();
         }
+        self.up.store(false, Ordering::SeqCst);
+    }
+
+    /// Listens again on the same port.
+    pub async fn restore(&self) {
+        if self.is_up() {
+            return;
+        }
+        // The port was ours a moment ago; retry briefly in case the OS holds it.
+        let mut tries = 0;
+        let listener = loop {
+            match TcpListener::bind(self.addr).await {
+                Ok(l) => break l,
+                Err(e) if tries < 100 => {
+                    tries += 1;
+                    let _ = e;
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("cannot re-bind proxy port {}: {e}", self.addr),
+            }
+        };
+        self.serve(listener).await;
+    }
+
+    async fn serve(&self, listener: TcpListener) {
+        let token = CancellationToken::new();
+        *self.current.lock().await = Some(token.clone());
+        self.up.store(true, Ordering::SeqCst);
+        let upstream = self.upstream;
+        tokio::spawn(async move {
+            loop {
+                let (client, _) = tokio::select! {
+                    _ = token.cancelled() => return,
+                    accepted = listener.accept() => match accepted {
+                        Ok(c) => c,
+                        Err(_) => continue,
+                    },
+                };
+                let conn_token = token.clone();
+                tokio::spawn(async move {
+                    let Ok(server) = TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    let (mut c, mut s) = (client, server);
+                    tokio::select! {
+                        _ = conn_token.cancelled() => {}
+                        _ = tokio::io::copy_bidirectional(&mut c, &mut s) => {}
+                    }
+                });
+            }
+        });
     }
 }
