@@ -409,10 +409,23 @@ impl TestApp {
         let conn = self.db().await;
         let store =
             order_svc::store::OrderStore::new(conn.clone(), platform::outbox::OutboxSignal::new());
-        let order = store
-            .request_cancellation(order_id.parse().expect("order id"), Some(reason.into()))
-            .await
-            .expect("request cancellation");
+        // On SQLite this second connection competes with the service's own one: a
+        // write that lost the race (SQLITE_BUSY_SNAPSHOT) is simply tried again.
+        let mut tries = 0;
+        let order = loop {
+            match store
+                .request_cancellation(order_id.parse().expect("order id"), Some(reason.into()))
+                .await
+            {
+                Ok(order) => break order,
+                Err(e) if tries < 50 => {
+                    tries += 1;
+                    tracing::debug!(error = %e, "retrying the cancellation request");
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("request cancellation: {e:?}"),
+            }
+        };
         assert!(order.cancel_request.is_some(), "a paid order records it");
         let _ = conn.close().await;
     }

@@ -493,14 +493,27 @@ impl TestApp {
     pub async fn claim_rejection(&self, reservation_id: &str, manager_id: &str, reason: &str) {
         let conn = self.db().await;
         let store = ReservationStore::new(conn.clone(), OutboxSignal::new());
-        let claimed = store
-            .claim_rejection(
-                uuid::Uuid::parse_str(reservation_id).expect("a reservation id"),
-                &ExternalId::try_from(manager_id.to_owned()).expect("a manager id"),
-                &RejectReason::try_from(reason.to_owned()).expect("a reason"),
-            )
-            .await
-            .expect("record the rejection");
+        // On SQLite this second connection competes with the service's own one: a
+        // write that lost the race (SQLITE_BUSY_SNAPSHOT) is simply tried again.
+        let mut tries = 0;
+        let claimed = loop {
+            match store
+                .claim_rejection(
+                    uuid::Uuid::parse_str(reservation_id).expect("a reservation id"),
+                    &ExternalId::try_from(manager_id.to_owned()).expect("a manager id"),
+                    &RejectReason::try_from(reason.to_owned()).expect("a reason"),
+                )
+                .await
+            {
+                Ok(c) => break c,
+                Err(e) if tries < 50 => {
+                    tries += 1;
+                    let _ = e;
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("record the rejection: {e:?}"),
+            }
+        };
         assert!(
             matches!(claimed, Claimed::Pending(..)),
             "a pending rejection: {claimed:?}"
