@@ -506,9 +506,8 @@ impl TestApp {
                 .await
             {
                 Ok(c) => break c,
-                Err(e) if tries < 50 => {
+                Err(_) if tries < 50 => {
                     tries += 1;
-                    let _ = e;
                     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
                 }
                 Err(e) => panic!("record the rejection: {e:?}"),
