@@ -175,6 +175,8 @@ impl Host {
 
         let tasks_stop = CancellationToken::new();
         let relay_stop = CancellationToken::new();
+        let checks_stop = CancellationToken::new();
+        let mut checks = None;
         let mut workers: Vec<JoinHandle<()>> = Vec::new();
         let mut relay = None;
         let migrated = tokio::select! {
@@ -183,6 +185,12 @@ impl Host {
         };
         if migrated {
             readiness.set_ready().await;
+            checks = Some(tokio::spawn(watch_database(
+                db.clone(),
+                readiness.clone(),
+                settings.database.database_check_interval,
+                checks_stop.clone(),
+            )));
             let r = Relay::new(
                 db.clone(),
                 settings.messaging.clone(),
@@ -201,6 +209,11 @@ impl Host {
             _ = shutdown.cancelled() => None,
             r = &mut server => Some(r),
         };
+        // Stop the database check first, so it cannot turn readiness back on.
+        checks_stop.cancel();
+        if let Some(checks) = checks {
+            let _ = checks.await;
+        }
         readiness.set_draining().await;
         if server_result.is_none() && !settings.server.shutdown_delay.is_zero() {
             tokio::time::sleep(settings.server.shutdown_delay).await;
@@ -249,6 +262,37 @@ impl Host {
                     "drain deadline passed; stopping anyway"
                 );
                 Ok(())
+            }
+        }
+    }
+}
+
+/// Keeps readiness truthful after start-up: NOT_SERVING while the database does not
+/// answer a ping, SERVING again once it does.
+async fn watch_database(
+    db: DatabaseConnection,
+    readiness: crate::server::Readiness,
+    every: std::time::Duration,
+    stop: CancellationToken,
+) {
+    let mut down = false;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.cancelled() => return,
+        }
+        let ok = tokio::time::timeout(every.max(std::time::Duration::from_secs(1)), db.ping())
+            .await
+            .is_ok_and(|r| r.is_ok());
+        if stop.is_cancelled() {
+            return;
+        }
+        if ok == down {
+            down = !ok;
+            if down {
+                readiness.set_database_down().await;
+            } else {
+                readiness.set_database_up().await;
             }
         }
     }

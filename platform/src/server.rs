@@ -60,6 +60,30 @@ impl Readiness {
         tracing::info!(service = self.service_name, "ready");
     }
 
+    /// The database stopped answering: report NOT_SERVING until it is back. Calls are
+    /// still served (they fail or succeed on their own); only the load balancer's
+    /// view changes.
+    pub async fn set_database_down(&self) {
+        self.reporter
+            .set_service_status(self.service_name, ServingStatus::NotServing)
+            .await;
+        tracing::warn!(
+            service = self.service_name,
+            "database unreachable; readiness NOT_SERVING"
+        );
+    }
+
+    /// The database answers again after [`Readiness::set_database_down`].
+    pub async fn set_database_up(&self) {
+        self.reporter
+            .set_service_status(self.service_name, ServingStatus::Serving)
+            .await;
+        tracing::info!(
+            service = self.service_name,
+            "database reachable again; readiness SERVING"
+        );
+    }
+
     /// Shutdown has begun: stop receiving new traffic. Calls still arriving are
     /// served until the listener closes.
     pub async fn set_draining(&self) {

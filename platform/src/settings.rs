@@ -154,6 +154,10 @@ pub struct DatabaseSettings {
     /// Directory for the default SQLite files.
     #[arg(long, env = "DATA_DIR", default_value = "data")]
     pub data_dir: PathBuf,
+    /// How often readiness re-checks that the database answers (NOT_SERVING while it
+    /// does not).
+    #[arg(long, env = "DATABASE_CHECK_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub database_check_interval: Duration,
     /// Connection pool size (PostgreSQL; SQLite always uses one writer connection).
     #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 10,
           value_parser = clap::value_parser!(u32).range(1..=1000))]

@@ -121,6 +121,7 @@ async fn help_lists_every_setting() {
         "DATABASE_URL",
         "DATA_DIR",
         "DATABASE_MAX_CONNECTIONS",
+        "DATABASE_CHECK_INTERVAL",
         "AMQP_URL",
         "EVENTS_EXCHANGE",
         "OUTBOX_POLL_INTERVAL",
@@ -238,4 +239,53 @@ async fn grpcurl_lists_describes_and_calls_pay_and_health_through_reflection() {
         "card number in logs"
     );
     broker.delete().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_follows_the_database_after_start_up() {
+    let name = TestDatabase::unique_pg_name();
+    TestDatabase::create_pg(&name).await;
+    let db = TestDatabase::adopt_pg(name.clone());
+    let proxy = testkit::TcpProxy::start("127.0.0.1:5432".parse().unwrap()).await;
+    let url = format!("postgres://postgres@{}/{name}", proxy.addr());
+    let broker = TestBroker::create().await;
+    let mut s = settings(&url, broker.exchange(), &testkit::amqp_url());
+    s.platform.database.database_check_interval = Duration::from_millis(100);
+    let shutdown = CancellationToken::new();
+    let running = payment_svc::start(s, shutdown.clone()).await.unwrap();
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", running.local_addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    crate::helpers::wait_ready(&channel).await;
+
+    proxy.cut().await;
+    wait_until(
+        "readiness NOT_SERVING while the database is away",
+        Duration::from_secs(10),
+        || async {
+            (health::check(channel.clone(), payment_svc::SERVICE_NAME).await
+                == Ok(ServingStatus::NotServing))
+            .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        health::check(channel.clone(), "").await,
+        Ok(ServingStatus::Serving),
+        "still alive"
+    );
+
+    proxy.restore().await;
+    crate::helpers::wait_ready(&channel).await;
+    PaymentServiceClient::new(channel)
+        .pay(pay_request(APPROVED_CARD, 100))
+        .await
+        .expect("pay works once the database is back");
+
+    shutdown.cancel();
+    running.wait().await.unwrap();
+    broker.delete().await;
+    db.drop_database().await;
 }
