@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use platform::client::PaymentClientSettings;
-use platform::client::ResilientChannel;
+use platform::client::{CallFailure, ResilientChannel, classify};
 use platform::values::CardNumber;
 use talentshare_proto::payment::{
     self as pb, BookingDetails, GetPaymentRequest, PayRequest, RefundRequest,
@@ -48,16 +48,10 @@ impl PaymentError {
 impl From<Status> for PaymentError {
     fn from(s: Status) -> Self {
         let text = format!("{:?}: {}", s.code(), s.message());
-        match s.code() {
-            // Unknown covers broken connections (h2 and hyper errors tonic cannot
-            // classify); every call here is idempotent, so retrying is safe.
-            Code::Unavailable | Code::Unknown | Code::ResourceExhausted => {
-                PaymentError::Unavailable(text)
-            }
-            // The channel's own timeout surfaces as CANCELLED ("Timeout expired"):
-            // this client never cancels a call any other way.
-            Code::DeadlineExceeded | Code::Cancelled => PaymentError::DeadlineExceeded(text),
-            _ => PaymentError::Unexpected(text),
+        match classify(&s) {
+            CallFailure::Unavailable => PaymentError::Unavailable(text),
+            CallFailure::DeadlineExceeded => PaymentError::DeadlineExceeded(text),
+            CallFailure::Answered => PaymentError::Unexpected(text),
         }
     }
 }

@@ -119,6 +119,32 @@ pub fn lazy_channel(
     Ok(endpoint.connect_lazy())
 }
 
+/// What a failed call to another service means for the caller, whatever the callee.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CallFailure {
+    /// The callee is unreachable, overloaded or without its database: try later.
+    Unavailable,
+    /// No answer within the deadline: the call may or may not have taken effect.
+    DeadlineExceeded,
+    /// The callee answered with an error of its own (NOT_FOUND, FAILED_PRECONDITION,
+    /// …): the caller maps it by code.
+    Answered,
+}
+
+/// Classifies a failed call's status. One place, so every caller of every callee
+/// treats broken links and timeouts alike.
+pub fn classify(status: &Status) -> CallFailure {
+    match status.code() {
+        // UNKNOWN is how tonic reports broken connections (h2/hyper errors it cannot
+        // map); RESOURCE_EXHAUSTED is the callee shedding load.
+        Code::Unavailable | Code::Unknown | Code::ResourceExhausted => CallFailure::Unavailable,
+        // tonic reports the channel's own timeout as CANCELLED ("Timeout expired");
+        // these clients never cancel a call any other way.
+        Code::DeadlineExceeded | Code::Cancelled => CallFailure::DeadlineExceeded,
+        _ => CallFailure::Answered,
+    }
+}
+
 /// Deadline and retry rules of one callee.
 #[derive(Clone, Copy, Debug)]
 pub struct CallPolicy {
@@ -291,7 +317,7 @@ impl ResilientChannel {
                 channel.call(request).await
             })
             .await;
-            let verdict = classify(&outcome);
+            let verdict = verdict_of(&outcome);
             let now = Instant::now();
             if verdict != Verdict::Retryable || !retry_allowed || attempt >= self.policy.retries {
                 self.breaker.lock().expect("breaker lock").record(
@@ -344,7 +370,7 @@ enum Verdict {
     Failed,
 }
 
-fn classify(
+fn verdict_of(
     outcome: &Result<
         Result<http::Response<tonic::body::Body>, tonic::transport::Error>,
         tokio::time::error::Elapsed,

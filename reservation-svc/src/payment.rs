@@ -6,7 +6,7 @@
 //! limit), so a payment-svc that is down costs each call a fast UNAVAILABLE rather
 //! than a hang, and never affects this service's readiness.
 
-use platform::client::ResilientChannel;
+use platform::client::{CallFailure, ResilientChannel, classify};
 use talentshare_proto::payment::{
     self as pb, GetPaymentRequest, RefundRequest, get_payment_request,
     payment_service_client::PaymentServiceClient,
@@ -38,15 +38,14 @@ pub enum PaymentError {
 
 impl PaymentError {
     fn from_status(payment_id: Uuid, s: Status) -> Self {
-        match s.code() {
-            // RESOURCE_EXHAUSTED is payment-svc shedding load: as transient as an outage.
-            Code::Unavailable | Code::ResourceExhausted => Self::Unavailable(s.message().into()),
-            // tonic reports its own client-side deadline (the channel's timeout) as
-            // CANCELLED; nothing else cancels these calls.
-            Code::DeadlineExceeded | Code::Cancelled => Self::DeadlineExceeded(s.message().into()),
-            Code::NotFound => Self::NotFound(payment_id),
-            Code::FailedPrecondition => Self::Refused(s.message().into()),
-            code => Self::Unexpected(format!("{code:?}: {}", s.message())),
+        match classify(&s) {
+            CallFailure::Unavailable => Self::Unavailable(s.message().into()),
+            CallFailure::DeadlineExceeded => Self::DeadlineExceeded(s.message().into()),
+            CallFailure::Answered => match s.code() {
+                Code::NotFound => Self::NotFound(payment_id),
+                Code::FailedPrecondition => Self::Refused(s.message().into()),
+                code => Self::Unexpected(format!("{code:?}: {}", s.message())),
+            },
         }
     }
 }
