@@ -5,7 +5,7 @@
 //! consumer dead-letters it (see [`crate::consumer`]). Every problem of one event is
 //! reported at once, so an operator reading the dead-letter log sees all of them.
 
-use chrono::{DateTime, SubsecRound, Utc};
+use platform::time::from_proto as timestamp;
 use platform::values::{AmountMinor, Currency, ExternalId, Money, Violations, parse_uuid};
 use talentshare_proto::events::{EventEnvelope, event_envelope::Payload};
 use uuid::Uuid;
@@ -250,18 +250,6 @@ fn reason(v: &mut Violations, field: &str, s: &str) -> Option<Option<String>> {
         return None;
     }
     Some((!s.is_empty()).then(|| s.to_owned()))
-}
-
-/// A wire timestamp at the precision every backend stores (PostgreSQL keeps
-/// microseconds), so an entry reads back exactly as it was computed.
-fn timestamp(ts: Option<prost_types::Timestamp>) -> Result<DateTime<Utc>, String> {
-    let ts = ts.ok_or("is required")?;
-    if !(0..1_000_000_000).contains(&ts.nanos) {
-        return Err("nanos must be between 0 and 999999999".into());
-    }
-    DateTime::from_timestamp(ts.seconds, ts.nanos as u32)
-        .map(|t| t.trunc_subsecs(6))
-        .ok_or_else(|| "is out of range".into())
 }
 
 #[cfg(test)]

@@ -5,8 +5,8 @@
 
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
 use platform::paging;
+use platform::time::to_proto as to_timestamp;
 use platform::values::{ExternalId, Violations, parse_uuid};
 use talentshare_proto::mypage::{
     GetMyPageEntryRequest, GetMyPageEntryResponse, GetMyPageRequest, GetMyPageResponse,
@@ -199,13 +199,6 @@ impl MyPageService for MyPageApi {
             self.shutdown.clone(),
             permit,
         )))
-    }
-}
-
-fn to_timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: t.timestamp(),
-        nanos: t.timestamp_subsec_nanos() as i32,
     }
 }
 

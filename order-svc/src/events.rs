@@ -3,7 +3,8 @@
 //! Each event is built from the order as it stands after the change, so the
 //! envelope's `aggregate_version` is the order's new version.
 
-use chrono::{DateTime, Utc};
+pub(crate) use platform::time::to_proto as timestamp;
+
 use platform::envelope::NewEvent;
 use talentshare_proto::events::{
     OrderCancelled, OrderPaid, OrderPaymentDeclined, OrderPlaced, OrderRejected,
@@ -44,14 +45,5 @@ pub fn to_outbox(order: &Order, event: &OrderEvent) -> NewEvent {
         order_id: order.order_id.to_string(),
         customer_id: order.customer_id.to_string(),
         payload,
-    }
-}
-
-/// A protobuf timestamp. `timestamp_subsec_nanos` is below 2·10⁹ (a leap second at
-/// most), so the cast cannot wrap.
-pub(crate) fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: t.timestamp(),
-        nanos: t.timestamp_subsec_nanos() as i32,
     }
 }

@@ -205,7 +205,7 @@ impl Orders {
 
     /// Up to `limit` PENDING_PAYMENT orders whose Pay attempt is older than the grace.
     pub async fn stale_pending(&self, limit: u64) -> Result<Vec<Order>, OrderError> {
-        let cutoff = crate::store::now() - self.grace;
+        let cutoff = platform::time::now() - self.grace;
         Ok(self.store.stale_pending(cutoff, limit).await?)
     }
 
@@ -214,7 +214,7 @@ impl Orders {
     /// shorter), so they are the reconciler's to finish; should that CancelOrder still
     /// be recording its answer, the conditional change lets one of the two win.
     pub async fn stalled_cancellations(&self, limit: u64) -> Result<Vec<Order>, OrderError> {
-        let cutoff = crate::store::now() - self.grace;
+        let cutoff = platform::time::now() - self.grace;
         Ok(self.store.stalled_cancellations(cutoff, limit).await?)
     }
 

@@ -13,8 +13,9 @@
 //!   refund went through without its CANCELLED being recorded can be found
 //!   ([`OrderStore::stalled_cancellations`]) and finished.
 
-use chrono::{DateTime, SubsecRound, Utc};
+use chrono::{DateTime, Utc};
 use platform::outbox::{self, OutboxSignal};
+use platform::time::now;
 use platform::values::{AmountMinor, Currency, ExternalId, Money};
 use sea_orm::entity::prelude::*;
 use sea_orm::sea_query::{LockType, OnConflict};
@@ -503,12 +504,6 @@ async fn find_by_request<C: ConnectionTrait>(
         .await?
         .map(from_row)
         .transpose()
-}
-
-/// The current time at the precision every backend stores (PostgreSQL keeps
-/// microseconds), so the first answer equals every later read.
-pub(crate) fn now() -> DateTime<Utc> {
-    Utc::now().trunc_subsecs(6)
 }
 
 fn status_str(s: OrderStatus) -> &'static str {

@@ -19,10 +19,7 @@ pub fn to_outbox(event: &PaymentEvent) -> NewEvent {
                 currency: payment.money.currency.code().to_owned(),
                 card_last4: payment.card_last4.clone(),
                 talent_id: booking.talent_id.to_string(),
-                session_start_time: Some(prost_types::Timestamp {
-                    seconds: booking.session_start.timestamp(),
-                    nanos: booking.session_start.timestamp_subsec_nanos() as i32,
-                }),
+                session_start_time: Some(platform::time::to_proto(booking.session_start)),
                 session_minutes: booking.session_minutes,
             }),
         ),

@@ -2,8 +2,8 @@
 //! the edge, calls the store, and turns every error into a status in one `match`
 //! ([`ApiError`] → [`Status`]).
 
-use chrono::{DateTime, Utc};
 use platform::paging;
+use platform::time::{from_proto as timestamp, to_proto as to_timestamp};
 use platform::values::{
     AmountMinor, CardNumber, Currency, ExternalId, Money, ValueError, Violations, parse_uuid,
 };
@@ -263,21 +263,6 @@ pub fn charge_request(req: PayRequest) -> Result<ChargeRequest, ApiError> {
             booking,
         }),
         _ => Err(ApiError::Invalid(v)),
-    }
-}
-
-fn timestamp(ts: Option<prost_types::Timestamp>) -> Result<DateTime<Utc>, String> {
-    let ts = ts.ok_or("is required")?;
-    if !(0..1_000_000_000).contains(&ts.nanos) {
-        return Err("nanos must be between 0 and 999999999".into());
-    }
-    DateTime::from_timestamp(ts.seconds, ts.nanos as u32).ok_or_else(|| "is out of range".into())
-}
-
-fn to_timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: t.timestamp(),
-        nanos: t.timestamp_subsec_nanos() as i32,
     }
 }
 

@@ -5,8 +5,8 @@
 //! `ON CONFLICT (order_id) DO NOTHING`. Of any number of concurrent charges for one
 //! order exactly one inserts (and writes one event); the others read the winner.
 
-use chrono::{DateTime, SubsecRound, Utc};
 use platform::outbox::{self, OutboxSignal};
+use platform::time::now;
 use platform::values::{AmountMinor, Currency, ExternalId, Money};
 use sea_orm::entity::prelude::*;
 use sea_orm::sea_query::{LockType, OnConflict};
@@ -282,12 +282,6 @@ async fn find<C: ConnectionTrait>(
         select = select.lock(LockType::Update);
     }
     select.one(conn).await?.map(from_row).transpose()
-}
-
-/// The current time at the precision every backend stores (PostgreSQL keeps
-/// microseconds), so the first answer equals every later read.
-fn now() -> DateTime<Utc> {
-    Utc::now().trunc_subsecs(6)
 }
 
 fn status_str(s: PaymentStatus) -> &'static str {

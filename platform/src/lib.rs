@@ -10,6 +10,7 @@
 //! - [`consumer`]: the event consumer with an idempotent inbox and dead-lettering;
 //! - [`amqp`] and [`envelope`]: broker topology and the event envelope codec;
 //! - [`status`]: error-to-gRPC-status helpers (field violations, database outages);
+//! - [`time`]: timestamps at the precision every backend stores;
 //! - [`values`]: validated ids, money, currencies and card numbers shared by services;
 //! - [`paging`] and [`backoff`]: small shared helpers.
 
@@ -28,6 +29,7 @@ pub mod settings;
 pub mod shutdown;
 pub mod status;
 pub mod telemetry;
+pub mod time;
 pub mod values;
 
 pub use host::{BackgroundTask, Host, RunningService, ServiceDef};

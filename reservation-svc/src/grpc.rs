@@ -10,8 +10,9 @@
 //! (see [`crate::rejection`]); a failed refund leaves it pending, and a retry or the
 //! reconciler finishes it.
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use platform::paging;
+use platform::time::to_proto as to_timestamp;
 use platform::values::{ExternalId, Violations, parse_uuid};
 use talentshare_proto::reservation::{
     self as pb, ConfirmReservationRequest, ConfirmReservationResponse, GetReservationRequest,
@@ -296,13 +297,6 @@ fn paid_with(r: &Reservation) -> Result<Uuid, ApiError> {
             r.reservation_id, r.status
         ))
     })
-}
-
-fn to_timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: t.timestamp(),
-        nanos: t.timestamp_subsec_nanos() as i32,
-    }
 }
 
 fn to_proto(r: &Reservation) -> pb::Reservation {

@@ -10,8 +10,9 @@
 //! writer at a time) and writes it back only if it is still as read (same version,
 //! status and pending rejection), so replicas never overwrite each other's changes.
 
-use chrono::{DateTime, SubsecRound, Utc};
+use chrono::{DateTime, Utc};
 use platform::outbox::{self, OutboxSignal};
+use platform::time::now;
 use platform::values::ExternalId;
 use sea_orm::entity::prelude::*;
 use sea_orm::sea_query::{LockType, OnConflict};
@@ -493,12 +494,6 @@ async fn find<C: ConnectionTrait>(
         select = select.lock(LockType::Update);
     }
     select.one(conn).await?.map(from_row).transpose()
-}
-
-/// The current time at the precision every backend stores (PostgreSQL keeps
-/// microseconds), so the first answer equals every later read.
-fn now() -> DateTime<Utc> {
-    Utc::now().trunc_subsecs(6)
 }
 
 fn status_str(s: ReservationStatus) -> &'static str {
