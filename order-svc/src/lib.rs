@@ -60,7 +60,7 @@ pub struct Settings {
     #[command(flatten)]
     pub payment: PaymentClientSettings,
     #[command(flatten)]
-    pub reconcile: reconciler::ReconcileSettings,
+    pub reconcile: platform::client::ReconcileSettings,
 }
 
 impl Settings {
@@ -70,21 +70,7 @@ impl Settings {
     ///
     /// A message naming the settings that disagree.
     pub fn validate(&self) -> anyhow::Result<()> {
-        let r = &self.reconcile;
-        anyhow::ensure!(
-            !r.reconcile_interval.is_zero(),
-            "RECONCILE_INTERVAL must be greater than zero"
-        );
-        // An order with no payment is given up only once its last Pay attempt is
-        // RECONCILE_AFTER old; that proves no Pay is in flight only if every Pay
-        // ends (by its deadline) sooner.
-        anyhow::ensure!(
-            r.reconcile_after > self.payment.payment_timeout,
-            "RECONCILE_AFTER ({:?}) must be longer than PAYMENT_TIMEOUT ({:?})",
-            r.reconcile_after,
-            self.payment.payment_timeout
-        );
-        Ok(())
+        self.reconcile.validate(&self.payment)
     }
 }
 

@@ -23,9 +23,7 @@
 
 use std::time::Duration;
 
-use clap::Args;
 use platform::BackgroundTask;
-use platform::settings::parse_duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::{ABANDONED_REASON, OrderStatus};
@@ -33,20 +31,6 @@ use crate::service::{OrderError, Orders};
 
 /// Most orders settled in one round; the rest wait for the next.
 const BATCH: u64 = 100;
-
-/// When the reconciler runs.
-#[derive(Args, Clone, Debug)]
-pub struct ReconcileSettings {
-    /// How often the reconciler looks for orders left PENDING_PAYMENT and for
-    /// cancellations left unfinished.
-    #[arg(long, env = "RECONCILE_INTERVAL", default_value = "5s", value_parser = parse_duration)]
-    pub reconcile_interval: Duration,
-    /// How old an order's latest Pay attempt must be before the reconciler (or a
-    /// CancelOrder) settles it without waiting, and how old a cancellation request
-    /// must be before the reconciler finishes it. Must exceed PAYMENT_TIMEOUT.
-    #[arg(long, env = "RECONCILE_AFTER", default_value = "30s", value_parser = parse_duration)]
-    pub reconcile_after: Duration,
-}
 
 /// The reconciler as a task the host starts once ready and stops at shutdown.
 pub fn task(orders: Orders, interval: Duration) -> BackgroundTask {

@@ -57,6 +57,42 @@ pub struct PaymentClientSettings {
     pub payment_breaker_cooldown: Duration,
 }
 
+/// When a service settles work a failed payment call left unfinished (an order left
+/// pending, a cancellation or rejection whose refund was not confirmed).
+#[derive(Args, Clone, Debug)]
+pub struct ReconcileSettings {
+    /// How often the reconciler looks for work left unfinished.
+    #[arg(long, env = "RECONCILE_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub reconcile_interval: Duration,
+    /// How old unfinished work must be before the reconciler settles it. Must exceed
+    /// PAYMENT_TIMEOUT, so that no payment call for it can still be in flight.
+    #[arg(long, env = "RECONCILE_AFTER", default_value = "30s", value_parser = parse_duration)]
+    pub reconcile_after: Duration,
+}
+
+impl ReconcileSettings {
+    /// Checks what clap cannot check one flag at a time.
+    ///
+    /// # Errors
+    ///
+    /// A message naming the settings that disagree.
+    pub fn validate(&self, payment: &PaymentClientSettings) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            !self.reconcile_interval.is_zero(),
+            "RECONCILE_INTERVAL must be greater than zero"
+        );
+        // Work is settled once it is RECONCILE_AFTER old; that proves no call for it
+        // is still in flight only if every call ends (by its deadline) sooner.
+        anyhow::ensure!(
+            self.reconcile_after > payment.payment_timeout,
+            "RECONCILE_AFTER ({:?}) must be longer than PAYMENT_TIMEOUT ({:?})",
+            self.reconcile_after,
+            payment.payment_timeout
+        );
+        Ok(())
+    }
+}
+
 fn parse_http_url(s: &str) -> Result<String, String> {
     let url = url::Url::parse(s).map_err(|e| format!("not a valid URL ({e})"))?;
     match url.scheme() {

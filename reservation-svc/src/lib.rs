@@ -62,7 +62,7 @@ pub struct Settings {
     #[command(flatten)]
     pub payment: PaymentClientSettings,
     #[command(flatten)]
-    pub reconcile: reconciler::ReconcileSettings,
+    pub reconcile: platform::client::ReconcileSettings,
 }
 
 impl Settings {
@@ -72,21 +72,7 @@ impl Settings {
     ///
     /// A message naming the settings that disagree.
     pub fn validate(&self) -> anyhow::Result<()> {
-        let r = &self.reconcile;
-        anyhow::ensure!(
-            !r.reconcile_interval.is_zero(),
-            "RECONCILE_INTERVAL must be greater than zero"
-        );
-        // The reconciler finishes a rejection once it is RECONCILE_AFTER old; the
-        // manager's own call has given up by then only if its Refund ends (by its
-        // deadline) sooner.
-        anyhow::ensure!(
-            r.reconcile_after > self.payment.payment_timeout,
-            "RECONCILE_AFTER ({:?}) must be longer than PAYMENT_TIMEOUT ({:?})",
-            r.reconcile_after,
-            self.payment.payment_timeout
-        );
-        Ok(())
+        self.reconcile.validate(&self.payment)
     }
 }
 

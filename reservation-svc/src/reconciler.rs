@@ -17,9 +17,8 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use clap::Args;
 use platform::BackgroundTask;
-use platform::settings::parse_duration;
+use platform::client::ReconcileSettings;
 use tokio_util::sync::CancellationToken;
 
 use crate::payment::PaymentError;
@@ -28,18 +27,6 @@ use crate::store::StoreError;
 
 /// Most rejections finished in one round; the rest wait for the next.
 const BATCH: u64 = 100;
-
-/// When the reconciler runs.
-#[derive(Args, Clone, Debug)]
-pub struct ReconcileSettings {
-    /// How often the reconciler looks for rejections left pending.
-    #[arg(long, env = "RECONCILE_INTERVAL", default_value = "5s", value_parser = parse_duration)]
-    pub reconcile_interval: Duration,
-    /// How long a rejection must have been pending before the reconciler finishes
-    /// it. Must exceed PAYMENT_TIMEOUT.
-    #[arg(long, env = "RECONCILE_AFTER", default_value = "30s", value_parser = parse_duration)]
-    pub reconcile_after: Duration,
-}
 
 /// The reconciler as a task the host starts once ready and stops at shutdown.
 pub fn task(rejections: Rejections, settings: ReconcileSettings) -> BackgroundTask {
