@@ -16,6 +16,7 @@ import time
 import uuid
 
 import grpc
+import pika
 import pytest
 from grpc_tools import protoc
 
@@ -50,7 +51,8 @@ def system():
     assert BINARY.exists(), f"{BINARY} not built: run cargo build --workspace first"
     ports = {name: free_port() for name in ["order", "payment", "reservation", "mypage"]}
     data = tempfile.mkdtemp(prefix="talentshare-data-")
-    env = dict(os.environ, EVENTS_EXCHANGE=f"t-py-{uuid.uuid4().hex}.events", RUST_LOG="warn")
+    exchange = f"t-py-{uuid.uuid4().hex}.events"
+    env = dict(os.environ, EVENTS_EXCHANGE=exchange, RUST_LOG="warn")
     env.pop("DATABASE_URL", None)
     proc = subprocess.Popen(
         [str(BINARY), "up", "--data-dir", data]
@@ -65,6 +67,19 @@ def system():
     yield channels
     proc.send_signal(2)
     assert proc.wait(timeout=30) == 0
+    delete_topology(exchange)
+
+
+def delete_topology(exchange):
+    """Removes this run's exchanges and queues from the shared broker."""
+    conn = pika.BlockingConnection(pika.URLParameters("amqp://guest:guest@127.0.0.1:5672/%2f"))
+    ch = conn.channel()
+    for consumer in ["order", "reservation", "mypage"]:
+        for queue in [f"{exchange}.{consumer}", f"{exchange}.{consumer}.dlq"]:
+            ch.queue_delete(queue=queue)
+    for name in [exchange, f"{exchange}.dlx"]:
+        ch.exchange_delete(exchange=name)
+    conn.close()
 
 
 def wait_for(what, fn, timeout=30.0):

@@ -29,6 +29,7 @@ pub struct TestBroker {
     pub topology: Topology,
     conn: Connection,
     channel: Channel,
+    deleted: bool,
 }
 
 impl TestBroker {
@@ -45,6 +46,7 @@ impl TestBroker {
             topology,
             conn,
             channel,
+            deleted: false,
         }
     }
 
@@ -147,8 +149,39 @@ impl TestBroker {
     }
 
     /// Deletes the topology from the broker.
-    pub async fn delete(self) {
+    pub async fn delete(mut self) {
         let _ = self.topology.delete(&self.channel).await;
         let _ = self.conn.close(200, "test done".into()).await;
+        self.deleted = true;
+    }
+}
+
+impl Drop for TestBroker {
+    /// A test that panicked (or forgot) still removes its queues from the shared
+    /// broker. Drop cannot await, so a short-lived thread with its own runtime does it.
+    fn drop(&mut self) {
+        if self.deleted {
+            return;
+        }
+        let topology = self.topology.clone();
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async {
+                if let Ok(conn) =
+                    Connection::connect(&crate::amqp_url(), ConnectionProperties::default()).await
+                {
+                    if let Ok(ch) = conn.create_channel().await {
+                        let _ = topology.delete(&ch).await;
+                    }
+                    let _ = conn.close(200, "test dropped".into()).await;
+                }
+            });
+        })
+        .join();
     }
 }

@@ -17,6 +17,16 @@ pub struct TestDatabase {
     _dir: Option<tempfile::TempDir>,
 }
 
+/// Drops PostgreSQL database `name` (best effort).
+async fn drop_pg(name: &str) {
+    if let Ok(admin) = Database::connect(format!("{}/postgres", postgres_server_url())).await {
+        let _ = admin
+            .execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+            .await;
+        let _ = admin.close().await;
+    }
+}
+
 /// Server URL of the test PostgreSQL, without a database name
 /// (`TEST_POSTGRES_URL`, default the local trust-auth server).
 pub fn postgres_server_url() -> String {
@@ -89,15 +99,28 @@ impl TestDatabase {
     }
 
     /// Drops a PostgreSQL database (best effort); SQLite files go with the temp dir.
-    pub async fn drop_database(self) {
-        if let Some(name) = &self.pg_name
-            && let Ok(admin) =
-                Database::connect(format!("{}/postgres", postgres_server_url())).await
-        {
-            let _ = admin
-                .execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-                .await;
-            let _ = admin.close().await;
+    pub async fn drop_database(mut self) {
+        if let Some(name) = self.pg_name.take() {
+            drop_pg(&name).await;
         }
+    }
+}
+
+impl Drop for TestDatabase {
+    /// A test that panicked (or forgot) still drops its PostgreSQL database. Drop
+    /// cannot await, so a short-lived thread with its own runtime does it.
+    fn drop(&mut self) {
+        let Some(name) = self.pg_name.take() else {
+            return;
+        };
+        let _ = std::thread::spawn(move || {
+            if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                rt.block_on(drop_pg(&name));
+            }
+        })
+        .join();
     }
 }
