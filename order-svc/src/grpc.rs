@@ -5,7 +5,7 @@
 use chrono::{DateTime, SubsecRound, Utc};
 use platform::paging;
 use platform::values::{
-    AmountMinor, CardNumber, Currency, ExternalId, Money, Violations, parse_uuid,
+    AmountMinor, CardNumber, Currency, ExternalId, Money, Violations, optional_reason, parse_uuid,
 };
 use talentshare_proto::order::{
     self as pb, CancelOrderRequest, CancelOrderResponse, GetOrderRequest, GetOrderResponse,
@@ -16,8 +16,7 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::domain::{
-    Booking, MAX_REASON_CHARS, NewOrder, Order, OrderStatus, PlaceRefused, SESSION_MINUTES,
-    session_is_bookable,
+    Booking, NewOrder, Order, OrderStatus, PlaceRefused, SESSION_MINUTES, session_is_bookable,
 };
 use crate::events::timestamp;
 use crate::payment::PaymentError;
@@ -175,7 +174,7 @@ impl OrderService for OrderApi {
         let req = request.into_inner();
         let mut v = Violations::new();
         let order_id = v.check("order_id", parse_uuid(&req.order_id));
-        let reason = v.check("reason", reason(&req.reason));
+        let reason = v.check("reason", optional_reason(&req.reason));
         // Either field missing means `v` holds its violation.
         let (Some(order_id), Some(reason)) = (order_id, reason) else {
             return Err(ApiError::Invalid(v).into());
@@ -198,13 +197,6 @@ fn uuid_field(field: &str, s: &str) -> Result<Uuid, ApiError> {
         v.add(field, e.to_string());
         ApiError::Invalid(v)
     })
-}
-
-fn reason(s: &str) -> Result<Option<String>, String> {
-    if s.chars().count() > MAX_REASON_CHARS {
-        return Err(format!("must be at most {MAX_REASON_CHARS} characters"));
-    }
-    Ok((!s.is_empty()).then(|| s.to_owned()))
 }
 
 fn add_not_in_future(v: &mut Violations) {

@@ -5,7 +5,8 @@
 use platform::paging;
 use platform::time::{from_proto as timestamp, to_proto as to_timestamp};
 use platform::values::{
-    AmountMinor, CardNumber, Currency, ExternalId, Money, ValueError, Violations, parse_uuid,
+    AmountMinor, CardNumber, Currency, ExternalId, Money, ValueError, Violations, optional_reason,
+    parse_uuid,
 };
 use talentshare_proto::payment::{
     self as pb, GetPaymentRequest, GetPaymentResponse, ListPaymentsRequest, ListPaymentsResponse,
@@ -16,8 +17,7 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::domain::{
-    Booking, ChargeRequest, DeclineReason, MAX_REASON_CHARS, Payment, PaymentStatus,
-    SESSION_MINUTES,
+    Booking, ChargeRequest, DeclineReason, Payment, PaymentStatus, SESSION_MINUTES,
 };
 use crate::store::{ListQuery, Lookup, PaymentStore, StoreError};
 
@@ -103,7 +103,7 @@ impl PaymentService for PaymentApi {
         let req = request.into_inner();
         let mut v = Violations::new();
         let id = v.check("payment_id", parse_uuid(&req.payment_id));
-        let reason = v.check("reason", reason(&req.reason));
+        let reason = v.check("reason", optional_reason(&req.reason));
         // Either field missing means `v` holds its violation.
         let (Some(id), Some(reason)) = (id, reason) else {
             return Err(ApiError::Invalid(v).into());
@@ -193,13 +193,6 @@ fn uuid_field(field: &str, s: &str) -> Result<Uuid, ApiError> {
         v.add(field, e.to_string());
         ApiError::Invalid(v)
     })
-}
-
-fn reason(s: &str) -> Result<Option<String>, String> {
-    if s.chars().count() > MAX_REASON_CHARS {
-        return Err(format!("must be at most {MAX_REASON_CHARS} characters"));
-    }
-    Ok((!s.is_empty()).then(|| s.to_owned()))
 }
 
 /// Validates a `PayRequest` into a charge, reporting every bad field at once.

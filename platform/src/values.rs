@@ -95,6 +95,18 @@ pub enum ValueError {
     CardChecksum,
 }
 
+/// Longest free-text reason (refund, cancellation, rejection), in characters.
+pub const MAX_REASON_CHARS: usize = 200;
+
+/// An optional free-text reason: empty means none; longer than [`MAX_REASON_CHARS`]
+/// is refused.
+pub fn optional_reason(s: &str) -> Result<Option<String>, ValueError> {
+    if s.chars().count() > MAX_REASON_CHARS {
+        return Err(ValueError::TooLong(MAX_REASON_CHARS));
+    }
+    Ok((!s.is_empty()).then(|| s.to_owned()))
+}
+
 /// Parses a system-generated id (UUID, any version, canonical or simple form).
 pub fn parse_uuid(s: &str) -> Result<uuid::Uuid, ValueError> {
     if s.is_empty() {
@@ -358,6 +370,20 @@ mod tests {
         assert_eq!(AmountMinor::try_from(1).map(AmountMinor::get), Ok(1));
         assert_eq!(Currency::try_from("usd"), Err(ValueError::UnknownCurrency));
         assert_eq!(Currency::try_from("KRW"), Ok(Currency::Krw));
+    }
+
+    #[test]
+    fn reason_rules() {
+        assert_eq!(optional_reason(""), Ok(None));
+        assert_eq!(optional_reason("late"), Ok(Some("late".into())));
+        assert_eq!(
+            optional_reason(&"é".repeat(200)).map(|r| r.is_some()),
+            Ok(true)
+        );
+        assert_eq!(
+            optional_reason(&"a".repeat(201)),
+            Err(ValueError::TooLong(200))
+        );
     }
 
     #[test]

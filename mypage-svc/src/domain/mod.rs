@@ -24,8 +24,8 @@ use uuid::Uuid;
 /// Shortest and longest bookable session, in minutes.
 pub const SESSION_MINUTES: std::ops::RangeInclusive<i32> = 15..=480;
 
-/// Longest decline reason kept, in characters (the events' limit for reason strings).
-pub const MAX_REASON_CHARS: usize = 200;
+/// Longest free-text reason, shared by every service.
+pub use platform::values::MAX_REASON_CHARS;
 
 /// Where the order stands, as order-svc announced it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -12,8 +12,8 @@ use uuid::Uuid;
 /// Amounts above this many minor units are declined with `LimitExceeded`.
 pub const SINGLE_CHARGE_LIMIT_MINOR: i64 = 100_000_000;
 
-/// Longest accepted refund reason, in characters.
-pub const MAX_REASON_CHARS: usize = 200;
+/// Longest free-text reason, shared by every service.
+pub use platform::values::MAX_REASON_CHARS;
 
 /// Shortest and longest bookable session, in minutes.
 pub const SESSION_MINUTES: std::ops::RangeInclusive<i32> = 15..=480;

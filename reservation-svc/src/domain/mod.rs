@@ -31,8 +31,8 @@ use chrono::{DateTime, Utc};
 use platform::values::ExternalId;
 use uuid::Uuid;
 
-/// Longest accepted reason (rejection or cancellation), in characters.
-pub const MAX_REASON_CHARS: usize = 200;
+/// Longest free-text reason, shared by every service.
+pub use platform::values::MAX_REASON_CHARS;
 
 /// Shortest and longest bookable session, in minutes.
 pub const SESSION_MINUTES: RangeInclusive<i32> = 15..=480;
