@@ -1,8 +1,12 @@
 """Writes istio/talentshare.yaml: the Istio resources rendered from the Helm chart.
 
 The chart (helm/talentshare/templates/istio/) is the one source of truth; this file is a
-generated copy for `kubectl apply` when the chart was installed without istio.enabled,
-with the release name `talentshare` in the namespace `talentshare` and default values.
+generated copy for `kubectl apply` when the chart was installed with the Istio resources
+off, with the release name `talentshare` in the namespace `talentshare` and default values
+in a cluster that serves Istio's APIs (so istio.enabled: auto is on), plus the example
+auth settings of deploy/tests/deploycheck/chart.py REQUIRED_VALUES (issuer
+https://auth.talentshare.example): the RequestAuthentications and request principals name
+that issuer.
 deploy/tests/test_istio_sync.py fails when the copy is out of date; refresh it with
 
     .venv/bin/python deploy/gen_istio.py
@@ -14,26 +18,27 @@ import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent / "tests"))
 
-import helm_python as helm  # noqa: E402
-
-from deploycheck.paths import CHART, ISTIO_GENERATED  # noqa: E402
+from deploycheck import chart  # noqa: E402
+from deploycheck.paths import ISTIO_GENERATED  # noqa: E402
 
 RELEASE = NAMESPACE = "talentshare"
-VALUES = {"istio": {"enabled": True}}
+VALUES = chart.REQUIRED_VALUES
 HEADER = """\
 # GENERATED from the Helm chart by deploy/gen_istio.py: do not edit (edit
 # helm/talentshare/templates/istio/ and values.yaml, then run `.venv/bin/python deploy/gen_istio.py`).
 #
 # The Istio policy of a `helm install talentshare helm/talentshare -n talentshare` release
-# (default values): DestinationRules, VirtualServices, PeerAuthentication (STRICT) and
-# AuthorizationPolicies. Apply it with `kubectl apply -n talentshare -f istio/talentshare.yaml`,
-# or install the chart with `--set istio.enabled=true` instead (any release name/namespace).
+# (default values, Istio's APIs served): DestinationRules, VirtualServices, PeerAuthentication
+# (STRICT), RequestAuthentications and AuthorizationPolicies. The end-user JWT issuer here is
+# the EXAMPLE https://auth.talentshare.example: for your identity provider, install the chart
+# with auth.issuer/audience/jwksUri instead (it renders these resources itself in an Istio
+# cluster, for any release name/namespace). Apply with
+# `kubectl apply -n talentshare -f istio/talentshare.yaml`.
 """
 
 
 def render() -> str:
-    with helm.Chart.load(str(CHART)) as chart:
-        manifests = chart.render(VALUES, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    manifests, _ = chart.render_manifests(VALUES, release=RELEASE, namespace=NAMESPACE, api_versions=chart.ISTIO_APIS)
     parts = []
     for source in sorted(manifests):
         if "/templates/istio/" in source and manifests[source].strip():

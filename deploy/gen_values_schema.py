@@ -1,7 +1,7 @@
 """Writes helm/talentshare/values.schema.json (run after changing this file).
 
 The schema is kept as Python so it can share definitions; the generated JSON is what
-Helm reads. `deploy/tests/test_values_schema.py` checks that the file is up to date.
+Helm reads. `deploy/tests/test_chart.py` checks that the file is up to date.
 """
 import json
 import pathlib
@@ -10,10 +10,15 @@ import sys
 SERVICES = ["order", "payment", "reservation", "mypage"]
 PAYMENT_METHODS = ["Pay", "Refund", "GetPayment", "ListPayments"]
 # Settings the chart computes itself; values may not set them.
-CHART_OWNED_ENV = ["GRPC_ADDR", "PAYMENT_URL", "SHUTDOWN_DELAY", "SHUTDOWN_GRACE", "DATABASE_URL", "AMQP_URL"]
+CHART_OWNED_ENV = [
+    "GRPC_ADDR", "PAYMENT_URL", "SHUTDOWN_DELAY", "SHUTDOWN_GRACE", "DATABASE_URL", "AMQP_URL",
+    "AMQP_DECLARE_TOPOLOGY", "AUTH_JWKS", "AUTH_ISSUER", "AUTH_AUDIENCE", "AUTH_JWKS_REFRESH", "AUTH_LEEWAY",
+]
+BROKER_USERS = SERVICES + ["admin"]
 
 DURATION = {"type": "string", "pattern": r"^([0-9]+(\.[0-9]+)?(h|m|s|ms))+$"}
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 
 
 def obj(properties, required=(), **extra):
@@ -89,6 +94,13 @@ route_override = obj(
         ),
     },
 )
+egress_peer = obj(
+    {
+        "ports": {"type": "array", "minItems": 1, "items": {"type": "integer", "minimum": 1, "maximum": 65535}},
+        "to": {"type": "array", "items": {"type": "object"}, "description": "NetworkPolicyPeer list; empty: any destination"},
+    },
+    required=["ports", "to"],
+)
 traffic_policy = obj(
     {
         "connectionPool": {"type": "object", "description": "Istio DestinationRule connectionPool"},
@@ -114,7 +126,7 @@ SCHEMA = obj(
         "connections": obj(
             {
                 "existingSecret": {"type": "string"},
-                "amqpUrl": {"type": "string", "pattern": "^$|^amqps?://"},
+                "amqpUrls": obj({u: {"type": "string", "pattern": "^$|^amqps?://"} for u in BROKER_USERS}),
                 "databaseUrls": obj(
                     {s: {"type": "string", "pattern": "^$|^postgres(ql)?://"} for s in SERVICES},
                 ),
@@ -124,9 +136,12 @@ SCHEMA = obj(
             **{
                 "if": {"properties": {"existingSecret": {"const": ""}}},
                 "then": {
-                    "required": ["amqpUrl", "databaseUrls"],
+                    "required": ["amqpUrls", "databaseUrls"],
                     "properties": {
-                        "amqpUrl": {"minLength": 1},
+                        "amqpUrls": {
+                            "required": BROKER_USERS,
+                            "properties": {u: {"minLength": 1} for u in BROKER_USERS},
+                        },
                         "databaseUrls": {
                             "required": SERVICES,
                             "properties": {s: {"minLength": 1} for s in SERVICES},
@@ -134,6 +149,18 @@ SCHEMA = obj(
                     },
                 },
             },
+        ),
+        "auth": obj(
+            {
+                "issuer": {"type": "string"},
+                "audience": {"type": "string"},
+                "jwksUri": {"type": "string", "pattern": "^$|^https?://"},
+                "jwksConfigMap": {"type": "string", "pattern": f"^$|{DNS_SUBDOMAIN}"},
+                "jwksConfigMapKey": {"type": "string", "minLength": 1, "pattern": r"^[-._a-zA-Z0-9]+$"},
+                "jwksRefresh": DURATION,
+                "leeway": DURATION,
+            },
+            required=["issuer", "audience", "jwksUri", "jwksConfigMap", "jwksConfigMapKey", "jwksRefresh", "leeway"],
         ),
         "config": env_config,
         "shutdown": obj(
@@ -179,13 +206,45 @@ SCHEMA = obj(
                 "enabled": {"type": "boolean"},
                 "ingressNamespaces": {"type": "array", "items": {"type": "string", "pattern": DNS_LABEL}},
                 "extraIngress": {"type": "array", "items": {"type": "object"}},
+                "egress": obj(
+                    {
+                        "dnsNamespace": {"type": "string", "pattern": DNS_LABEL},
+                        "postgresql": egress_peer,
+                        "rabbitmq": egress_peer,
+                        "jwks": egress_peer,
+                        "istiodNamespace": {"type": "string", "pattern": DNS_LABEL},
+                    },
+                    required=["dnsNamespace", "postgresql", "rabbitmq", "jwks", "istiodNamespace"],
+                ),
+                "extraEgress": {"type": "array", "items": {"type": "object"}},
             },
-            required=["enabled"],
+            required=["enabled", "egress"],
         ),
         "tests": obj({"enabled": {"type": "boolean"}}, required=["enabled"]),
-        "istio": obj(
+        "ingress": obj(
             {
                 "enabled": {"type": "boolean"},
+                "api": {"enum": ["auto", "gateway-api", "istio"]},
+                "host": {"type": "string", "pattern": f"^$|{DNS_SUBDOMAIN}"},
+                "tlsSecretName": {"type": "string", "pattern": f"^$|{DNS_SUBDOMAIN}"},
+                "port": {"type": "integer", "minimum": 1, "maximum": 65535},
+                "gatewayApi": obj({"gatewayClassName": {"type": "string", "minLength": 1}}, required=["gatewayClassName"]),
+                "istio": obj(
+                    {
+                        "selector": {"type": "object", "minProperties": 1, "additionalProperties": {"type": "string"}},
+                        "gatewayNamespace": {"type": "string", "pattern": DNS_LABEL},
+                    },
+                    required=["selector", "gatewayNamespace"],
+                ),
+            },
+            required=["enabled", "api", "host", "tlsSecretName", "port", "gatewayApi", "istio"],
+        ),
+        "istio": obj(
+            {
+                "enabled": {
+                    "enum": ["auto", True, False],
+                    "description": "auto: on when the cluster serves security.istio.io/v1",
+                },
                 "trustDomain": {"type": "string", "minLength": 1, "pattern": r"^[a-z0-9.-]+$"},
                 "nativeSidecar": {"type": "boolean"},
                 "peerAuthentication": obj({"enabled": {"type": "boolean"}}, required=["enabled"]),
@@ -230,7 +289,7 @@ SCHEMA = obj(
             required=["enabled", "trustDomain"],
         ),
     },
-    required=["image", "connections", "config", "shutdown", "services", "probes", "podSecurityContext", "istio"],
+    required=["image", "connections", "auth", "config", "shutdown", "services", "probes", "podSecurityContext", "istio"],
 )
 SCHEMA = {"$schema": "http://json-schema.org/draft-07/schema#", "title": "talentshare chart values", **SCHEMA}
 

@@ -10,10 +10,13 @@ from deploycheck.cluster import Cluster
 
 # Scenario -> (values, namespace). The production-like one uses another namespace, so
 # principals and hosts are checked with a namespace other than the release name.
+# "mesh": the default values in a cluster that serves Istio's APIs (istio.enabled: auto).
 SCENARIOS = {
     "default": ("default", "talentshare"),
     "production": ("production", "talentshare-prod"),
+    "mesh": ("default", "talentshare"),
 }
+API_VERSIONS = {"mesh": chart.ISTIO_APIS}
 SERVICE_BINARIES = ["order-svc", "payment-svc", "reservation-svc", "mypage-svc"]
 
 _rendered: dict[str, chart.Rendered] = {}
@@ -23,7 +26,7 @@ def rendered_scenario(name: str) -> chart.Rendered:
     """The chart rendered for a scenario (cached; callers must not mutate it: `.copy()`)."""
     if name not in _rendered:
         values, namespace = SCENARIOS[name]
-        _rendered[name] = chart.render(chart.load_values(values), namespace=namespace)
+        _rendered[name] = chart.render(chart.load_values(values), namespace=namespace, api_versions=API_VERSIONS.get(name, ()))
     return _rendered[name]
 
 
@@ -112,7 +115,7 @@ def all_findings(r: chart.Rendered, f: Facts) -> list[str]:
 
     out: list[str] = []
     for item in r.items:
-        out += istio.validate(item.obj) if item.is_istio else k8s.validate_core(item.obj)
+        out += istio.validate(item.obj) if item.is_crd_kind else k8s.validate_core(item.obj)
     out += crossref.check_env(r, f.accepted_env)
     out += crossref.check_ports(r)
     out += crossref.check_probes(r, f.readiness)
@@ -127,4 +130,6 @@ def all_findings(r: chart.Rendered, f: Facts) -> list[str]:
     out += crossref.check_method_paths(r, f.methods)
     out += crossref.check_traffic_policy(r)
     out += crossref.check_retries(r)
+    out += crossref.check_broker_users(r)
+    out += crossref.check_ingress(r)
     return out

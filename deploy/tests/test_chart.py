@@ -9,8 +9,8 @@ from conftest import rendered_scenario
 from deploycheck import chart
 from deploycheck.paths import CHART, ROOT
 
-PER_SERVICE = ["Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget", "ConfigMap"]
-ISTIO = {"DestinationRule": 4, "VirtualService": 4, "PeerAuthentication": 1, "AuthorizationPolicy": 5}
+PER_SERVICE = ["Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget", "ConfigMap", "NetworkPolicy"]
+ISTIO = {"DestinationRule": 4, "VirtualService": 4, "PeerAuthentication": 1, "AuthorizationPolicy": 5, "RequestAuthentication": 3}
 
 
 def count(r, kind, hooks=False):
@@ -22,10 +22,12 @@ def test_default_render_has_the_core_objects():
     for kind in PER_SERVICE:
         assert count(r, kind) == 4, kind
     assert count(r, "ServiceAccount") == 5  # one per service, one for the helm test Pods
-    assert count(r, "Secret") == 1  # DATABASE_URL per service + AMQP_URL, from values
+    assert count(r, "Secret") == 1  # DATABASE_URL and AMQP_URL per service, from values
+    assert count(r, "Secret", hooks=True) == 1  # the admin broker URL, for the topology Job only
+    assert count(r, "Job", hooks=True) == 1  # talentshare topology
     assert count(r, "Pod", hooks=True) == 4  # helm test: talentshare probe per service
     for kind in ISTIO:
-        assert count(r, kind) == 0, "Istio resources are off by default"
+        assert count(r, kind) == 0, "no Istio resources where the cluster does not serve Istio's APIs"
     hpa = r.of_kind("HorizontalPodAutoscaler")[0].obj
     assert hpa["apiVersion"] == "autoscaling/v2"
     assert hpa["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"] == 50
@@ -35,10 +37,13 @@ def test_production_render_has_the_mesh_policy():
     r = rendered_scenario("production")
     for kind in PER_SERVICE + ["NetworkPolicy"]:
         assert count(r, kind) == 4, kind
-    for kind, n in ISTIO.items():
+    # Plus the ingress (Istio Gateway: `helm template` reports no Gateway API): its
+    # VirtualService and the RequestAuthentication at the gateway.
+    for kind, n in (ISTIO | {"VirtualService": 5, "RequestAuthentication": 4, "Gateway": 1}).items():
         assert count(r, kind) == n, kind
     assert count(r, "ServiceAccount") == 5
     assert count(r, "Secret") == 0, "production uses connections.existingSecret"
+    assert count(r, "Secret", hooks=True) == 0, "the topology Job reads the existing Secret"
     pa = r.of_kind("PeerAuthentication")[0].obj
     assert pa["spec"] == {"mtls": {"mode": "STRICT"}} and "selector" not in pa["spec"]
 
@@ -81,6 +86,14 @@ BAD_VALUES = {
     "chart-owned setting in a service config": {"services": {"order": {"config": {"PAYMENT_URL": "http://x:1"}}}},
     "lower-case env name": {"config": {"rust_log": "debug"}},
     "database URL not postgres": {"connections": {"databaseUrls": {"order": "mysql://x@y/z"}}},
+    "one broker URL for all (the old key)": {"connections": {"amqpUrl": "amqp://u:p@rabbitmq:5672/%2f"}},
+    "broker URL not amqp": {"connections": {"amqpUrls": {"admin": "http://rabbitmq:15672"}}},
+    "auth setting in config": {"config": {"AUTH_ISSUER": "https://x"}},
+    "topology declaration in a service config": {"services": {"order": {"config": {"AMQP_DECLARE_TOPOLOGY": "true"}}}},
+    "jwksUri not a URL": {"auth": {"jwksUri": "/etc/jwks.json"}},
+    "istio.enabled neither auto nor a bool": {"istio": {"enabled": "yes"}},
+    "unknown ingress API": {"ingress": {"api": "nginx"}},
+    "egress port out of range": {"networkPolicy": {"egress": {"postgresql": {"ports": [0]}}}},
     "missing database URL without existingSecret": {"connections": {"databaseUrls": {"mypage": ""}}},
     "HPA CPU target over 100": {"autoscaling": {"targetCPUUtilizationPercentage": 150}},
     "unknown payment method for a caller": {"istio": {"authorization": {"paymentCallers": {"order": ["Pay", "Charge"]}}}},
@@ -111,7 +124,17 @@ TOGGLES = {
     "no-autoscaling": {"autoscaling": {"enabled": False}, "services": {"payment": {"replicaCount": 3}}},
     "no-pdb-no-tests": {"podDisruptionBudget": {"enabled": False}, "tests": {"enabled": False}},
     "min-available-percent": {"podDisruptionBudget": {"minAvailable": "50%"}},
-    "network-policies": {"networkPolicy": {"enabled": True}},
+    "no-network-policies": {"networkPolicy": {"enabled": False}},
+    "one-replica": {"autoscaling": {"enabled": False}, "replicaCount": 1},
+    "jwks-configmap": {"auth": {"jwksUri": "", "jwksConfigMap": "talentshare-jwks"}, "istio": {"enabled": False}},
+    "existing-secret": {"connections": {"existingSecret": "talentshare-connections"}},
+    "ingress-gateway-api-forced": {
+        "ingress": {"enabled": True, "api": "gateway-api", "host": "api.talentshare.example", "tlsSecretName": "api-tls"}
+    },
+    "ingress-istio-forced": {
+        "istio": {"enabled": True},
+        "ingress": {"enabled": True, "api": "istio", "host": "api.talentshare.example", "tlsSecretName": "api-tls"},
+    },
     "istio-without-authz": {"istio": {"enabled": True, "authorization": {"enabled": False}, "peerAuthentication": {"enabled": False}}},
     "image-digest-and-names": {
         "image": {"digest": "sha256:" + "a" * 64},
@@ -127,8 +150,9 @@ def test_toggles_render_valid_consistent_objects(values):
     """Each toggle renders, lints clean, and passes the schema and static cross-checks."""
     from deploycheck import crossref, istio, k8s
 
+    values = chart.with_required(values)
     r = chart.render(values)
-    findings = [f for i in r.items for f in (istio.validate(i.obj) if i.is_istio else k8s.validate_core(i.obj))]
+    findings = [f for i in r.items for f in (istio.validate(i.obj) if i.is_crd_kind else k8s.validate_core(i.obj))]
     for check in (
         crossref.check_ports,
         crossref.check_shutdown,
@@ -139,6 +163,8 @@ def test_toggles_render_valid_consistent_objects(values):
         crossref.check_principals,
         crossref.check_traffic_policy,
         crossref.check_retries,
+        crossref.check_broker_users,
+        crossref.check_ingress,
     ):
         findings += check(r)
     findings += crossref.check_env(r, {})

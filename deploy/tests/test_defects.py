@@ -209,6 +209,42 @@ RENDERED_DEFECTS: list[tuple[str, Callable[[Any], None], str]] = [
         "DestinationRule in front of payment is looser",
     ),
     (
+        "public-rule-without-request-principal",
+        lambda r: item(r, "AuthorizationPolicy", "order")["spec"]["rules"][0]["from"][0]["source"].pop("requestPrincipals"),
+        "allowed without an end-user JWT",
+    ),
+    (
+        "manager-methods-without-the-claim",
+        lambda r: next(x for x in item(r, "AuthorizationPolicy", "reservation")["spec"]["rules"] if x.get("when")).pop("when"),
+        "allowed without the manager role claim",
+    ),
+    (
+        "request-principal-of-another-issuer",
+        lambda r: item(r, "AuthorizationPolicy", "mypage")["spec"]["rules"][0]["from"][0]["source"].update(
+            requestPrincipals=["https://evil.example/*"]
+        ),
+        "is not one of auth.issuer",
+    ),
+    (
+        "retry-on-resource-exhausted",
+        lambda r: route(r, "payment", "read")["retries"].update(retryOn="unavailable,resource-exhausted"),
+        "retryOn has resource-exhausted",
+    ),
+    (
+        "service-connects-as-admin",
+        lambda r: next(e for e in container(r, "order")["env"] if e["name"] == "AMQP_URL")["valueFrom"]["secretKeyRef"].update(
+            key="admin-amqp-url"
+        ),
+        "not its own broker user's order-amqp-url",
+    ),
+    (
+        "ingress-routes-payment",
+        lambda r: next(i for i in r.of_kind("VirtualService") if i.name.endswith("-ingress")).obj["spec"]["http"][0]["match"].append(
+            {"uri": {"exact": "/talentshare.payment.v1.PaymentService/Pay"}}
+        ),
+        "exposes /talentshare.payment.v1.PaymentService/Pay",
+    ),
+    (
         "hpa-targets-missing-deployment",
         lambda r: item(r, "HorizontalPodAutoscaler", "mypage")["spec"]["scaleTargetRef"].update(name="talentshare-mypag"),
         "is not a rendered Deployment",

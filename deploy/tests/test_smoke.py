@@ -75,8 +75,9 @@ def test_helm_test_hook_command_passes(cluster, binary):
     assert "SERVING" in done.stdout
 
 
-def grpc_call(addr, method, data):
-    done = binaries.grpcurl(addr, method, data=data, timeout=30)
+def grpc_call(addr, method, data, token=None):
+    headers = ["-H", f"authorization: Bearer {token}"] if token else []
+    done = binaries.grpcurl(*headers, addr, method, data=data, timeout=30)
     assert done.returncode == 0, f"{method}: {done.stderr}"
     return json.loads(done.stdout)
 
@@ -98,7 +99,8 @@ def test_order_svc_reaches_payment_at_the_rendered_payment_url(cluster):
         "currency": "KRW",
         "card_number": "4242 4242 4242 4242",
     }
-    placed = grpc_call(order.addr, "talentshare.order.v1.OrderService/PlaceOrder", request)["order"]
+    token = cluster.token(order, "deploycheck")  # sub = the customer id
+    placed = grpc_call(order.addr, "talentshare.order.v1.OrderService/PlaceOrder", request, token)["order"]
     assert placed["status"] == "ORDER_STATUS_PAID", placed
     paid = grpc_call(payment.addr, "talentshare.payment.v1.PaymentService/GetPayment", {"order_id": placed["orderId"]})
     assert paid["payment"]["status"] == "PAYMENT_STATUS_APPROVED"
@@ -123,6 +125,58 @@ def test_payment_answers_on_its_service_address(cluster):
         },
     )
     assert paid["payment"]["status"] == "PAYMENT_STATUS_APPROVED"
+
+
+def test_topology_job_declared_what_the_services_consume(cluster):
+    """The rendered pre-install hook Job (`talentshare topology`, admin broker URL) ran
+    first and exited 0, and the exchanges and queues exist: the services, which get
+    AMQP_DECLARE_TOPOLOGY=false, only check them."""
+    if cluster.topology is None:
+        pytest.skip(cluster.topology_skipped or "the topology Job did not run")
+    import pika
+
+    from deploycheck.cluster import AMQP_URL
+
+    conn = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
+    try:
+        ch = conn.channel()
+        for x in (cluster.exchange, f"{cluster.exchange}.dlx"):
+            ch.exchange_declare(x, passive=True)
+        for name in ("order", "reservation", "mypage"):
+            for q in (f"{cluster.exchange}.{name}", f"{cluster.exchange}.{name}.dlq"):
+                ch.queue_declare(q, passive=True)
+    finally:
+        conn.close()
+    for proc in cluster.processes.values():
+        assert proc.env["AMQP_DECLARE_TOPOLOGY"] == "false", proc.binary
+
+
+def test_public_services_get_the_auth_settings(cluster):
+    """order, reservation and mypage run with AUTH_ISSUER/AUTH_AUDIENCE from values and
+    AUTH_JWKS mapped to a JWKS file; payment-svc gets none."""
+    for proc in cluster.processes.values():
+        auth = {k for k in proc.env if k.startswith("AUTH_")}
+        if proc.binary == "payment-svc":
+            assert auth == set(), auth
+        else:
+            assert {"AUTH_ISSUER", "AUTH_AUDIENCE", "AUTH_JWKS", "AUTH_JWKS_REFRESH", "AUTH_LEEWAY"} <= auth
+            assert json.loads(open(proc.env["AUTH_JWKS"]).read())["keys"]
+
+
+def test_public_services_verify_end_user_tokens(cluster):
+    """With the rendered auth settings the services verify for themselves (defence in depth
+    behind the mesh): no token is UNAUTHENTICATED; a token from the configured issuer and
+    the JWKS works; one for another audience does not."""
+    order = process_for(cluster, "order-svc")
+    listing = {"customer_id": "deploycheck", "page_size": 1}
+    method = "talentshare.order.v1.OrderService/ListOrders"
+    done = binaries.grpcurl(order.addr, method, data=listing)
+    assert done.returncode != 0 and "Unauthenticated" in done.stderr, done.stdout + done.stderr
+    grpc_call(order.addr, method, listing, cluster.token(order, "deploycheck"))
+    other = dict(order.env, AUTH_AUDIENCE="someone-else")
+    wrong = cluster.token(type(order)(**{**order.__dict__, "env": other}), "deploycheck")
+    done = binaries.grpcurl("-H", f"authorization: Bearer {wrong}", order.addr, method, data=listing)
+    assert done.returncode != 0 and "Unauthenticated" in done.stderr, done.stdout + done.stderr
 
 
 def test_processes_wrote_nothing_to_their_working_directory(cluster):

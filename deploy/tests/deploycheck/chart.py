@@ -5,8 +5,11 @@ import copy
 import dataclasses
 from typing import Any, Iterable
 
+import json
+
 import helm_python as helm
 import yaml
+from helm_python import _native
 
 from .paths import CHART, PRODUCTION_VALUES
 
@@ -15,15 +18,62 @@ NAMESPACE = "talentshare"
 KUBE_VERSION = "v1.33.0"
 
 ISTIO_API_GROUPS = ("networking.istio.io/", "security.istio.io/")
+# Kinds validated against a CRD in deploy/schemas (Istio, Gateway API).
+CRD_API_GROUPS = ISTIO_API_GROUPS + ("gateway.networking.k8s.io/",)
+
+# What a cluster's discovery reports (Helm's .Capabilities.APIVersions): "group/version" and
+# "group/version/Kind" for each served kind. Without these, Helm knows only the built-ins.
+ISTIO_APIS = tuple(
+    f"{gv}{suffix}"
+    for gv, kinds in {
+        "security.istio.io/v1": ("AuthorizationPolicy", "PeerAuthentication", "RequestAuthentication"),
+        "networking.istio.io/v1": ("DestinationRule", "VirtualService", "Gateway"),
+    }.items()
+    for suffix in ("", *(f"/{k}" for k in kinds))
+)
+GATEWAY_APIS = ("gateway.networking.k8s.io/v1", "gateway.networking.k8s.io/v1/Gateway", "gateway.networking.k8s.io/v1/GRPCRoute")
+
+# The values every install must give: the chart refuses to render without the auth settings
+# and with the placeholder (`change-me`) passwords. Real-looking, not real.
+REQUIRED_VALUES: dict[str, Any] = {
+    "auth": {
+        "issuer": "https://auth.talentshare.example",
+        "audience": "talentshare-api",
+        "jwksUri": "https://auth.talentshare.example/.well-known/jwks.json",
+    },
+    "connections": {
+        "amqpUrls": {
+            u: f"amqp://talentshare-{u}:s3cr3t-{u}-7Hq2@rabbitmq.messaging:5672/%2f"
+            for u in ("order", "payment", "reservation", "mypage", "admin")
+        },
+        "databaseUrls": {
+            s: f"postgres://{s}:s3cr3t-{s}-9Kd4@postgresql.db:5432/talentshare_{s}"
+            for s in ("order", "payment", "reservation", "mypage")
+        },
+    },
+}
+
+
+def deep_merge(base: dict, extra: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in extra.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+    return out
 
 
 def load_values(name: str) -> dict[str, Any]:
-    """The values of a named scenario: `default` (the chart's own) or `production`."""
+    """The values of a named scenario: `default` (the chart's own plus REQUIRED_VALUES) or
+    `production` (ci/production-values.yaml)."""
     if name == "default":
-        return {}
+        return copy.deepcopy(REQUIRED_VALUES)
     if name == "production":
         return yaml.safe_load(PRODUCTION_VALUES.read_text())
     raise KeyError(name)
+
+
+def with_required(values: dict[str, Any] | None) -> dict[str, Any]:
+    """`values` over REQUIRED_VALUES (for renders of one toggle over the defaults)."""
+    return deep_merge(REQUIRED_VALUES, values or {})
 
 
 @dataclasses.dataclass
@@ -52,6 +102,11 @@ class Item:
     @property
     def is_istio(self) -> bool:
         return str(self.obj.get("apiVersion", "")).startswith(ISTIO_API_GROUPS)
+
+    @property
+    def is_crd_kind(self) -> bool:
+        """Istio or Gateway API: validated against deploy/schemas, not Kubernetes'."""
+        return str(self.obj.get("apiVersion", "")).startswith(CRD_API_GROUPS)
 
     @property
     def is_hook(self) -> bool:
@@ -87,11 +142,35 @@ class Rendered:
         return "---\n" + "---\n".join(docs)
 
 
-def render(values: dict[str, Any] | None = None, *, release: str = RELEASE, namespace: str = NAMESPACE) -> Rendered:
-    """Renders the chart as `helm install` would (schema-validated values, hooks included)."""
+def render_manifests(
+    values: dict[str, Any] | None = None,
+    *,
+    release: str = RELEASE,
+    namespace: str = NAMESPACE,
+    api_versions: Iterable[str] = (),
+) -> tuple[dict[str, str], dict[str, Any]]:
+    """(template -> manifest, merged values), as `helm install` renders them, with the
+    cluster serving `api_versions` besides the built-ins (`helm template --api-versions`).
+    helm-python-sdk's Chart.render does not expose the option; its native render does."""
     with helm.Chart.load(str(CHART)) as chart:
-        manifests = chart.render(values or {}, name=release, namespace=namespace, is_install=True)
+        if api_versions:
+            opts = {"name": release, "namespace": namespace, "is_install": True, "api_versions": list(api_versions)}
+            manifests = json.loads(_native.call_string("helm_render", chart._raw(), json.dumps(values or {}), json.dumps(opts)))
+        else:
+            manifests = chart.render(values or {}, name=release, namespace=namespace, is_install=True)
         merged = chart.merge_values(values or {})
+    return manifests, merged
+
+
+def render(
+    values: dict[str, Any] | None = None,
+    *,
+    release: str = RELEASE,
+    namespace: str = NAMESPACE,
+    api_versions: Iterable[str] = (),
+) -> Rendered:
+    """Renders the chart as `helm install` would (schema-validated values, hooks included)."""
+    manifests, merged = render_manifests(values, release=release, namespace=namespace, api_versions=api_versions)
     items: list[Item] = []
     notes = ""
     for source in sorted(manifests):

@@ -8,15 +8,22 @@ container. Only what a cluster would provide differently is mapped:
   selector and targetPort;
 - DATABASE_URL -> a fresh database on the local PostgreSQL (the rendered URL must be a
   postgres:// URL); AMQP_URL -> the local RabbitMQ; EVENTS_EXCHANGE -> a unique name, so
-  the run has its own broker topology (deleted at the end).
+  the run has its own broker topology (deleted at the end);
+- AUTH_JWKS (the issuer's https URL, or the mounted ConfigMap file) -> a JWKS file the
+  harness writes (the pods would fetch the URL or read the mount);
+- the topology hook Job (`talentshare topology`, pre-install) runs first, with its
+  rendered command and environment, AMQP_URL and EVENTS_EXCHANGE mapped the same way:
+  the services get AMQP_DECLARE_TOPOLOGY=false and only check that the topology is there.
 
 Processes start with no other environment than PATH, in an empty working directory
 (which must still be empty when they stop: nothing is written to the "root filesystem").
 """
 from __future__ import annotations
 
+import base64
 import concurrent.futures
 import dataclasses
+import json
 import os
 import pathlib
 import shutil
@@ -101,6 +108,10 @@ class Cluster:
         self.processes: dict[str, Process] = {}  # by Deployment name
         self.skipped: dict[str, str] = {}  # Deployment name -> why it was not started
         self.stopped = False
+        self.jwks = self.workdir / "jwks.json"  # outside every process's working directory
+        self.signing_key = self.workdir / "jwks-signing-key.pem"
+        self.topology: subprocess.CompletedProcess | None = None
+        self.topology_skipped: str | None = None  # why the topology Job was not run
 
     # -- address mapping ----------------------------------------------------------------
 
@@ -139,6 +150,8 @@ class Cluster:
     # -- lifecycle ------------------------------------------------------------------------
 
     def start(self, timeout: float = 60) -> None:
+        self._write_jwks()
+        self._run_topology_job()
         for w in workloads(self.rendered):
             reason = binaries.not_ready_reason(w.binary)
             if reason:
@@ -162,6 +175,63 @@ class Cluster:
         if errors:
             self.stop(graceful=False)
             raise RuntimeError("\n\n".join(errors))
+
+    def _write_jwks(self) -> None:
+        """A fresh RS256 key: its public half is the JWKS the public services load (the
+        mapped AUTH_JWKS), the private half signs the test's tokens (`token`)."""
+        subprocess.run(["openssl", "genrsa", "-out", str(self.signing_key), "2048"], check=True, capture_output=True, timeout=60)
+        modulus = subprocess.run(
+            ["openssl", "rsa", "-in", str(self.signing_key), "-noout", "-modulus"], check=True, capture_output=True, text=True, timeout=30
+        ).stdout.strip().split("=", 1)[1]
+        n = _b64url(bytes.fromhex(modulus))
+        jwk = {"kty": "RSA", "use": "sig", "alg": "RS256", "kid": f"deploycheck-{self.run_id}", "e": "AQAB", "n": n}
+        self.jwks.write_text(json.dumps({"keys": [jwk]}))
+
+    def token(self, proc: "Process", sub: str, roles: tuple[str, ...] = (), talents: tuple[str, ...] = ()) -> str:
+        """An end-user JWT for `proc`'s rendered AUTH_ISSUER/AUTH_AUDIENCE, signed with the key
+        of the JWKS it loaded (what the identity provider would issue)."""
+        now = int(time.time())
+        header = {"alg": "RS256", "typ": "JWT", "kid": f"deploycheck-{self.run_id}"}
+        claims = {"iss": proc.env["AUTH_ISSUER"], "aud": proc.env["AUTH_AUDIENCE"], "sub": sub, "iat": now, "exp": now + 600}
+        if roles:
+            claims["roles"] = list(roles)
+        if talents:
+            claims["talents"] = list(talents)
+        signing_input = f"{_b64url(json.dumps(header).encode())}.{_b64url(json.dumps(claims).encode())}"
+        signature = subprocess.run(
+            ["openssl", "dgst", "-sha256", "-sign", str(self.signing_key)],
+            input=signing_input.encode(), check=True, capture_output=True, timeout=30,
+        ).stdout
+        return f"{signing_input}.{_b64url(signature)}"
+
+    def _run_topology_job(self) -> None:
+        """The pre-install hook Job, as Helm runs it before the Deployments (mapped to the
+        local broker and this run's exchange). Skipped, with the reason, when there is none
+        or the built talentshare has no `topology` subcommand yet."""
+        jobs = [w for w in workloads(self.rendered, hooks=True) if w.item.kind == "Job"]
+        if not jobs:
+            self.topology_skipped = "no hook Job is rendered"
+            return
+        w = jobs[0]
+        command = list(w.container.get("command") or []) + list(w.container.get("args") or [])
+        exe = binaries.path(os.path.basename(command[0]))
+        if not exe.exists():
+            self.topology_skipped = f"{exe} is not built"
+            return
+        help_done = subprocess.run([str(exe), "--help"], capture_output=True, text=True, timeout=20, env={"PATH": "/usr/bin:/bin"})
+        if not any(line.split()[:1] == [command[1]] for line in help_done.stdout.splitlines()):
+            self.topology_skipped = f"{exe.name} has no `{command[1]}` subcommand yet"
+            return
+        env = {v["name"]: v.get("value") for v in w.container.get("env") or []}
+        env |= {"AMQP_URL": AMQP_URL, "EVENTS_EXCHANGE": self.exchange, "PATH": "/usr/bin:/bin"}
+        missing = [k for k, v in env.items() if v is None]
+        if missing:
+            raise RuntimeError(f"{w.ref}: no value for {missing}")
+        cwd = self.workdir / w.item.name
+        cwd.mkdir()
+        self.topology = subprocess.run([str(exe), *command[1:]], env=env, cwd=cwd, capture_output=True, text=True, timeout=60)
+        if self.topology.returncode != 0:
+            raise RuntimeError(f"{w.ref}: `{' '.join(command)}` exited {self.topology.returncode}:\n{self.topology.stdout}{self.topology.stderr}")
 
     def _prepare(self, w: Workload) -> None:
         name = w.item.name
@@ -193,6 +263,8 @@ class Cluster:
         env["GRPC_ADDR"] = proc.addr
         if "PAYMENT_URL" in env:
             env["PAYMENT_URL"] = self.map_url(env["PAYMENT_URL"], ns)
+        if "AUTH_JWKS" in env:
+            env["AUTH_JWKS"] = str(self.jwks)
         missing = [k for k, v in env.items() if v is None]
         if missing:
             raise RuntimeError(f"{proc.workload.ref}: no value for {missing}")
@@ -274,3 +346,7 @@ class Cluster:
                 conn.close()
             except Exception:
                 pass
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()

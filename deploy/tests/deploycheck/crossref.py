@@ -38,6 +38,20 @@ RETRY_SAFE = {
     "talentshare.mypage.v1.MyPageService": {"GetMyPage", "GetMyPageEntry"},  # not WatchMyPage (a stream)
 }
 HEALTH_CHECK_PATH = "/grpc.health.v1.Health/Check"
+# Methods only talent managers may call (DESIGN.md "Identity and access"): under Istio a rule
+# for them must require the roles claim to contain "manager".
+MANAGER_METHODS = {
+    "talentshare.reservation.v1.ReservationService": {"ConfirmReservation", "RejectReservation", "ListReservations"},
+}
+MANAGER_CLAIM = "request.auth.claims[roles]"
+PUBLIC_SERVICES = {
+    "talentshare.order.v1.OrderService",
+    "talentshare.reservation.v1.ReservationService",
+    "talentshare.mypage.v1.MyPageService",
+}
+# Retrying RESOURCE_EXHAUSTED re-sends load to a server that is shedding it (or a caller
+# over its quota): it amplifies an overload instead of riding out a blip.
+NEVER_RETRY_ON = {"resource-exhausted"}
 SECRET_ENV = ("DATABASE_URL", "AMQP_URL")
 DURATION = re.compile(r"^(\d+)(ms|s|m)?$")
 
@@ -68,10 +82,10 @@ class Workload:
 
 
 def workloads(r: Rendered, hooks: bool = False) -> Iterator[Workload]:
-    for item in r.of_kind("Deployment", "Pod"):
+    for item in r.of_kind("Deployment", "Job", "Pod"):
         if item.is_hook != hooks:
             continue
-        if item.kind == "Deployment":
+        if item.kind in ("Deployment", "Job"):
             template = item.obj["spec"]["template"]
             pod_spec, labels = template["spec"], (template.get("metadata") or {}).get("labels") or {}
         else:
@@ -180,6 +194,56 @@ def check_env(r: Rendered, accepted: dict[str, set[str] | None]) -> list[str]:
         for name in SECRET_ENV:
             if name in (cm.obj.get("data") or {}):
                 out.append(f"{cm.ref}: holds {name}, which belongs in a Secret")
+    return out
+
+
+def check_broker_users(r: Rendered) -> list[str]:
+    """Broker least privilege: each service's AMQP_URL is its own Secret key
+    (`<service>-amqp-url`, never the admin's), services do not declare the topology
+    (AMQP_DECLARE_TOPOLOGY=false), and a pre-install/pre-upgrade hook Job runs
+    `talentshare topology` with the admin URL (from a Secret that exists at that time)."""
+    out = []
+    keys: dict[str, str] = {}
+    for w in workloads(r):
+        env, _ = container_env(r, w)
+        amqp = next((v for v in w.container.get("env") or [] if v["name"] == "AMQP_URL"), None)
+        key = (((amqp or {}).get("valueFrom") or {}).get("secretKeyRef") or {}).get("key")
+        svc = w.item.name.rsplit("-", 1)[-1]
+        if key != f"{svc}-amqp-url":
+            out.append(f"{w.ref}: AMQP_URL comes from Secret key {key!r}, not its own broker user's {svc}-amqp-url")
+        if key in keys.values():
+            out.append(f"{w.ref}: shares the broker user of Secret key {key!r} with another service")
+        keys[w.item.name] = key
+        declare = env.get("AMQP_DECLARE_TOPOLOGY")
+        if declare is None or declare.value != "false":
+            out.append(f"{w.ref}: AMQP_DECLARE_TOPOLOGY is {declare.value if declare else None!r}; services must not declare the topology (their users cannot)")
+    jobs = [w for w in workloads(r, hooks=True) if w.item.kind == "Job"]
+    topology = [w for w in jobs if (w.container.get("args") or [None])[0] == "topology"]
+    if r.of_kind("Deployment") and len(topology) != 1:
+        out.append(f"{len(topology)} hook Jobs run `talentshare topology` (want 1)")
+    for w in topology:
+        ann = w.item.obj["metadata"].get("annotations") or {}
+        if set(ann.get("helm.sh/hook", "").split(",")) != {"pre-install", "pre-upgrade"}:
+            out.append(f"{w.ref}: hook is {ann.get('helm.sh/hook')!r}, want pre-install,pre-upgrade")
+        if posixpath.basename((w.container.get("command") or [""])[0]) != "talentshare":
+            out.append(f"{w.ref}: does not run the talentshare binary")
+        amqp = next((v for v in w.container.get("env") or [] if v["name"] == "AMQP_URL"), None)
+        ref = (((amqp or {}).get("valueFrom") or {}).get("secretKeyRef")) or {}
+        if ref.get("key") != "admin-amqp-url":
+            out.append(f"{w.ref}: AMQP_URL is not the admin-amqp-url Secret key")
+        secret = r.get("Secret", ref.get("name", ""))
+        existing = (r.values.get("connections") or {}).get("existingSecret") or ""
+        if secret is None and ref.get("name") != existing:
+            out.append(f"{w.ref}: Secret {ref.get('name')!r} is neither rendered nor connections.existingSecret")
+        elif secret is not None:
+            s_ann = secret.obj["metadata"].get("annotations") or {}
+            if not secret.is_hook or int(s_ann.get("helm.sh/hook-weight", 0)) >= int(ann.get("helm.sh/hook-weight", 0)):
+                out.append(f"{w.ref}: its Secret {secret.name} is not a hook created before it (it would not exist at pre-install)")
+        if not any(v["name"] == "EVENTS_EXCHANGE" for v in w.container.get("env") or []):
+            out.append(f"{w.ref}: EVENTS_EXCHANGE is not set")
+    for secret in r.of_kind("Secret"):
+        if not secret.is_hook and "admin-amqp-url" in ((secret.obj.get("stringData") or {}) | (secret.obj.get("data") or {})):
+            out.append(f"{secret.ref}: the services' Secret holds the admin broker URL")
     return out
 
 
@@ -342,8 +406,18 @@ def check_workload_refs(r: Rendered) -> list[str]:
             out.append(f"{hpa.ref}: minReplicas {hpa.obj['spec'].get('minReplicas')} exceeds maxReplicas {hpa.obj['spec']['maxReplicas']}")
     for pdb in r.of_kind("PodDisruptionBudget"):
         sel = pdb.obj["spec"]["selector"].get("matchLabels")
-        if not any(selects(sel, d.obj["spec"]["template"]["metadata"].get("labels") or {}) for d in deployments):
+        targets = [d for d in deployments if selects(sel, d.obj["spec"]["template"]["metadata"].get("labels") or {})]
+        if not targets:
             out.append(f"{pdb.ref}: selector matches no rendered Deployment")
+        for d in targets:
+            hpa = next((h for h in r.of_kind("HorizontalPodAutoscaler") if h.obj["spec"]["scaleTargetRef"].get("name") == d.name), None)
+            fewest = hpa.obj["spec"].get("minReplicas", 1) if hpa else d.obj["spec"].get("replicas", 1)
+            min_available = pdb.obj["spec"].get("minAvailable")
+            max_unavailable = pdb.obj["spec"].get("maxUnavailable")
+            if (isinstance(min_available, int) and min_available >= fewest) or max_unavailable in (0, "0%") or (
+                fewest <= 1 and min_available is not None
+            ):
+                out.append(f"{pdb.ref}: at {fewest} replica(s) of {d.ref} it allows no voluntary disruption: node drains would block")
     for np in r.of_kind("NetworkPolicy"):
         sel = np.obj["spec"]["podSelector"].get("matchLabels")
         if not any(selects(sel, d.obj["spec"]["template"]["metadata"].get("labels") or {}) for d in deployments):
@@ -459,7 +533,10 @@ def check_istio_hosts(r: Rendered) -> list[str]:
         else:
             dr_for[svc.name] = dr_for.get(svc.name, 0) + 1
     for vs in r.of_kind("VirtualService"):
+        gateways = vs.obj["spec"].get("gateways") or ["mesh"]
         for host in vs.obj["spec"].get("hosts") or []:
+            if "mesh" not in gateways:
+                continue  # an ingress host (external name), checked by check_ingress
             svc = resolve_host(r, host, vs.namespace)
             if svc is None:
                 out.append(f"{vs.ref}: host {host!r} is not a rendered Service")
@@ -500,6 +577,18 @@ def allow_rules_for(r: Rendered, w: Workload) -> list[tuple[Item, dict[str, Any]
     return out
 
 
+def ingress_principals(r: Rendered) -> set[str]:
+    """The configured ingress gateway principals, plus the one Istio gives the gateway it
+    deploys for a rendered Gateway API Gateway of class istio (<gateway>-istio)."""
+    istio = r.values.get("istio") or {}
+    td = istio.get("trustDomain", "cluster.local")
+    out = set((istio.get("authorization") or {}).get("ingressPrincipals") or [])
+    for gw in r.of_kind("Gateway"):
+        if gw.obj["apiVersion"].startswith("gateway.networking.k8s.io/") and gw.obj["spec"].get("gatewayClassName") == "istio":
+            out.add(f"{td}/ns/{gw.namespace}/sa/{gw.name}-istio")
+    return out
+
+
 def check_principals(r: Rendered) -> list[str]:
     """Every AuthorizationPolicy principal is a rendered ServiceAccount in the policy's
     namespace and trust domain, or one of the configured ingress gateway principals; every
@@ -507,7 +596,7 @@ def check_principals(r: Rendered) -> list[str]:
     out = []
     istio = r.values.get("istio") or {}
     td = istio.get("trustDomain", "cluster.local")
-    external = set((istio.get("authorization") or {}).get("ingressPrincipals") or [])
+    external = ingress_principals(r)
     pod_labels = [w.labels for w in workloads(r)] + [w.labels for w in workloads(r, hooks=True)]
     for ap in r.of_kind("AuthorizationPolicy"):
         spec = ap.obj.get("spec") or {}
@@ -542,7 +631,8 @@ def check_authorization(r: Rendered, grpc_service_of: dict[str, str | None]) -> 
         return []
     out = []
     istio = r.values.get("istio") or {}
-    ingress = set((istio.get("authorization") or {}).get("ingressPrincipals") or [])
+    ingress = ingress_principals(r)
+    issuer = (r.values.get("auth") or {}).get("issuer", "")
     services = list(workloads(r))
     hook_principals = {principal_of(r, w) for w in workloads(r, hooks=True)}
     # Deny by default: an ALLOW policy with no rules selecting every workload.
@@ -561,11 +651,30 @@ def check_authorization(r: Rendered, grpc_service_of: dict[str, str | None]) -> 
         grpc_service = grpc_service_of.get(w.binary)
         for ap, rule in allow_rules_for(r, w):
             principals = [p for s in rule.get("from") or [] for p in (s.get("source") or {}).get("principals") or []]
-            other_sources = [k for s in rule.get("from") or [] for k in (s.get("source") or {}) if k != "principals"]
+            request_principals = [p for s in rule.get("from") or [] for p in (s.get("source") or {}).get("requestPrincipals") or []]
+            other_sources = [
+                k for s in rule.get("from") or [] for k in (s.get("source") or {}) if k not in ("principals", "requestPrincipals")
+            ]
             paths = [p for t in rule.get("to") or [] for p in (t.get("operation") or {}).get("paths") or []]
+            conditions = {c.get("key"): c for c in rule.get("when") or []}
             where = f"{ap.ref} (for {w.item.ref})"
-            if not principals or other_sources:
-                out.append(f"{where}: a rule must name its callers by principal only")
+            if not principals or other_sources or len(rule.get("from") or []) != 1:
+                out.append(f"{where}: a rule must name its callers by principal (and request principal) in one source")
+            if set(conditions) - {MANAGER_CLAIM} or any(c.get("notValues") for c in conditions.values()):
+                out.append(f"{where}: unexpected conditions {sorted(conditions)}")
+            claimed = ((w.container.get("readinessProbe") or {}).get("grpc") or {}).get("service")
+            if (grpc_service or claimed) in PUBLIC_SERVICES and not set(principals) <= hook_principals:
+                if not request_principals:
+                    out.append(f"{where}: a public method is allowed without an end-user JWT (no requestPrincipals)")
+                for rp in request_principals:
+                    if rp != f"{issuer}/*" and not (rp.startswith(f"{issuer}/") and "*" not in rp):
+                        out.append(f"{where}: request principal {rp!r} is not one of auth.issuer {issuer!r}")
+                managers = {p.rsplit("/", 1)[-1] for p in paths} & MANAGER_METHODS.get(grpc_service or claimed, set())
+                claim = conditions.get(MANAGER_CLAIM)
+                if managers and (claim is None or claim.get("values") != ["manager"]):
+                    out.append(f"{where}: manager methods {sorted(managers)} are allowed without the manager role claim")
+            elif request_principals and w.binary == "payment-svc":
+                out.append(f"{where}: PaymentService takes end users' requests")
             if not paths:
                 out.append(f"{where}: a rule must list the method paths it allows")
             for p in paths:
@@ -693,8 +802,91 @@ def check_retries(r: Rendered) -> list[str]:
             tokens = set(filter(None, retries.get("retryOn", "").split(",")))
             from .istio import GRPC_RETRY_ON
 
+            for token in sorted(tokens & NEVER_RETRY_ON):
+                out.append(f"{where}: retryOn has {token}: retrying a server that sheds load amplifies the overload")
             if not tokens & GRPC_RETRY_ON:
                 out.append(f"{where}: retryOn {retries.get('retryOn')!r} names no gRPC condition")
             if "perTryTimeout" in retries and "timeout" in route and istio_duration(retries["perTryTimeout"]) > istio_duration(route["timeout"]):
                 out.append(f"{where}: perTryTimeout is longer than the route timeout")
+    return out
+
+
+# --- ingress ---------------------------------------------------------------------------------------
+
+
+def check_ingress(r: Rendered) -> list[str]:
+    """The ingress (Gateway API GRPCRoute, or an Istio VirtualService bound to a Gateway)
+    exposes only the public services' methods, each by exact name, on TLS, routed to the
+    Service of the binary that serves it: never PaymentService, reflection or health. Its
+    gateway verifies end-user JWTs (a RequestAuthentication) when Istio renders."""
+    out = []
+    exposed: list[tuple[str, str, Item, dict]] = []  # (where, /service/method, route object, backend)
+    for route in r.of_kind("GRPCRoute"):
+        for i, rule in enumerate(route.obj["spec"].get("rules") or []):
+            where = f"{route.ref} rules[{i}]"
+            matches = rule.get("matches") or []
+            if not matches:
+                out.append(f"{where}: matches every method")
+            for m in matches:
+                method = m.get("method") or {}
+                if method.get("type", "Exact") != "Exact" or not method.get("service") or not method.get("method"):
+                    out.append(f"{where}: match {m} is not an exact service and method")
+                    continue
+                for b in rule.get("backendRefs") or []:
+                    exposed.append((where, f"/{method['service']}/{method['method']}", route, {"host": b.get("name"), "port": b.get("port")}))
+        parents = [p.get("name") for p in route.obj["spec"].get("parentRefs") or []]
+        for name in parents:
+            gw = r.get("Gateway", name)
+            if gw is None:
+                out.append(f"{route.ref}: parentRef {name} is not a rendered Gateway")
+                continue
+            for listener in gw.obj["spec"].get("listeners") or []:
+                if listener.get("protocol") != "HTTPS" or (listener.get("tls") or {}).get("mode", "Terminate") != "Terminate":
+                    out.append(f"{gw.ref}: listener {listener.get('name')} is not HTTPS terminating TLS")
+    for vs in r.of_kind("VirtualService"):
+        gateways = vs.obj["spec"].get("gateways") or ["mesh"]
+        if "mesh" in gateways:
+            continue
+        for gname in gateways:
+            gw = r.get("Gateway", gname.split("/")[-1])
+            if gw is None:
+                out.append(f"{vs.ref}: gateway {gname} is not rendered")
+                continue
+            for server in gw.obj["spec"].get("servers") or []:
+                if (server.get("port") or {}).get("protocol") != "HTTPS" or not (server.get("tls") or {}).get("credentialName"):
+                    out.append(f"{gw.ref}: server {server.get('port')} does not terminate TLS with a named Secret")
+        for route in vs.obj["spec"].get("http") or []:
+            where = f"{vs.ref} route {route.get('name')}"
+            matches = route.get("match") or []
+            if not matches:
+                out.append(f"{where}: matches every method")
+            for m in matches:
+                path = (m.get("uri") or {}).get("exact")
+                if not path:
+                    out.append(f"{where}: match {m} is not an exact method path")
+                    continue
+                for d in route.get("route") or []:
+                    dest = d.get("destination") or {}
+                    exposed.append((where, path, vs, {"host": dest.get("host"), "port": (dest.get("port") or {}).get("number")}))
+    for where, path, item, backend in exposed:
+        service = path.strip("/").split("/")[0]
+        if service not in PUBLIC_SERVICES:
+            out.append(f"{where}: exposes {path}, which is not a public service's method")
+        svc = resolve_host(r, backend["host"] or "", item.namespace)
+        if svc is None:
+            out.append(f"{where}: backend {backend['host']!r} is not a rendered Service")
+            continue
+        if backend["port"] not in service_ports(svc):
+            out.append(f"{where}: backend port {backend['port']} is not a port of {svc.ref}")
+        behind = workloads_behind(r, svc)
+        served = {((w.container.get("readinessProbe") or {}).get("grpc") or {}).get("service") for w in behind}
+        if served != {service}:
+            out.append(f"{where}: {path} is routed to {svc.ref}, which serves {sorted(s for s in served if s)}")
+    if exposed and r.of_kind("PeerAuthentication"):
+        gateway_ras = [
+            ra for ra in r.of_kind("RequestAuthentication")
+            if (ra.obj["spec"].get("targetRefs") or []) or ra.namespace != r.namespace
+        ]
+        if not gateway_ras:
+            out.append("the ingress gateway has no RequestAuthentication: it would pass forged tokens on to the services")
     return out

@@ -1,4 +1,4 @@
-"""Istio 1.30 validation of the rendered Istio objects.
+"""Istio 1.30 (and Gateway API 1.5) validation of the rendered custom resources.
 
 1. Structural schema: each object against its CRD's `openAPIV3Schema` (deploy/schemas,
    copied from Istio 1.30.3), turned into a strict JSON Schema: every object schema that
@@ -30,7 +30,7 @@ from referencing import Registry, Resource
 
 import kubernetes_validate.utils as kv_utils
 
-from .paths import ISTIO_CRDS
+from .paths import GATEWAY_API_CRDS, ISTIO_CRDS
 
 INT_RANGES = {"int32": (-(2**31), 2**31 - 1), "int64": (-(2**63), 2**63 - 1)}
 
@@ -47,9 +47,10 @@ GRPC_RETRY_ON = {"cancelled", "deadline-exceeded", "internal", "resource-exhaust
 
 @functools.lru_cache(maxsize=None)
 def crds() -> dict[tuple[str, str], dict[str, Any]]:
-    """(apiVersion, kind) -> openAPIV3Schema, for every served version of the copied CRDs."""
+    """(apiVersion, kind) -> openAPIV3Schema, for every served version of the copied CRDs
+    (Istio's, and the Gateway API's Gateway and GRPCRoute)."""
     out = {}
-    for path in sorted(ISTIO_CRDS.glob("*.yaml")):
+    for path in sorted(ISTIO_CRDS.glob("*.yaml")) + sorted(GATEWAY_API_CRDS.glob("*.yaml")):
         crd = yaml.safe_load(path.read_text())
         group, kind = crd["spec"]["group"], crd["spec"]["names"]["kind"]
         for version in crd["spec"]["versions"]:
@@ -120,7 +121,7 @@ def validate(obj: dict[str, Any]) -> list[str]:
     ref = f"{obj.get('kind')}/{(obj.get('metadata') or {}).get('name')}"
     key = (obj.get("apiVersion"), obj.get("kind"))
     if key not in crds():
-        return [f"{ref}: no Istio 1.30 CRD serves {key[0]} {key[1]}"]
+        return [f"{ref}: no CRD in deploy/schemas (Istio 1.30, Gateway API 1.5) serves {key[0]} {key[1]}"]
     findings = []
     for error in sorted(_validator(*key).iter_errors(obj), key=lambda e: list(map(str, e.path))):
         path = ".".join(str(p) for p in error.path)
@@ -128,10 +129,30 @@ def validate(obj: dict[str, Any]) -> list[str]:
     if findings:
         return findings  # CEL rules assume a structurally valid object
     schema = crds()[key]
-    for path, rule, message in failed_cel_rules(schema, obj):
+    # The API server applies the schema's defaults before it evaluates the CEL rules (the
+    # Gateway API's rules rely on them: parentRefs' group/kind, backendRefs' kind).
+    for path, rule, message in failed_cel_rules(schema, with_defaults(schema, obj)):
         findings.append(f"{ref}: CEL rule at {path}: {message} ({rule})")
     findings += webhook_findings(obj)
     return findings
+
+
+def with_defaults(schema: dict[str, Any], value: Any) -> Any:
+    """A copy of `value` with the structural schema's `default`s filled in, as the API
+    server does (for absent object properties, recursively)."""
+    if isinstance(value, dict):
+        props = schema.get("properties") or {}
+        out = {}
+        for k, v in value.items():
+            sub = props.get(k) if k in props else schema.get("additionalProperties")
+            out[k] = with_defaults(sub, v) if isinstance(sub, dict) else copy.deepcopy(v)
+        for k, sub in props.items():
+            if k not in out and "default" in sub:
+                out[k] = with_defaults(sub, copy.deepcopy(sub["default"]))
+        return out
+    if isinstance(value, list) and isinstance(schema.get("items"), dict):
+        return [with_defaults(schema["items"], v) for v in value]
+    return copy.deepcopy(value)
 
 
 # --- CEL ---------------------------------------------------------------------------
@@ -139,9 +160,49 @@ def validate(obj: dict[str, Any]) -> list[str]:
 _CEL = celpy.Environment()
 
 
+class _URL(celpy.celtypes.StringType):
+    """Kubernetes' CEL URL library value (`url(s)`), enough for the rules the CRDs use."""
+
+
+def _url(value):
+    import urllib.parse
+
+    text = str(value)
+    parts = urllib.parse.urlsplit(text)
+    if not parts.scheme and not text.startswith("/"):
+        return celpy.CELEvalError(f"url: {text!r} is not an absolute URI or absolute path", ValueError, None)
+    return _URL(text)
+
+
+def _url_part(part):
+    import urllib.parse
+
+    def get(u):
+        parts = urllib.parse.urlsplit(str(u))
+        return celpy.celtypes.StringType(
+            {"scheme": parts.scheme, "host": parts.netloc.rsplit("@", 1)[-1], "hostname": parts.hostname or "",
+             "port": str(parts.port or ""), "path": parts.path}[part]
+        )
+
+    return get
+
+
+# Kubernetes' CEL extension functions the rendered kinds' rules call (k8s.io/apiserver
+# pkg/cel/library/urls.go); cel-python knows only standard CEL.
+_K8S_FUNCTIONS = {
+    "url": _url,
+    "isURL": lambda v: celpy.celtypes.BoolType(not isinstance(_url(v), celpy.CELEvalError)),
+    "getScheme": _url_part("scheme"),
+    "getHost": _url_part("host"),
+    "getHostname": _url_part("hostname"),
+    "getPort": _url_part("port"),
+    "getEscapedPath": _url_part("path"),
+}
+
+
 @functools.lru_cache(maxsize=None)
 def _program(rule: str):
-    return _CEL.program(_CEL.compile(rule))
+    return _CEL.program(_CEL.compile(rule), functions=_K8S_FUNCTIONS)
 
 
 def _walk(schema: dict[str, Any], value: Any, path: str) -> Iterator[tuple[str, dict[str, Any], Any]]:

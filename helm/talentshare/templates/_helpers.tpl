@@ -2,7 +2,7 @@
 Facts about the four services that are fixed by the binaries and the .proto contracts,
 not tunable: the binary each Deployment runs, the gRPC service name (also the readiness
 health-check name), whether it calls PaymentService, whether it is public (reachable from
-the ingress gateway), and the retry class of each method (see values.yaml istio.routes).
+the ingress gateway, with an end-user JWT), the methods only managers may call, and the retry class of each method (see values.yaml istio.routes).
 The offline checks (deploy/tests) compare these with what the binaries report.
 */}}
 {{- define "talentshare.catalog" -}}
@@ -31,6 +31,8 @@ reservation:
   grpcService: talentshare.reservation.v1.ReservationService
   callsPayment: true
   public: true
+  # Methods only talent managers may call (JWT roles claim contains "manager").
+  managerMethods: [ConfirmReservation, RejectReservation, ListReservations]
   methods:
     ConfirmReservation: idempotent
     RejectReservation: idempotent
@@ -159,9 +161,104 @@ seccompProfile:
   type: RuntimeDefault
 {{- end }}
 
+{{/*
+"true" when the Istio resources render: istio.enabled true, or "auto" and the cluster
+serves security.istio.io/v1; "" otherwise.
+*/}}
+{{- define "talentshare.istioOn" -}}
+{{- $e := .Values.istio.enabled }}
+{{- if eq (toString $e) "auto" }}
+{{- if .Capabilities.APIVersions.Has "security.istio.io/v1" }}true{{ end }}
+{{- else if $e }}true{{ end }}
+{{- end }}
+
+{{/*
+Which ingress renders: "gateway-api" (Gateway + GRPCRoute), "istio" (Istio Gateway +
+VirtualService) or "" (ingress.enabled false).
+*/}}
+{{- define "talentshare.ingressApi" -}}
+{{- if .Values.ingress.enabled }}
+{{- if eq .Values.ingress.api "auto" }}
+{{- if .Capabilities.APIVersions.Has "gateway.networking.k8s.io/v1/GRPCRoute" }}gateway-api{{ else }}istio{{ end }}
+{{- else }}{{ .Values.ingress.api }}{{ end }}
+{{- end }}
+{{- end }}
+
+{{/* Name of the ingress Gateway (both APIs) and its GRPCRoute / VirtualService. */}}
+{{- define "talentshare.gatewayName" -}}
+{{- printf "%s-ingress" (include "talentshare.fullname" .) }}
+{{- end }}
+
+{{/*
+Principals that may call the public services from outside the mesh: the configured ingress
+gateways, plus the gateway Istio deploys for a Gateway API Gateway of class istio
+(ServiceAccount <gateway>-<class> in the release namespace). JSON list.
+*/}}
+{{- define "talentshare.ingressPrincipals" -}}
+{{- $p := .Values.istio.authorization.ingressPrincipals | default list }}
+{{- if and (eq (include "talentshare.ingressApi" .) "gateway-api") (eq .Values.ingress.gatewayApi.gatewayClassName "istio") }}
+{{- $p = append $p (printf "%s/ns/%s/sa/%s-istio" .Values.istio.trustDomain .Release.Namespace (include "talentshare.gatewayName" .)) }}
+{{- end }}
+{{- $p | uniq | toJson }}
+{{- end }}
+
+{{/* The request principals (issuer/subject) the public services accept: the configured issuer's. */}}
+{{- define "talentshare.requestPrincipal" -}}
+{{- printf "%s/*" .Values.auth.issuer }}
+{{- end }}
+
+{{/*
+Refuses to render what would not run or not be safe: missing auth settings, placeholder
+passwords, an incomplete ingress. Included once (deployment.yaml).
+*/}}
+{{- define "talentshare.validate" -}}
+{{- $ := . }}
+{{- if not .Values.auth.issuer }}{{ fail "auth.issuer is required: the public services (order, reservation, mypage) verify end-user JWTs and refuse to start without AUTH_ISSUER" }}{{ end }}
+{{- if not .Values.auth.audience }}{{ fail "auth.audience is required: the public services refuse to start without AUTH_AUDIENCE" }}{{ end }}
+{{- if not (or .Values.auth.jwksUri .Values.auth.jwksConfigMap) }}{{ fail "auth.jwksUri (an https URL of the issuer's JWKS) or auth.jwksConfigMap is required: the public services refuse to start without AUTH_JWKS" }}{{ end }}
+{{- if and (include "talentshare.istioOn" .) (not .Values.auth.jwksUri) }}{{ fail "auth.jwksUri is required when Istio is on: the RequestAuthentication fetches the JWKS from it" }}{{ end }}
+{{- if not .Values.connections.existingSecret }}
+{{- range $key := list "order" "payment" "reservation" "mypage" "admin" }}
+{{- if contains ":change-me@" (index $.Values.connections.amqpUrls $key | default "") }}
+{{- fail (printf "connections.amqpUrls.%s still holds the placeholder password change-me: set real credentials, or connections.existingSecret" $key) }}
+{{- end }}
+{{- end }}
+{{- range $key := list "order" "payment" "reservation" "mypage" }}
+{{- if contains ":change-me@" (index $.Values.connections.databaseUrls $key | default "") }}
+{{- fail (printf "connections.databaseUrls.%s still holds the placeholder password change-me: set real credentials, or connections.existingSecret" $key) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- if .Values.ingress.enabled }}
+{{- if not .Values.ingress.host }}{{ fail "ingress.host is required when ingress.enabled is true" }}{{ end }}
+{{- if not .Values.ingress.tlsSecretName }}{{ fail "ingress.tlsSecretName is required when ingress.enabled is true (the gateway terminates TLS)" }}{{ end }}
+{{- if and (eq (include "talentshare.ingressApi" .) "istio") (not (include "talentshare.istioOn" .)) }}{{ fail "ingress.enabled needs Gateway API (GRPCRoute v1) or Istio (istio.enabled): neither is available" }}{{ end }}
+{{- end }}
+{{- end }}
+
+{{/* Labels of a service's pods: podLabels first, the chart's own labels win (no duplicate keys). */}}
+{{- define "talentshare.podLabels" -}}
+{{- $own := include "talentshare.labels" .root | fromYaml }}
+{{- $_ := set $own "app.kubernetes.io/component" .svc }}
+{{- if include "talentshare.istioOn" .root }}
+{{- $_ := set $own "sidecar.istio.io/inject" "true" }}
+{{- end }}
+{{- merge $own (deepCopy (.root.Values.podLabels | default dict)) | toYaml }}
+{{- end }}
+
+{{/* The fewest replicas a service runs (autoscaling.minReplicas or replicaCount). */}}
+{{- define "talentshare.minReplicas" -}}
+{{- $values := index .root.Values.services .svc }}
+{{- $autoscaling := merge (deepCopy ($values.autoscaling | default dict)) (deepCopy .root.Values.autoscaling) }}
+{{- if $autoscaling.enabled }}{{ $autoscaling.minReplicas }}{{ else }}{{ include "talentshare.setting" (dict "root" .root "svc" .svc "key" "replicaCount") }}{{ end }}
+{{- end }}
+
+{{/* Where the JWKS ConfigMap is mounted. */}}
+{{- define "talentshare.jwksDir" -}}/etc/talentshare/jwks{{- end }}
+
 {{/* Pod annotations Istio reads (only when the mesh policy is on). */}}
 {{- define "talentshare.istioPodAnnotations" -}}
-{{- if .Values.istio.enabled }}
+{{- if include "talentshare.istioOn" . }}
 {{- if .Values.istio.nativeSidecar }}
 sidecar.istio.io/nativeSidecar: "true"
 {{- end }}
@@ -170,4 +267,13 @@ sidecar.istio.io/nativeSidecar: "true"
 sidecar.istio.io/rewriteAppHTTPProbers: "true"
 proxy.istio.io/config: '{"holdApplicationUntilProxyStarts": true}'
 {{- end }}
+{{- end }}
+
+{{/* The RequestAuthentication jwtRules entry (services and the ingress gateway). */}}
+{{- define "talentshare.jwtRule" -}}
+- issuer: {{ .Values.auth.issuer | quote }}
+  audiences:
+    - {{ .Values.auth.audience | quote }}
+  jwksUri: {{ .Values.auth.jwksUri | quote }}
+  forwardOriginalToken: true
 {{- end }}
