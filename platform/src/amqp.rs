@@ -1,8 +1,8 @@
-//! RabbitMQ connection and topology. Every name derives from the events exchange, so
-//! one setting (`EVENTS_EXCHANGE`) separates a whole deployment's topology from
-//! another's (tests use that to share one broker).
+//! RabbitMQ connection, topology and the permissions each service needs. Every name
+//! derives from the events exchange, so one setting (`EVENTS_EXCHANGE`) separates a
+//! whole deployment's topology from another's (tests use that to share one broker).
 //!
-//! Topology, declared idempotently by every publisher and consumer at connect time:
+//! Topology:
 //! - `<exchange>`: durable topic exchange for domain events;
 //! - `<exchange>.dlx`: durable direct exchange for dead letters;
 //! - per consuming service `<exchange>.<consumer>`: durable quorum queue bound with the
@@ -10,15 +10,22 @@
 //!   name as routing key after [`DELIVERY_LIMIT`] failed deliveries;
 //! - `<exchange>.<consumer>.dlq`: where those dead letters rest for an operator.
 //!
-//! Publishers declare the consumers' queues too, so an event published before a
-//! consumer has ever started still waits for it.
+//! Who declares it: with `AMQP_DECLARE_TOPOLOGY=true` (the default, for local runs and
+//! tests) every publisher and consumer declares the whole topology idempotently at
+//! connect time; publishers declare the consumers' queues too, so an event published
+//! before a consumer has ever started still waits for it. In production each service
+//! connects as its own user without configure permission ([`SERVICES`],
+//! [`Topology::permissions`]); `talentshare topology` declares everything once with an
+//! admin user, and the services only check that it is there ([`Topology::check`]).
+//! Both paths go through [`prepare`].
 
 use lapin::options::{
     ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
     QueueDeleteOptions,
 };
+use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
-use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
+use lapin::{Channel, Connection, ConnectionProperties, ErrorKind, ExchangeKind};
 
 use crate::settings::SecretUrl;
 
@@ -52,6 +59,161 @@ pub const CONSUMERS: &[ConsumerSpec] = &[
     },
 ];
 
+/// A service's place on the broker: which events it publishes and which queue it
+/// reads. [`Topology::permissions`] turns it into the RabbitMQ permissions of the
+/// service's own user, so the docs, `talentshare topology --print-permissions` and
+/// the permission test all read them from here.
+#[derive(Clone, Copy, Debug)]
+pub struct ServiceAccess {
+    /// The service, also the suggested RabbitMQ user name (`order-svc`).
+    pub service: &'static str,
+    /// Aggregate whose events it publishes (`order` → routing keys `order.*`);
+    /// `None` when it publishes nothing.
+    pub publishes: Option<&'static str>,
+    /// The queue it consumes, as a [`ConsumerSpec::name`]; `None` when it reads none.
+    pub consumes: Option<&'static str>,
+}
+
+/// Every service and its broker access. A service publishes only its own
+/// aggregate's events (see `envelope::routing_key`).
+pub const SERVICES: &[ServiceAccess] = &[
+    ServiceAccess {
+        service: "order-svc",
+        publishes: Some("order"),
+        consumes: Some("order"),
+    },
+    ServiceAccess {
+        service: "payment-svc",
+        publishes: Some("payment"),
+        consumes: None,
+    },
+    ServiceAccess {
+        service: "reservation-svc",
+        publishes: Some("reservation"),
+        consumes: Some("reservation"),
+    },
+    ServiceAccess {
+        service: "mypage-svc",
+        publishes: None,
+        consumes: Some("mypage"),
+    },
+];
+
+/// The RabbitMQ permissions of one service user on the deployment's vhost: regular
+/// expressions, as `rabbitmqctl set_permissions` / `set_topic_permissions` take them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Permissions {
+    /// Resources it may declare or delete: none (`^$`); the topology step declares.
+    pub configure: String,
+    /// Exchanges (and queues) it may publish to.
+    pub write: String,
+    /// Queues it may consume from.
+    pub read: String,
+    /// The topic exchange the topic permissions apply to.
+    pub topic_exchange: String,
+    /// Routing keys it may publish to `topic_exchange`.
+    pub topic_write: String,
+    /// Binding keys it may bind to `topic_exchange` with. RabbitMQ checks topic read
+    /// permissions on `queue.bind`/`queue.unbind` only (consuming is governed by
+    /// `read`), and services never bind, so this is always `^$`.
+    pub topic_read: String,
+}
+
+impl Permissions {
+    /// The two `rabbitmqctl` argument lists (without the program name) that grant
+    /// these permissions to `user` on `vhost`.
+    pub fn rabbitmqctl_args(&self, vhost: &str, user: &str) -> [Vec<String>; 2] {
+        let own = |s: &str| s.to_owned();
+        [
+            vec![
+                own("set_permissions"),
+                own("-p"),
+                own(vhost),
+                own(user),
+                self.configure.clone(),
+                self.write.clone(),
+                self.read.clone(),
+            ],
+            vec![
+                own("set_topic_permissions"),
+                own("-p"),
+                own(vhost),
+                own(user),
+                self.topic_exchange.clone(),
+                self.topic_write.clone(),
+                self.topic_read.clone(),
+            ],
+        ]
+    }
+}
+
+/// Escapes regex metacharacters, so a name matches only itself in a permission.
+fn regex_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 4);
+    for c in s.chars() {
+        if "\\.^$|?*+()[]{}".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// What [`prepare`] found in the way of using the broker.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// The broker is unreachable, refused the login, or the link broke.
+    #[error("{0}")]
+    Broker(#[from] lapin::Error),
+    /// `AMQP_DECLARE_TOPOLOGY=false` and parts of the topology do not exist.
+    #[error(
+        "RabbitMQ topology is missing {}: run `talentshare topology` with an admin AMQP_URL first \
+         (this service has AMQP_DECLARE_TOPOLOGY=false, so it does not declare it)",
+        .0.join(", ")
+    )]
+    TopologyMissing(Vec<String>),
+    /// `AMQP_DECLARE_TOPOLOGY=true` but the user may not declare.
+    #[error(
+        "RabbitMQ refused to let this user declare the topology ({0}): give the service \
+         AMQP_DECLARE_TOPOLOGY=false and run `talentshare topology` with an admin AMQP_URL"
+    )]
+    DeclareRefused(lapin::Error),
+}
+
+/// Whether `e` is the channel-level AMQP error `code` (the broker closed the channel).
+fn is_soft_error(e: &lapin::Error, code: AMQPSoftError) -> bool {
+    matches!(e.kind(), ErrorKind::ProtocolError(err) if *err.kind() == AMQPErrorKind::Soft(code))
+}
+
+/// Whether `e` is ACCESS_REFUSED: the user lacks a permission for what it tried.
+pub fn is_access_refused(e: &lapin::Error) -> bool {
+    is_soft_error(e, AMQPSoftError::ACCESSREFUSED)
+}
+
+/// Gets a connection ready to publish or consume on `topology`: the one place that
+/// decides between declaring the topology (`declare`, i.e. `AMQP_DECLARE_TOPOLOGY`)
+/// and only checking that it exists. Returns a fresh channel to work on.
+pub async fn prepare(
+    conn: &Connection,
+    topology: &Topology,
+    declare: bool,
+) -> Result<Channel, SetupError> {
+    if declare {
+        let channel = conn.create_channel().await?;
+        topology.declare(&channel).await.map_err(|e| {
+            if is_access_refused(&e) {
+                SetupError::DeclareRefused(e)
+            } else {
+                SetupError::Broker(e)
+            }
+        })?;
+        Ok(channel)
+    } else {
+        topology.check(conn).await?;
+        Ok(conn.create_channel().await?)
+    }
+}
+
 /// The names of one deployment's exchanges and queues.
 #[derive(Clone, Debug)]
 pub struct Topology {
@@ -84,6 +246,95 @@ impl Topology {
     /// The dead-letter queue of consumer `name`.
     pub fn dead_letter_queue(&self, name: &str) -> String {
         format!("{}.{name}.dlq", self.exchange)
+    }
+
+    /// The permissions of `access`'s user on this topology: no configure; write on
+    /// the events exchange if it publishes, topic-write only on its own aggregate's
+    /// routing keys; read on its own queue only.
+    pub fn permissions(&self, access: &ServiceAccess) -> Permissions {
+        let nothing = || "^$".to_owned();
+        Permissions {
+            configure: nothing(),
+            // A service that publishes nothing gets no write at all, not just an
+            // empty topic-write: defence in depth if topic permissions were dropped.
+            write: match access.publishes {
+                Some(_) => format!("^{}$", regex_escape(&self.exchange)),
+                None => nothing(),
+            },
+            read: match access.consumes {
+                Some(name) => format!("^{}$", regex_escape(&self.queue(name))),
+                None => nothing(),
+            },
+            topic_exchange: self.exchange.clone(),
+            topic_write: match access.publishes {
+                Some(aggregate) => format!("^{}\\..*", regex_escape(aggregate)),
+                None => nothing(),
+            },
+            topic_read: nothing(),
+        }
+    }
+
+    /// Every exchange (`true`) and queue (`false`) of this topology, by name.
+    pub fn resources(&self) -> Vec<(bool, String)> {
+        let mut out = vec![
+            (true, self.exchange.clone()),
+            (true, self.dead_letter_exchange()),
+        ];
+        for spec in CONSUMERS {
+            out.push((false, self.queue(spec.name)));
+            out.push((false, self.dead_letter_queue(spec.name)));
+        }
+        out
+    }
+
+    /// Checks with passive declares (which need no permission) that every exchange and
+    /// queue exists; [`SetupError::TopologyMissing`] lists the ones that do not.
+    /// Bindings cannot be checked passively in AMQP 0-9-1; `talentshare topology`
+    /// declares them together with the queues.
+    pub async fn check(&self, conn: &Connection) -> Result<(), SetupError> {
+        let mut missing = Vec::new();
+        let mut ch = conn.create_channel().await?;
+        for (is_exchange, name) in self.resources() {
+            let found = if is_exchange {
+                ch.exchange_declare(
+                    name.as_str().into(),
+                    ExchangeKind::Topic,
+                    ExchangeDeclareOptions {
+                        passive: true,
+                        ..Default::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await
+            } else {
+                ch.queue_declare(
+                    name.as_str().into(),
+                    QueueDeclareOptions {
+                        passive: true,
+                        ..Default::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await
+                .map(|_| ())
+            };
+            match found {
+                Ok(()) => {}
+                Err(e) if is_soft_error(&e, AMQPSoftError::NOTFOUND) => {
+                    let kind = if is_exchange { "exchange" } else { "queue" };
+                    missing.push(format!("{kind} `{name}`"));
+                    // NOT_FOUND closed the channel; the next check needs a new one.
+                    ch = conn.create_channel().await?;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let _ = ch.close(200, "topology checked".into()).await;
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(SetupError::TopologyMissing(missing))
+        }
     }
 
     /// Declares both exchanges and every consumer's queues and bindings.
@@ -200,9 +451,38 @@ pub fn report_unreachable(component: &str, error: &dyn std::fmt::Display) {
     }
 }
 
+/// Whether this process has already said the topology is missing or may not be
+/// declared; like [`REPORTED_DOWN`], so a misconfiguration reads as one warning.
+static REPORTED_TOPOLOGY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Logs why [`prepare`] failed: an unreachable broker as [`report_unreachable`] does,
+/// a missing or undeclarable topology as one warning per process (debug afterwards)
+/// that says what to run. The caller retries with backoff either way: the topology
+/// step may simply not have run yet.
+pub fn report_setup_failure(component: &str, error: &SetupError) {
+    if let SetupError::Broker(e) = error
+        && !is_access_refused(e)
+    {
+        report_unreachable(component, e);
+        return;
+    }
+    // The broker answered, so it is not down.
+    REPORTED_DOWN.store(false, std::sync::atomic::Ordering::SeqCst);
+    if REPORTED_TOPOLOGY.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        tracing::debug!(component, error = %error, "RabbitMQ topology still not usable");
+    } else {
+        tracing::warn!(component, error = %error,
+            "cannot use RabbitMQ yet (see `talentshare topology --help` for the topology and \
+             the permissions each service user needs): services keep serving, events wait \
+             in the outbox, retrying");
+    }
+}
+
 /// Logs that RabbitMQ is reachable again (once per recovery in this process).
 pub fn report_reachable(component: &str) {
-    if REPORTED_DOWN.swap(false, std::sync::atomic::Ordering::SeqCst) {
+    let was_down = REPORTED_DOWN.swap(false, std::sync::atomic::Ordering::SeqCst);
+    let was_missing = REPORTED_TOPOLOGY.swap(false, std::sync::atomic::Ordering::SeqCst);
+    if was_down || was_missing {
         tracing::info!(
             component,
             "RabbitMQ reachable again; relaying and consuming events"

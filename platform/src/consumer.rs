@@ -179,7 +179,7 @@ impl<H: EventHandler> Consumer<H> {
             let session = match self.subscribe(&topology, &queue).await {
                 Ok(s) => s,
                 Err(e) => {
-                    amqp::report_unreachable(&queue, &e);
+                    amqp::report_setup_failure(&queue, &e);
                     tokio::select! {
                         _ = tokio::time::sleep(backoff.next_delay()) => continue,
                         _ = shutdown.cancelled() => return,
@@ -222,11 +222,27 @@ impl<H: EventHandler> Consumer<H> {
         &self,
         topology: &Topology,
         queue: &str,
-    ) -> lapin::Result<(lapin::Connection, lapin::Channel, lapin::Consumer)> {
+    ) -> Result<(lapin::Connection, lapin::Channel, lapin::Consumer), amqp::SetupError> {
         let conn =
             amqp::connect(&self.settings.amqp_url, &format!("{}-consumer", self.name)).await?;
-        let channel = conn.create_channel().await?;
-        topology.declare(&channel).await?;
+        match self.consume(&conn, topology, queue).await {
+            Ok((channel, stream)) => Ok((conn, channel, stream)),
+            Err(e) => {
+                // Retried later with a new connection (a missing topology or a refused
+                // permission would otherwise leak one connection per retry).
+                amqp::close_quietly(&conn, "consumer setup failed").await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn consume(
+        &self,
+        conn: &lapin::Connection,
+        topology: &Topology,
+        queue: &str,
+    ) -> Result<(lapin::Channel, lapin::Consumer), amqp::SetupError> {
+        let channel = amqp::prepare(conn, topology, self.settings.amqp_declare_topology).await?;
         channel
             .basic_qos(self.prefetch, BasicQosOptions::default())
             .await?;
@@ -239,7 +255,7 @@ impl<H: EventHandler> Consumer<H> {
                 FieldTable::default(),
             )
             .await?;
-        Ok((conn, channel, stream))
+        Ok((channel, stream))
     }
 
     /// Handles one delivery and settles it with the broker.

@@ -150,7 +150,7 @@ impl Relay {
             let (conn, channel) = match self.open().await {
                 Ok(pair) => pair,
                 Err(e) => {
-                    amqp::report_unreachable(&self.name, &e);
+                    amqp::report_setup_failure(&self.name, &e);
                     tokio::select! {
                         _ = tokio::time::sleep(backoff.next_delay()) => continue,
                         _ = shutdown.cancelled() => return,
@@ -173,14 +173,26 @@ impl Relay {
         }
     }
 
-    async fn open(&self) -> lapin::Result<(Connection, Channel)> {
+    async fn open(&self) -> Result<(Connection, Channel), amqp::SetupError> {
         let conn = amqp::connect(&self.settings.amqp_url, &self.name).await?;
-        let channel = conn.create_channel().await?;
-        self.topology.declare(&channel).await?;
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await?;
-        Ok((conn, channel))
+        let ready = async {
+            let channel =
+                amqp::prepare(&conn, &self.topology, self.settings.amqp_declare_topology).await?;
+            channel
+                .confirm_select(ConfirmSelectOptions::default())
+                .await?;
+            Ok::<_, amqp::SetupError>(channel)
+        }
+        .await;
+        match ready {
+            Ok(channel) => Ok((conn, channel)),
+            Err(e) => {
+                // Retried later with a new connection (a missing topology or a refused
+                // permission would otherwise leak one connection per retry).
+                amqp::close_quietly(&conn, "relay setup failed").await;
+                Err(e)
+            }
+        }
     }
 
     /// Publishes batches until the channel breaks or shutdown. On shutdown it flushes

@@ -3,7 +3,8 @@
 //! and adds `GRPC_ADDR` (whose default differs per service) plus its own knobs.
 //!
 //! Every value is parsed into its typed form here, so a bad value stops the process
-//! before it binds anything, with a message that names the setting and the value.
+//! before it binds anything, with a message that names the setting and the value;
+//! URLs, which may hold a password, are named without their value ([`SecretUrlParser`]).
 
 use std::fmt;
 use std::path::PathBuf;
@@ -62,6 +63,62 @@ impl fmt::Debug for SecretUrl {
     }
 }
 
+/// clap's value parser for [`SecretUrl`]; clap picks it for every `SecretUrl`
+/// argument through [`clap::builder::ValueParserFactory`], so no field needs to name it.
+///
+/// It exists because clap's own error for a value that fails to parse quotes the raw
+/// value ("invalid value 'postgres://app:pw@…' for '--database-url'"), password
+/// included, onto stderr and into log collectors. This one names the setting, its
+/// environment variable and why the value is bad, never the value.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SecretUrlParser;
+
+impl clap::builder::TypedValueParser for SecretUrlParser {
+    type Value = SecretUrl;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<SecretUrl, clap::Error> {
+        let why = match value.to_str() {
+            Some(s) => match s.parse::<SecretUrl>() {
+                Ok(url) => return Ok(url),
+                Err(why) => why,
+            },
+            None => "not valid UTF-8".to_owned(),
+        };
+        let name = match arg {
+            Some(arg) => {
+                let flag = arg
+                    .get_long()
+                    .map_or_else(|| arg.get_id().to_string(), |l| format!("--{l}"));
+                match arg.get_env() {
+                    Some(env) => format!("'{flag}' (env {})", env.to_string_lossy()),
+                    None => format!("'{flag}'"),
+                }
+            }
+            None => "a URL argument".to_owned(),
+        };
+        Err(clap::Error::raw(
+            clap::error::ErrorKind::ValueValidation,
+            format!(
+                "invalid value for {name}: {why}; the value is not shown, it may hold a password\n"
+            ),
+        )
+        .with_cmd(cmd))
+    }
+}
+
+impl clap::builder::ValueParserFactory for SecretUrl {
+    type Parser = SecretUrlParser;
+
+    fn value_parser() -> Self::Parser {
+        SecretUrlParser
+    }
+}
+
 /// Parses `250ms`, `10s`, `2m` or a bare number of milliseconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
@@ -81,8 +138,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 /// Names on the broker: letters, digits, `.`, `_`, `-`; at most 200 bytes so derived
-/// queue names stay under AMQP's 255-byte limit.
-fn parse_amqp_name(s: &str) -> Result<String, String> {
+/// queue names stay under AMQP's 255-byte limit. Public for `talentshare topology`,
+/// which must accept exactly the `EVENTS_EXCHANGE` values the services accept.
+pub fn parse_amqp_name(s: &str) -> Result<String, String> {
     if s.is_empty() || s.len() > 200 {
         return Err("must be 1 to 200 characters".into());
     }
@@ -179,6 +237,13 @@ pub struct MessagingSettings {
     /// different value gives a fully separate topology (used by tests).
     #[arg(long, env = "EVENTS_EXCHANGE", default_value = "talentshare.events", value_parser = parse_amqp_name)]
     pub events_exchange: String,
+    /// Whether this service declares the RabbitMQ topology (exchanges, queues, bindings)
+    /// when it connects. Set to false when its AMQP user has no configure permission:
+    /// it then only checks that the topology exists, and until `talentshare topology`
+    /// has declared it (with an admin user) it logs what is missing and retries.
+    #[arg(long, env = "AMQP_DECLARE_TOPOLOGY", default_value_t = true,
+          action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
+    pub amqp_declare_topology: bool,
     /// How often the outbox relay looks for unpublished events when nothing woke it.
     #[arg(long, env = "OUTBOX_POLL_INTERVAL", default_value = "1s", value_parser = parse_duration)]
     pub outbox_poll_interval: Duration,
@@ -269,6 +334,31 @@ mod tests {
         assert!(err.to_string().contains("--events-exchange"), "{err}");
         let err = Probe::try_parse_from(["x", "--max-message-bytes", "10"]).unwrap_err();
         assert!(err.to_string().contains("--max-message-bytes"), "{err}");
+    }
+
+    /// A URL that fails to parse (a space in the host) and carries a password.
+    const BAD_URL: &str = "postgres://app:hunter2@db server:5432/orders";
+
+    #[test]
+    fn a_bad_url_flag_is_reported_by_name_never_by_value() {
+        for flag in ["--database-url", "--amqp-url"] {
+            let err = Probe::try_parse_from(["x", flag, BAD_URL]).unwrap_err();
+            let shown = err.render().to_string();
+            assert!(shown.contains(flag), "{shown}");
+            assert!(shown.contains("not a valid URL"), "{shown}");
+            assert!(!shown.contains("hunter2"), "{shown}");
+            assert!(!shown.contains("db server"), "{shown}");
+            assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation);
+        }
+    }
+
+    #[test]
+    fn declare_topology_defaults_to_true_and_accepts_false() {
+        let p = Probe::try_parse_from(["x"]).unwrap();
+        assert!(p.platform.messaging.amqp_declare_topology);
+        let p = Probe::try_parse_from(["x", "--amqp-declare-topology", "false"]).unwrap();
+        assert!(!p.platform.messaging.amqp_declare_topology);
+        assert!(Probe::try_parse_from(["x", "--amqp-declare-topology", "maybe"]).is_err());
     }
 
     #[test]

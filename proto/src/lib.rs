@@ -13,11 +13,17 @@
 //! - [`events`]: the [`events::EventEnvelope`] published on the RabbitMQ exchange
 //!   `talentshare.events`, one payload per routing key.
 //! - [`FILE_DESCRIPTOR_SET`]: the compiled descriptors, for gRPC server reflection.
+//! - [`mask_card_number`]: how card numbers appear in `Debug` output (`**** 4242`);
+//!   the requests that carry one print it masked.
 //!
 //! Each service module holds the messages plus `<name>_client` (a tonic client)
 //! and `<name>_server` (the trait to implement and its tonic server). The
 //! modules nest as the protobuf packages do (`talentshare::order::v1`); the
 //! top-level aliases are the short names to use.
+
+mod redact;
+
+pub use redact::mask_card_number;
 
 /// The generated code, one module per protobuf package.
 ///
