@@ -5,9 +5,10 @@
 
 use std::sync::Arc;
 
+use platform::auth::{Denied, caller_of};
 use platform::paging;
 use platform::time::to_proto as to_timestamp;
-use platform::values::{ExternalId, Violations, parse_uuid};
+use platform::values::{Violations, parse_uuid};
 use talentshare_proto::mypage::{
     GetMyPageEntryRequest, GetMyPageEntryResponse, GetMyPageRequest, GetMyPageResponse,
     MyPageEntry, WatchMyPageRequest, my_page_service_server::MyPageService,
@@ -27,8 +28,9 @@ use crate::watch::{self, WatchStream};
 pub enum ApiError {
     #[error("{0}")]
     Invalid(Violations),
+    /// Not the caller's, or not there at all: the same answer either way (AIP-211).
     #[error("{0}")]
-    NotFound(String),
+    PermissionDenied(String),
     /// Too many WatchMyPage streams are open on this instance.
     #[error("{0}")]
     Exhausted(String),
@@ -48,7 +50,7 @@ impl From<ApiError> for Status {
     fn from(e: ApiError) -> Self {
         match e {
             ApiError::Invalid(v) => platform::status::invalid_argument(&v),
-            ApiError::NotFound(m) => Status::not_found(m),
+            ApiError::PermissionDenied(m) => Status::permission_denied(m),
             ApiError::Exhausted(m) => Status::resource_exhausted(m),
             ApiError::Lagging(m) => Status::aborted(m),
             ApiError::ShuttingDown => {
@@ -60,6 +62,12 @@ impl From<ApiError> for Status {
             }
             ApiError::Internal(m) => platform::status::internal("my page call failed", &m),
         }
+    }
+}
+
+impl From<Denied> for ApiError {
+    fn from(d: Denied) -> Self {
+        ApiError::PermissionDenied(d.0)
     }
 }
 
@@ -111,12 +119,15 @@ impl MyPageService for MyPageApi {
         &self,
         request: Request<GetMyPageRequest>,
     ) -> Result<Response<GetMyPageResponse>, Status> {
+        let caller = caller_of(&request)?;
         let req = request.into_inner();
+        let customer = caller
+            .customer_for(&req.customer_id)
+            .map_err(ApiError::from)?;
         let mut v = Violations::new();
         let limit = v.check("page_size", paging::page_size(req.page_size));
         let after = v.check("page_token", paging::decode_token(&req.page_token));
-        let customer = v.check("customer_id", ExternalId::try_from(req.customer_id));
-        let (Some(limit), Some(after), Some(customer)) = (limit, after, customer) else {
+        let (Some(limit), Some(after)) = (limit, after) else {
             return Err(ApiError::Invalid(v).into());
         };
         if let Some(after) = after
@@ -153,6 +164,7 @@ impl MyPageService for MyPageApi {
         &self,
         request: Request<GetMyPageEntryRequest>,
     ) -> Result<Response<GetMyPageEntryResponse>, Status> {
+        let caller = caller_of(&request)?;
         let mut v = Violations::new();
         let Some(order_id) = v.check("order_id", parse_uuid(&request.into_inner().order_id)) else {
             return Err(ApiError::Invalid(v).into());
@@ -162,9 +174,10 @@ impl MyPageService for MyPageApi {
             .get(order_id)
             .await
             .map_err(ApiError::from)?
+            .filter(|e| caller.owns(e.customer_id.as_ref()))
             .ok_or_else(|| {
-                ApiError::NotFound(format!(
-                    "no event about order {order_id} has reached my page yet"
+                ApiError::PermissionDenied(format!(
+                    "order {order_id} is not on the caller's my page (not theirs, or no event about it has arrived yet)"
                 ))
             })?;
         Ok(Response::new(GetMyPageEntryResponse {
@@ -179,13 +192,12 @@ impl MyPageService for MyPageApi {
         &self,
         request: Request<WatchMyPageRequest>,
     ) -> Result<Response<Self::WatchMyPageStream>, Status> {
-        let mut v = Violations::new();
-        let Some(customer) = v.check(
-            "customer_id",
-            ExternalId::try_from(request.into_inner().customer_id),
-        ) else {
-            return Err(ApiError::Invalid(v).into());
-        };
+        let caller = caller_of(&request)?;
+        // The stream carries only the caller's own rows: the customer comes from the
+        // token, and a request naming anyone else is refused before it opens.
+        let customer = caller
+            .customer_for(&request.into_inner().customer_id)
+            .map_err(ApiError::from)?;
         let permit = self.watchers.clone().try_acquire_owned().map_err(|_| {
             ApiError::Exhausted("too many WatchMyPage streams on this server; retry later".into())
         })?;

@@ -40,6 +40,7 @@ pub const SERVICE: ServiceDef = ServiceDef {
     slug: "mypage",
     grpc_service: SERVICE_NAME,
     descriptor_sets: &[talentshare_proto::FILE_DESCRIPTOR_SET],
+    access: platform::Access::EndUsers,
 };
 
 /// The consumer (queue) name; bound to every routing key in `platform::amqp::CONSUMERS`.
@@ -67,6 +68,8 @@ pub struct Settings {
     pub max_watchers: u32,
     #[command(flatten)]
     pub platform: PlatformSettings,
+    #[command(flatten)]
+    pub auth: platform::auth::AuthSettings,
 }
 
 /// Binds, then runs mypage-svc until `shutdown` fires.
@@ -75,7 +78,13 @@ pub async fn start(
     shutdown: CancellationToken,
 ) -> anyhow::Result<RunningService> {
     let max_message = settings.platform.server.max_message_bytes as usize;
-    let host = Host::bind(SERVICE, settings.grpc_addr, settings.platform).await?;
+    let host = Host::bind(
+        SERVICE,
+        settings.grpc_addr,
+        settings.platform,
+        Some(&settings.auth),
+    )
+    .await?;
     // Replicas share the queue, so on PostgreSQL changes reach every replica's
     // watchers through the database; SQLite is one process.
     let (changes, listener) = if platform::db::is_postgres(host.db()) {

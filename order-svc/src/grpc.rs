@@ -3,6 +3,7 @@
 //! every error into a status in one `match` ([`ApiError`] → [`Status`]).
 
 use chrono::{DateTime, SubsecRound, Utc};
+use platform::auth::{Caller, Denied, caller_of};
 use platform::paging;
 use platform::values::{
     AmountMinor, CardNumber, Currency, ExternalId, Money, Violations, optional_reason, parse_uuid,
@@ -28,6 +29,9 @@ use crate::store::{ListQuery, StoreError};
 pub enum ApiError {
     #[error("{0}")]
     Invalid(Violations),
+    /// Not the caller's, or not there at all: the same answer either way (AIP-211).
+    #[error("{0}")]
+    PermissionDenied(String),
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -48,6 +52,7 @@ impl From<ApiError> for Status {
     fn from(e: ApiError) -> Self {
         match e {
             ApiError::Invalid(v) => platform::status::invalid_argument(&v),
+            ApiError::PermissionDenied(m) => Status::permission_denied(m),
             ApiError::NotFound(m) => Status::not_found(m),
             ApiError::AlreadyExists(m) => Status::already_exists(m),
             ApiError::FailedPrecondition(m) => Status::failed_precondition(m),
@@ -84,6 +89,12 @@ impl From<OrderError> for ApiError {
     }
 }
 
+impl From<Denied> for ApiError {
+    fn from(d: Denied) -> Self {
+        ApiError::PermissionDenied(d.0)
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
@@ -116,6 +127,19 @@ impl OrderApi {
     pub fn new(orders: Orders) -> Self {
         Self { orders }
     }
+
+    /// The order `order_id`, if it is the caller's.
+    async fn owned(&self, caller: &Caller, order_id: Uuid) -> Result<Order, ApiError> {
+        match self.orders.get(order_id).await {
+            Ok(o) if caller.owns(o.customer_id.as_ref()) => Ok(o),
+            Ok(_) | Err(OrderError::Store(StoreError::NotFound)) => {
+                Err(ApiError::PermissionDenied(format!(
+                    "order {order_id} does not exist or is not the caller's"
+                )))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
 }
 
 #[tonic::async_trait]
@@ -125,8 +149,14 @@ impl OrderService for OrderApi {
         &self,
         request: Request<PlaceOrderRequest>,
     ) -> Result<Response<PlaceOrderResponse>, Status> {
+        let caller = caller_of(&request)?;
+        let mut req = request.into_inner();
+        req.customer_id = caller
+            .customer_for(&req.customer_id)
+            .map_err(ApiError::from)?
+            .to_string();
         let now = Utc::now().trunc_subsecs(6);
-        let (new, card) = place_request(request.into_inner(), now)?;
+        let (new, card) = place_request(req, now)?;
         let order = self
             .orders
             .place(&new, &card, now)
@@ -143,8 +173,9 @@ impl OrderService for OrderApi {
         &self,
         request: Request<GetOrderRequest>,
     ) -> Result<Response<GetOrderResponse>, Status> {
+        let caller = caller_of(&request)?;
         let order_id = uuid_field("order_id", &request.into_inner().order_id)?;
-        let order = self.orders.get(order_id).await.map_err(ApiError::from)?;
+        let order = self.owned(&caller, order_id).await?;
         Ok(Response::new(GetOrderResponse {
             order: Some(to_proto(&order)),
         }))
@@ -154,7 +185,13 @@ impl OrderService for OrderApi {
         &self,
         request: Request<ListOrdersRequest>,
     ) -> Result<Response<ListOrdersResponse>, Status> {
-        let query = list_query(request.into_inner())?;
+        let caller = caller_of(&request)?;
+        let mut req = request.into_inner();
+        req.customer_id = caller
+            .customer_for(&req.customer_id)
+            .map_err(ApiError::from)?
+            .to_string();
+        let query = list_query(req)?;
         let (orders, more) = self.orders.list(&query).await.map_err(ApiError::from)?;
         let next_page_token = match (more, orders.last()) {
             (true, Some(last)) => paging::encode_token(&last.order_id),
@@ -171,6 +208,7 @@ impl OrderService for OrderApi {
         &self,
         request: Request<CancelOrderRequest>,
     ) -> Result<Response<CancelOrderResponse>, Status> {
+        let caller = caller_of(&request)?;
         let req = request.into_inner();
         let mut v = Violations::new();
         let order_id = v.check("order_id", parse_uuid(&req.order_id));
@@ -179,6 +217,7 @@ impl OrderService for OrderApi {
         let (Some(order_id), Some(reason)) = (order_id, reason) else {
             return Err(ApiError::Invalid(v).into());
         };
+        self.owned(&caller, order_id).await?;
         let order = self
             .orders
             .cancel(order_id, reason)

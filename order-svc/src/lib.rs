@@ -42,6 +42,7 @@ pub const SERVICE: ServiceDef = ServiceDef {
     slug: "order",
     grpc_service: SERVICE_NAME,
     descriptor_sets: &[talentshare_proto::FILE_DESCRIPTOR_SET],
+    access: platform::Access::EndUsers,
 };
 
 /// order-svc settings: flags, each with an environment-variable fallback.
@@ -57,6 +58,8 @@ pub struct Settings {
     pub grpc_addr: SocketAddr,
     #[command(flatten)]
     pub platform: PlatformSettings,
+    #[command(flatten)]
+    pub auth: platform::auth::AuthSettings,
     #[command(flatten)]
     pub payment: PaymentClientSettings,
     #[command(flatten)]
@@ -88,7 +91,13 @@ pub async fn start(
     settings.validate()?;
     let max_message = settings.platform.server.max_message_bytes as usize;
     let payments = payment::PaymentGateway::new(&settings.payment)?;
-    let host = Host::bind(SERVICE, settings.grpc_addr, settings.platform).await?;
+    let host = Host::bind(
+        SERVICE,
+        settings.grpc_addr,
+        settings.platform,
+        Some(&settings.auth),
+    )
+    .await?;
     let store = store::OrderStore::new(host.db().clone(), host.outbox_signal().clone());
     let orders = service::Orders::new(store, payments, settings.reconcile.reconcile_after);
     let service = OrderServiceServer::new(grpc::OrderApi::new(orders.clone()))

@@ -31,6 +31,7 @@ pub const SERVICE: ServiceDef = ServiceDef {
     slug: "payment",
     grpc_service: SERVICE_NAME,
     descriptor_sets: &[talentshare_proto::FILE_DESCRIPTOR_SET],
+    access: platform::Access::Internal,
 };
 
 /// payment-svc settings: flags, each with an environment-variable fallback.
@@ -54,7 +55,7 @@ pub async fn start(
     shutdown: CancellationToken,
 ) -> anyhow::Result<RunningService> {
     let max_message = settings.platform.server.max_message_bytes as usize;
-    let host = Host::bind(SERVICE, settings.grpc_addr, settings.platform).await?;
+    let host = Host::bind(SERVICE, settings.grpc_addr, settings.platform, None).await?;
     let store = store::PaymentStore::new(host.db().clone(), host.outbox_signal().clone());
     let service = PaymentServiceServer::new(grpc::PaymentApi::new(store))
         .max_decoding_message_size(max_message)

@@ -18,6 +18,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 
+use crate::auth::{AuthLayer, AuthSettings, Authenticator};
 use crate::consumer::{Consumer, EventHandler};
 use crate::outbox::{OutboxSignal, Relay};
 use crate::settings::PlatformSettings;
@@ -32,6 +33,17 @@ pub struct ServiceDef {
     pub grpc_service: &'static str,
     /// Encoded file descriptor sets served by reflection.
     pub descriptor_sets: &'static [&'static [u8]],
+    /// Who may call it.
+    pub access: Access,
+}
+
+/// Who may call a service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// End users, each call with a verified bearer token (order, reservation, my page).
+    EndUsers,
+    /// Only other services, kept apart by the network and the mesh (payment).
+    Internal,
 }
 
 type TaskFn = Box<dyn FnOnce(CancellationToken) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
@@ -71,15 +83,31 @@ pub struct Host {
     local_addr: SocketAddr,
     db: DatabaseConnection,
     signal: OutboxSignal,
+    auth: Option<Authenticator>,
 }
 
 impl Host {
-    /// Binds `grpc_addr` and opens the (lazy) database pool.
+    /// Binds `grpc_addr`, opens the (lazy) database pool and, for a service end users
+    /// call, loads the keys their tokens are verified with.
+    ///
+    /// # Errors
+    ///
+    /// An [`Access::EndUsers`] service without `auth` (there is no unauthenticated
+    /// mode), an unreadable JWKS file, an address that cannot be bound, a bad database URL.
     pub async fn bind(
         def: ServiceDef,
         grpc_addr: SocketAddr,
         settings: PlatformSettings,
+        auth: Option<&AuthSettings>,
     ) -> anyhow::Result<Self> {
+        let auth = match (def.access, auth) {
+            (Access::EndUsers, Some(a)) => Some(Authenticator::load(a).await?),
+            (Access::EndUsers, None) => anyhow::bail!(
+                "{}: end-user authentication is required (AUTH_JWKS, AUTH_ISSUER, AUTH_AUDIENCE)",
+                def.slug
+            ),
+            (Access::Internal, _) => None,
+        };
         let listener = crate::server::bind(grpc_addr).await?;
         let local_addr = listener.local_addr()?;
         let db = crate::db::connect(&settings.database, def.slug).await?;
@@ -90,6 +118,7 @@ impl Host {
             local_addr,
             db,
             signal: OutboxSignal::new(),
+            auth,
         })
     }
 
@@ -150,7 +179,17 @@ impl Host {
             local_addr,
             db,
             signal,
+            auth,
         } = self;
+        let auth_layer = auth
+            .as_ref()
+            .map_or_else(AuthLayer::internal, Authenticator::layer);
+        let mut tasks = tasks;
+        if let Some(auth) = auth {
+            tasks.push(BackgroundTask::new("JWKS refresh", move |t| {
+                auth.refresh_periodically(t)
+            }));
+        }
         let server_stop = CancellationToken::new();
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         let server_settings = settings.server.clone();
@@ -162,6 +201,7 @@ impl Host {
                 def.grpc_service,
                 def.descriptor_sets,
                 &server_settings,
+                auth_layer,
                 ready_tx,
                 stop,
             )

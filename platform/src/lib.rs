@@ -1,6 +1,7 @@
 //! The runtime every talentshare service stands on, with no business rules:
 //!
 //! - [`settings`]: clap settings with environment fallbacks, validated at start;
+//! - [`auth`]: end-user JWT authentication (one tower layer) and the typed caller;
 //! - [`telemetry`]: tracing set-up, human or JSON;
 //! - [`host`] and [`server`]: the gRPC server with health, reflection, limits, a
 //!   readiness gate and graceful shutdown ([`shutdown`] turns signals into a token);
@@ -15,6 +16,7 @@
 //! - [`paging`] and [`backoff`]: small shared helpers.
 
 pub mod amqp;
+pub mod auth;
 pub mod backoff;
 pub mod client;
 pub mod consumer;
@@ -32,5 +34,5 @@ pub mod telemetry;
 pub mod time;
 pub mod values;
 
-pub use host::{BackgroundTask, Host, RunningService, ServiceDef};
+pub use host::{Access, BackgroundTask, Host, RunningService, ServiceDef};
 pub use settings::{PlatformSettings, SecretUrl};

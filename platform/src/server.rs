@@ -111,6 +111,7 @@ pub(crate) async fn serve<S>(
     service_name: &'static str,
     descriptor_sets: &[&'static [u8]],
     settings: &ServerSettings,
+    auth: crate::auth::AuthLayer,
     readiness_cell: tokio::sync::oneshot::Sender<Readiness>,
     stop: CancellationToken,
 ) -> anyhow::Result<()>
@@ -146,8 +147,9 @@ where
         .concurrency_limit_per_connection(settings.max_concurrent_requests as usize)
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
         // Outermost first: the gate refuses application calls before they reach
-        // limits or handlers; health and reflection always pass.
-        .layer(gate)
+        // limits or handlers, then the caller is authenticated; health and
+        // reflection always pass both.
+        .layer(tower::ServiceBuilder::new().layer(gate).layer(auth))
         .add_routes(routes)
         .add_service(health)
         .add_service(reflection_v1)
@@ -180,10 +182,6 @@ struct ReadinessGate<S> {
     ready: Arc<AtomicBool>,
 }
 
-fn always_open(path: &str) -> bool {
-    path.starts_with("/grpc.health.v1.Health/") || path.starts_with("/grpc.reflection.")
-}
-
 type BoxFuture<T, E> = Pin<Box<dyn std::future::Future<Output = Result<T, E>> + Send>>;
 
 impl<S, B> Service<http::Request<B>> for ReadinessGate<S>
@@ -204,7 +202,7 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        if !self.ready.load(Ordering::SeqCst) && !always_open(req.uri().path()) {
+        if !self.ready.load(Ordering::SeqCst) && !crate::auth::is_open(req.uri().path()) {
             let status = tonic::Status::unavailable("service is starting: database not ready yet");
             return Box::pin(async move { Ok(status.into_http()) });
         }

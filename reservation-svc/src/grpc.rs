@@ -11,6 +11,7 @@
 //! reconciler finishes it.
 
 use chrono::Utc;
+use platform::auth::{Caller, Denied, caller_of};
 use platform::paging;
 use platform::time::to_proto as to_timestamp;
 use platform::values::{ExternalId, Violations, parse_uuid};
@@ -33,6 +34,10 @@ use crate::store::{ListQuery, ReservationStore, StoreError};
 pub enum ApiError {
     #[error("{0}")]
     Invalid(Violations),
+    /// Not the caller's to see or change, or not there at all: the same answer either
+    /// way, so ids cannot be probed (AIP-211).
+    #[error("{0}")]
+    PermissionDenied(String),
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -72,6 +77,7 @@ impl From<ApiError> for Status {
     fn from(e: ApiError) -> Self {
         match e {
             ApiError::Invalid(v) => platform::status::invalid_argument(&v),
+            ApiError::PermissionDenied(m) => Status::permission_denied(m),
             ApiError::NotFound(m) => Status::not_found(m),
             ApiError::FailedPrecondition(m) => Status::failed_precondition(m),
             ApiError::Unavailable(m) => {
@@ -109,6 +115,44 @@ impl From<StoreError> for ApiError {
             StoreError::Corrupt(m) => ApiError::Internal(m),
         }
     }
+}
+
+impl From<Denied> for ApiError {
+    fn from(d: Denied) -> Self {
+        ApiError::PermissionDenied(d.0)
+    }
+}
+
+/// The answer for a reservation the caller may not act on, or that does not exist.
+fn not_yours(id: Uuid) -> ApiError {
+    ApiError::PermissionDenied(format!(
+        "reservation {id} does not exist or is not yours to see or change"
+    ))
+}
+
+/// `manager_id` in a request may only repeat the token's subject.
+fn check_manager_field(field: &str, caller: &Caller) -> Result<(), ApiError> {
+    let manager = caller.manager()?;
+    if field.is_empty() || field == manager.as_ref() {
+        Ok(())
+    } else {
+        Err(ApiError::PermissionDenied(
+            "manager_id must be the caller's own id (or empty)".into(),
+        ))
+    }
+}
+
+/// Whether the caller may see `r`: its customer, or a manager of its talent.
+fn may_see(caller: &Caller, r: &Reservation) -> bool {
+    caller.owns(r.customer_id.as_ref()) || may_manage(caller, r)
+}
+
+/// Whether the caller manages the talent `r` is booked with (a tombstone without a
+/// booking belongs to no manager).
+fn may_manage(caller: &Caller, r: &Reservation) -> bool {
+    r.booking
+        .as_ref()
+        .is_some_and(|b| caller.manages(b.talent_id.as_ref()))
 }
 
 impl ApiError {
@@ -162,15 +206,24 @@ impl ReservationApi {
         }
     }
 
-    async fn confirm(&self, req: ConfirmReservationRequest) -> Result<Reservation, ApiError> {
-        let mut v = Violations::new();
-        let id = v.check("reservation_id", parse_uuid(&req.reservation_id));
-        let manager = v.check("manager_id", ExternalId::try_from(req.manager_id));
-        // Either field missing means `v` holds its violation.
-        let (Some(id), Some(manager)) = (id, manager) else {
-            return Err(ApiError::Invalid(v));
-        };
-        let current = self.store.get(id).await?;
+    /// The reservation `id`, if the caller manages its talent.
+    async fn managed(&self, caller: &Caller, id: Uuid) -> Result<Reservation, ApiError> {
+        match self.store.get(id).await {
+            Ok(r) if may_manage(caller, &r) => Ok(r),
+            Ok(_) | Err(StoreError::NotFound) => Err(not_yours(id)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn confirm(
+        &self,
+        caller: &Caller,
+        req: ConfirmReservationRequest,
+    ) -> Result<Reservation, ApiError> {
+        check_manager_field(&req.manager_id, caller)?;
+        let manager = caller.manager()?.clone();
+        let id = uuid_field("reservation_id", &req.reservation_id)?;
+        let current = self.managed(caller, id).await?;
         match current.confirm(&manager, Utc::now()) {
             Err(refused) => return Err(ApiError::FailedPrecondition(refused.to_string())),
             Ok(Transition::AlreadyDone) => return Ok(current),
@@ -181,14 +234,20 @@ impl ReservationApi {
         Ok(self.store.confirm(id, &manager).await?)
     }
 
-    async fn reject(&self, req: RejectReservationRequest) -> Result<Reservation, ApiError> {
+    async fn reject(
+        &self,
+        caller: &Caller,
+        req: RejectReservationRequest,
+    ) -> Result<Reservation, ApiError> {
+        check_manager_field(&req.manager_id, caller)?;
+        let manager = caller.manager()?.clone();
         let mut v = Violations::new();
         let id = v.check("reservation_id", parse_uuid(&req.reservation_id));
-        let manager = v.check("manager_id", ExternalId::try_from(req.manager_id));
         let reason = v.check("reason", RejectReason::try_from(req.reason));
-        let (Some(id), Some(manager), Some(reason)) = (id, manager, reason) else {
+        let (Some(id), Some(reason)) = (id, reason) else {
             return Err(ApiError::Invalid(v));
         };
+        self.managed(caller, id).await?;
         // Refund before REJECTED: `reservation.rejected` promises the payment was
         // refunded. The claim recorded first keeps a confirmation out meanwhile.
         Ok(self.rejections.reject(id, &manager, &reason).await?)
@@ -196,16 +255,20 @@ impl ReservationApi {
 
     async fn list(
         &self,
+        caller: &Caller,
         req: ListReservationsRequest,
     ) -> Result<ListReservationsResponse, ApiError> {
+        caller.manager()?;
+        // Only one talent's bookings at a time, and only a talent the caller manages.
+        if !caller.manages(&req.talent_id) {
+            return Err(ApiError::PermissionDenied(
+                "talent_id must name a talent the caller manages".into(),
+            ));
+        }
         let mut v = Violations::new();
         let limit = v.check("page_size", paging::page_size(req.page_size));
         let after = v.check("page_token", paging::decode_token(&req.page_token));
-        let talent_id = if req.talent_id.is_empty() {
-            None
-        } else {
-            v.check("talent_id", ExternalId::try_from(req.talent_id))
-        };
+        let talent_id = v.check("talent_id", ExternalId::try_from(req.talent_id));
         let status = match pb::ReservationStatus::try_from(req.status) {
             Ok(pb::ReservationStatus::Unspecified) => None,
             Ok(pb::ReservationStatus::Requested) => Some(ReservationStatus::Requested),
@@ -246,7 +309,8 @@ impl ReservationService for ReservationApi {
         &self,
         request: Request<ConfirmReservationRequest>,
     ) -> Result<Response<ConfirmReservationResponse>, Status> {
-        let reservation = self.confirm(request.into_inner()).await?;
+        let caller = caller_of(&request)?;
+        let reservation = self.confirm(&caller, request.into_inner()).await?;
         tracing::info!(status = ?reservation.status, "confirm");
         Ok(Response::new(ConfirmReservationResponse {
             reservation: Some(to_proto(&reservation)),
@@ -258,7 +322,8 @@ impl ReservationService for ReservationApi {
         &self,
         request: Request<RejectReservationRequest>,
     ) -> Result<Response<RejectReservationResponse>, Status> {
-        let reservation = self.reject(request.into_inner()).await?;
+        let caller = caller_of(&request)?;
+        let reservation = self.reject(&caller, request.into_inner()).await?;
         tracing::info!(status = ?reservation.status, "reject");
         Ok(Response::new(RejectReservationResponse {
             reservation: Some(to_proto(&reservation)),
@@ -269,12 +334,13 @@ impl ReservationService for ReservationApi {
         &self,
         request: Request<GetReservationRequest>,
     ) -> Result<Response<GetReservationResponse>, Status> {
-        let id = parse_uuid(&request.into_inner().reservation_id).map_err(|e| {
-            let mut v = Violations::new();
-            v.add("reservation_id", e.to_string());
-            ApiError::Invalid(v)
-        })?;
-        let reservation = self.store.get(id).await.map_err(ApiError::from)?;
+        let caller = caller_of(&request)?;
+        let id = uuid_field("reservation_id", &request.into_inner().reservation_id)?;
+        let reservation = match self.store.get(id).await {
+            Ok(r) if may_see(&caller, &r) => r,
+            Ok(_) | Err(StoreError::NotFound) => return Err(not_yours(id).into()),
+            Err(e) => return Err(ApiError::from(e).into()),
+        };
         Ok(Response::new(GetReservationResponse {
             reservation: Some(to_proto(&reservation)),
         }))
@@ -284,8 +350,19 @@ impl ReservationService for ReservationApi {
         &self,
         request: Request<ListReservationsRequest>,
     ) -> Result<Response<ListReservationsResponse>, Status> {
-        Ok(Response::new(self.list(request.into_inner()).await?))
+        let caller = caller_of(&request)?;
+        Ok(Response::new(
+            self.list(&caller, request.into_inner()).await?,
+        ))
     }
+}
+
+fn uuid_field(field: &str, s: &str) -> Result<Uuid, ApiError> {
+    parse_uuid(s).map_err(|e| {
+        let mut v = Violations::new();
+        v.add(field, e.to_string());
+        ApiError::Invalid(v)
+    })
 }
 
 /// The payment behind a reservation a manager may still act on. Storage guarantees

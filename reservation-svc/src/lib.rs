@@ -44,6 +44,7 @@ pub const SERVICE: ServiceDef = ServiceDef {
     slug: "reservation",
     grpc_service: SERVICE_NAME,
     descriptor_sets: &[talentshare_proto::FILE_DESCRIPTOR_SET],
+    access: platform::Access::EndUsers,
 };
 
 /// reservation-svc settings: flags, each with an environment-variable fallback.
@@ -59,6 +60,8 @@ pub struct Settings {
     pub grpc_addr: SocketAddr,
     #[command(flatten)]
     pub platform: PlatformSettings,
+    #[command(flatten)]
+    pub auth: platform::auth::AuthSettings,
     #[command(flatten)]
     pub payment: PaymentClientSettings,
     #[command(flatten)]
@@ -90,7 +93,13 @@ pub async fn start(
     settings.validate()?;
     let max_message = settings.platform.server.max_message_bytes as usize;
     let payment = payment::PaymentGateway::new(settings.payment.channel()?);
-    let host = Host::bind(SERVICE, settings.grpc_addr, settings.platform).await?;
+    let host = Host::bind(
+        SERVICE,
+        settings.grpc_addr,
+        settings.platform,
+        Some(&settings.auth),
+    )
+    .await?;
     let store = store::ReservationStore::new(host.db().clone(), host.outbox_signal().clone());
     let rejections = rejection::Rejections::new(store.clone(), payment.clone());
     let service = ReservationServiceServer::new(grpc::ReservationApi::new(

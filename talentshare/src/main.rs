@@ -5,8 +5,12 @@
 //!   on Ctrl-C. The local way to run the whole system.
 //! - `talentshare probe`: a gRPC health check that exits 0 only when the service says
 //!   SERVING (for `helm test` and operators).
+//! - `talentshare token`: a development token (customer or manager) signed with the
+//!   key `up` keeps in its data directory, for grpcurl.
 
 mod probe;
+mod token;
+mod topology;
 mod up;
 
 use std::process::ExitCode;
@@ -30,6 +34,10 @@ enum Command {
     Up(up::UpArgs),
     /// Check a service's gRPC health; exit 0 only when SERVING.
     Probe(probe::ProbeArgs),
+    /// Print a development token for `talentshare up` (customer or manager).
+    Token(token::TokenArgs),
+    // Help text on `TopologyArgs`, so `topology --help` shows the long version.
+    Topology(topology::TopologyArgs),
 }
 
 #[tokio::main]
@@ -38,6 +46,8 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Up(args) => up::run(args).await,
         Command::Probe(args) => probe::run(args).await,
+        Command::Token(args) => token::run(args),
+        Command::Topology(args) => topology::run(args).await,
     };
     match result {
         Ok(code) => code,

@@ -2,7 +2,12 @@
 //!
 //! Each service is built from the same `Settings` its own binary parses, so what runs
 //! here is what runs in a container; only the listen address, the data directory, the
-//! broker and the payment URL are set by `up`.
+//! broker, the payment URL and the token verification are set by `up`.
+//!
+//! Identity: on first start `up` creates a development signing key and its JWKS in
+//! the data directory; the public services verify tokens against that JWKS, and
+//! `talentshare token` mints tokens with the key. payment-svc, internal, listens on
+//! loopback only.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -10,6 +15,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser};
+use platform::auth::dev::DevIssuer;
 use platform::settings::{LogFormat, SecretUrl, TelemetrySettings};
 
 /// Flags of `talentshare up`.
@@ -29,7 +35,8 @@ pub struct UpArgs {
     /// Events exchange (queue names derive from it).
     #[arg(long, env = "EVENTS_EXCHANGE", default_value = "talentshare.events")]
     events_exchange: String,
-    /// Address the four gRPC servers bind.
+    /// Address the three public gRPC servers bind (payment-svc, internal, always binds
+    /// 127.0.0.1).
     #[arg(long, env = "HOST", default_value = "127.0.0.1")]
     host: IpAddr,
     /// order-svc port.
@@ -54,10 +61,10 @@ pub struct UpArgs {
 
 /// The flags every service gets from `up`. Parsing them like the binaries do applies
 /// the same validation and defaults.
-fn common_args(args: &UpArgs, port: u16) -> Vec<String> {
+fn common_args(args: &UpArgs, host: IpAddr, port: u16) -> Vec<String> {
     vec![
         "--grpc-addr".into(),
-        SocketAddr::new(args.host, port).to_string(),
+        SocketAddr::new(host, port).to_string(),
         "--data-dir".into(),
         args.data_dir.display().to_string(),
         "--amqp-url".into(),
@@ -78,32 +85,36 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         log_filter: args.log_filter.clone(),
         log_format: args.log_format,
     })?;
-    let payment_url = {
-        let host = if args.host.is_unspecified() {
-            "127.0.0.1".to_owned()
-        } else {
-            args.host.to_string()
-        };
-        let host = if host.contains(':') {
-            format!("[{host}]")
-        } else {
-            host
-        };
-        format!("http://{host}:{}", args.payment_port)
+    // payment-svc is internal: only the other services, on this machine, call it.
+    let loopback = IpAddr::from([127, 0, 0, 1]);
+    let payment_url = format!("http://{loopback}:{}", args.payment_port);
+    let issuer = DevIssuer::load_or_create(&args.data_dir)?;
+    let public = |port| {
+        let mut a = common_args(&args, args.host, port);
+        a.extend([
+            "--auth-jwks".into(),
+            DevIssuer::jwks_path(&args.data_dir).display().to_string(),
+            "--auth-issuer".into(),
+            issuer.issuer().to_owned(),
+            "--auth-audience".into(),
+            issuer.audience().to_owned(),
+        ]);
+        a
     };
     let with_payment = |port| {
-        let mut a = common_args(&args, port);
+        let mut a = public(port);
         a.extend(["--payment-url".into(), payment_url.clone()]);
         a
     };
 
-    let mut payment: payment_svc::Settings =
-        parse("payment-svc", common_args(&args, args.payment_port))?;
+    let mut payment: payment_svc::Settings = parse(
+        "payment-svc",
+        common_args(&args, loopback, args.payment_port),
+    )?;
     let mut order: order_svc::Settings = parse("order-svc", with_payment(args.order_port))?;
     let mut reservation: reservation_svc::Settings =
         parse("reservation-svc", with_payment(args.reservation_port))?;
-    let mut mypage: mypage_svc::Settings =
-        parse("mypage-svc", common_args(&args, args.mypage_port))?;
+    let mut mypage: mypage_svc::Settings = parse("mypage-svc", public(args.mypage_port))?;
     // Each service owns its own database: a DATABASE_URL in the environment would make
     // the four share one, so `up` always uses the per-service SQLite files.
     payment.platform.database.database_url = None;

@@ -8,15 +8,18 @@
 //! - [`TcpProxy`]: a proxy in front of a server that a test can cut and restore;
 //! - [`wait_until`]: poll a condition with a deadline instead of sleeping;
 //! - [`ServiceProcess`]: a service binary as a real process, with its logs;
-//! - [`health`]: gRPC health checks.
+//! - [`health`]: gRPC health checks;
+//! - [`TestIdentity`]: a per-test signing key, its JWKS, and clients that send tokens.
 
 mod broker;
 mod database;
+mod identity;
 mod process;
 mod proxy;
 
 pub use broker::{ReceivedEvent, TestBroker};
 pub use database::{Backend, TestDatabase};
+pub use identity::{AuthChannel, Bearer, TestIdentity};
 pub use process::{ServiceProcess, grpcurl};
 pub use proxy::TcpProxy;
 

@@ -16,7 +16,7 @@ use testkit::Backend;
 on_both_backends!(
     cancel_order_refunds_a_paid_order_and_announces_it_once,
     cancel_order_of_a_declined_order_is_failed_precondition,
-    cancel_order_of_an_unknown_order_is_not_found,
+    cancel_order_of_an_unknown_order_is_permission_denied,
     cancel_order_returns_unavailable_and_changes_nothing_while_payment_is_down,
     cancel_order_of_a_pending_order_waits_out_the_grace_when_no_payment_exists,
     cancel_order_of_a_pending_order_whose_payment_went_through_refunds_it,
@@ -85,12 +85,13 @@ async fn cancel_order_of_a_declined_order_is_failed_precondition(backend: Backen
     app.stop().await;
 }
 
-async fn cancel_order_of_an_unknown_order_is_not_found(backend: Backend) {
+async fn cancel_order_of_an_unknown_order_is_permission_denied(backend: Backend) {
     let mut app = spawn_app(backend).await;
     let err = cancel(&mut app, &uuid::Uuid::now_v7().to_string(), "")
         .await
         .unwrap_err();
-    assert_eq!(err.code(), Code::NotFound);
+    // The same answer as for another customer's order (AIP-211).
+    assert_eq!(err.code(), Code::PermissionDenied);
     app.stop().await;
 }
 

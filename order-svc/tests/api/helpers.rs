@@ -19,7 +19,7 @@ use talentshare_proto::payment::{
     BookingDetails, GetPaymentRequest, ListPaymentsRequest, PayRequest, Payment, RefundRequest,
     get_payment_request::Lookup, payment_service_client::PaymentServiceClient,
 };
-use testkit::{Backend, TcpProxy, TestBroker, TestDatabase};
+use testkit::{AuthChannel, Backend, TcpProxy, TestBroker, TestDatabase, TestIdentity};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -80,8 +80,16 @@ pub struct Options {
     pub args: &'static [&'static str],
 }
 
+/// The customer [`TestApp::client`] acts as (the one [`place_request`] orders for).
+pub const CUSTOMER: &str = "cust-1";
+
 pub struct TestApp {
-    pub client: OrderServiceClient<Channel>,
+    /// order-svc as [`CUSTOMER`].
+    pub client: OrderServiceClient<AuthChannel>,
+    /// order-svc's channel without credentials, for other callers.
+    pub channel: Channel,
+    /// Signs the tokens order-svc accepts.
+    pub identity: TestIdentity,
     /// payment-svc, directly (not through the proxy), for assertions.
     pub payment: PaymentServiceClient<Channel>,
     pub db: TestDatabase,
@@ -102,9 +110,11 @@ pub fn settings(
     database_url: &str,
     exchange: &str,
     payment_url: &str,
+    identity: &TestIdentity,
     extra: &[&str],
 ) -> order_svc::Settings {
     platform::telemetry::init_for_tests();
+    let auth = identity.args();
     let mut args = vec![
         "order-svc",
         "--grpc-addr",
@@ -122,6 +132,7 @@ pub fn settings(
         "--payment-url",
         payment_url,
     ];
+    args.extend(auth.iter().map(String::as_str));
     args.extend_from_slice(extra);
     order_svc::Settings::try_parse_from(args).expect("test settings parse")
 }
@@ -169,12 +180,14 @@ pub async fn spawn_app_with(backend: Backend, options: Options) -> TestApp {
     };
 
     let db = TestDatabase::create(backend).await;
+    let identity = TestIdentity::create();
     let shutdown = CancellationToken::new();
     let running = order_svc::start(
         settings(
             db.url(),
             broker.exchange(),
             &format!("http://{}", proxy.addr()),
+            &identity,
             options.args,
         ),
         shutdown.clone(),
@@ -185,7 +198,9 @@ pub async fn spawn_app_with(backend: Backend, options: Options) -> TestApp {
     // Readiness depends on order-svc's own database only, not on payment-svc.
     wait_ready(&channel, order_svc::SERVICE_NAME).await;
     TestApp {
-        client: OrderServiceClient::new(channel),
+        client: OrderServiceClient::new(identity.as_customer(channel.clone(), CUSTOMER)),
+        channel,
+        identity,
         payment: PaymentServiceClient::new(payment_channel),
         db,
         broker,
@@ -221,7 +236,7 @@ pub fn place_request(card: &str) -> PlaceOrderRequest {
     let start = Utc::now() + TimeDelta::days(7);
     PlaceOrderRequest {
         request_id: uuid::Uuid::now_v7().to_string(),
-        customer_id: "cust-1".into(),
+        customer_id: CUSTOMER.into(),
         talent_id: "talent-7".into(),
         session_start_time: Some(prost_types::Timestamp {
             seconds: start.timestamp(),
@@ -251,6 +266,11 @@ pub fn pay_request_for(order: &Order, req: &PlaceOrderRequest) -> PayRequest {
 }
 
 impl TestApp {
+    /// order-svc as customer `id`.
+    pub fn client_as(&self, id: &str) -> OrderServiceClient<AuthChannel> {
+        OrderServiceClient::new(self.identity.as_customer(self.channel.clone(), id))
+    }
+
     /// Places an order that must succeed.
     pub async fn place(&mut self, req: PlaceOrderRequest) -> Order {
         self.client
@@ -277,7 +297,7 @@ impl TestApp {
 
     /// The customer's orders (first page of 100).
     pub async fn orders_of(&mut self, customer_id: &str) -> Vec<Order> {
-        self.client
+        self.client_as(customer_id)
             .list_orders(ListOrdersRequest {
                 page_size: 100,
                 customer_id: customer_id.to_owned(),

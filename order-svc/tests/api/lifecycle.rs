@@ -6,8 +6,8 @@ use std::time::Duration;
 use talentshare_proto::order::order_service_client::OrderServiceClient;
 use tonic::Code;
 
-use crate::helpers::{APPROVED_CARD, place_request, wait_ready};
-use testkit::{ServiceProcess, TestBroker};
+use crate::helpers::{APPROVED_CARD, CUSTOMER, place_request, wait_ready};
+use testkit::{ServiceProcess, TestBroker, TestIdentity};
 
 const BIN: &str = env!("CARGO_BIN_EXE_order-svc");
 
@@ -32,6 +32,9 @@ async fn help_lists_every_setting() {
         "PAYMENT_MAX_CONCURRENCY",
         "RECONCILE_INTERVAL",
         "RECONCILE_AFTER",
+        "AUTH_JWKS",
+        "AUTH_ISSUER",
+        "AUTH_AUDIENCE",
     ] {
         assert!(
             help.contains(&format!("env: {env}")),
@@ -43,7 +46,12 @@ async fn help_lists_every_setting() {
 
 #[tokio::test]
 async fn a_bad_setting_stops_start_up_with_a_message_naming_it() {
-    let cases: [(&[(&str, &str)], &str); 4] = [
+    let identity = TestIdentity::create();
+    let cases: [(&[(&str, &str)], &str); 7] = [
+        // There is no unauthenticated mode: each of the three is required.
+        (&[("AUTH_JWKS", "")], "AUTH_JWKS"),
+        (&[("AUTH_ISSUER", "")], "AUTH_ISSUER"),
+        (&[("AUTH_JWKS", "/nonexistent/jwks.json")], "AUTH_JWKS"),
         (&[("PAYMENT_URL", "ftp://payment")], "--payment-url"),
         (&[("PAYMENT_TIMEOUT", "soon")], "--payment-timeout"),
         (&[("RECONCILE_INTERVAL", "0s")], "RECONCILE_INTERVAL"),
@@ -58,8 +66,16 @@ async fn a_bad_setting_stops_start_up_with_a_message_naming_it() {
         cmd.env_clear()
             .env("DATA_DIR", dir.path())
             .env("GRPC_ADDR", "127.0.0.1:0");
-        for (k, v) in envs {
+        for (k, v) in identity.env() {
             cmd.env(k, v);
+        }
+        for (k, v) in envs {
+            // An empty value stands for "not set".
+            if v.is_empty() {
+                cmd.env_remove(k);
+            } else {
+                cmd.env(k, v);
+            }
         }
         let out = cmd.output().unwrap();
         assert!(!out.status.success(), "{envs:?} was accepted");
@@ -81,25 +97,38 @@ async fn the_binary_is_ready_while_payment_is_down_and_exits_cleanly_on_sigterm(
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let payment_url = format!("http://{}", closed.local_addr().unwrap());
     drop(closed);
-    let mut process = ServiceProcess::spawn(
-        BIN,
-        &[
-            ("DATA_DIR", dir.path().display().to_string()),
-            ("EVENTS_EXCHANGE", broker.exchange().to_owned()),
-            ("AMQP_URL", testkit::amqp_url()),
-            ("PAYMENT_URL", payment_url),
-            ("RUST_LOG", "debug".into()),
-        ],
-    )
-    .await;
+    let identity = TestIdentity::create();
+    let mut env = identity.env();
+    env.extend([
+        ("DATA_DIR", dir.path().display().to_string()),
+        ("EVENTS_EXCHANGE", broker.exchange().to_owned()),
+        ("AMQP_URL", testkit::amqp_url()),
+        ("PAYMENT_URL", payment_url),
+        ("RUST_LOG", "debug".into()),
+    ]);
+    let mut process = ServiceProcess::spawn(BIN, &env).await;
     let channel = process.channel().await;
     wait_ready(&channel, order_svc::SERVICE_NAME).await;
 
-    let err = OrderServiceClient::new(channel)
-        .place_order(place_request(APPROVED_CARD))
-        .await
-        .unwrap_err();
+    let token = identity.customer(CUSTOMER);
+    let err = OrderServiceClient::new(tonic::service::interceptor::InterceptedService::new(
+        channel.clone(),
+        testkit::Bearer::new(&token),
+    ))
+    .place_order(place_request(APPROVED_CARD))
+    .await
+    .unwrap_err();
     assert_eq!(err.code(), Code::Unavailable);
+    // A token from another signer is refused (and logged at debug, without the token).
+    let stranger = TestIdentity::create().customer(CUSTOMER);
+    let err = OrderServiceClient::new(tonic::service::interceptor::InterceptedService::new(
+        channel,
+        testkit::Bearer::new(&stranger),
+    ))
+    .place_order(place_request(APPROVED_CARD))
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
 
     process.signal("TERM");
     assert_eq!(process.wait(Duration::from_secs(15)).await, Some(0));
@@ -108,5 +137,17 @@ async fn the_binary_is_ready_while_payment_is_down_and_exits_cleanly_on_sigterm(
         !logs.contains("4242424242424242") && !logs.contains("4242 4242 4242 4242"),
         "card number in logs"
     );
+    assert!(
+        logs.contains("call refused"),
+        "the refusal is logged: {logs}"
+    );
+    for (name, t) in [("accepted", &token), ("refused", &stranger)] {
+        // Neither the whole token nor its signature part may reach a log line.
+        let signature = t.rsplit('.').next().unwrap();
+        assert!(
+            !logs.contains(t.as_str()) && !logs.contains(signature),
+            "{name} token in logs"
+        );
+    }
     broker.delete().await;
 }

@@ -1,4 +1,4 @@
-//! GetOrder, and ListOrders paging (newest first) and its status filter.
+//! GetOrder (an unknown id reads as not the caller's), and ListOrders paging (newest first) and its status filter.
 
 use talentshare_proto::order::{GetOrderRequest, ListOrdersRequest, OrderStatus};
 use tonic::Code;
@@ -8,11 +8,11 @@ use crate::on_both_backends;
 use testkit::Backend;
 
 on_both_backends!(
-    get_order_returns_not_found_for_an_unknown_order,
+    get_order_returns_permission_denied_for_an_unknown_order,
     list_orders_pages_newest_first_and_filters_by_status,
 );
 
-async fn get_order_returns_not_found_for_an_unknown_order(backend: Backend) {
+async fn get_order_returns_permission_denied_for_an_unknown_order(backend: Backend) {
     let mut app = spawn_app(backend).await;
     let err = app
         .client
@@ -21,7 +21,8 @@ async fn get_order_returns_not_found_for_an_unknown_order(backend: Backend) {
         })
         .await
         .unwrap_err();
-    assert_eq!(err.code(), Code::NotFound);
+    // Not NOT_FOUND: that would tell a stranger which order ids exist (AIP-211).
+    assert_eq!(err.code(), Code::PermissionDenied);
     app.stop().await;
 }
 
@@ -34,7 +35,14 @@ async fn list_orders_pages_newest_first_and_filters_by_status(backend: Backend) 
     }
     let mut other = place_request(APPROVED_CARD);
     other.customer_id = "cust-2".into();
-    let others = app.place(other).await;
+    let others = app
+        .client_as("cust-2")
+        .place_order(other)
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap();
 
     let mut seen = Vec::new();
     let mut token = String::new();

@@ -8,6 +8,7 @@ use talentshare_proto::reservation::{
 };
 use tonic::Code;
 
+use crate::helpers::{MANAGED};
 use crate::helpers::{TestApp, spawn_app};
 use crate::on_both_backends;
 use testkit::Backend;
@@ -16,7 +17,7 @@ on_both_backends!(
     confirm_reservation_confirms_once_and_repeats_return_it_unchanged,
     confirm_reservation_returns_failed_precondition_when_the_payment_was_refunded,
     confirm_reservation_returns_failed_precondition_for_a_rejected_or_cancelled_reservation,
-    confirm_reservation_returns_not_found_for_an_unknown_reservation,
+    confirm_reservation_returns_permission_denied_for_an_unknown_reservation,
 );
 
 pub async fn confirm(
@@ -24,8 +25,8 @@ pub async fn confirm(
     reservation_id: &str,
     manager_id: &str,
 ) -> Result<Reservation, tonic::Status> {
-    app.client
-        .clone()
+    // The manager is whoever the token names; the request may repeat it.
+    app.as_manager(manager_id, MANAGED)
         .confirm_reservation(ConfirmReservationRequest {
             reservation_id: reservation_id.to_owned(),
             manager_id: manager_id.to_owned(),
@@ -131,11 +132,12 @@ async fn confirm_reservation_returns_failed_precondition_for_a_rejected_or_cance
     app.stop().await;
 }
 
-async fn confirm_reservation_returns_not_found_for_an_unknown_reservation(backend: Backend) {
+async fn confirm_reservation_returns_permission_denied_for_an_unknown_reservation(backend: Backend) {
     let app = spawn_app(backend).await;
     let err = confirm(&app, &uuid::Uuid::now_v7().to_string(), "mgr-1")
         .await
         .unwrap_err();
-    assert_eq!(err.code(), Code::NotFound);
+    // The same answer as for another talent's booking (AIP-211).
+    assert_eq!(err.code(), Code::PermissionDenied);
     app.stop().await;
 }

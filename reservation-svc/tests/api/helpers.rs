@@ -20,7 +20,7 @@ use talentshare_proto::payment::{
 use talentshare_proto::reservation::{
     GetReservationRequest, Reservation, reservation_service_client::ReservationServiceClient,
 };
-use testkit::{Backend, ReceivedEvent, TestBroker, TestDatabase};
+use testkit::{AuthChannel, Backend, ReceivedEvent, TestBroker, TestDatabase, TestIdentity};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -62,8 +62,18 @@ struct PaymentApp {
     running: RunningService,
 }
 
+/// The manager [`TestApp::client`] acts as.
+pub const MANAGER: &str = "mgr-1";
+/// The talents [`MANAGER`] manages: every talent the tests book.
+pub const MANAGED: &[&str] = &["talent-7", "talent-a", "talent-b"];
+
 pub struct TestApp {
-    pub client: ReservationServiceClient<Channel>,
+    /// reservation-svc as [`MANAGER`].
+    pub client: ReservationServiceClient<AuthChannel>,
+    /// reservation-svc's channel without credentials, for other callers.
+    pub channel: Channel,
+    /// Signs the tokens reservation-svc accepts.
+    pub identity: TestIdentity,
     pub db: TestDatabase,
     pub broker: TestBroker,
     payment: Option<PaymentApp>,
@@ -78,9 +88,11 @@ pub fn settings(
     exchange: &str,
     payment_url: &str,
     payment_timeout: &str,
+    identity: &TestIdentity,
     extra: &[&str],
 ) -> reservation_svc::Settings {
     platform::telemetry::init_for_tests();
+    let auth = identity.args();
     let base = [
         "reservation-svc",
         "--grpc-addr",
@@ -100,8 +112,13 @@ pub fn settings(
         "--payment-timeout",
         payment_timeout,
     ];
-    reservation_svc::Settings::try_parse_from(base.iter().chain(extra))
-        .expect("test settings parse")
+    reservation_svc::Settings::try_parse_from(
+        base.iter()
+            .copied()
+            .chain(auth.iter().map(String::as_str))
+            .chain(extra.iter().copied()),
+    )
+    .expect("test settings parse")
 }
 
 /// A ready reservation-svc calling a ready payment-svc, both on fresh databases of
@@ -189,11 +206,13 @@ async fn spawn_with(
     extra: &[&str],
 ) -> TestApp {
     let db = TestDatabase::create(backend).await;
+    let identity = TestIdentity::create();
     let s = settings(
         db.url(),
         broker.exchange(),
         payment_url,
         payment_timeout,
+        &identity,
         extra,
     );
     let shutdown = CancellationToken::new();
@@ -203,7 +222,13 @@ async fn spawn_with(
     let channel = connect(running.local_addr).await;
     wait_ready(&channel, reservation_svc::SERVICE_NAME).await;
     TestApp {
-        client: ReservationServiceClient::new(channel),
+        client: ReservationServiceClient::new(identity.as_manager(
+            channel.clone(),
+            MANAGER,
+            MANAGED,
+        )),
+        channel,
+        identity,
         db,
         broker,
         payment,
@@ -254,6 +279,16 @@ pub fn closed_port_url() -> String {
 }
 
 impl TestApp {
+    /// reservation-svc as customer `id`.
+    pub fn as_customer(&self, id: &str) -> ReservationServiceClient<AuthChannel> {
+        ReservationServiceClient::new(self.identity.as_customer(self.channel.clone(), id))
+    }
+
+    /// reservation-svc as manager `id` of `talents`.
+    pub fn as_manager(&self, id: &str, talents: &[&str]) -> ReservationServiceClient<AuthChannel> {
+        ReservationServiceClient::new(self.identity.as_manager(self.channel.clone(), id, talents))
+    }
+
     /// A client of the real payment-svc (panics in tests that run without one).
     pub fn payments(&self) -> PaymentServiceClient<Channel> {
         self.payment
@@ -341,10 +376,10 @@ impl TestApp {
         self.get(&id).await
     }
 
-    /// GetReservation, expected to succeed.
+    /// GetReservation as the customer every test booking belongs to (`cust-1`), who
+    /// may see it in every state (a tombstone has no talent, so no manager may).
     pub async fn get(&self, reservation_id: &str) -> Reservation {
-        self.client
-            .clone()
+        self.as_customer("cust-1")
             .get_reservation(GetReservationRequest {
                 reservation_id: reservation_id.to_owned(),
             })

@@ -13,28 +13,32 @@ use talentshare_proto::reservation::{
 use tonic_health::pb::health_check_response::ServingStatus;
 
 use crate::helpers::{closed_port_url, wait_until};
-use testkit::{ServiceProcess, TestBroker, health};
+use testkit::{ServiceProcess, TestBroker, TestIdentity, health};
 
 const BIN: &str = env!("CARGO_BIN_EXE_reservation-svc");
 
-async fn spawn_binary(extra: &[(&str, String)]) -> (ServiceProcess, tempfile::TempDir, TestBroker) {
+async fn spawn_binary(
+    extra: &[(&str, String)],
+) -> (ServiceProcess, tempfile::TempDir, TestBroker, TestIdentity) {
     let dir = tempfile::tempdir().expect("temp dir");
     let broker = TestBroker::create().await;
-    let mut envs = vec![
+    let identity = TestIdentity::create();
+    let mut envs = identity.env();
+    envs.extend([
         ("DATA_DIR", dir.path().display().to_string()),
         ("EVENTS_EXCHANGE", broker.exchange().to_owned()),
         ("AMQP_URL", testkit::amqp_url()),
         // payment-svc down: readiness and the consumer must not care.
         ("PAYMENT_URL", closed_port_url()),
-    ];
+    ]);
     envs.extend(extra.iter().cloned());
     let process = ServiceProcess::spawn(BIN, &envs).await;
-    (process, dir, broker)
+    (process, dir, broker, identity)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_consumes_approvals_while_payment_is_down_and_drains_on_sigterm() {
-    let (mut process, _dir, broker) = spawn_binary(&[("SHUTDOWN_DELAY", "1s".into())]).await;
+    let (mut process, _dir, broker, identity) = spawn_binary(&[("SHUTDOWN_DELAY", "1s".into())]).await;
     let channel = process.channel().await;
     crate::helpers::wait_ready(&channel, reservation_svc::SERVICE_NAME).await;
 
@@ -62,12 +66,16 @@ async fn the_binary_consumes_approvals_while_payment_is_down_and_drains_on_sigte
             Default::default(),
         )
         .await;
-    let client = ReservationServiceClient::new(channel.clone());
+    let client =
+        ReservationServiceClient::new(identity.as_manager(channel.clone(), "mgr-1", &["talent-7"]));
     let listed = wait_until("the reservation", Duration::from_secs(20), || {
         let mut client = client.clone();
         async move {
             let page = client
-                .list_reservations(ListReservationsRequest::default())
+                .list_reservations(ListReservationsRequest {
+                    talent_id: "talent-7".into(),
+                    ..Default::default()
+                })
                 .await
                 .ok()?
                 .into_inner();
@@ -121,6 +129,9 @@ async fn help_lists_every_setting() {
         "PAYMENT_MAX_CONCURRENCY",
         "RECONCILE_INTERVAL",
         "RECONCILE_AFTER",
+        "AUTH_JWKS",
+        "AUTH_ISSUER",
+        "AUTH_AUDIENCE",
     ] {
         assert!(
             help.contains(&format!("env: {env}")),
@@ -142,8 +153,10 @@ async fn a_bad_setting_stops_start_up_with_a_message_naming_it() {
         // Not longer than the default PAYMENT_TIMEOUT (3s).
         ("RECONCILE_AFTER", "3s"),
     ] {
+        let identity = TestIdentity::create();
         let out = std::process::Command::new(BIN)
             .env_clear()
+            .envs(identity.env())
             .env(env, value)
             .output()
             .expect("run the binary");
@@ -163,7 +176,7 @@ async fn a_bad_setting_stops_start_up_with_a_message_naming_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpcurl_lists_describes_and_calls_the_service_through_reflection() {
-    let (mut process, _dir, broker) = spawn_binary(&[]).await;
+    let (mut process, _dir, broker, identity) = spawn_binary(&[]).await;
     crate::helpers::wait_ready(&process.channel().await, reservation_svc::SERVICE_NAME).await;
     let target = process.addr.to_string();
     let grpcurl = |args: &[&str]| {
@@ -209,7 +222,20 @@ async fn grpcurl_lists_describes_and_calls_the_service_through_reflection() {
         &target,
         "talentshare.reservation.v1.ReservationService/GetReservation",
     ]);
-    assert!(!ok && missing.contains("NotFound"), "{missing}");
+    assert!(!ok && missing.contains("Unauthenticated"), "{missing}");
+    let header = format!(
+        "authorization: Bearer {}",
+        identity.manager("mgr-1", &["talent-7"])
+    );
+    let (ok, missing) = grpcurl(&[
+        "-H",
+        &header,
+        "-d",
+        &body,
+        &target,
+        "talentshare.reservation.v1.ReservationService/GetReservation",
+    ]);
+    assert!(!ok && missing.contains("PermissionDenied"), "{missing}");
 
     process.signal("TERM");
     assert_eq!(process.wait(Duration::from_secs(15)).await, Some(0));

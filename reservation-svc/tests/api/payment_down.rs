@@ -49,7 +49,10 @@ async fn manager_actions_fail_with(app: &TestApp, code: Code) {
     let listed = app
         .client
         .clone()
-        .list_reservations(ListReservationsRequest::default())
+        .list_reservations(ListReservationsRequest {
+            talent_id: "talent-7".into(),
+            ..Default::default()
+        })
         .await
         .expect("reads do not need payment-svc")
         .into_inner();

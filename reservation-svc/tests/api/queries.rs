@@ -1,4 +1,4 @@
-//! GetReservation, and ListReservations paging and filters.
+//! GetReservation, and ListReservations paging and filters (one managed talent at a time).
 
 use talentshare_proto::reservation::{
     GetReservationRequest, ListReservationsRequest, ReservationStatus,
@@ -11,11 +11,11 @@ use crate::reject::reject;
 use testkit::Backend;
 
 on_both_backends!(
-    get_reservation_returns_not_found_for_an_unknown_reservation,
+    get_reservation_returns_permission_denied_for_an_unknown_reservation,
     list_reservations_pages_newest_first_and_filters_by_talent_and_status,
 );
 
-async fn get_reservation_returns_not_found_for_an_unknown_reservation(backend: Backend) {
+async fn get_reservation_returns_permission_denied_for_an_unknown_reservation(backend: Backend) {
     let app = spawn_app(backend).await;
     let err = app
         .client
@@ -25,7 +25,8 @@ async fn get_reservation_returns_not_found_for_an_unknown_reservation(backend: B
         })
         .await
         .unwrap_err();
-    assert_eq!(err.code(), Code::NotFound);
+    // Not NOT_FOUND: a stranger must not learn which ids exist (AIP-211).
+    assert_eq!(err.code(), Code::PermissionDenied);
     app.stop().await;
 }
 
@@ -81,7 +82,7 @@ async fn list_reservations_pages_newest_first_and_filters_by_talent_and_status(b
         rs.into_iter().map(|r| r.reservation_id).collect()
     };
     let rejected = client
-        .list_reservations(list("", ReservationStatus::Rejected))
+        .list_reservations(list("talent-a", ReservationStatus::Rejected))
         .await
         .expect("list rejected")
         .into_inner();
@@ -94,12 +95,17 @@ async fn list_reservations_pages_newest_first_and_filters_by_talent_and_status(b
     let mut expected = made.clone();
     expected.remove(2);
     assert_eq!(ids(work_queue.reservations), expected);
+    let other_talent = client
+        .list_reservations(list("talent-b", ReservationStatus::Unspecified))
+        .await
+        .expect("list talent-b")
+        .into_inner();
+    assert_eq!(other_talent.reservations.len(), 1);
+    // Every talent's bookings at once is nobody's view.
     let everyone = client
         .list_reservations(ListReservationsRequest::default())
         .await
-        .expect("list all")
-        .into_inner();
-    assert_eq!(everyone.reservations.len(), 6);
-    assert!(everyone.next_page_token.is_empty());
+        .unwrap_err();
+    assert_eq!(everyone.code(), Code::PermissionDenied);
     app.stop().await;
 }

@@ -8,6 +8,7 @@ use talentshare_proto::reservation::{RejectReservationRequest, Reservation, Rese
 use tonic::Code;
 
 use crate::confirm::confirm;
+use crate::helpers::{MANAGED};
 use crate::helpers::{TestApp, spawn_app};
 use crate::on_both_backends;
 use testkit::Backend;
@@ -24,8 +25,7 @@ pub async fn reject(
     manager_id: &str,
     reason: &str,
 ) -> Result<Reservation, tonic::Status> {
-    app.client
-        .clone()
+    app.as_manager(manager_id, MANAGED)
         .reject_reservation(RejectReservationRequest {
             reservation_id: reservation_id.to_owned(),
             manager_id: manager_id.to_owned(),

@@ -37,8 +37,9 @@ async fn bad_input_is_invalid_argument_naming_the_field_and_changes_nothing(back
 
     // Fields shared by Confirm and Reject: (case, reservation_id, manager_id, field).
     let long_id = "9".repeat(10_000);
-    let long_manager = "m".repeat(65);
-    let shared: [(&str, &str, &str, &str); 6] = [
+    // manager_id comes from the token: empty means the caller, anything else that is
+    // not the caller is PERMISSION_DENIED (access.rs), so no manager_id is "invalid".
+    let shared: [(&str, &str, &str, &str); 3] = [
         ("empty reservation id", "", "mgr-1", "reservation_id"),
         (
             "malformed reservation id",
@@ -52,9 +53,6 @@ async fn bad_input_is_invalid_argument_naming_the_field_and_changes_nothing(back
             "mgr-1",
             "reservation_id",
         ),
-        ("empty manager", &id, "", "manager_id"),
-        ("oversized manager", &id, &long_manager, "manager_id"),
-        ("manager with spaces", &id, "a b", "manager_id"),
     ];
     for (case, reservation_id, manager_id, field) in shared {
         let confirmed = client
@@ -99,7 +97,10 @@ async fn bad_input_is_invalid_argument_naming_the_field_and_changes_nothing(back
     }
 
     let list = |f: fn(&mut ListReservationsRequest)| {
-        let mut r = ListReservationsRequest::default();
+        let mut r = ListReservationsRequest {
+            talent_id: "talent-7".into(),
+            ..Default::default()
+        };
         f(&mut r);
         r
     };
@@ -119,16 +120,6 @@ async fn bad_input_is_invalid_argument_naming_the_field_and_changes_nothing(back
             list(|r| r.page_token = "not-a-token".into()),
             "page_token",
         ),
-        (
-            "bad talent",
-            list(|r| r.talent_id = "x y".into()),
-            "talent_id",
-        ),
-        (
-            "oversized talent",
-            list(|r| r.talent_id = "t".repeat(65)),
-            "talent_id",
-        ),
         ("unknown status", list(|r| r.status = 99), "status"),
     ];
     for (case, req, field) in list_cases {
@@ -142,7 +133,7 @@ async fn bad_input_is_invalid_argument_naming_the_field_and_changes_nothing(back
         .unwrap_err();
     let mut fields = violated_fields(&err);
     fields.sort();
-    assert_eq!(fields, ["manager_id", "reason", "reservation_id"]);
+    assert_eq!(fields, ["reason", "reservation_id"]);
 
     assert_eq!(app.get(&id).await, existing, "bad input changed nothing");
     assert_eq!(app.rows().await.len(), 1);

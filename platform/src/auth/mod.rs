@@ -1,0 +1,479 @@
+//! End-user authentication, once, for every public service: a tower layer that checks
+//! the `authorization: Bearer <JWT>` metadata of each call against a JWKS (signature,
+//! `iss`, `aud`, `exp`/`nbf` with a small leeway) and puts the verified [`Caller`] into
+//! the request extensions. Health and reflection stay open.
+//!
+//! - Only asymmetric algorithms are accepted (ES256/384, RS256/384/512, PS256/384/512,
+//!   EdDSA); `alg: none` and HMAC never are, so a public key can never double as a
+//!   shared secret (algorithm confusion).
+//! - The JWKS comes from a file or an https URL ([`JwksSource`]); it is re-read every
+//!   `AUTH_JWKS_REFRESH`, and a token naming an unknown `kid` triggers one early
+//!   refresh (at most one per [`MIN_REFRESH_GAP`]), so a key rotation needs no restart.
+//! - A refused call gets UNAUTHENTICATED with a message naming the failed check. The
+//!   token itself is never logged, stored or echoed.
+//!
+//! [`dev`] mints development keys and tokens for `talentshare up` and the tests.
+
+mod caller;
+pub mod dev;
+mod jwks;
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, RwLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use clap::Args;
+use jsonwebtoken::{Algorithm, Validation};
+use tokio_util::sync::CancellationToken;
+use tower::{Layer, Service};
+
+pub use caller::{Caller, Denied};
+pub use jwks::JwksSource;
+
+use crate::settings::parse_duration;
+use crate::values::ExternalId;
+
+/// Longest `authorization` value accepted; anything larger is refused unread.
+pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+/// Shortest gap between two refreshes caused by unknown `kid`s, so a flood of made-up
+/// key ids cannot turn into a flood of JWKS fetches.
+pub const MIN_REFRESH_GAP: Duration = Duration::from_secs(10);
+/// The role claim value that makes a caller a talent manager.
+pub const MANAGER_ROLE: &str = "manager";
+
+/// The algorithms a token may be signed with.
+const ACCEPTED: &[Algorithm] = &[
+    Algorithm::ES256,
+    Algorithm::ES384,
+    Algorithm::RS256,
+    Algorithm::RS384,
+    Algorithm::RS512,
+    Algorithm::PS256,
+    Algorithm::PS384,
+    Algorithm::PS512,
+    Algorithm::EdDSA,
+];
+
+/// How the public services verify end-user tokens. All three are required: there is
+/// no way to run a public service without authentication.
+#[derive(Args, Clone, Debug)]
+pub struct AuthSettings {
+    /// JWKS with the identity provider's signing keys: a file path or an https URL
+    /// (`talentshare up` writes `<DATA_DIR>/dev-jwks.json`).
+    #[arg(long, env = "AUTH_JWKS")]
+    pub auth_jwks: JwksSource,
+    /// Expected `iss` of every token (the OIDC issuer URL).
+    #[arg(long, env = "AUTH_ISSUER")]
+    pub auth_issuer: String,
+    /// Expected `aud` of every token (this API's audience).
+    #[arg(long, env = "AUTH_AUDIENCE")]
+    pub auth_audience: String,
+    /// How often the JWKS is re-read (key rotation); an unknown `kid` also re-reads it.
+    #[arg(long, env = "AUTH_JWKS_REFRESH", default_value = "5m", value_parser = parse_duration)]
+    pub auth_jwks_refresh: Duration,
+    /// Clock skew tolerated on `exp` and `nbf`.
+    #[arg(long, env = "AUTH_LEEWAY", default_value = "30s", value_parser = parse_duration)]
+    pub auth_leeway: Duration,
+}
+
+/// Why a call was refused. The messages name the check, never the token.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("missing `authorization: Bearer <token>` metadata")]
+    Missing,
+    #[error("the authorization metadata must be `Bearer <token>`")]
+    Scheme,
+    #[error("the token is larger than {MAX_TOKEN_BYTES} bytes")]
+    TooLarge,
+    #[error("malformed token: {0}")]
+    Malformed(&'static str),
+    #[error(
+        "token algorithm `{0}` is not accepted (asymmetric signatures only: ES256, RS256, ...)"
+    )]
+    Algorithm(String),
+    #[error("the token header has no `kid`")]
+    NoKeyId,
+    #[error("the token is signed with an unknown key (`kid` not in the JWKS)")]
+    UnknownKey,
+    #[error("the token algorithm does not match its signing key")]
+    KeyMismatch,
+    #[error("the token signature does not verify")]
+    Signature,
+    #[error("the token has expired")]
+    Expired,
+    #[error("the token is not valid yet (`nbf`)")]
+    NotYetValid,
+    #[error("the token has the wrong issuer")]
+    Issuer,
+    #[error("the token has the wrong audience")]
+    Audience,
+    #[error("the token lacks the `{0}` claim")]
+    MissingClaim(String),
+    #[error("the token claims are malformed: {0}")]
+    Claims(String),
+    /// No key could be loaded yet (the JWKS URL never answered): retryable.
+    #[error("signing keys are not available yet; retry shortly")]
+    KeysUnavailable,
+}
+
+impl AuthError {
+    /// The gRPC status for this refusal.
+    pub fn to_status(&self) -> tonic::Status {
+        match self {
+            AuthError::KeysUnavailable => tonic::Status::unavailable(self.to_string()),
+            _ => tonic::Status::unauthenticated(self.to_string()),
+        }
+    }
+}
+
+/// The claims talentshare reads beyond the registered ones (`iss`, `aud`, `exp`, `nbf`,
+/// checked by jsonwebtoken).
+#[derive(serde::Deserialize)]
+struct Claims {
+    sub: String,
+    #[serde(default)]
+    roles: Vec<String>,
+    #[serde(default)]
+    talents: Vec<String>,
+}
+
+#[derive(serde::Deserialize)]
+struct RawHeader {
+    alg: String,
+    kid: Option<String>,
+}
+
+/// Verifies tokens; cheap to clone (one key set shared by all clones).
+#[derive(Clone)]
+pub struct Authenticator {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    loader: jwks::JwksLoader,
+    keys: RwLock<Arc<jwks::KeySet>>,
+    /// When the keys were last re-read because of an unknown `kid`; held while
+    /// re-reading, so concurrent calls wait for one fetch instead of starting many.
+    refreshed: tokio::sync::Mutex<Option<Instant>>,
+    issuer: String,
+    audience: String,
+    leeway: Duration,
+    refresh_every: Duration,
+}
+
+impl Authenticator {
+    /// Loads the JWKS once.
+    ///
+    /// # Errors
+    ///
+    /// A JWKS file that cannot be read or parsed (the service refuses to start). A URL
+    /// that does not answer is no error: the service starts, logs it, and fetches the
+    /// keys on the first call (until then calls get UNAVAILABLE).
+    pub async fn load(settings: &AuthSettings) -> anyhow::Result<Self> {
+        if settings.auth_issuer.trim().is_empty() {
+            anyhow::bail!("AUTH_ISSUER: must not be empty");
+        }
+        if settings.auth_audience.trim().is_empty() {
+            anyhow::bail!("AUTH_AUDIENCE: must not be empty");
+        }
+        let loader = jwks::JwksLoader::new(settings.auth_jwks.clone());
+        let keys = match loader.load().await {
+            Ok(keys) => keys,
+            Err(e) if matches!(settings.auth_jwks, JwksSource::File(_)) => {
+                anyhow::bail!("AUTH_JWKS: {e}")
+            }
+            Err(e) => {
+                tracing::warn!(jwks = %settings.auth_jwks, error = %e,
+                    "JWKS not available yet; calls get UNAVAILABLE until it is");
+                jwks::KeySet::default()
+            }
+        };
+        if keys.by_kid.is_empty() {
+            tracing::warn!(jwks = %settings.auth_jwks, "the JWKS holds no usable signing key");
+        }
+        tracing::info!(jwks = %settings.auth_jwks, keys = keys.by_kid.len(), issuer = %settings.auth_issuer, "end-user authentication on");
+        Ok(Self {
+            inner: Arc::new(Inner {
+                loader,
+                keys: RwLock::new(Arc::new(keys)),
+                refreshed: tokio::sync::Mutex::new(None),
+                issuer: settings.auth_issuer.clone(),
+                audience: settings.auth_audience.clone(),
+                leeway: settings.auth_leeway,
+                refresh_every: settings.auth_jwks_refresh,
+            }),
+        })
+    }
+
+    /// The layer that authenticates every call but health and reflection.
+    pub fn layer(&self) -> AuthLayer {
+        AuthLayer {
+            auth: Some(self.clone()),
+        }
+    }
+
+    /// Re-reads the JWKS every `AUTH_JWKS_REFRESH` until `stop`; a failed read keeps
+    /// the keys it has.
+    pub async fn refresh_periodically(self, stop: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(self.inner.refresh_every) => {}
+                _ = stop.cancelled() => return,
+            }
+            self.reload().await;
+        }
+    }
+
+    async fn reload(&self) -> bool {
+        match self.inner.loader.load().await {
+            Ok(keys) => {
+                let n = keys.by_kid.len();
+                *self.inner.keys.write().expect("key set lock poisoned") = Arc::new(keys);
+                tracing::debug!(keys = n, "JWKS refreshed");
+                true
+            }
+            Err(e) => {
+                tracing::warn!(jwks = %self.inner.loader.source(), error = %e,
+                    "JWKS refresh failed; keeping the keys already loaded");
+                false
+            }
+        }
+    }
+
+    /// Re-reads the keys after an unknown `kid`, unless that happened within
+    /// [`MIN_REFRESH_GAP`].
+    async fn refresh_for_unknown_kid(&self) {
+        let mut last = self.inner.refreshed.lock().await;
+        if last.is_some_and(|t| t.elapsed() < MIN_REFRESH_GAP) {
+            return;
+        }
+        self.reload().await;
+        *last = Some(Instant::now());
+    }
+
+    fn keys(&self) -> Arc<jwks::KeySet> {
+        self.inner
+            .keys
+            .read()
+            .expect("key set lock poisoned")
+            .clone()
+    }
+
+    /// Verifies the value of an `authorization` header and returns the caller.
+    ///
+    /// # Errors
+    ///
+    /// The check that failed.
+    pub async fn verify(&self, header: Option<&[u8]>) -> Result<Caller, AuthError> {
+        let token = bearer(header)?;
+        let raw = raw_header(token)?;
+        let alg = accepted_algorithm(&raw.alg)?;
+        let kid = raw.kid.ok_or(AuthError::NoKeyId)?;
+        let mut keys = self.keys();
+        if !keys.by_kid.contains_key(&kid) {
+            self.refresh_for_unknown_kid().await;
+            keys = self.keys();
+        }
+        let Some(entry) = keys.by_kid.get(&kid) else {
+            return Err(if keys.by_kid.is_empty() {
+                AuthError::KeysUnavailable
+            } else {
+                AuthError::UnknownKey
+            });
+        };
+        if entry.alg.is_some_and(|pinned| pinned != alg) || entry.key.family() != alg.family() {
+            return Err(AuthError::KeyMismatch);
+        }
+        let mut validation = Validation::new(alg);
+        validation.leeway = self.inner.leeway.as_secs();
+        validation.validate_nbf = true;
+        validation.set_issuer(&[&self.inner.issuer]);
+        validation.set_audience(&[&self.inner.audience]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        let data = jsonwebtoken::decode::<Claims>(token, &entry.key, &validation)
+            .map_err(|e| classify(e.into_kind()))?;
+        caller(data.claims)
+    }
+}
+
+/// The token out of `Bearer <token>`.
+fn bearer(header: Option<&[u8]>) -> Result<&str, AuthError> {
+    let value = header.ok_or(AuthError::Missing)?;
+    if value.len() > MAX_TOKEN_BYTES + "Bearer ".len() {
+        return Err(AuthError::TooLarge);
+    }
+    let value = std::str::from_utf8(value).map_err(|_| AuthError::Scheme)?;
+    let (scheme, token) = value.split_once(' ').ok_or(AuthError::Scheme)?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(AuthError::Scheme);
+    }
+    let token = token.trim();
+    if token.is_empty() {
+        return Err(AuthError::Malformed("empty token"));
+    }
+    Ok(token)
+}
+
+/// The header, read by hand so `alg: none` and HMAC get a clear refusal before any
+/// key is looked at.
+fn raw_header(token: &str) -> Result<RawHeader, AuthError> {
+    let mut parts = token.split('.');
+    let (Some(header), Some(_), Some(_), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(AuthError::Malformed("a JWT has three dot-separated parts"));
+    };
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header)
+        .map_err(|_| AuthError::Malformed("the header is not base64url"))?;
+    serde_json::from_slice(&bytes)
+        .map_err(|_| AuthError::Malformed("the header is not a JWT header"))
+}
+
+fn accepted_algorithm(name: &str) -> Result<Algorithm, AuthError> {
+    ACCEPTED
+        .iter()
+        .copied()
+        .find(|a| format!("{a:?}") == name)
+        .ok_or_else(|| {
+            // Echo only a short, printable form of what the caller sent.
+            let shown: String = name
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric())
+                .take(12)
+                .collect();
+            AuthError::Algorithm(shown)
+        })
+}
+
+fn classify(kind: jsonwebtoken::errors::ErrorKind) -> AuthError {
+    use jsonwebtoken::errors::ErrorKind as K;
+    match kind {
+        K::InvalidSignature => AuthError::Signature,
+        K::ExpiredSignature => AuthError::Expired,
+        K::ImmatureSignature => AuthError::NotYetValid,
+        K::InvalidIssuer => AuthError::Issuer,
+        K::InvalidAudience => AuthError::Audience,
+        K::MissingRequiredClaim(c) => AuthError::MissingClaim(c),
+        K::InvalidClaimFormat(c) => AuthError::Claims(format!("`{c}` has the wrong type")),
+        K::InvalidAlgorithm => AuthError::KeyMismatch,
+        K::Json(_) | K::Utf8(_) => AuthError::Claims("not the expected JSON".into()),
+        K::Base64(_) => AuthError::Malformed("a part is not base64url"),
+        _ => AuthError::Malformed("the token could not be decoded"),
+    }
+}
+
+fn caller(claims: Claims) -> Result<Caller, AuthError> {
+    let id = ExternalId::try_from(claims.sub).map_err(|e| {
+        AuthError::Claims(format!(
+            "`sub` must be an id of letters, digits, '.', '_' or '-' ({e})"
+        ))
+    })?;
+    if claims.roles.iter().any(|r| r == MANAGER_ROLE) {
+        Ok(Caller::Manager {
+            id,
+            talents: claims.talents.into_iter().collect::<BTreeSet<_>>(),
+        })
+    } else {
+        Ok(Caller::Customer { id })
+    }
+}
+
+/// Health and reflection answer without a token: probes and grpcurl's `list` must work.
+pub(crate) fn is_open(path: &str) -> bool {
+    path.starts_with("/grpc.health.v1.Health/") || path.starts_with("/grpc.reflection.")
+}
+
+/// Tower layer: authenticates every call but health and reflection. Without an
+/// authenticator (an internal service, reachable only from other services) it passes
+/// every call through.
+#[derive(Clone)]
+pub struct AuthLayer {
+    auth: Option<Authenticator>,
+}
+
+impl AuthLayer {
+    /// The pass-through layer of an internal service.
+    pub(crate) fn internal() -> Self {
+        Self { auth: None }
+    }
+}
+
+impl<S> Layer<S> for AuthLayer {
+    type Service = Authenticate<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Authenticate {
+            inner,
+            auth: self.auth.clone(),
+        }
+    }
+}
+
+/// The service [`AuthLayer`] wraps around the routes.
+#[derive(Clone)]
+pub struct Authenticate<S> {
+    inner: S,
+    auth: Option<Authenticator>,
+}
+
+type BoxFuture<T, E> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, E>> + Send>>;
+
+impl<S, B> Service<http::Request<B>> for Authenticate<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+        // Swap in the clone that was polled ready, as tower requires.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let auth = match &self.auth {
+            Some(auth) if !is_open(req.uri().path()) => auth.clone(),
+            _ => return Box::pin(async move { inner.call(req).await }),
+        };
+        Box::pin(async move {
+            let header = req
+                .headers()
+                .get(http::header::AUTHORIZATION)
+                .map(|v| v.as_bytes());
+            match auth.verify(header).await {
+                Ok(caller) => {
+                    req.extensions_mut().insert(caller);
+                    inner.call(req).await
+                }
+                Err(e) => {
+                    tracing::debug!(method = req.uri().path(), reason = %e, "call refused");
+                    Ok(e.to_status().into_http())
+                }
+            }
+        })
+    }
+}
+
+/// The verified caller of a call, as the authentication layer left it.
+///
+/// # Errors
+///
+/// UNAUTHENTICATED when there is none (a route served without the layer).
+pub fn caller_of<T>(request: &tonic::Request<T>) -> Result<Caller, tonic::Status> {
+    request
+        .extensions()
+        .get::<Caller>()
+        .cloned()
+        .ok_or_else(|| tonic::Status::unauthenticated("no verified caller"))
+}
