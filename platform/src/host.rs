@@ -198,8 +198,7 @@ impl Host {
             crate::server::serve(
                 listener,
                 routes,
-                def.grpc_service,
-                def.descriptor_sets,
+                def,
                 &server_settings,
                 auth_layer,
                 ready_tx,

@@ -108,8 +108,7 @@ impl Readiness {
 pub(crate) async fn serve<S>(
     listener: TcpListener,
     service: S,
-    service_name: &'static str,
-    descriptor_sets: &[&'static [u8]],
+    def: crate::host::ServiceDef,
     settings: &ServerSettings,
     auth: crate::auth::AuthLayer,
     readiness_cell: tokio::sync::oneshot::Sender<Readiness>,
@@ -118,6 +117,7 @@ pub(crate) async fn serve<S>(
 where
     S: Into<Routes>,
 {
+    let service_name = def.grpc_service;
     let (reporter, health) = tonic_health::server::health_reporter();
     let readiness = Readiness::new(reporter, service_name).await;
     let gate = readiness.gate();
@@ -132,7 +132,7 @@ where
             )
             .with_service_name("grpc.reflection.v1.ServerReflection")
             .with_service_name("grpc.reflection.v1alpha.ServerReflection");
-        for set in descriptor_sets {
+        for set in def.descriptor_sets {
             b = b.register_encoded_file_descriptor_set(set);
         }
         b

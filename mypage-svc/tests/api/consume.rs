@@ -31,6 +31,7 @@ async fn an_event_alone_creates_its_entry_and_later_events_fill_it(backend: Back
     app.publish(std::slice::from_ref(approved)).await;
     let entry = app
         .wait_entry(
+            &story.customer_id,
             &story.order_id,
             "the row created by payment.approved",
             |_| true,
@@ -53,9 +54,12 @@ async fn an_event_alone_creates_its_entry_and_later_events_fill_it(backend: Back
 
     app.publish(std::slice::from_ref(placed)).await;
     let entry = app
-        .wait_entry(&story.order_id, "order.placed applied", |e| {
-            e.order_status() == OrderStatus::PendingPayment
-        })
+        .wait_entry(
+            &story.customer_id,
+            &story.order_id,
+            "order.placed applied",
+            |e| e.order_status() == OrderStatus::PendingPayment,
+        )
         .await;
     assert_eq!(entry.payment_status(), PaymentStatus::Approved);
     assert_eq!(
@@ -110,7 +114,10 @@ async fn a_story_delivered_shuffled_and_duplicated_converges_to_the_in_order_row
     app.publish(&delivered).await;
     app.settle().await;
 
-    let got = app.entry(&story.order_id).await.expect("the row exists");
+    let got = app
+        .entry(&story.customer_id, &story.order_id)
+        .await
+        .expect("the row exists");
     let expected = mypage_svc::grpc::to_proto(&in_order_row(&story));
     assert_eq!(got, expected);
     assert_eq!(got.order_status(), OrderStatus::Cancelled);
@@ -148,16 +155,26 @@ async fn a_poison_or_invalid_event_is_dead_lettered_and_later_events_still_apply
 
     app.publish(&owned.events).await;
     app.publish(&[invalid.clone()]).await;
-    app.wait_entry(&owned.order_id, "the owned order", |_| true)
-        .await;
+    app.wait_entry(
+        &owned.customer_id,
+        &owned.order_id,
+        "the owned order",
+        |_| true,
+    )
+    .await;
     app.publish(&[foreign.clone()]).await;
 
     let later = Story::new("cust-1").placed().approved();
     app.publish(&later.events).await;
-    app.wait_entry(&later.order_id, "an event after the bad ones", |e| {
-        e.payment_status() == PaymentStatus::Approved
-            && e.order_status() == OrderStatus::PendingPayment
-    })
+    app.wait_entry(
+        &later.customer_id,
+        &later.order_id,
+        "an event after the bad ones",
+        |e| {
+            e.payment_status() == PaymentStatus::Approved
+                && e.order_status() == OrderStatus::PendingPayment
+        },
+    )
     .await;
 
     let dead = app.broker.collect(&dlq, 3, Duration::from_secs(10)).await;
@@ -174,11 +191,14 @@ async fn a_poison_or_invalid_event_is_dead_lettered_and_later_events_still_apply
     assert!(ids.contains(&invalid.event_id), "{ids:?}");
     assert!(ids.contains(&foreign.event_id), "{ids:?}");
     assert_eq!(
-        app.entry(&invalid.order_id).await,
+        app.entry(&invalid.customer_id, &invalid.order_id).await,
         None,
         "the invalid event created no row"
     );
-    let owned_entry = app.entry(&owned.order_id).await.expect("owned row");
+    let owned_entry = app
+        .entry(&owned.customer_id, &owned.order_id)
+        .await
+        .expect("owned row");
     assert_eq!(owned_entry.customer_id, "cust-1");
     assert_eq!(
         owned_entry.payment_status(),
@@ -195,7 +215,10 @@ async fn a_declined_order_shows_its_reason_and_no_reservation(backend: Backend) 
     app.publish(&reversed).await;
     app.settle().await;
 
-    let got = app.entry(&story.order_id).await.expect("the row exists");
+    let got = app
+        .entry(&story.customer_id, &story.order_id)
+        .await
+        .expect("the row exists");
     assert_eq!(got, mypage_svc::grpc::to_proto(&in_order_row(&story)));
     assert_eq!(got.order_status(), OrderStatus::PaymentDeclined);
     assert_eq!(got.payment_status(), PaymentStatus::Declined);

@@ -18,7 +18,7 @@ use talentshare_proto::events::{
 use talentshare_proto::mypage::{
     GetMyPageEntryRequest, MyPageEntry, my_page_service_client::MyPageServiceClient,
 };
-use testkit::{Backend, TestBroker, TestDatabase};
+use testkit::{AuthChannel, Backend, TestBroker, TestDatabase, TestIdentity};
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
 use tonic::transport::Channel;
@@ -48,8 +48,16 @@ macro_rules! on_both_backends {
     };
 }
 
+/// The customer [`TestApp::client`] acts as.
+pub const CUSTOMER: &str = "cust-1";
+
 pub struct TestApp {
-    pub client: MyPageServiceClient<Channel>,
+    /// mypage-svc as [`CUSTOMER`].
+    pub client: MyPageServiceClient<AuthChannel>,
+    /// mypage-svc's channel without credentials, for other callers.
+    pub channel: Channel,
+    /// Signs the tokens mypage-svc (and its replicas) accept.
+    pub identity: TestIdentity,
     pub db: TestDatabase,
     pub broker: TestBroker,
     shutdown: CancellationToken,
@@ -57,9 +65,15 @@ pub struct TestApp {
 }
 
 /// Settings as the binary would parse them, with the test's overrides.
-pub fn settings(database_url: &str, exchange: &str, extra: &[&str]) -> mypage_svc::Settings {
+pub fn settings(
+    database_url: &str,
+    exchange: &str,
+    identity: &TestIdentity,
+    extra: &[&str],
+) -> mypage_svc::Settings {
     platform::telemetry::init_for_tests();
     let amqp_url = testkit::amqp_url();
+    let auth = identity.args();
     let mut args = vec![
         "mypage-svc",
         "--grpc-addr",
@@ -75,6 +89,7 @@ pub fn settings(database_url: &str, exchange: &str, extra: &[&str]) -> mypage_sv
         "--shutdown-grace",
         "5s",
     ];
+    args.extend(auth.iter().map(String::as_str));
     args.extend_from_slice(extra);
     mypage_svc::Settings::try_parse_from(args).expect("test settings parse")
 }
@@ -88,13 +103,16 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 pub async fn spawn_app_with(backend: Backend, extra: &[&str]) -> TestApp {
     let db = TestDatabase::create(backend).await;
     let broker = TestBroker::create().await;
+    let identity = TestIdentity::create();
     let Instance {
-        client,
+        channel,
         shutdown,
         running,
-    } = Instance::start(db.url(), broker.exchange(), extra).await;
+    } = Instance::start(db.url(), broker.exchange(), &identity, extra).await;
     TestApp {
-        client,
+        client: MyPageServiceClient::new(identity.as_customer(channel.clone(), CUSTOMER)),
+        channel,
+        identity,
         db,
         broker,
         shutdown,
@@ -104,14 +122,19 @@ pub async fn spawn_app_with(backend: Backend, extra: &[&str]) -> TestApp {
 
 /// One running, ready mypage-svc process (in-process).
 struct Instance {
-    client: MyPageServiceClient<Channel>,
+    channel: Channel,
     shutdown: CancellationToken,
     running: RunningService,
 }
 
 impl Instance {
-    async fn start(database_url: &str, exchange: &str, extra: &[&str]) -> Self {
-        let s = settings(database_url, exchange, extra);
+    async fn start(
+        database_url: &str,
+        exchange: &str,
+        identity: &TestIdentity,
+        extra: &[&str],
+    ) -> Self {
+        let s = settings(database_url, exchange, identity, extra);
         let shutdown = CancellationToken::new();
         let running = mypage_svc::start(s, shutdown.clone())
             .await
@@ -123,7 +146,7 @@ impl Instance {
             .expect("connect to mypage-svc");
         wait_ready(&channel).await;
         Self {
-            client: MyPageServiceClient::new(channel),
+            channel,
             shutdown,
             running,
         }
@@ -133,7 +156,8 @@ impl Instance {
 /// A second mypage-svc on the app's database and exchange, so on its queue too:
 /// the two consume the queue's events between them, as replicas do.
 pub struct Replica {
-    pub client: MyPageServiceClient<Channel>,
+    /// The replica's channel, without credentials ([`TestApp::client_on`]).
+    pub channel: Channel,
     shutdown: CancellationToken,
     running: RunningService,
 }
@@ -157,15 +181,25 @@ pub async fn wait_ready(channel: &Channel) {
 }
 
 impl TestApp {
+    /// mypage-svc as customer `id`.
+    pub fn client_as(&self, id: &str) -> MyPageServiceClient<AuthChannel> {
+        self.client_on(&self.channel, id)
+    }
+
+    /// The server behind `channel` (the app or a replica) as customer `id`.
+    pub fn client_on(&self, channel: &Channel, id: &str) -> MyPageServiceClient<AuthChannel> {
+        MyPageServiceClient::new(self.identity.as_customer(channel.clone(), id))
+    }
+
     /// Starts a [`Replica`] of this app.
     pub async fn spawn_replica(&self) -> Replica {
         let Instance {
-            client,
+            channel,
             shutdown,
             running,
-        } = Instance::start(self.db.url(), self.broker.exchange(), &[]).await;
+        } = Instance::start(self.db.url(), self.broker.exchange(), &self.identity, &[]).await;
         Replica {
-            client,
+            channel,
             shutdown,
             running,
         }
@@ -211,18 +245,18 @@ impl TestApp {
         }
     }
 
-    /// The entry of `order_id`, or None while it is NOT_FOUND.
-    pub async fn entry(&self, order_id: &str) -> Option<MyPageEntry> {
+    /// The entry of `order_id` as its customer sees it, or None while it is not there
+    /// (PERMISSION_DENIED: the answer reads the same as for someone else's order).
+    pub async fn entry(&self, customer: &str, order_id: &str) -> Option<MyPageEntry> {
         let res = self
-            .client
-            .clone()
+            .client_as(customer)
             .get_my_page_entry(GetMyPageEntryRequest {
                 order_id: order_id.to_owned(),
             })
             .await;
         match res {
             Ok(r) => Some(r.into_inner().entry.expect("a found entry is set")),
-            Err(s) if s.code() == Code::NotFound => None,
+            Err(s) if s.code() == Code::PermissionDenied => None,
             Err(s) => panic!("GetMyPageEntry {order_id}: {s}"),
         }
     }
@@ -230,12 +264,13 @@ impl TestApp {
     /// Waits until the entry of `order_id` satisfies `done`, and returns it.
     pub async fn wait_entry(
         &self,
+        customer: &str,
         order_id: &str,
         what: &str,
         done: impl Fn(&MyPageEntry) -> bool,
     ) -> MyPageEntry {
         wait_until(what, APPLY_TIMEOUT, || async {
-            self.entry(order_id).await.filter(|e| done(e))
+            self.entry(customer, order_id).await.filter(|e| done(e))
         })
         .await
     }
@@ -246,8 +281,13 @@ impl TestApp {
     pub async fn settle(&self) {
         let marker = Story::new("settle-marker").placed();
         self.publish(&marker.events).await;
-        self.wait_entry(&marker.order_id, "the settle marker", |_| true)
-            .await;
+        self.wait_entry(
+            &marker.customer_id,
+            &marker.order_id,
+            "the settle marker",
+            |_| true,
+        )
+        .await;
     }
 
     /// Rows in `my_page_entries`.

@@ -26,6 +26,11 @@ async fn help_lists_every_setting() {
         "MAX_CONCURRENT_REQUESTS",
         "SHUTDOWN_DELAY",
         "SHUTDOWN_GRACE",
+        "AUTH_JWKS",
+        "AUTH_ISSUER",
+        "AUTH_AUDIENCE",
+        "AUTH_JWKS_REFRESH",
+        "AUTH_LEEWAY",
     ] {
         assert!(
             help.contains(&format!("env: {env}")),

@@ -4,6 +4,7 @@
 
 mod helpers;
 
+mod access;
 mod consume;
 mod lifecycle;
 mod queries;

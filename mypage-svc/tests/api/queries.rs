@@ -1,4 +1,4 @@
-//! GetMyPage paging and customer isolation; GetMyPageEntry's NOT_FOUND.
+//! GetMyPage paging and customer isolation; GetMyPageEntry of an order no event named.
 
 use talentshare_proto::mypage::{GetMyPageEntryRequest, GetMyPageRequest};
 use tonic::Code;
@@ -9,11 +9,11 @@ use testkit::Backend;
 
 on_both_backends!(
     get_my_page_pages_newest_first_and_shows_only_the_customers_entries,
-    get_my_page_entry_returns_not_found_for_an_order_no_event_named,
+    get_my_page_entry_returns_permission_denied_for_an_order_no_event_named,
 );
 
 async fn get_my_page_pages_newest_first_and_shows_only_the_customers_entries(backend: Backend) {
-    let mut app = spawn_app(backend).await;
+    let app = spawn_app(backend).await;
     // Order ids are UUID v7: created in this order, so the newest is the last.
     let mine: Vec<Story> = (0..5).map(|_| Story::new("cust-p").placed()).collect();
     let theirs: Vec<Story> = (0..2).map(|_| Story::new("cust-q").placed()).collect();
@@ -27,7 +27,7 @@ async fn get_my_page_pages_newest_first_and_shows_only_the_customers_entries(bac
     let mut pages = 0;
     loop {
         let page = app
-            .client
+            .client_as("cust-p")
             .get_my_page(GetMyPageRequest {
                 page_size: 2,
                 page_token: token.clone(),
@@ -49,7 +49,7 @@ async fn get_my_page_pages_newest_first_and_shows_only_the_customers_entries(bac
     assert_eq!(pages, 3, "5 entries in pages of 2");
 
     let theirs_page = app
-        .client
+        .client_as("cust-q")
         .get_my_page(GetMyPageRequest {
             customer_id: "cust-q".into(),
             ..Default::default()
@@ -76,7 +76,7 @@ async fn get_my_page_pages_newest_first_and_shows_only_the_customers_entries(bac
     );
 
     let nobody = app
-        .client
+        .client_as("cust-nobody")
         .get_my_page(GetMyPageRequest {
             customer_id: "cust-nobody".into(),
             ..Default::default()
@@ -88,7 +88,7 @@ async fn get_my_page_pages_newest_first_and_shows_only_the_customers_entries(bac
     app.stop().await;
 }
 
-async fn get_my_page_entry_returns_not_found_for_an_order_no_event_named(backend: Backend) {
+async fn get_my_page_entry_returns_permission_denied_for_an_order_no_event_named(backend: Backend) {
     let mut app = spawn_app(backend).await;
     let err = app
         .client
@@ -97,6 +97,7 @@ async fn get_my_page_entry_returns_not_found_for_an_order_no_event_named(backend
         })
         .await
         .unwrap_err();
-    assert_eq!(err.code(), Code::NotFound);
+    // The same answer as for another customer's order (AIP-211).
+    assert_eq!(err.code(), Code::PermissionDenied);
     app.stop().await;
 }

@@ -10,10 +10,10 @@ use talentshare_proto::mypage::{
     MyPageEntry, WatchMyPageRequest, WatchMyPageResponse,
     my_page_service_client::MyPageServiceClient,
 };
+use testkit::AuthChannel;
 use testkit::Backend;
 use tokio::time::Instant;
 use tonic::Streaming;
-use tonic::transport::Channel;
 
 use crate::helpers::{Story, spawn_app, wait_until};
 
@@ -21,11 +21,10 @@ use crate::helpers::{Story, spawn_app, wait_until};
 const STREAM_TIMEOUT: Duration = Duration::from_secs(30);
 
 async fn open(
-    client: &MyPageServiceClient<Channel>,
+    mut client: MyPageServiceClient<AuthChannel>,
     customer: &str,
 ) -> Streaming<WatchMyPageResponse> {
     client
-        .clone()
         .watch_my_page(WatchMyPageRequest {
             customer_id: customer.to_owned(),
         })
@@ -73,8 +72,8 @@ async fn a_watcher_hears_every_change_whichever_replica_consumed_it() {
     // Both consume the queue before anything is published, so RabbitMQ shares the
     // events out between them.
     app.wait_consumers(2).await;
-    let mut on_app = open(&app.client, "cust-r").await;
-    let mut on_replica = open(&replica.client, "cust-r").await;
+    let mut on_app = open(app.client_as("cust-r"), "cust-r").await;
+    let mut on_replica = open(app.client_on(&replica.channel, "cust-r"), "cust-r").await;
 
     let stories: Vec<Story> = (0..20).map(|_| Story::new("cust-r").placed()).collect();
     for s in &stories {
@@ -95,7 +94,7 @@ async fn a_watch_gets_the_current_entries_again_when_the_change_listener_reconne
     let first = Story::new("cust-r").placed();
     app.publish(&first.events).await;
     app.settle().await;
-    let mut stream = open(&app.client, "cust-r").await;
+    let mut stream = open(app.client_as("cust-r"), "cust-r").await;
     let initial = next_entry(
         &mut stream,
         Instant::now() + STREAM_TIMEOUT,

@@ -29,9 +29,9 @@ on_both_backends!(
 
 const NEXT_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// WatchMyPage as `customer`, for `customer`.
 async fn open(app: &TestApp, customer: &str) -> Result<Streaming<WatchMyPageResponse>, Status> {
-    app.client
-        .clone()
+    app.client_as(customer)
         .watch_my_page(WatchMyPageRequest {
             customer_id: customer.to_owned(),
         })

@@ -40,7 +40,11 @@ async fn another_customer_can_neither_see_nor_cancel_an_order(backend: Backend) 
             })
             .await
             .unwrap_err();
-        assert_eq!(cancel.code(), Code::PermissionDenied, "CancelOrder {order_id}");
+        assert_eq!(
+            cancel.code(),
+            Code::PermissionDenied,
+            "CancelOrder {order_id}"
+        );
         messages.push(get.message().replace(order_id.as_str(), "<id>"));
     }
     assert_eq!(messages[0], messages[1], "existence is not revealed");
@@ -99,6 +103,10 @@ async fn a_customer_acts_only_for_themselves(backend: Backend) {
         .into_inner()
         .orders;
     assert_eq!(mine.len(), 1);
-    assert_eq!(app.order_rows().await.len(), 1, "only the caller's order stored");
+    assert_eq!(
+        app.order_rows().await.len(),
+        1,
+        "only the caller's order stored"
+    );
     app.stop().await;
 }

@@ -39,7 +39,11 @@ async fn a_manager_of_another_talent_cannot_list_confirm_or_reject(backend: Back
         })
         .await
         .unwrap_err();
-    assert_eq!(confirm.code(), Code::PermissionDenied, "confirm: {confirm:?}");
+    assert_eq!(
+        confirm.code(),
+        Code::PermissionDenied,
+        "confirm: {confirm:?}"
+    );
     let reject = other
         .reject_reservation(RejectReservationRequest {
             reservation_id: booked.reservation_id.clone(),
@@ -60,7 +64,10 @@ async fn a_manager_of_another_talent_cannot_list_confirm_or_reject(backend: Back
     let after = app.get(&booked.reservation_id).await;
     assert_eq!(after, booked, "unchanged");
     assert_eq!(after.status, ReservationStatus::Requested as i32);
-    assert!(app.reservation_events().await.is_empty(), "nothing announced");
+    assert!(
+        app.reservation_events().await.is_empty(),
+        "nothing announced"
+    );
     app.stop().await;
 }
 

@@ -8,7 +8,7 @@ use talentshare_proto::reservation::{
 };
 use tonic::Code;
 
-use crate::helpers::{MANAGED};
+use crate::helpers::MANAGED;
 use crate::helpers::{TestApp, spawn_app};
 use crate::on_both_backends;
 use testkit::Backend;
@@ -132,7 +132,9 @@ async fn confirm_reservation_returns_failed_precondition_for_a_rejected_or_cance
     app.stop().await;
 }
 
-async fn confirm_reservation_returns_permission_denied_for_an_unknown_reservation(backend: Backend) {
+async fn confirm_reservation_returns_permission_denied_for_an_unknown_reservation(
+    backend: Backend,
+) {
     let app = spawn_app(backend).await;
     let err = confirm(&app, &uuid::Uuid::now_v7().to_string(), "mgr-1")
         .await

@@ -38,7 +38,8 @@ async fn spawn_binary(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_consumes_approvals_while_payment_is_down_and_drains_on_sigterm() {
-    let (mut process, _dir, broker, identity) = spawn_binary(&[("SHUTDOWN_DELAY", "1s".into())]).await;
+    let (mut process, _dir, broker, identity) =
+        spawn_binary(&[("SHUTDOWN_DELAY", "1s".into())]).await;
     let channel = process.channel().await;
     crate::helpers::wait_ready(&channel, reservation_svc::SERVICE_NAME).await;
 

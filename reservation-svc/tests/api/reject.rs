@@ -8,7 +8,7 @@ use talentshare_proto::reservation::{RejectReservationRequest, Reservation, Rese
 use tonic::Code;
 
 use crate::confirm::confirm;
-use crate::helpers::{MANAGED};
+use crate::helpers::MANAGED;
 use crate::helpers::{TestApp, spawn_app};
 use crate::on_both_backends;
 use testkit::Backend;
