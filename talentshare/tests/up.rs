@@ -162,16 +162,23 @@ async fn the_readme_walkthrough_runs_verbatim_against_talentshare_up() {
         .map(|p| p.display().to_string())
         .unwrap_or_default();
     let script = walkthrough();
+    // The walkthrough runs where `up` runs (its development key is in ./data), with
+    // the `talentshare` binary on PATH, as the README tells a reader to.
+    let bin_dir = std::path::Path::new(BIN)
+        .parent()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
 
     // Output goes to files so a hung step can still be shown.
     let logs = tempfile::tempdir().unwrap();
     let (out_path, err_path) = (logs.path().join("out"), logs.path().join("err"));
     let mut script_run = Command::new("bash")
         .args(["-euo", "pipefail", "-c", &script])
+        .current_dir(up._dir.path())
         .env(
             "PATH",
             format!(
-                "{grpcurl_dir}:{}",
+                "{bin_dir}:{grpcurl_dir}:{}",
                 std::env::var("PATH").unwrap_or_default()
             ),
         )
@@ -208,6 +215,15 @@ async fn the_readme_walkthrough_runs_verbatim_against_talentshare_up() {
     assert!(
         stdout.contains("PAYMENT_STATUS_REFUNDED")
             && stdout.contains("RESERVATION_STATUS_CANCELLED")
+    );
+    // Step 7: another customer, then no token at all.
+    assert!(
+        stderr.contains("Code: PermissionDenied"),
+        "bob is refused:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("Code: Unauthenticated"),
+        "no token is refused:\n{stderr}"
     );
     let (code, out) = up.interrupt().await;
     assert_eq!(
@@ -248,6 +264,8 @@ async fn with_rabbitmq_unreachable_up_says_so_once_and_keeps_taking_orders() {
     let ports = [o.to_string(), p.to_string(), r.to_string(), m.to_string()];
     let up = up(
         &[
+            "--host",
+            "0.0.0.0",
             "--order-port",
             &ports[0],
             "--payment-port",
@@ -262,10 +280,14 @@ async fn with_rabbitmq_unreachable_up_says_so_once_and_keeps_taking_orders() {
     .await;
     wait_all_ready([o, p, r, m]).await;
 
+    let token = mint(up._dir.path(), &["--customer", "zoe"]);
     let mut orders = talentshare_proto::order::order_service_client::OrderServiceClient::new(
-        tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{o}"))
-            .unwrap()
-            .connect_lazy(),
+        tonic::service::interceptor::InterceptedService::new(
+            tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{o}"))
+                .unwrap()
+                .connect_lazy(),
+            testkit::Bearer::new(&token),
+        ),
     );
     let start = std::time::SystemTime::now() + Duration::from_secs(86_400 * 30);
     let seconds = start
@@ -301,6 +323,88 @@ async fn with_rabbitmq_unreachable_up_says_so_once_and_keeps_taking_orders() {
         !out.contains("guest:guest@"),
         "the broker password is not logged"
     );
+    // The public services bind the asked-for address; payment-svc, internal, only
+    // loopback.
+    assert!(out.contains(&format!("payment 127.0.0.1:{p}")), "{out}");
+    assert!(out.contains(&format!("order 0.0.0.0:{o}")), "{out}");
+    assert!(!out.contains(&token), "the token is not logged");
+}
+
+/// `talentshare token` run in `dir` (where `up` keeps ./data), its stdout.
+fn mint(dir: &std::path::Path, args: &[&str]) -> String {
+    let out = std::process::Command::new(BIN)
+        .arg("token")
+        .args(args)
+        .current_dir(dir)
+        .env_remove("DATA_DIR")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "talentshare token {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// The claims of a JWT, unverified (the services verify; this only reads).
+fn claims(token: &str) -> serde_json::Value {
+    use base64::Engine as _;
+    let payload = token.split('.').nth(1).expect("three parts");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+#[test]
+fn token_mints_customer_and_manager_tokens_with_the_up_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let customer = claims(&mint(dir.path(), &["--customer", "alice"]));
+    assert_eq!(customer["sub"], "alice");
+    assert_eq!(customer["iss"], platform::auth::dev::DEV_ISSUER);
+    assert_eq!(customer["aud"], platform::auth::dev::DEV_AUDIENCE);
+    let ttl = customer["exp"].as_u64().unwrap() - customer["iat"].as_u64().unwrap();
+    assert_eq!(ttl, 3600, "one hour by default");
+    assert!(customer.get("roles").is_none());
+
+    let manager = claims(&mint(
+        dir.path(),
+        &["--manager", "lee", "--talent", "t-1,t-2", "--ttl", "5m"],
+    ));
+    assert_eq!(manager["sub"], "lee");
+    assert_eq!(manager["roles"], serde_json::json!(["manager"]));
+    assert_eq!(manager["talents"], serde_json::json!(["t-1", "t-2"]));
+
+    // The key and the JWKS `up` reads: created once, the private key private.
+    let key = dir.path().join("data/dev-signing-key.pem");
+    let jwks: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("data/dev-jwks.json")).unwrap())
+            .unwrap();
+    assert_eq!(jwks["keys"][0]["alg"], "ES256");
+    assert!(
+        jwks["keys"][0].get("d").is_none(),
+        "the JWKS holds no private part"
+    );
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    for bad in [
+        &["--customer", "a b"][..],
+        &["--manager", "lee"],
+        &["--customer", "alice", "--manager", "lee", "--talent", "t"],
+    ] {
+        let out = std::process::Command::new(BIN)
+            .arg("token")
+            .args(bad)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{bad:?} was accepted");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
