@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 
-use crate::auth::{AuthLayer, AuthSettings, Authenticator};
+use crate::auth::{AuthSettings, Authenticator};
 use crate::consumer::{Consumer, EventHandler};
 use crate::outbox::{OutboxSignal, Relay};
 use crate::settings::PlatformSettings;
@@ -181,11 +181,8 @@ impl Host {
             signal,
             auth,
         } = self;
-        let auth_layer = auth
-            .as_ref()
-            .map_or_else(AuthLayer::internal, Authenticator::layer);
         let mut tasks = tasks;
-        if let Some(auth) = auth {
+        if let Some(auth) = auth.clone() {
             tasks.push(BackgroundTask::new("JWKS refresh", move |t| {
                 auth.refresh_periodically(t)
             }));
@@ -200,7 +197,7 @@ impl Host {
                 routes,
                 def,
                 &server_settings,
-                auth_layer,
+                auth,
                 ready_tx,
                 stop,
             )

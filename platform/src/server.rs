@@ -1,7 +1,8 @@
 //! The gRPC server every service runs: its routes plus health (`grpc.health.v1`) and
 //! reflection (v1 and v1alpha, since grpcurl 1.8.6 speaks only v1alpha), message-size
-//! limits, a per-call timeout, a per-connection concurrency limit, and a readiness
-//! gate that answers UNAVAILABLE until the service's database is migrated.
+//! limits, a per-call timeout, a per-connection concurrency limit, and one admission
+//! layer: UNAVAILABLE until the service's database is migrated, and for public
+//! services end-user authentication ([`crate::auth`]).
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -18,6 +19,7 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 use tower::{Layer, Service};
 
+use crate::auth::{Authenticator, is_open};
 use crate::settings::ServerSettings;
 
 /// Binds the gRPC listener. Port 0 picks a free port; read it from `local_addr()`.
@@ -96,9 +98,10 @@ impl Readiness {
         );
     }
 
-    fn gate(&self) -> ReadinessGateLayer {
-        ReadinessGateLayer {
+    fn admission(&self, auth: Option<Authenticator>) -> AdmissionLayer {
+        AdmissionLayer {
             ready: self.ready.clone(),
+            auth,
         }
     }
 }
@@ -110,7 +113,7 @@ pub(crate) async fn serve<S>(
     service: S,
     def: crate::host::ServiceDef,
     settings: &ServerSettings,
-    auth: crate::auth::AuthLayer,
+    auth: Option<Authenticator>,
     readiness_cell: tokio::sync::oneshot::Sender<Readiness>,
     stop: CancellationToken,
 ) -> anyhow::Result<()>
@@ -120,7 +123,7 @@ where
     let service_name = def.grpc_service;
     let (reporter, health) = tonic_health::server::health_reporter();
     let readiness = Readiness::new(reporter, service_name).await;
-    let gate = readiness.gate();
+    let admission = readiness.admission(auth);
     let _ = readiness_cell.send(readiness);
 
     let reflection = || {
@@ -146,10 +149,9 @@ where
         .timeout(settings.request_timeout)
         .concurrency_limit_per_connection(settings.max_concurrent_requests as usize)
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
-        // Outermost first: the gate refuses application calls before they reach
-        // limits or handlers, then the caller is authenticated; health and
-        // reflection always pass both.
-        .layer(tower::ServiceBuilder::new().layer(gate).layer(auth))
+        // Admission comes first, so a call that is refused (not ready, no valid token)
+        // never reaches limits or handlers; health and reflection always pass.
+        .layer(admission)
         .add_routes(routes)
         .add_service(health)
         .add_service(reflection_v1)
@@ -159,32 +161,38 @@ where
         .map_err(|e| anyhow::anyhow!("gRPC server failed: {e}"))
 }
 
-/// Refuses application calls with UNAVAILABLE while the service is not ready.
+/// Admits application calls: UNAVAILABLE while the service is not ready; then, for a
+/// service end users call, UNAUTHENTICATED without a valid token, else the verified
+/// [`crate::auth::Caller`] goes into the request extensions for the handlers. Health
+/// and reflection are always admitted.
 #[derive(Clone)]
-struct ReadinessGateLayer {
+struct AdmissionLayer {
     ready: Arc<AtomicBool>,
+    auth: Option<Authenticator>,
 }
 
-impl<S> Layer<S> for ReadinessGateLayer {
-    type Service = ReadinessGate<S>;
+impl<S> Layer<S> for AdmissionLayer {
+    type Service = Admission<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        ReadinessGate {
+        Admission {
             inner,
             ready: self.ready.clone(),
+            auth: self.auth.clone(),
         }
     }
 }
 
 #[derive(Clone)]
-struct ReadinessGate<S> {
+struct Admission<S> {
     inner: S,
     ready: Arc<AtomicBool>,
+    auth: Option<Authenticator>,
 }
 
 type BoxFuture<T, E> = Pin<Box<dyn std::future::Future<Output = Result<T, E>> + Send>>;
 
-impl<S, B> Service<http::Request<B>> for ReadinessGate<S>
+impl<S, B> Service<http::Request<B>> for Admission<S>
 where
     S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>>
         + Clone
@@ -201,14 +209,36 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        if !self.ready.load(Ordering::SeqCst) && !crate::auth::is_open(req.uri().path()) {
-            let status = tonic::Status::unavailable("service is starting: database not ready yet");
-            return Box::pin(async move { Ok(status.into_http()) });
-        }
+    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
         // Swap in the clone that was polled ready, as tower requires.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        Box::pin(async move { inner.call(req).await })
+        if is_open(req.uri().path()) {
+            return Box::pin(async move { inner.call(req).await });
+        }
+        if !self.ready.load(Ordering::SeqCst) {
+            let status = tonic::Status::unavailable("service is starting: database not ready yet");
+            return Box::pin(async move { Ok(status.into_http()) });
+        }
+        let Some(auth) = self.auth.clone() else {
+            return Box::pin(async move { inner.call(req).await });
+        };
+        Box::pin(async move {
+            let header = req
+                .headers()
+                .get(http::header::AUTHORIZATION)
+                .map(|v| v.as_bytes());
+            match auth.verify(header).await {
+                Ok(caller) => {
+                    req.extensions_mut().insert(caller);
+                    inner.call(req).await
+                }
+                Err(e) => {
+                    // The reason only: the token itself is never logged.
+                    tracing::debug!(method = req.uri().path(), reason = %e, "call refused");
+                    Ok(e.to_status().into_http())
+                }
+            }
+        })
     }
 }

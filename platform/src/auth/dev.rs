@@ -166,6 +166,12 @@ impl DevIssuer {
         &self.audience
     }
 
+    /// The private signing key, for tests that craft tokens [`DevIssuer::mint`] never
+    /// makes (expired, wrong issuer, another `kid`, ...) and must check they are refused.
+    pub fn encoding_key(&self) -> &EncodingKey {
+        &self.encoding
+    }
+
     /// A signed token for `spec`, valid from now for `ttl`.
     ///
     /// # Errors

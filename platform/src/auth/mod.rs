@@ -1,6 +1,7 @@
-//! End-user authentication, once, for every public service: a tower layer that checks
+//! End-user authentication, once, for every public service: [`Authenticator`] checks
 //! the `authorization: Bearer <JWT>` metadata of each call against a JWKS (signature,
-//! `iss`, `aud`, `exp`/`nbf` with a small leeway) and puts the verified [`Caller`] into
+//! `iss`, `aud`, `exp`/`nbf` with a small leeway); the server's admission layer
+//! (`crate::server`) runs it before any handler and puts the verified [`Caller`] into
 //! the request extensions. Health and reflection stay open.
 //!
 //! - Only asymmetric algorithms are accepted (ES256/384, RS256/384/512, PS256/384/512,
@@ -20,14 +21,12 @@ mod jwks;
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, RwLock};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use clap::Args;
 use jsonwebtoken::{Algorithm, Validation};
 use tokio_util::sync::CancellationToken;
-use tower::{Layer, Service};
 
 pub use caller::{Caller, Denied};
 pub use jwks::JwksSource;
@@ -207,13 +206,6 @@ impl Authenticator {
         })
     }
 
-    /// The layer that authenticates every call but health and reflection.
-    pub fn layer(&self) -> AuthLayer {
-        AuthLayer {
-            auth: Some(self.clone()),
-        }
-    }
-
     /// Re-reads the JWKS every `AUTH_JWKS_REFRESH` until `stop`; a failed read keeps
     /// the keys it has.
     pub async fn refresh_periodically(self, stop: CancellationToken) {
@@ -292,9 +284,17 @@ impl Authenticator {
         validation.set_issuer(&[&self.inner.issuer]);
         validation.set_audience(&[&self.inner.audience]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        let data = jsonwebtoken::decode::<Claims>(token, &entry.key, &validation)
+        // Decoded as plain JSON first: jsonwebtoken deserializes the target type before
+        // it checks `exp`, `iss`, `aud` and the required claims, so decoding straight
+        // into `Claims` turned a missing `sub` (or an expired token with odd extra
+        // claims) into a vague "malformed" instead of naming the check that failed.
+        let data = jsonwebtoken::decode::<serde_json::Value>(token, &entry.key, &validation)
             .map_err(|e| classify(e.into_kind()))?;
-        caller(data.claims)
+        let claims = serde_json::from_value::<Claims>(data.claims).map_err(|_| {
+            // `sub` was checked to be a string above; say which claims, not their values.
+            AuthError::Claims("`roles` and `talents` must be lists of strings".into())
+        })?;
+        caller(claims)
     }
 }
 
@@ -382,87 +382,8 @@ fn caller(claims: Claims) -> Result<Caller, AuthError> {
 }
 
 /// Health and reflection answer without a token: probes and grpcurl's `list` must work.
-pub(crate) fn is_open(path: &str) -> bool {
+pub fn is_open(path: &str) -> bool {
     path.starts_with("/grpc.health.v1.Health/") || path.starts_with("/grpc.reflection.")
-}
-
-/// Tower layer: authenticates every call but health and reflection. Without an
-/// authenticator (an internal service, reachable only from other services) it passes
-/// every call through.
-#[derive(Clone)]
-pub struct AuthLayer {
-    auth: Option<Authenticator>,
-}
-
-impl AuthLayer {
-    /// The pass-through layer of an internal service.
-    pub(crate) fn internal() -> Self {
-        Self { auth: None }
-    }
-}
-
-impl<S> Layer<S> for AuthLayer {
-    type Service = Authenticate<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        Authenticate {
-            inner,
-            auth: self.auth.clone(),
-        }
-    }
-}
-
-/// The service [`AuthLayer`] wraps around the routes.
-#[derive(Clone)]
-pub struct Authenticate<S> {
-    inner: S,
-    auth: Option<Authenticator>,
-}
-
-type BoxFuture<T, E> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, E>> + Send>>;
-
-impl<S, B> Service<http::Request<B>> for Authenticate<S>
-where
-    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    B: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = BoxFuture<Self::Response, Self::Error>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
-        // Swap in the clone that was polled ready, as tower requires.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        let auth = match &self.auth {
-            Some(auth) if !is_open(req.uri().path()) => auth.clone(),
-            _ => return Box::pin(async move { inner.call(req).await }),
-        };
-        Box::pin(async move {
-            let header = req
-                .headers()
-                .get(http::header::AUTHORIZATION)
-                .map(|v| v.as_bytes());
-            match auth.verify(header).await {
-                Ok(caller) => {
-                    req.extensions_mut().insert(caller);
-                    inner.call(req).await
-                }
-                Err(e) => {
-                    tracing::debug!(method = req.uri().path(), reason = %e, "call refused");
-                    Ok(e.to_status().into_http())
-                }
-            }
-        })
-    }
 }
 
 /// The verified caller of a call, as the authentication layer left it.
