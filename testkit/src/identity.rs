@@ -9,6 +9,11 @@ use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
+/// A 2048-bit RSA private key committed for tests only (`testkit/fixtures`), trusted
+/// by nothing but the tests that add it: many identity providers sign RS256, so the
+/// services are checked to accept RSA keys next to the ES256 development key.
+pub const TEST_ONLY_RSA_KEY_PEM: &str = include_str!("../fixtures/test-only-rsa-2048.pem");
+
 /// A channel whose every call carries one bearer token.
 pub type AuthChannel = InterceptedService<Channel, Bearer>;
 
@@ -52,6 +57,20 @@ impl TestIdentity {
     /// The JWKS file the services verify against.
     pub fn jwks_path(&self) -> std::path::PathBuf {
         self.dir.path().join("jwks.json")
+    }
+
+    /// Adds a public key (a JWK) to the JWKS file, next to the development key: a
+    /// service started afterwards trusts both; a running one picks it up on its next
+    /// refresh.
+    pub fn add_jwk(&self, jwk: serde_json::Value) {
+        let path = self.jwks_path();
+        let mut jwks: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).expect("read JWKS")).expect("JWKS JSON");
+        jwks["keys"]
+            .as_array_mut()
+            .expect("JWKS has keys")
+            .push(jwk);
+        std::fs::write(&path, jwks.to_string()).expect("write JWKS");
     }
 
     /// The service flags that make it trust this identity provider.

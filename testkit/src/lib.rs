@@ -19,7 +19,7 @@ mod proxy;
 
 pub use broker::{ReceivedEvent, TestBroker};
 pub use database::{Backend, TestDatabase};
-pub use identity::{AuthChannel, Bearer, TestIdentity};
+pub use identity::{AuthChannel, Bearer, TEST_ONLY_RSA_KEY_PEM, TestIdentity};
 pub use process::{ServiceProcess, grpcurl};
 pub use proxy::TcpProxy;
 

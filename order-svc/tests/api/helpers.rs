@@ -161,6 +161,16 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 
 /// Like [`spawn_app`], as `options` say.
 pub async fn spawn_app_with(backend: Backend, options: Options) -> TestApp {
+    spawn_app_trusting(backend, options, TestIdentity::create()).await
+}
+
+/// Like [`spawn_app_with`], with order-svc trusting `identity` (whose JWKS the test
+/// prepared, e.g. with more keys) from its start.
+pub async fn spawn_app_trusting(
+    backend: Backend,
+    options: Options,
+    identity: TestIdentity,
+) -> TestApp {
     let broker = TestBroker::create().await;
 
     let payment_db = TestDatabase::create(backend).await;
@@ -180,7 +190,6 @@ pub async fn spawn_app_with(backend: Backend, options: Options) -> TestApp {
     };
 
     let db = TestDatabase::create(backend).await;
-    let identity = TestIdentity::create();
     let shutdown = CancellationToken::new();
     let running = order_svc::start(
         settings(

@@ -5,6 +5,7 @@
 mod helpers;
 
 mod access;
+mod auth;
 mod cancel;
 mod interrupted_cancel;
 mod lifecycle;
