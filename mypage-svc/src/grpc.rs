@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use platform::auth::{Denied, caller_of};
+use platform::auth::{Denied, caller_of, token_expiry_of};
 use platform::paging;
 use platform::time::to_proto as to_timestamp;
 use platform::values::{Violations, parse_uuid};
@@ -40,6 +40,9 @@ pub enum ApiError {
     /// The service is shutting down: reconnect to another replica.
     #[error("service is shutting down")]
     ShuttingDown,
+    /// The token that opened a WatchMyPage stream has expired.
+    #[error("the token expired")]
+    TokenExpired,
     #[error("database unavailable: {0}")]
     Unavailable(String),
     #[error("{0}")]
@@ -55,6 +58,9 @@ impl From<ApiError> for Status {
             ApiError::Lagging(m) => Status::aborted(m),
             ApiError::ShuttingDown => {
                 Status::unavailable("my page is shutting down on this server; reconnect")
+            }
+            ApiError::TokenExpired => {
+                Status::unauthenticated("the token has expired; reconnect with a fresh one")
             }
             ApiError::Unavailable(m) => {
                 tracing::warn!(error = %m, "database unavailable");
@@ -193,6 +199,7 @@ impl MyPageService for MyPageApi {
         request: Request<WatchMyPageRequest>,
     ) -> Result<Response<Self::WatchMyPageStream>, Status> {
         let caller = caller_of(&request)?;
+        let expiry = token_expiry_of(&request);
         // The stream carries only the caller's own rows: the customer comes from the
         // token, and a request naming anyone else is refused before it opens.
         let customer = caller
@@ -204,13 +211,17 @@ impl MyPageService for MyPageApi {
         // Subscribe before the stream reads the current rows, so a change that
         // commits in between is sent (perhaps twice) rather than lost.
         let changes = self.changes.subscribe();
-        Ok(Response::new(watch::watch(
+        let stream = watch::watch(
             self.store.clone(),
             customer,
             changes,
             self.shutdown.clone(),
             permit,
-        )))
+        );
+        Ok(Response::new(match expiry {
+            Some(e) => stream.until(e.0),
+            None => stream,
+        }))
     }
 }
 

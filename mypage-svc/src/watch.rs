@@ -16,7 +16,9 @@
 //!   current rows, so reconnecting loses nothing;
 //! - the client goes away: the producer notices the closed buffer and stops;
 //! - the store fails: the error's status (UNAVAILABLE or INTERNAL); so does a
-//!   change feed that stays down for [`FEED_WAIT`] when the stream starts.
+//!   change feed that stays down for [`FEED_WAIT`] when the stream starts;
+//! - the caller's token expires ([`WatchStream::until`]): UNAUTHENTICATED, so a
+//!   stream never outlives the credential that opened it; reconnect with a fresh one.
 //!
 //! The producer holds one permit of the watcher limit for its whole life.
 
@@ -71,6 +73,7 @@ pub fn watch(
     WatchStream {
         items: rx,
         shutdown: Box::pin(shutdown.cancelled_owned()),
+        expires: None,
         finished: false,
     }
 }
@@ -79,7 +82,20 @@ pub fn watch(
 pub struct WatchStream {
     items: mpsc::Receiver<Item>,
     shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
+    /// When the caller's token expires.
+    expires: Option<Pin<Box<tokio::time::Sleep>>>,
     finished: bool,
+}
+
+impl WatchStream {
+    /// Ends the stream with UNAUTHENTICATED at `expiry` (the token's `exp`).
+    pub fn until(mut self, expiry: std::time::SystemTime) -> Self {
+        let left = expiry
+            .duration_since(std::time::SystemTime::now())
+            .unwrap_or_default();
+        self.expires = Some(Box::pin(tokio::time::sleep(left)));
+        self
+    }
 }
 
 impl Stream for WatchStream {
@@ -93,6 +109,12 @@ impl Stream for WatchStream {
         if self.shutdown.as_mut().poll(cx).is_ready() {
             self.finished = true;
             return Poll::Ready(Some(Err(ApiError::ShuttingDown.into())));
+        }
+        if let Some(expires) = self.expires.as_mut()
+            && expires.as_mut().poll(cx).is_ready()
+        {
+            self.finished = true;
+            return Poll::Ready(Some(Err(ApiError::TokenExpired.into())));
         }
         match self.items.poll_recv(cx) {
             Poll::Ready(Some(Ok(item))) => Poll::Ready(Some(Ok(item))),

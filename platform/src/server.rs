@@ -228,9 +228,10 @@ where
                 .headers()
                 .get(http::header::AUTHORIZATION)
                 .map(|v| v.as_bytes());
-            match auth.verify(header).await {
-                Ok(caller) => {
+            match auth.authenticate(header).await {
+                Ok((caller, expiry)) => {
                     req.extensions_mut().insert(caller);
+                    req.extensions_mut().insert(expiry);
                     inner.call(req).await
                 }
                 Err(e) => {

@@ -15,6 +15,7 @@ use testkit::Backend;
 on_both_backends!(
     another_customer_can_neither_read_nor_watch_a_my_page,
     an_empty_customer_id_means_the_caller,
+    a_watch_ends_unauthenticated_when_its_token_expires,
 );
 
 async fn another_customer_can_neither_read_nor_watch_a_my_page(backend: Backend) {
@@ -124,5 +125,52 @@ async fn an_empty_customer_id_means_the_caller(backend: Backend) {
         .expect("an entry");
     assert_eq!(first.order_id, alice.order_id);
     assert_eq!(first.customer_id, CUSTOMER);
+    app.stop().await;
+}
+
+async fn a_watch_ends_unauthenticated_when_its_token_expires(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let alice = Story::new(CUSTOMER).placed();
+    app.publish(&alice.events).await;
+    app.wait_entry(&alice.customer_id, &alice.order_id, "alice's entry", |_| {
+        true
+    })
+    .await;
+    // A token good for two more seconds: accepted when the stream opens, and the
+    // stream may not outlive it.
+    let token = app
+        .identity
+        .issuer()
+        .mint(
+            &platform::auth::dev::TokenSpec::customer(CUSTOMER),
+            std::time::Duration::from_secs(2),
+        )
+        .expect("mint");
+    let mut client =
+        MyPageServiceClient::new(tonic::service::interceptor::InterceptedService::new(
+            app.channel.clone(),
+            testkit::Bearer::new(&token),
+        ));
+    let opened = std::time::Instant::now();
+    let mut stream = client
+        .watch_my_page(WatchMyPageRequest::default())
+        .await
+        .expect("WatchMyPage")
+        .into_inner();
+    let first = stream
+        .message()
+        .await
+        .expect("the current entry")
+        .expect("an entry");
+    assert_eq!(first.entry.expect("entry").order_id, alice.order_id);
+    let end = tokio::time::timeout(std::time::Duration::from_secs(20), stream.message())
+        .await
+        .expect("the stream ends in time")
+        .expect_err("the stream ends with a status");
+    assert_eq!(end.code(), Code::Unauthenticated, "{end:?}");
+    assert!(
+        opened.elapsed() >= std::time::Duration::from_secs(1),
+        "not before expiry"
+    );
     app.stop().await;
 }

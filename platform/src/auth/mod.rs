@@ -132,6 +132,8 @@ impl AuthError {
 #[derive(serde::Deserialize)]
 struct Claims {
     sub: String,
+    /// Seconds since the epoch; a number of either JSON kind (checked by jsonwebtoken).
+    exp: f64,
     #[serde(default)]
     roles: Vec<String>,
     #[serde(default)]
@@ -259,6 +261,18 @@ impl Authenticator {
     ///
     /// The check that failed.
     pub async fn verify(&self, header: Option<&[u8]>) -> Result<Caller, AuthError> {
+        self.authenticate(header).await.map(|(caller, _)| caller)
+    }
+
+    /// Like [`Authenticator::verify`], with the moment the token expires.
+    ///
+    /// # Errors
+    ///
+    /// The check that failed.
+    pub async fn authenticate(
+        &self,
+        header: Option<&[u8]>,
+    ) -> Result<(Caller, TokenExpiry), AuthError> {
         let token = bearer(header)?;
         let raw = raw_header(token)?;
         let alg = accepted_algorithm(&raw.alg)?;
@@ -291,11 +305,25 @@ impl Authenticator {
         let data = jsonwebtoken::decode::<serde_json::Value>(token, &entry.key, &validation)
             .map_err(|e| classify(e.into_kind()))?;
         let claims = serde_json::from_value::<Claims>(data.claims).map_err(|_| {
-            // `sub` was checked to be a string above; say which claims, not their values.
+            // `sub` and `exp` were checked above; say which claims, not their values.
             AuthError::Claims("`roles` and `talents` must be lists of strings".into())
         })?;
-        caller(claims)
+        let expiry = TokenExpiry(
+            std::time::UNIX_EPOCH + Duration::from_secs_f64(claims.exp.max(0.0).min(1e11)),
+        );
+        Ok((caller(claims)?, expiry))
     }
+}
+
+/// When the token behind a call expires, next to its [`Caller`] in the request
+/// extensions: a long-lived call (a WatchMyPage stream) ends then, so a token outlives
+/// its `exp` by no more than a unary call would.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TokenExpiry(pub std::time::SystemTime);
+
+/// The expiry of the token that authenticated `request`, if any.
+pub fn token_expiry_of<T>(request: &tonic::Request<T>) -> Option<TokenExpiry> {
+    request.extensions().get::<TokenExpiry>().copied()
 }
 
 /// The token out of `Bearer <token>`.
