@@ -16,7 +16,7 @@ if [ "${SKIP_DEPLOY_CHECKS:-0}" != 1 ]; then
   # The chart-as-cluster smoke test runs target/debug/{order,payment,reservation,mypage}-svc
   # and talentshare; make sure they are built (a no-op after the tests above, mostly).
   cargo build --workspace --bins --locked --quiet
-  .venv/bin/python -m pytest -c deploy/pytest.ini --rootdir deploy
+  .venv/bin/python -m pytest -c deploy/pytest.ini --rootdir deploy deploy/tests
 fi
 
 echo "== a Python client generated from proto/ drives the story (clients/python)"
