@@ -10,7 +10,6 @@
 //! local node (root, or the rabbitmq user).
 
 use std::collections::HashSet;
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -18,7 +17,7 @@ use clap::Parser;
 use lapin::options::{BasicConsumeOptions, BasicGetOptions, BasicPublishOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ConnectionProperties};
-use platform::amqp::{self, SERVICES, ServiceAccess, SetupError, Topology};
+use platform::amqp::{self, SetupError};
 use platform::consumer::{Consumer, EventHandler, HandlerError};
 use platform::envelope::NewEvent;
 use platform::outbox::{self, OutboxSignal, Relay};
@@ -29,125 +28,7 @@ use talentshare_proto::events::{EventEnvelope, ReservationRejected, event_envelo
 use testkit::{Backend, TestDatabase, wait_until};
 use tokio_util::sync::CancellationToken;
 
-const EXCHANGE: &str = "talentshare.events";
-
-/// Runs `rabbitmqctl args…`, panicking with its output when it fails.
-fn rabbitmqctl(args: &[String]) {
-    let out = Command::new("rabbitmqctl")
-        .arg("-q")
-        .args(args)
-        .output()
-        .expect("rabbitmqctl is on PATH");
-    assert!(
-        out.status.success(),
-        "rabbitmqctl {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn owned(args: &[&str]) -> Vec<String> {
-    args.iter().map(|s| (*s).to_owned()).collect()
-}
-
-/// A vhost of the test's own, with guest as its admin and one restricted user per
-/// requested service. Dropping it deletes the users and the vhost (and with it every
-/// exchange and queue declared in it).
-struct BrokerUsers {
-    vhost: String,
-    /// service name → (user, password).
-    users: Vec<(&'static ServiceAccess, String, String)>,
-    topology: Topology,
-}
-
-impl BrokerUsers {
-    fn create(services: &[&str]) -> Self {
-        let id = uuid::Uuid::now_v7().simple().to_string();
-        let vhost = format!("t-perm-{id}");
-        let topology = Topology::new(EXCHANGE);
-        // The guard exists before anything is created, so a failure half-way through
-        // still cleans up what was made.
-        let mut guard = Self {
-            vhost: vhost.clone(),
-            users: Vec::new(),
-            topology: topology.clone(),
-        };
-        rabbitmqctl(&owned(&["add_vhost", &vhost]));
-        rabbitmqctl(&owned(&[
-            "set_permissions",
-            "-p",
-            &vhost,
-            "guest",
-            ".*",
-            ".*",
-            ".*",
-        ]));
-        for access in SERVICES.iter().filter(|a| services.contains(&a.service)) {
-            let user = format!("t-{}-{id}", access.service);
-            let password = uuid::Uuid::new_v4().simple().to_string();
-            guard.users.push((access, user, password));
-        }
-        // One rabbitmqctl call costs about half a second; the users are independent.
-        std::thread::scope(|s| {
-            for (access, user, password) in &guard.users {
-                let topology = &topology;
-                let vhost = &vhost;
-                s.spawn(move || {
-                    rabbitmqctl(&owned(&["add_user", user, password]));
-                    for args in topology.permissions(access).rabbitmqctl_args(vhost, user) {
-                        rabbitmqctl(&args);
-                    }
-                });
-            }
-        });
-        guard
-    }
-
-    fn url(&self, user: &str, password: &str) -> String {
-        let mut url = url::Url::parse(&testkit::amqp_url()).expect("TEST_AMQP_URL parses");
-        url.set_username(user).unwrap();
-        url.set_password(Some(password)).unwrap();
-        url.set_path(&format!("/{}", self.vhost));
-        url.to_string()
-    }
-
-    fn admin_url(&self) -> String {
-        self.url("guest", "guest")
-    }
-
-    /// The URL of `service`'s restricted user.
-    fn service_url(&self, service: &str) -> String {
-        let (_, user, password) = self
-            .users
-            .iter()
-            .find(|(a, _, _)| a.service == service)
-            .unwrap_or_else(|| panic!("no user for {service}"));
-        self.url(user, password)
-    }
-
-    /// Declares the topology as the admin, as `talentshare topology` does.
-    async fn declare_topology(&self) {
-        let conn = connect(&self.admin_url()).await;
-        let ch = conn.create_channel().await.unwrap();
-        self.topology.declare(&ch).await.expect("admin declares");
-        conn.close(200, "declared".into()).await.unwrap();
-    }
-}
-
-impl Drop for BrokerUsers {
-    fn drop(&mut self) {
-        // Best effort, and never panicking inside a panic: the names are unique, so
-        // a leftover does not disturb other tests.
-        for (_, user, _) in &self.users {
-            let _ = Command::new("rabbitmqctl")
-                .args(["-q", "delete_user", user])
-                .output();
-        }
-        let _ = Command::new("rabbitmqctl")
-            .args(["-q", "delete_vhost", &self.vhost])
-            .output();
-    }
-}
+use testkit::{BrokerUsers, USERS_EXCHANGE as EXCHANGE};
 
 async fn connect(url: &str) -> Connection {
     Connection::connect(url, ConnectionProperties::default())

@@ -5,6 +5,7 @@
 //!
 //! - [`TestDatabase`]: a fresh SQLite file or a fresh PostgreSQL database;
 //! - [`TestBroker`]: a per-test exchange/queue topology, with reading helpers;
+//! - [`BrokerUsers`]: a per-test vhost with one least-privilege user per service;
 //! - [`TcpProxy`]: a proxy in front of a server that a test can cut and restore;
 //! - [`wait_until`]: poll a condition with a deadline instead of sleeping;
 //! - [`ServiceProcess`]: a service binary as a real process, with its logs;
@@ -12,12 +13,14 @@
 //! - [`TestIdentity`]: a per-test signing key, its JWKS, and clients that send tokens.
 
 mod broker;
+mod broker_users;
 mod database;
 mod identity;
 mod process;
 mod proxy;
 
 pub use broker::{ReceivedEvent, TestBroker};
+pub use broker_users::{BrokerUsers, USERS_EXCHANGE};
 pub use database::{Backend, TestDatabase};
 pub use identity::{AuthChannel, Bearer, TEST_ONLY_RSA_KEY_PEM, TestIdentity};
 pub use process::{ServiceProcess, grpcurl};
