@@ -1,8 +1,10 @@
 //! The whole system as real processes for end-to-end tests and the fault harness:
 //! [`System`] starts the four service binaries, each on its own fresh PostgreSQL
 //! database, all on one per-run broker topology, and can stop and restart any of them
-//! on the same port. [`audit`] checks the services' databases against each other and
-//! [`load`] drives them like real clients; the `faults` binary combines the three.
+//! on the same port. The three public services trust one [`TestIdentity`] per system,
+//! so clients call them with that identity's tokens ([`System::order_as`] …).
+//! [`audit`] checks the services' databases against each other and [`load`] drives
+//! them like real clients; the `faults` binary combines the three.
 
 pub mod audit;
 pub mod load;
@@ -10,6 +12,7 @@ pub mod load;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use talentshare_proto::mypage::{
@@ -18,7 +21,7 @@ use talentshare_proto::mypage::{
 use talentshare_proto::order::order_service_client::OrderServiceClient;
 use talentshare_proto::payment::payment_service_client::PaymentServiceClient;
 use talentshare_proto::reservation::reservation_service_client::ReservationServiceClient;
-use testkit::{Backend, ServiceProcess, TestBroker, TestDatabase};
+use testkit::{AuthChannel, Backend, ServiceProcess, TestBroker, TestDatabase, TestIdentity};
 use tonic::transport::Channel;
 use tonic_health::pb::health_check_response::ServingStatus;
 
@@ -54,6 +57,11 @@ impl Svc {
             Svc::MyPage => "talentshare.mypage.v1.MyPageService",
         }
     }
+
+    /// Whether end users call it, so it demands a token (payment-svc is internal).
+    pub fn is_public(self) -> bool {
+        !matches!(self, Svc::Payment)
+    }
 }
 
 /// The path of a workspace binary built next to the running test or harness
@@ -85,6 +93,9 @@ pub struct System {
     processes: HashMap<Svc, ServiceProcess>,
     addrs: HashMap<Svc, SocketAddr>,
     extra_env: Vec<(String, String)>,
+    /// The identity provider the public services trust; its JWKS file lives as long
+    /// as the system, so a restarted service reads the same keys.
+    identity: Arc<TestIdentity>,
 }
 
 impl System {
@@ -105,6 +116,7 @@ impl System {
             databases,
             processes: HashMap::new(),
             addrs: HashMap::new(),
+            identity: Arc::new(TestIdentity::create()),
             extra_env: extra
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -140,6 +152,15 @@ impl System {
         if let Some(addr) = self.addrs.get(&svc) {
             // Restart on the same port, so callers' URLs stay valid.
             env.push(("GRPC_ADDR".to_owned(), addr.to_string()));
+        }
+        if svc.is_public() {
+            // The public services refuse to start without these.
+            env.extend(
+                self.identity
+                    .env()
+                    .into_iter()
+                    .map(|(k, v)| (k.to_owned(), v)),
+            );
         }
         env.extend(self.extra_env.iter().cloned());
         env
@@ -225,28 +246,64 @@ impl System {
             .connect_lazy()
     }
 
-    pub fn order(&self) -> OrderServiceClient<Channel> {
-        OrderServiceClient::new(self.channel(Svc::Order))
+    /// The identity provider the public services trust, to mint tokens.
+    pub fn identity(&self) -> &Arc<TestIdentity> {
+        &self.identity
     }
+
+    /// A channel to a public service sending `token`.
+    fn with_token(&self, svc: Svc, token: &str) -> AuthChannel {
+        tonic::service::interceptor::InterceptedService::new(
+            self.channel(svc),
+            testkit::Bearer::new(token),
+        )
+    }
+
+    /// order-svc, called by customer `customer`.
+    pub fn order_as(&self, customer: &str) -> OrderServiceClient<AuthChannel> {
+        OrderServiceClient::new(self.with_token(Svc::Order, &self.identity.customer(customer)))
+    }
+
+    /// payment-svc: internal, so no token.
     pub fn payment(&self) -> PaymentServiceClient<Channel> {
         PaymentServiceClient::new(self.channel(Svc::Payment))
     }
-    pub fn reservation(&self) -> ReservationServiceClient<Channel> {
-        ReservationServiceClient::new(self.channel(Svc::Reservation))
-    }
-    pub fn mypage(&self) -> MyPageServiceClient<Channel> {
-        MyPageServiceClient::new(self.channel(Svc::MyPage))
+
+    /// reservation-svc, called by manager `manager` of `talents`.
+    pub fn reservation_as_manager(
+        &self,
+        manager: &str,
+        talents: &[&str],
+    ) -> ReservationServiceClient<AuthChannel> {
+        ReservationServiceClient::new(
+            self.with_token(Svc::Reservation, &self.identity.manager(manager, talents)),
+        )
     }
 
-    /// Waits until my page's row for `order_id` satisfies `pred`; returns it. On
+    /// reservation-svc, called by customer `customer`.
+    pub fn reservation_as_customer(&self, customer: &str) -> ReservationServiceClient<AuthChannel> {
+        ReservationServiceClient::new(
+            self.with_token(Svc::Reservation, &self.identity.customer(customer)),
+        )
+    }
+
+    /// mypage-svc, called by customer `customer`.
+    pub fn mypage_as(&self, customer: &str) -> MyPageServiceClient<AuthChannel> {
+        MyPageServiceClient::new(self.with_token(Svc::MyPage, &self.identity.customer(customer)))
+    }
+
+    /// Waits until my page's row for `order_id` of `customer` satisfies `pred`; returns
+    /// it. Asks as that customer: my page shows a row only to its owner (until the
+    /// first event arrives the answer is PERMISSION_DENIED, so it keeps polling). On
     /// timeout the panic shows the last answer and the services' recent logs.
     pub async fn wait_mypage(
         &self,
+        customer: &str,
         order_id: &str,
         what: &str,
         pred: impl Fn(&MyPageEntry) -> bool,
     ) -> MyPageEntry {
-        let mut client = self.mypage();
+        let mut client = self.mypage_as(customer);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         let mut last;
         loop {

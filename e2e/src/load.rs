@@ -1,10 +1,13 @@
 //! A bounded load of customers placing (and sometimes cancelling) orders, and a
 //! manager confirming or rejecting bookings, behaving as real clients do: a call that
 //! fails with a retryable code is retried with the same `request_id`, so a fault
-//! costs time, never a second order or a second charge.
+//! costs time, never a second order or a second charge. Every client sends a token
+//! of the system's identity provider: each customer its own (minted once per customer
+//! id and reused), the manager one whose talents cover every talent the load books.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use talentshare_proto::order::{CancelOrderRequest, OrderStatus, PlaceOrderRequest};
@@ -15,7 +18,14 @@ use tonic::Code;
 
 use talentshare_proto::order::order_service_client::OrderServiceClient;
 use talentshare_proto::reservation::reservation_service_client::ReservationServiceClient;
+use testkit::{AuthChannel, Bearer, TestIdentity};
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
+
+/// How many talents the load books (`talent-0` … `talent-6`).
+pub const TALENTS: usize = 7;
+/// The manager's id: the token subject, repeated as `manager_id` in its requests.
+pub const MANAGER_ID: &str = "manager-1";
 
 /// Counts of what the clients saw.
 #[derive(Debug, Default)]
@@ -67,6 +77,35 @@ where
     }
 }
 
+/// The id of talent `i`.
+pub fn talent(i: usize) -> String {
+    format!("talent-{i}")
+}
+
+/// One order-svc client per customer, each sending that customer's token. Tokens are
+/// minted on first use and cached, as a real client keeps its token for its session.
+struct CustomerClients {
+    channel: Channel,
+    identity: Arc<TestIdentity>,
+    clients: Mutex<HashMap<String, OrderServiceClient<AuthChannel>>>,
+}
+
+impl CustomerClients {
+    fn get(&self, customer: &str) -> OrderServiceClient<AuthChannel> {
+        let mut clients = self.clients.lock().expect("clients lock");
+        clients
+            .entry(customer.to_owned())
+            .or_insert_with(|| {
+                let token = self.identity.customer(customer);
+                OrderServiceClient::new(InterceptedService::new(
+                    self.channel.clone(),
+                    Bearer::new(&token),
+                ))
+            })
+            .clone()
+    }
+}
+
 /// A PlaceOrder for customer `n`: every tenth card declines.
 pub fn order_request(run: &str, n: usize) -> PlaceOrderRequest {
     let start = std::time::SystemTime::now() + Duration::from_secs(30 * 24 * 3600);
@@ -77,7 +116,7 @@ pub fn order_request(run: &str, n: usize) -> PlaceOrderRequest {
     PlaceOrderRequest {
         request_id: uuid::Uuid::now_v7().to_string(),
         customer_id: format!("{run}-c{}", n % 200),
-        talent_id: format!("talent-{}", n % 7),
+        talent_id: talent(n % TALENTS),
         session_start_time: Some(prost_types::Timestamp { seconds, nanos: 0 }),
         session_minutes: 60,
         amount_minor: 10_000 + n as i64,
@@ -90,19 +129,26 @@ pub fn order_request(run: &str, n: usize) -> PlaceOrderRequest {
     }
 }
 
-/// Places `total` orders from `concurrency` clients; every tenth paid order is then
+/// Places `total` orders from `concurrency` clients over `channel` (to order-svc), each
+/// order with its customer's token from `identity`; every tenth paid order is then
 /// cancelled by its customer.
 pub async fn customers(
-    client: OrderServiceClient<Channel>,
+    channel: Channel,
+    identity: Arc<TestIdentity>,
     run: &str,
     total: usize,
     concurrency: usize,
     stats: Arc<LoadStats>,
 ) {
     let next = Arc::new(AtomicUsize::new(0));
+    let clients = Arc::new(CustomerClients {
+        channel,
+        identity,
+        clients: Mutex::new(HashMap::new()),
+    });
     let mut workers = Vec::new();
     for _ in 0..concurrency {
-        let client = client.clone();
+        let clients = clients.clone();
         let next = next.clone();
         let stats = stats.clone();
         let run = run.to_owned();
@@ -113,6 +159,7 @@ pub async fn customers(
                     return;
                 }
                 let request = order_request(&run, n);
+                let client = clients.get(&request.customer_id);
                 let placed = with_retries(&stats, || {
                     let mut c = client.clone();
                     let r = request.clone();
@@ -157,33 +204,57 @@ pub async fn customers(
     }
 }
 
-/// A talent manager: confirms requested bookings, rejecting about one in sixteen,
-/// until `stop` is set.
+/// Counts a manager call the services refused for its token as a failure. Other errors
+/// are part of the faults (a service down, a booking cancelled meanwhile) and the
+/// manager simply tries again on its next round; a refused token never heals, and
+/// would otherwise go unnoticed as a manager that confirms nothing.
+fn refused(stats: &LoadStats, status: &tonic::Status) {
+    if matches!(
+        status.code(),
+        Code::Unauthenticated | Code::PermissionDenied
+    ) {
+        stats.failures.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A talent manager of every talent the load books: confirms requested bookings over
+/// `channel` (to reservation-svc), rejecting about one in sixteen, until `stop` is set.
 pub async fn manager(
-    client: ReservationServiceClient<Channel>,
+    channel: Channel,
+    identity: Arc<TestIdentity>,
     stop: Arc<AtomicBool>,
     stats: Arc<LoadStats>,
 ) {
+    let talents: Vec<String> = (0..TALENTS).map(talent).collect();
+    let talent_refs: Vec<&str> = talents.iter().map(String::as_str).collect();
+    let client = ReservationServiceClient::new(InterceptedService::new(
+        channel,
+        Bearer::new(&identity.manager(MANAGER_ID, &talent_refs)),
+    ));
     while !stop.load(Ordering::Relaxed) {
-        for talent in 0..7 {
+        for talent in &talents {
             let mut c = client.clone();
-            let Ok(page) = c
+            let page = match c
                 .list_reservations(ListReservationsRequest {
-                    talent_id: format!("talent-{talent}"),
+                    talent_id: talent.clone(),
                     status: ReservationStatus::Requested as i32,
                     page_size: 50,
                     ..Default::default()
                 })
                 .await
-            else {
-                continue;
+            {
+                Ok(page) => page,
+                Err(s) => {
+                    refused(&stats, &s);
+                    continue;
+                }
             };
             for r in page.into_inner().reservations {
                 let reject = r.reservation_id.ends_with('0');
                 let done = if reject {
                     c.reject_reservation(RejectReservationRequest {
                         reservation_id: r.reservation_id.clone(),
-                        manager_id: "manager-1".into(),
+                        manager_id: MANAGER_ID.into(),
                         reason: "talent unavailable".into(),
                     })
                     .await
@@ -191,18 +262,21 @@ pub async fn manager(
                 } else {
                     c.confirm_reservation(ConfirmReservationRequest {
                         reservation_id: r.reservation_id.clone(),
-                        manager_id: "manager-1".into(),
+                        manager_id: MANAGER_ID.into(),
                     })
                     .await
                     .map(|_| ())
                 };
-                if done.is_ok() {
-                    let counter = if reject {
-                        &stats.rejected
-                    } else {
-                        &stats.confirmed
-                    };
-                    counter.fetch_add(1, Ordering::Relaxed);
+                match done {
+                    Ok(()) => {
+                        let counter = if reject {
+                            &stats.rejected
+                        } else {
+                            &stats.confirmed
+                        };
+                        counter.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(s) => refused(&stats, &s),
                 }
             }
         }

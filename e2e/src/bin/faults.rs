@@ -1,7 +1,8 @@
 //! The fault harness: a bounded load of orders against the four real binaries, the real
 //! RabbitMQ and PostgreSQL, through six faults, each on its own databases and broker
-//! names. After each fault it waits for the system to converge, audits the databases
-//! against each other, and prints one line; then a final line:
+//! names; the public services trust the run's test identity provider and the load
+//! calls them with its tokens. After each fault it waits for the system to converge,
+//! audits the databases against each other, and prints one line; then a final line:
 //!
 //! `audit: orders=N lost_events=0 double_charges=0 stuck_orders=0 mypage_mismatches=0 dlq=K converge_ms=T`
 //!
@@ -163,12 +164,20 @@ async fn run(fault: Fault, total: usize) -> Outcome {
     let mut ok = true;
 
     let customers = {
-        let (client, stats, run_id) = (system.order(), stats.clone(), run_id.clone());
-        tokio::spawn(async move { load::customers(client, &run_id, total, 16, stats).await })
+        let channel = system.channel(Svc::Order);
+        let (identity, stats, run_id) = (system.identity().clone(), stats.clone(), run_id.clone());
+        tokio::spawn(
+            async move { load::customers(channel, identity, &run_id, total, 16, stats).await },
+        )
     };
     let manager = {
-        let (client, stop, stats) = (system.reservation(), stop_manager.clone(), stats.clone());
-        tokio::spawn(async move { load::manager(client, stop, stats).await })
+        let channel = system.channel(Svc::Reservation);
+        let (identity, stop, stats) = (
+            system.identity().clone(),
+            stop_manager.clone(),
+            stats.clone(),
+        );
+        tokio::spawn(async move { load::manager(channel, identity, stop, stats).await })
     };
     // Inject the fault a third of the way through the load.
     while stats.progress.load(Ordering::Relaxed) < total / 3 && !customers.is_finished() {

@@ -9,11 +9,12 @@ use talentshare_proto::reservation::{
     ReservationStatus,
 };
 
-use crate::{DECLINING_CARD, GOOD_CARD, place_order};
+use crate::{DECLINING_CARD, GOOD_CARD, MANAGER, place_order};
 
-/// Waits until reservation-svc has the booking of `order_id` (created from the event).
-async fn booking_of(system: &System, order_id: &str) -> Reservation {
-    let client = system.reservation();
+/// Waits until reservation-svc has the booking of `order_id` (created from the event),
+/// looking as coach-kim's manager.
+pub async fn booking_of(system: &System, order_id: &str) -> Reservation {
+    let client = system.reservation_as_manager(MANAGER, &["coach-kim"]);
     testkit::wait_until(
         "booking created from payment.approved",
         std::time::Duration::from_secs(30),
@@ -47,7 +48,7 @@ async fn fr1_fr2_fr4_fr5_placed_order_is_paid_booked_confirmed_and_shown_on_my_p
     let system = System::start().await;
 
     let order = system
-        .order()
+        .order_as("alice")
         .place_order(place_order("alice", GOOD_CARD))
         .await
         .unwrap()
@@ -59,10 +60,10 @@ async fn fr1_fr2_fr4_fr5_placed_order_is_paid_booked_confirmed_and_shown_on_my_p
     let booking = booking_of(&system, &order.order_id).await;
     assert_eq!(booking.status(), ReservationStatus::Requested);
     let confirmed = system
-        .reservation()
+        .reservation_as_manager(MANAGER, &["coach-kim"])
         .confirm_reservation(ConfirmReservationRequest {
             reservation_id: booking.reservation_id.clone(),
-            manager_id: "manager-lee".into(),
+            manager_id: MANAGER.into(),
         })
         .await
         .unwrap()
@@ -73,6 +74,7 @@ async fn fr1_fr2_fr4_fr5_placed_order_is_paid_booked_confirmed_and_shown_on_my_p
 
     let entry = system
         .wait_mypage(
+            "alice",
             &order.order_id,
             "my page shows the booking confirmed",
             |e| {
@@ -107,7 +109,7 @@ async fn fr3_declined_payment_cancels_the_booking_and_my_page_shows_it() {
     let system = System::start().await;
 
     let order = system
-        .order()
+        .order_as("bob")
         .place_order(place_order("bob", DECLINING_CARD))
         .await
         .unwrap()
@@ -117,10 +119,15 @@ async fn fr3_declined_payment_cancels_the_booking_and_my_page_shows_it() {
     assert_eq!(order.status(), OrderStatus::PaymentDeclined);
 
     let entry = system
-        .wait_mypage(&order.order_id, "my page shows the declined order", |e| {
-            e.order_status() == OrderStatus::PaymentDeclined
-                && e.payment_status() == PaymentStatus::Declined
-        })
+        .wait_mypage(
+            "bob",
+            &order.order_id,
+            "my page shows the declined order",
+            |e| {
+                e.order_status() == OrderStatus::PaymentDeclined
+                    && e.payment_status() == PaymentStatus::Declined
+            },
+        )
         .await;
     assert_eq!(
         entry.reservation_status(),
@@ -128,7 +135,7 @@ async fn fr3_declined_payment_cancels_the_booking_and_my_page_shows_it() {
         "no booking"
     );
     let bookings = system
-        .reservation()
+        .reservation_as_manager(MANAGER, &["coach-kim"])
         .list_reservations(ListReservationsRequest {
             talent_id: "coach-kim".into(),
             page_size: 100,
@@ -151,7 +158,7 @@ async fn fr3_declined_payment_cancels_the_booking_and_my_page_shows_it() {
 async fn fr6_cancel_after_confirmation_refunds_and_cancels_the_booking() {
     let system = System::start().await;
     let order = system
-        .order()
+        .order_as("carol")
         .place_order(place_order("carol", GOOD_CARD))
         .await
         .unwrap()
@@ -160,16 +167,16 @@ async fn fr6_cancel_after_confirmation_refunds_and_cancels_the_booking() {
         .unwrap();
     let booking = booking_of(&system, &order.order_id).await;
     system
-        .reservation()
+        .reservation_as_manager(MANAGER, &["coach-kim"])
         .confirm_reservation(ConfirmReservationRequest {
             reservation_id: booking.reservation_id.clone(),
-            manager_id: "m-1".into(),
+            manager_id: MANAGER.into(),
         })
         .await
         .unwrap();
 
     let cancelled = system
-        .order()
+        .order_as("carol")
         .cancel_order(CancelOrderRequest {
             order_id: order.order_id.clone(),
             reason: "changed my mind".into(),
@@ -195,6 +202,7 @@ async fn fr6_cancel_after_confirmation_refunds_and_cancels_the_booking() {
     assert_eq!(payment.status(), PaymentStatus::Refunded);
     let entry = system
         .wait_mypage(
+            "carol",
             &order.order_id,
             "my page shows order, payment and booking cancelled",
             |e| {
@@ -215,7 +223,7 @@ async fn fr6_cancel_after_confirmation_refunds_and_cancels_the_booking() {
 async fn manager_rejects_then_payment_is_refunded_and_order_and_my_page_show_it() {
     let system = System::start().await;
     let order = system
-        .order()
+        .order_as("dave")
         .place_order(place_order("dave", GOOD_CARD))
         .await
         .unwrap()
@@ -225,10 +233,10 @@ async fn manager_rejects_then_payment_is_refunded_and_order_and_my_page_show_it(
     let booking = booking_of(&system, &order.order_id).await;
 
     let rejected = system
-        .reservation()
+        .reservation_as_manager(MANAGER, &["coach-kim"])
         .reject_reservation(RejectReservationRequest {
             reservation_id: booking.reservation_id.clone(),
-            manager_id: "m-2".into(),
+            manager_id: MANAGER.into(),
             reason: "talent unavailable".into(),
         })
         .await
@@ -238,7 +246,7 @@ async fn manager_rejects_then_payment_is_refunded_and_order_and_my_page_show_it(
         .unwrap();
     assert_eq!(rejected.status(), ReservationStatus::Rejected);
 
-    let order_client = system.order();
+    let order_client = system.order_as("dave");
     let order_id = order.order_id.clone();
     let rejected_order = testkit::wait_until(
         "order shows it was rejected",
@@ -261,6 +269,7 @@ async fn manager_rejects_then_payment_is_refunded_and_order_and_my_page_show_it(
     assert!(rejected_order.refunded);
     system
         .wait_mypage(
+            "dave",
             &order.order_id,
             "my page shows the rejection and refund",
             |e| {

@@ -1,6 +1,7 @@
 //! End-to-end: the four real binaries as separate processes, the real RabbitMQ and
 //! PostgreSQL, each test on its own databases and broker names.
 
+mod access;
 mod flows;
 mod resilience;
 
@@ -8,6 +9,8 @@ use talentshare_proto::order::PlaceOrderRequest;
 
 pub const GOOD_CARD: &str = "4242 4242 4242 4242";
 pub const DECLINING_CARD: &str = "4000000000000002";
+/// The manager of `coach-kim`, the talent every story books.
+pub const MANAGER: &str = "manager-lee";
 
 /// A PlaceOrder for a session a month from now.
 pub fn place_order(customer: &str, card: &str) -> PlaceOrderRequest {

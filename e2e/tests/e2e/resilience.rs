@@ -20,7 +20,7 @@ async fn nfr1_orders_succeed_while_reservation_and_my_page_are_down_and_they_cat
     let mut orders = Vec::new();
     for i in 0..5 {
         let o = system
-            .order()
+            .order_as(&format!("erin-{i}"))
             .place_order(place_order(&format!("erin-{i}"), GOOD_CARD))
             .await
             .expect("ordering works with reservation and my page down")
@@ -36,6 +36,7 @@ async fn nfr1_orders_succeed_while_reservation_and_my_page_are_down_and_they_cat
     for o in &orders {
         system
             .wait_mypage(
+                &o.customer_id,
                 &o.order_id,
                 "my page caught up with booking requested",
                 |e| {
@@ -57,7 +58,7 @@ async fn nfr2_payment_down_fails_fast_and_a_retry_with_the_same_request_id_succe
 
     let started = Instant::now();
     let err = system
-        .order()
+        .order_as("frank")
         .place_order(request.clone())
         .await
         .unwrap_err();
@@ -70,7 +71,7 @@ async fn nfr2_payment_down_fails_fast_and_a_retry_with_the_same_request_id_succe
     );
     // The order exists, waiting for its payment; nothing is PAID without one.
     let paid = system
-        .order()
+        .order_as("frank")
         .list_orders(talentshare_proto::order::ListOrdersRequest {
             customer_id: "frank".into(),
             page_size: 10,
@@ -84,7 +85,7 @@ async fn nfr2_payment_down_fails_fast_and_a_retry_with_the_same_request_id_succe
 
     system.start_service(Svc::Payment).await;
     let first = system
-        .order()
+        .order_as("frank")
         .place_order(request.clone())
         .await
         .unwrap()
@@ -92,7 +93,7 @@ async fn nfr2_payment_down_fails_fast_and_a_retry_with_the_same_request_id_succe
         .order
         .unwrap();
     let again = system
-        .order()
+        .order_as("frank")
         .place_order(request)
         .await
         .unwrap()
@@ -102,7 +103,7 @@ async fn nfr2_payment_down_fails_fast_and_a_retry_with_the_same_request_id_succe
     assert_eq!(first.status(), OrderStatus::Paid);
     assert_eq!(first.order_id, again.order_id);
     let got = system
-        .order()
+        .order_as("frank")
         .get_order(GetOrderRequest {
             order_id: first.order_id.clone(),
         })

@@ -309,7 +309,7 @@ impl Authenticator {
             AuthError::Claims("`roles` and `talents` must be lists of strings".into())
         })?;
         let expiry = TokenExpiry(
-            std::time::UNIX_EPOCH + Duration::from_secs_f64(claims.exp.max(0.0).min(1e11)),
+            std::time::UNIX_EPOCH + Duration::from_secs_f64(claims.exp.clamp(0.0, 1e11)),
         );
         Ok((caller(claims)?, expiry))
     }
