@@ -93,6 +93,8 @@ pub struct System {
     processes: HashMap<Svc, ServiceProcess>,
     addrs: HashMap<Svc, SocketAddr>,
     extra_env: Vec<(String, String)>,
+    /// Environment for one service only, applied last (its own broker user, say).
+    service_env: HashMap<Svc, Vec<(String, String)>>,
     /// The identity provider the public services trust; its JWKS file lives as long
     /// as the system, so a restarted service reads the same keys.
     identity: Arc<TestIdentity>,
@@ -106,6 +108,35 @@ impl System {
 
     /// Starts all four with extra environment for every service.
     pub async fn start_with_env(extra: &[(&str, &str)]) -> Self {
+        Self::start_with(extra, HashMap::new()).await
+    }
+
+    /// Starts all four as production runs them on the broker: each service connects as
+    /// its own least-privilege user of `users` and declares nothing
+    /// (`AMQP_DECLARE_TOPOLOGY=false`). The topology must have been declared by an
+    /// admin first (`talentshare topology`).
+    pub async fn start_with_broker_users(users: &testkit::BrokerUsers) -> Self {
+        let service_env = Svc::ALL
+            .iter()
+            .map(|svc| {
+                let env = vec![
+                    ("AMQP_URL".to_owned(), users.service_url(svc.binary())),
+                    (
+                        "EVENTS_EXCHANGE".to_owned(),
+                        testkit::USERS_EXCHANGE.to_owned(),
+                    ),
+                    ("AMQP_DECLARE_TOPOLOGY".to_owned(), "false".to_owned()),
+                ];
+                (*svc, env)
+            })
+            .collect();
+        Self::start_with(&[], service_env).await
+    }
+
+    async fn start_with(
+        extra: &[(&str, &str)],
+        service_env: HashMap<Svc, Vec<(String, String)>>,
+    ) -> Self {
         let broker = TestBroker::create().await;
         let mut databases = HashMap::new();
         for svc in Svc::ALL {
@@ -121,6 +152,7 @@ impl System {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            service_env,
         };
         for svc in Svc::ALL {
             system.start_service(svc).await;
@@ -163,6 +195,7 @@ impl System {
             );
         }
         env.extend(self.extra_env.iter().cloned());
+        env.extend(self.service_env.get(&svc).into_iter().flatten().cloned());
         env
     }
 

@@ -2,6 +2,7 @@
 //! PostgreSQL, each test on its own databases and broker names.
 
 mod access;
+mod broker_users;
 mod flows;
 mod resilience;
 
