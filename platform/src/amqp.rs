@@ -500,8 +500,21 @@ pub async fn close_quietly(conn: &Connection, reason: &str) {
     .await;
 }
 
-/// Opens a connection named after the service (visible in the broker's UI).
+/// Longest wait for a connection and its AMQP handshake.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Opens a connection named after the service (visible in the broker's UI), giving up
+/// after [`CONNECT_TIMEOUT`]: a handshake that stalls (a half-open link, a proxy that
+/// accepted but never forwarded) must not hold a relay or consumer forever, since
+/// they only retry once this returns.
 pub async fn connect(url: &SecretUrl, connection_name: &str) -> lapin::Result<Connection> {
     let props = ConnectionProperties::default().with_connection_name(connection_name.into());
-    Connection::connect(url.expose(), props).await
+    match tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(url.expose(), props)).await {
+        Ok(result) => result,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("no AMQP handshake within {CONNECT_TIMEOUT:?}"),
+        )
+        .into()),
+    }
 }
