@@ -364,3 +364,29 @@ def test_jwks_uri_cel_rule_is_evaluated():
     bad["spec"]["jwtRules"][0]["jwksUri"] = "ftp://auth.talentshare.example/jwks"
     assert any("scheme" in f for f in istio.validate(bad))
     assert istio.validate(ra) == []
+
+
+def test_chart_broker_users_are_the_ones_talentshare_topology_grants():
+    """The example URLs name exactly the users whose permissions
+    `talentshare topology --print-permissions` prints, so an operator who follows the
+    tool and the chart gets pods whose users hold those permissions."""
+    import subprocess
+    from urllib.parse import urlsplit
+
+    from deploycheck import binaries
+
+    talentshare = binaries.path("talentshare")
+    if not talentshare.exists():
+        pytest.skip(f"{talentshare} is not built")
+    printed = subprocess.run(
+        [str(talentshare), "topology", "--print-permissions", "/"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    granted = set(re.findall(r"^rabbitmqctl set_permissions -p / (\S+) ", printed, re.M))
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    urls = values["connections"]["amqpUrls"]
+    users = {svc: urlsplit(url).username for svc, url in urls.items() if svc != "admin"}
+    assert set(users) == PUBLIC | {"payment"}
+    assert set(users.values()) == granted, (users, granted)
+    for svc, user in users.items():
+        assert user == f"{svc}-svc", f"{svc} connects as {user}"

@@ -120,7 +120,7 @@ impl MyPageApi {
 
 #[tonic::async_trait]
 impl MyPageService for MyPageApi {
-    #[tracing::instrument(skip_all, fields(customer_id = %request.get_ref().customer_id))]
+    #[tracing::instrument(skip_all, fields(customer_id))]
     async fn get_my_page(
         &self,
         request: Request<GetMyPageRequest>,
@@ -130,6 +130,7 @@ impl MyPageService for MyPageApi {
         let customer = caller
             .customer_for(&req.customer_id)
             .map_err(ApiError::from)?;
+        tracing::Span::current().record("customer_id", customer.as_ref());
         let mut v = Violations::new();
         let limit = v.check("page_size", paging::page_size(req.page_size));
         let after = v.check("page_token", paging::decode_token(&req.page_token));
@@ -193,7 +194,7 @@ impl MyPageService for MyPageApi {
 
     type WatchMyPageStream = WatchStream;
 
-    #[tracing::instrument(skip_all, fields(customer_id = %request.get_ref().customer_id))]
+    #[tracing::instrument(skip_all, fields(customer_id))]
     async fn watch_my_page(
         &self,
         request: Request<WatchMyPageRequest>,
@@ -205,6 +206,7 @@ impl MyPageService for MyPageApi {
         let customer = caller
             .customer_for(&request.into_inner().customer_id)
             .map_err(ApiError::from)?;
+        tracing::Span::current().record("customer_id", customer.as_ref());
         let permit = self.watchers.clone().try_acquire_owned().map_err(|_| {
             ApiError::Exhausted("too many WatchMyPage streams on this server; retry later".into())
         })?;

@@ -223,6 +223,11 @@ where
         let Some(auth) = self.auth.clone() else {
             return Box::pin(async move { inner.call(req).await });
         };
+        // Marked sensitive: kept out of HPACK indexing and shown as "Sensitive" by any
+        // Debug of the headers further in.
+        if let Some(v) = req.headers_mut().get_mut(http::header::AUTHORIZATION) {
+            v.set_sensitive(true);
+        }
         Box::pin(async move {
             let header = req
                 .headers()

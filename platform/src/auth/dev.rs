@@ -136,8 +136,15 @@ impl DevIssuer {
             }
             Err(e) => anyhow::bail!("{}: {e}", key_path.display()),
         };
-        // Always rewritten from the key, so the two files can never disagree.
-        std::fs::write(Self::jwks_path(dir), &issuer.jwks)?;
+        // Derived from the key, so the two files can never disagree; replaced whole
+        // (temp file, then rename) and only when it differs, since running services
+        // may be re-reading it right now.
+        let jwks_path = Self::jwks_path(dir);
+        if std::fs::read_to_string(&jwks_path).ok().as_deref() != Some(issuer.jwks.as_str()) {
+            let tmp = dir.join(format!(".{JWKS_FILE}.{}", std::process::id()));
+            std::fs::write(&tmp, &issuer.jwks)?;
+            std::fs::rename(&tmp, &jwks_path)?;
+        }
         Ok(issuer)
     }
 
