@@ -157,10 +157,12 @@ SCHEMA = obj(
                 "jwksUri": {"type": "string", "pattern": "^$|^https?://"},
                 "jwksConfigMap": {"type": "string", "pattern": f"^$|{DNS_SUBDOMAIN}"},
                 "jwksConfigMapKey": {"type": "string", "minLength": 1, "pattern": r"^[-._a-zA-Z0-9]+$"},
+                "jwksCaConfigMap": {"type": "string", "pattern": f"^$|{DNS_SUBDOMAIN}"},
+                "jwksCaConfigMapKey": {"type": "string", "minLength": 1, "pattern": r"^[-._a-zA-Z0-9]+$"},
                 "jwksRefresh": DURATION,
                 "leeway": DURATION,
             },
-            required=["issuer", "audience", "jwksUri", "jwksConfigMap", "jwksConfigMapKey", "jwksRefresh", "leeway"],
+            required=["issuer", "audience", "jwksUri", "jwksConfigMap", "jwksConfigMapKey", "jwksCaConfigMap", "jwksCaConfigMapKey", "jwksRefresh", "leeway"],
         ),
         "config": env_config,
         "shutdown": obj(

@@ -17,6 +17,7 @@ from deploycheck.paths import CHART
 
 PUBLIC = {"order", "reservation", "mypage"}
 ISSUER = chart.REQUIRED_VALUES["auth"]["issuer"]
+ISSUER_JWKS = chart.REQUIRED_VALUES["auth"]["jwksUri"]
 INGRESS = {"enabled": True, "host": "api.talentshare.example", "tlsSecretName": "api-tls"}
 
 
@@ -141,6 +142,24 @@ def test_jwks_configmap_is_mounted_and_istio_needs_a_uri():
         else:
             assert "volumes" not in pod and not any(k.startswith("AUTH_") for k in cm)
     assert "auth.jwksUri is required when Istio is on" in render_error(values, chart.ISTIO_APIS)
+
+
+def test_a_private_ca_for_the_jwks_uri_is_mounted_for_the_public_services():
+    values = chart.deep_merge(chart.REQUIRED_VALUES, {"auth": {"jwksCaConfigMap": "idp-ca"}})
+    r = chart.render(values)
+    assert not crd_and_core_findings(r)
+    for d in r.of_kind("Deployment"):
+        pod = d.obj["spec"]["template"]["spec"]
+        cm = r.get("ConfigMap", d.name).obj["data"]
+        if component(d) in PUBLIC:
+            assert cm["AUTH_JWKS"] == ISSUER_JWKS, "still fetched from the URL"
+            assert cm["AUTH_JWKS_CA"] == "/etc/talentshare/jwks-ca/ca.pem"
+            (volume,) = pod["volumes"]
+            assert volume["configMap"] == {"name": "idp-ca", "items": [{"key": "ca.crt", "path": "ca.pem"}]}
+            (mount,) = pod["containers"][0]["volumeMounts"]
+            assert mount == {"name": "jwks-ca", "mountPath": "/etc/talentshare/jwks-ca", "readOnly": True}
+        else:
+            assert "volumes" not in pod and "AUTH_JWKS_CA" not in cm
 
 
 def test_services_get_their_settings():

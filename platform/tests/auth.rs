@@ -40,6 +40,7 @@ fn settings(source: JwksSource, refresh: Duration) -> AuthSettings {
         auth_audience: platform::auth::dev::DEV_AUDIENCE.into(),
         auth_jwks_refresh: refresh,
         auth_leeway: Duration::from_secs(30),
+        auth_jwks_ca: None,
     }
 }
 
@@ -161,16 +162,22 @@ struct JwksServer {
 impl JwksServer {
     async fn start(body: String) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        Self::serve(listener, body)
+        Self::serve(listener, body, None)
+    }
+
+    /// Serves over TLS with `acceptor`'s certificate.
+    async fn start_tls(body: String, acceptor: tokio_rustls::TlsAcceptor) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        Self::serve(listener, body, Some(acceptor))
     }
 
     /// Serves on an address chosen before (a server that comes up late).
     async fn start_on(addr: SocketAddr, body: String) -> Self {
         let listener = TcpListener::bind(addr).await.expect("bind again");
-        Self::serve(listener, body)
+        Self::serve(listener, body, None)
     }
 
-    fn serve(listener: TcpListener, body: String) -> Self {
+    fn serve(listener: TcpListener, body: String, tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
         let server = Self {
             addr: listener.local_addr().expect("addr"),
             body: Arc::new(std::sync::Mutex::new(body)),
@@ -184,32 +191,21 @@ impl JwksServer {
         );
         tokio::spawn(async move {
             loop {
-                let (mut socket, _) = tokio::select! {
+                let (socket, _) = tokio::select! {
                     accepted = listener.accept() => accepted.expect("accept"),
                     _ = stop.cancelled() => return,
                 };
-                let (body, requests) = (body.clone(), requests.clone());
+                let (body, requests, tls) = (body.clone(), requests.clone(), tls.clone());
                 tokio::spawn(async move {
-                    // Read the request head; a GET has no body.
-                    let mut head = Vec::new();
-                    let mut buf = [0u8; 1024];
-                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match socket.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                    match tls {
+                        None => answer(socket, &body, &requests).await,
+                        // A client that refuses the certificate ends the handshake.
+                        Some(acceptor) => {
+                            if let Ok(stream) = acceptor.accept(socket).await {
+                                answer(stream, &body, &requests).await;
+                            }
                         }
                     }
-                    requests.fetch_add(1, Ordering::SeqCst);
-                    let body = body.lock().expect("body lock").clone();
-                    // `Connection: close`, so every fetch is one request on one
-                    // connection and the count is exact.
-                    let response = format!(
-                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
-                         content-length: {}\r\nconnection: close\r\n\r\n{body}",
-                        body.len()
-                    );
-                    let _ = socket.write_all(response.as_bytes()).await;
-                    let _ = socket.shutdown().await;
                 });
             }
         });
@@ -231,6 +227,110 @@ impl Drop for JwksServer {
     fn drop(&mut self) {
         self.stop.cancel();
     }
+}
+
+/// Answers one request on `socket` with the current JWKS and counts it.
+async fn answer<S>(mut socket: S, body: &std::sync::Mutex<String>, requests: &AtomicUsize)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    // Read the request head; a GET has no body.
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match socket.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    requests.fetch_add(1, Ordering::SeqCst);
+    let body = body.lock().expect("body lock").clone();
+    // `Connection: close`, so every fetch is one request on one connection and the
+    // count is exact.
+    let response = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = socket.write_all(response.as_bytes()).await;
+    let _ = socket.shutdown().await;
+}
+
+/// A private CA and a `localhost` server certificate it signed: the acceptor for the
+/// server and the CA's PEM for the client.
+fn private_ca() -> (tokio_rustls::TlsAcceptor, String) {
+    let ca_key = rcgen::KeyPair::generate().expect("CA key");
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "talentshare test CA");
+    let ca_cert = ca_params.self_signed(&ca_key).expect("CA cert");
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let leaf_key = rcgen::KeyPair::generate().expect("server key");
+    let leaf = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+        .expect("server params")
+        .signed_by(&leaf_key, &issuer)
+        .expect("server cert");
+    let key = rustls::pki_types::PrivateKeyDer::try_from(leaf_key.serialize_der())
+        .expect("server key DER");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_no_client_auth()
+        .with_single_cert(vec![leaf.der().clone()], key)
+        .expect("server TLS config");
+    (
+        tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+        ca_cert.pem(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_jwks_behind_a_private_ca_is_trusted_only_with_auth_jwks_ca() {
+    let key = key();
+    let (acceptor, ca_pem) = private_ca();
+    let server = JwksServer::start_tls(jwks(&[&key]), acceptor).await;
+    let url: JwksSource = format!("https://localhost:{}/jwks", server.addr.port())
+        .parse()
+        .expect("an https URL is a JWKS source");
+
+    // Without the CA the certificate is not trusted: the service starts, but no key
+    // is loaded, so calls are UNAVAILABLE (a retryable configuration problem).
+    let untrusting = Authenticator::load(&settings(url.clone(), Duration::from_secs(600)))
+        .await
+        .expect("a JWKS URL that fails does not stop the start");
+    assert_eq!(
+        untrusting.verify(Some(&bearer(&key, "alice"))).await,
+        Err(AuthError::KeysUnavailable)
+    );
+    assert_eq!(
+        server.requests(),
+        0,
+        "no request got past the TLS handshake"
+    );
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca_pem).expect("write CA");
+    let mut with_ca = settings(url, Duration::from_secs(600));
+    with_ca.auth_jwks_ca = Some(ca_file);
+    let trusting = Authenticator::load(&with_ca).await.expect("load");
+    let caller = trusting
+        .verify(Some(&bearer(&key, "alice")))
+        .await
+        .expect("a token verified against the JWKS fetched over TLS");
+    assert_eq!(caller.subject().as_ref(), "alice");
+    assert_eq!(server.requests(), 1);
+
+    // A CA file that is not one stops the start, naming the setting.
+    let bogus = dir.path().join("bogus.pem");
+    std::fs::write(&bogus, "not a certificate").expect("write");
+    let mut bad = with_ca.clone();
+    bad.auth_jwks_ca = Some(bogus);
+    let err = Authenticator::load(&bad).await.err().expect("refused");
+    assert!(err.to_string().contains("AUTH_JWKS_CA"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

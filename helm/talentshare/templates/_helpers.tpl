@@ -255,6 +255,7 @@ passwords, an incomplete ingress. Included once (deployment.yaml).
 
 {{/* Where the JWKS ConfigMap is mounted. */}}
 {{- define "talentshare.jwksDir" -}}/etc/talentshare/jwks{{- end }}
+{{- define "talentshare.jwksCaDir" -}}/etc/talentshare/jwks-ca{{- end }}
 
 {{/* Pod annotations Istio reads (only when the mesh policy is on). */}}
 {{- define "talentshare.istioPodAnnotations" -}}

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -146,12 +146,18 @@ pub(crate) struct JwksLoader {
 }
 
 impl JwksLoader {
-    pub(crate) fn new(source: JwksSource) -> Self {
+    /// A loader for `source`. An https source trusts the public web roots, plus the
+    /// certificates in `extra_ca` (a PEM file) for a provider behind a private CA.
+    ///
+    /// # Errors
+    ///
+    /// `extra_ca` cannot be read or holds no certificate.
+    pub(crate) fn new(source: JwksSource, extra_ca: Option<&Path>) -> Result<Self, String> {
         let client = match &source {
             JwksSource::File(_) => None,
             JwksSource::Url(_) => {
                 let https = hyper_rustls::HttpsConnectorBuilder::new()
-                    .with_webpki_roots()
+                    .with_tls_config(tls_config(extra_ca)?)
                     .https_or_http()
                     .enable_http1()
                     .build();
@@ -163,7 +169,7 @@ impl JwksLoader {
                 )
             }
         };
-        Self { source, client }
+        Ok(Self { source, client })
     }
 
     pub(crate) fn source(&self) -> &JwksSource {
@@ -194,6 +200,38 @@ impl JwksLoader {
         };
         KeySet::parse(&bytes)
     }
+}
+
+/// TLS for the JWKS fetch: ring (the one crypto provider of the workspace), the
+/// webpki roots, and the certificates of `extra_ca`.
+fn tls_config(extra_ca: Option<&Path>) -> Result<rustls::ClientConfig, String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject as _;
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = extra_ca {
+        let shown = path.display();
+        let certs = CertificateDer::pem_file_iter(path)
+            .map_err(|e| format!("cannot read {shown}: {e}"))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("{shown}: not a PEM certificate bundle ({e})"))?;
+        if certs.is_empty() {
+            return Err(format!("{shown} holds no certificate"));
+        }
+        let (_, ignored) = roots.add_parsable_certificates(certs);
+        if ignored > 0 {
+            return Err(format!(
+                "{shown}: {ignored} certificate(s) could not be used"
+            ));
+        }
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
 }
 
 async fn fetch(client: &HttpsClient, url: &url::Url) -> Result<Vec<u8>, String> {

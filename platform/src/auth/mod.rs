@@ -75,6 +75,10 @@ pub struct AuthSettings {
     /// Clock skew tolerated on `exp` and `nbf`.
     #[arg(long, env = "AUTH_LEEWAY", default_value = "30s", value_parser = parse_duration)]
     pub auth_leeway: Duration,
+    /// PEM file of CA certificates trusted, besides the public web roots, for an https
+    /// AUTH_JWKS (an identity provider behind a private CA).
+    #[arg(long, env = "AUTH_JWKS_CA")]
+    pub auth_jwks_ca: Option<std::path::PathBuf>,
 }
 
 /// Why a call was refused. The messages name the check, never the token.
@@ -179,7 +183,9 @@ impl Authenticator {
         if settings.auth_audience.trim().is_empty() {
             anyhow::bail!("AUTH_AUDIENCE: must not be empty");
         }
-        let loader = jwks::JwksLoader::new(settings.auth_jwks.clone());
+        let loader =
+            jwks::JwksLoader::new(settings.auth_jwks.clone(), settings.auth_jwks_ca.as_deref())
+                .map_err(|e| anyhow::anyhow!("AUTH_JWKS_CA: {e}"))?;
         let keys = match loader.load().await {
             Ok(keys) => keys,
             Err(e) if matches!(settings.auth_jwks, JwksSource::File(_)) => {
