@@ -159,10 +159,12 @@ SCHEMA = obj(
                 "jwksConfigMapKey": {"type": "string", "minLength": 1, "pattern": r"^[-._a-zA-Z0-9]+$"},
                 "jwksCaConfigMap": {"type": "string", "pattern": f"^$|{DNS_SUBDOMAIN}"},
                 "jwksCaConfigMapKey": {"type": "string", "minLength": 1, "pattern": r"^[-._a-zA-Z0-9]+$"},
+                "rolesClaim": {"type": "string", "pattern": r"^[A-Za-z0-9_:/-]+(\.[A-Za-z0-9_:/-]+)*$"},
+                "talentsClaim": {"type": "string", "pattern": r"^[A-Za-z0-9_:/-]+(\.[A-Za-z0-9_:/-]+)*$"},
                 "jwksRefresh": DURATION,
                 "leeway": DURATION,
             },
-            required=["issuer", "audience", "jwksUri", "jwksConfigMap", "jwksConfigMapKey", "jwksCaConfigMap", "jwksCaConfigMapKey", "jwksRefresh", "leeway"],
+            required=["issuer", "audience", "jwksUri", "jwksConfigMap", "jwksConfigMapKey", "jwksCaConfigMap", "jwksCaConfigMapKey", "rolesClaim", "talentsClaim", "jwksRefresh", "leeway"],
         ),
         "config": env_config,
         "shutdown": obj(

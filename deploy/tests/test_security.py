@@ -162,6 +162,23 @@ def test_a_private_ca_for_the_jwks_uri_is_mounted_for_the_public_services():
             assert "volumes" not in pod and "AUTH_JWKS_CA" not in cm
 
 
+def test_nested_role_claims_reach_the_services_and_the_manager_rule():
+    values = chart.deep_merge(
+        chart.REQUIRED_VALUES,
+        {"auth": {"rolesClaim": "realm_access.roles", "talentsClaim": "talentshare.talents"}},
+    )
+    r = chart.render(values, api_versions=chart.ISTIO_APIS)
+    assert not crd_and_core_findings(r)
+    for svc in PUBLIC:
+        cm = r.get("ConfigMap", f"talentshare-{svc}").obj["data"]
+        assert (cm["AUTH_ROLES_CLAIM"], cm["AUTH_TALENTS_CLAIM"]) == ("realm_access.roles", "talentshare.talents")
+    rules = r.get("AuthorizationPolicy", "talentshare-reservation").obj["spec"]["rules"]
+    whens = [w for rule in rules for w in rule.get("when", [])]
+    assert whens == [{"key": "request.auth.claims[realm_access][roles]", "values": ["manager"]}]
+    with pytest.raises(helm.HelmValuesError, match="rolesClaim"):
+        chart.render(chart.deep_merge(values, {"auth": {"rolesClaim": "a..b"}}))
+
+
 def test_services_get_their_settings():
     r = rendered_scenario("default")
     for cm in r.of_kind("ConfigMap"):

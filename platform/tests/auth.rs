@@ -41,6 +41,8 @@ fn settings(source: JwksSource, refresh: Duration) -> AuthSettings {
         auth_jwks_refresh: refresh,
         auth_leeway: Duration::from_secs(30),
         auth_jwks_ca: None,
+        auth_roles_claim: "roles".parse().expect("claim path"),
+        auth_talents_claim: "talents".parse().expect("claim path"),
     }
 }
 
@@ -503,4 +505,62 @@ async fn the_periodic_refresh_follows_a_rotated_file() {
         .await
         .expect("the refresh task stops when told")
         .expect("join");
+}
+
+#[tokio::test]
+async fn roles_and_talents_can_come_from_nested_claims() {
+    let key = key();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("jwks.json");
+    std::fs::write(&path, jwks(&[&key])).expect("write JWKS");
+    let mut keycloak = settings(JwksSource::File(path), Duration::from_secs(600));
+    keycloak.auth_roles_claim = "realm_access.roles".parse().expect("claim path");
+    keycloak.auth_talents_claim = "talentshare.talents".parse().expect("claim path");
+    let auth = Authenticator::load(&keycloak).await.expect("load");
+
+    let token = |claims: serde_json::Value| {
+        let now = jsonwebtoken::get_current_timestamp();
+        let mut all = serde_json::json!({
+            "iss": key.issuer(), "aud": key.audience(), "sub": "lee",
+            "iat": now, "exp": now + 600,
+        });
+        all.as_object_mut()
+            .expect("object")
+            .extend(claims.as_object().expect("object").clone());
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        header.kid = Some(key.kid().to_owned());
+        let jwt = jsonwebtoken::encode(&header, &all, key.encoding_key()).expect("sign");
+        format!("Bearer {jwt}").into_bytes()
+    };
+
+    let manager = auth
+        .verify(Some(&token(serde_json::json!({
+            "realm_access": {"roles": ["offline_access", "manager"]},
+            "talentshare": {"talents": ["t-1", "t-2"]},
+        }))))
+        .await
+        .expect("a manager by the nested claims");
+    assert!(manager.manages("t-2") && !manager.manages("t-3"));
+    // The top-level names mean nothing once the paths point elsewhere.
+    let customer = auth
+        .verify(Some(&token(serde_json::json!({"roles": ["manager"]}))))
+        .await
+        .expect("a customer");
+    assert!(manager.manager().is_ok() && customer.manager().is_err());
+    let err = auth
+        .verify(Some(&token(
+            serde_json::json!({"realm_access": {"roles": "manager"}}),
+        )))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        AuthError::Claims("`realm_access.roles` must be a list of strings".into())
+    );
+    assert!(
+        "realm_access..roles"
+            .parse::<platform::auth::ClaimPath>()
+            .is_err()
+    );
+    assert!("".parse::<platform::auth::ClaimPath>().is_err());
 }

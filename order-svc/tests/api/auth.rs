@@ -231,7 +231,7 @@ fn cases(identity: &TestIdentity) -> Vec<Case> {
         Case::bearer(
             "`roles` that is no list",
             signed(identity, &with(&[("roles", json!("manager"))])),
-            "`roles` and `talents` must be lists",
+            "`roles` must be a list of strings",
         ),
         Case::bearer(
             "expired, with odd extra claims too (expiry is named first)",

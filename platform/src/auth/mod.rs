@@ -75,6 +75,13 @@ pub struct AuthSettings {
     /// Clock skew tolerated on `exp` and `nbf`.
     #[arg(long, env = "AUTH_LEEWAY", default_value = "30s", value_parser = parse_duration)]
     pub auth_leeway: Duration,
+    /// Claim with the caller's roles (a list; `manager` makes a talent manager): a name
+    /// or a dotted path such as `realm_access.roles`.
+    #[arg(long, env = "AUTH_ROLES_CLAIM", default_value = "roles")]
+    pub auth_roles_claim: ClaimPath,
+    /// Claim with the talent ids a manager manages (a list), a name or a dotted path.
+    #[arg(long, env = "AUTH_TALENTS_CLAIM", default_value = "talents")]
+    pub auth_talents_claim: ClaimPath,
     /// PEM file of CA certificates trusted, besides the public web roots, for an https
     /// AUTH_JWKS (an identity provider behind a private CA).
     #[arg(long, env = "AUTH_JWKS_CA")]
@@ -138,10 +145,51 @@ struct Claims {
     sub: String,
     /// Seconds since the epoch; a number of either JSON kind (checked by jsonwebtoken).
     exp: f64,
-    #[serde(default)]
-    roles: Vec<String>,
-    #[serde(default)]
-    talents: Vec<String>,
+}
+
+/// Where a claim sits in the token: a top-level name (`roles`) or a dotted path into
+/// nested objects (`realm_access.roles`, as Keycloak issues them).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClaimPath(Vec<String>);
+
+impl std::str::FromStr for ClaimPath {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let parts: Vec<String> = s.split('.').map(str::to_owned).collect();
+        if parts.iter().any(|p| {
+            p.is_empty()
+                || !p
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | ':' | '/'))
+        }) {
+            return Err(
+                "must be a claim name or a dotted path of names (e.g. realm_access.roles)".into(),
+            );
+        }
+        Ok(Self(parts))
+    }
+}
+
+impl std::fmt::Display for ClaimPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.join("."))
+    }
+}
+
+impl ClaimPath {
+    /// The list of strings at this path; absent means empty.
+    fn strings(&self, claims: &serde_json::Value) -> Result<Vec<String>, AuthError> {
+        let mut at = claims;
+        for part in &self.0 {
+            match at.get(part) {
+                Some(v) => at = v,
+                None => return Ok(Vec::new()),
+            }
+        }
+        serde_json::from_value(at.clone())
+            .map_err(|_| AuthError::Claims(format!("`{self}` must be a list of strings")))
+    }
 }
 
 #[derive(serde::Deserialize)]
@@ -166,6 +214,8 @@ struct Inner {
     audience: String,
     leeway: Duration,
     refresh_every: Duration,
+    roles_claim: ClaimPath,
+    talents_claim: ClaimPath,
 }
 
 impl Authenticator {
@@ -210,6 +260,8 @@ impl Authenticator {
                 audience: settings.auth_audience.clone(),
                 leeway: settings.auth_leeway,
                 refresh_every: settings.auth_jwks_refresh,
+                roles_claim: settings.auth_roles_claim.clone(),
+                talents_claim: settings.auth_talents_claim.clone(),
             }),
         })
     }
@@ -310,14 +362,16 @@ impl Authenticator {
         // claims) into a vague "malformed" instead of naming the check that failed.
         let data = jsonwebtoken::decode::<serde_json::Value>(token, &entry.key, &validation)
             .map_err(|e| classify(e.into_kind()))?;
-        let claims = serde_json::from_value::<Claims>(data.claims).map_err(|_| {
-            // `sub` and `exp` were checked above; say which claims, not their values.
-            AuthError::Claims("`roles` and `talents` must be lists of strings".into())
-        })?;
+        // `sub` and `exp` were checked to be present above, so this fails only on a
+        // `sub` that is no string: say which claim, never its value.
+        let claims = serde_json::from_value::<Claims>(data.claims.clone())
+            .map_err(|_| AuthError::Claims("`sub` must be a string".into()))?;
+        let roles = self.inner.roles_claim.strings(&data.claims)?;
+        let talents = self.inner.talents_claim.strings(&data.claims)?;
         let expiry = TokenExpiry(
             std::time::UNIX_EPOCH + Duration::from_secs_f64(claims.exp.clamp(0.0, 1e11)),
         );
-        Ok((caller(claims)?, expiry))
+        Ok((caller(claims.sub, &roles, talents)?, expiry))
     }
 }
 
@@ -399,16 +453,16 @@ fn classify(kind: jsonwebtoken::errors::ErrorKind) -> AuthError {
     }
 }
 
-fn caller(claims: Claims) -> Result<Caller, AuthError> {
-    let id = ExternalId::try_from(claims.sub).map_err(|e| {
+fn caller(sub: String, roles: &[String], talents: Vec<String>) -> Result<Caller, AuthError> {
+    let id = ExternalId::try_from(sub).map_err(|e| {
         AuthError::Claims(format!(
             "`sub` must be an id of letters, digits, '.', '_' or '-' ({e})"
         ))
     })?;
-    if claims.roles.iter().any(|r| r == MANAGER_ROLE) {
+    if roles.iter().any(|r| r == MANAGER_ROLE) {
         Ok(Caller::Manager {
             id,
-            talents: claims.talents.into_iter().collect::<BTreeSet<_>>(),
+            talents: talents.into_iter().collect::<BTreeSet<_>>(),
         })
     } else {
         Ok(Caller::Customer { id })
