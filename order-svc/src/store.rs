@@ -344,16 +344,19 @@ impl OrderStore {
         // On SQLite the times are RFC 3339 text ending in `+00:00`; such text sorts in
         // time order even when the fraction has a varying number of digits ('+' sorts
         // before every digit), so `<` compares times on both backends.
-        entity::Entity::find()
+        let rows = entity::Entity::find()
             .filter(entity::Column::Status.eq(status_str(OrderStatus::PendingPayment)))
             .filter(entity::Column::PaymentAttemptedAt.lt(cutoff))
             .order_by_asc(entity::Column::OrderId)
             .limit(limit)
             .all(&self.db)
-            .await?
-            .into_iter()
-            .map(from_row)
-            .collect()
+            .await?;
+        Ok(platform::db::readable_rows(
+            "stale pending orders",
+            rows,
+            |m| m.order_id.clone(),
+            from_row,
+        ))
     }
 
     /// Up to `limit` PAID orders whose cancellation was requested before `cutoff`,
@@ -365,17 +368,20 @@ impl OrderStore {
         limit: u64,
     ) -> Result<Vec<Order>, StoreError> {
         // Times compare as in `stale_pending`; NULL (no request) never passes `<`.
-        entity::Entity::find()
+        let rows = entity::Entity::find()
             .filter(entity::Column::Status.eq(status_str(OrderStatus::Paid)))
             .filter(entity::Column::CancelRequestedAt.lt(cutoff))
             .order_by_asc(entity::Column::CancelRequestedAt)
             .order_by_asc(entity::Column::OrderId)
             .limit(limit)
             .all(&self.db)
-            .await?
-            .into_iter()
-            .map(from_row)
-            .collect()
+            .await?;
+        Ok(platform::db::readable_rows(
+            "stalled cancellations",
+            rows,
+            |m| m.order_id.clone(),
+            from_row,
+        ))
     }
 
     /// Records, in its own transaction and before any refund is asked for, that the

@@ -332,16 +332,19 @@ impl ReservationStore {
         // On SQLite the times are RFC 3339 text ending in `+00:00`; such text sorts in
         // time order even when the fraction has a varying number of digits ('+' sorts
         // before every digit), so `<` compares times on both backends.
-        entity::Entity::find()
+        let rows = entity::Entity::find()
             .filter(entity::Column::Status.eq(status_str(ReservationStatus::Requested)))
             .filter(entity::Column::RejectRequestedAt.lt(cutoff))
             .order_by_asc(entity::Column::RejectRequestedAt)
             .limit(limit)
             .all(&self.db)
-            .await?
-            .into_iter()
-            .map(from_row)
-            .collect()
+            .await?;
+        Ok(platform::db::readable_rows(
+            "stale rejections",
+            rows,
+            |m| m.reservation_id.clone(),
+            from_row,
+        ))
     }
 
     /// Applies a manager's action under a row lock: the state read is the state

@@ -1,5 +1,6 @@
 //! The reconciler settles orders left PENDING_PAYMENT once payment-svc answers:
-//! PAID when the payment went through, CANCELLED when it never happened.
+//! PAID when the payment went through, CANCELLED when it never happened; a row it
+//! cannot read is skipped (and reported), never a reason to stop settling the others.
 
 use talentshare_proto::order::OrderStatus;
 use talentshare_proto::payment::PaymentStatus;
@@ -15,6 +16,7 @@ use testkit::Backend;
 on_both_backends!(
     the_reconciler_marks_a_pending_order_paid_when_its_payment_went_through,
     the_reconciler_cancels_a_pending_order_whose_payment_never_happened,
+    the_reconciler_skips_an_unreadable_order_and_settles_the_others,
 );
 
 async fn spawn_with_payment_down(backend: Backend) -> TestApp {
@@ -84,5 +86,39 @@ async fn the_reconciler_cancels_a_pending_order_whose_payment_never_happened(bac
     let retried = app.place(req).await;
     assert_eq!(retried, cancelled);
     assert!(app.payment_of(&cancelled.order_id).await.is_none());
+    app.stop().await;
+}
+
+async fn the_reconciler_skips_an_unreadable_order_and_settles_the_others(backend: Backend) {
+    let mut app = spawn_with_payment_down(backend).await;
+    for _ in 0..2 {
+        let err = app
+            .client
+            .place_order(place_request(APPROVED_CARD))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::Unavailable);
+    }
+    // Newest first: the older order is the one the reconciler reads first.
+    let pending = app.orders_of("cust-1").await;
+    let (good, bad) = (&pending[0].order_id, &pending[1].order_id);
+    let conn = app.db().await;
+    sea_orm::ConnectionTrait::execute_unprepared(
+        &conn,
+        &format!("UPDATE orders SET payment_id = 'not-a-uuid' WHERE order_id = '{bad}'"),
+    )
+    .await
+    .expect("corrupt one row");
+    let _ = conn.close().await;
+
+    app.proxy.restore().await;
+    let cancelled = app.wait_for_status(good, OrderStatus::Cancelled).await;
+    assert_eq!(cancelled.reason, "payment not completed");
+    let rows = app.order_rows().await;
+    let left = rows.iter().find(|r| &r.order_id == bad).expect("bad row");
+    assert_eq!(
+        left.status, "PENDING_PAYMENT",
+        "the unreadable row is left alone"
+    );
     app.stop().await;
 }

@@ -23,6 +23,7 @@ on_both_backends!(
     the_reconciler_finishes_a_rejection_whose_caller_stopped_after_recording_it,
     order_cancelled_while_a_rejection_is_pending_cancels_the_reservation_and_drops_the_rejection,
     reject_reservation_returns_failed_precondition_and_drops_the_claim_when_payment_svc_refuses_the_refund,
+    the_reconciler_skips_an_unreadable_reservation_and_finishes_the_others,
 );
 
 async fn confirm_reservation_returns_failed_precondition_while_a_rejection_is_pending_and_a_repeated_reject_completes_it(
@@ -270,5 +271,45 @@ async fn reject_reservation_returns_failed_precondition_and_drops_the_claim_when
         "no claim is left"
     );
     assert!(app.reservation_events().await.is_empty());
+    app.stop().await;
+}
+
+async fn the_reconciler_skips_an_unreadable_reservation_and_finishes_the_others(backend: Backend) {
+    let app = spawn_app_reconciling(backend, "200ms", "100ms", "150ms").await;
+    let (_, bad) = app.book("talent-7").await;
+    let (_, good) = app.book("talent-7").await;
+    app.reservation_events().await;
+    // The older claim is read first; its row then becomes unreadable.
+    app.claim_rejection(&bad.reservation_id, "mgr-1", "double booked")
+        .await;
+    app.claim_rejection(&good.reservation_id, "mgr-1", "double booked")
+        .await;
+    let conn = app.db.connect().await;
+    sea_orm::ConnectionTrait::execute_unprepared(
+        &conn,
+        &format!(
+            "UPDATE reservations SET session_minutes = 0 WHERE reservation_id = '{}'",
+            bad.reservation_id
+        ),
+    )
+    .await
+    .expect("corrupt one row");
+    let _ = conn.close().await;
+
+    wait_until(
+        "the reconciler rejects the readable one",
+        Duration::from_secs(20),
+        || async {
+            (app.get(&good.reservation_id).await.status() == ReservationStatus::Rejected)
+                .then_some(())
+        },
+    )
+    .await;
+    let left = app.rows_of(&bad.order_id).await.remove(0);
+    assert_eq!(left.status, "REQUESTED", "the unreadable row is left alone");
+    assert!(
+        left.reject_requested_at.is_some(),
+        "its claim stays for an operator"
+    );
     app.stop().await;
 }
