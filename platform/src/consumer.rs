@@ -8,6 +8,11 @@
 //!   is rejected without requeue: the broker moves it to the dead-letter queue.
 //! - A [`HandlerError::Transient`] failure is retried with backoff; the quorum queue's
 //!   delivery limit bounds the retries and then dead-letters the message.
+//! - Unless the service's own database does not answer: then the failure is no fault
+//!   of the event, so the runner keeps the delivery unacknowledged (a requeue would
+//!   spend one of its delivery attempts), takes nothing new, and applies the same
+//!   delivery once the database answers again, however long the outage lasts (up to
+//!   the broker's consumer timeout, 30 minutes by default).
 //! - On a broker restart or a lost connection the runner reconnects with backoff.
 //! - On shutdown it finishes (and acks) the message in hand, then stops.
 
@@ -289,7 +294,32 @@ impl<H: EventHandler> Consumer<H> {
         event: EventEnvelope,
         shutdown: &CancellationToken,
     ) -> Outcome {
-        match self.apply(&event).await {
+        let result = loop {
+            match self.apply(&event).await {
+                Err(HandlerError::Transient(e)) if !self.database_answers().await => {
+                    // Our own database is away: that says nothing about the event, so
+                    // it must not spend one of the event's delivery attempts (a
+                    // requeue counts as one, and the tenth dead-letters a good event).
+                    // Keep the delivery unacknowledged, take nothing new, and try the
+                    // same delivery again once the database answers.
+                    tracing::warn!(error = %format!("{e:#}"), queue = self.name,
+                        "database unreachable: consumption paused until it answers");
+                    if !self.wait_for_database(shutdown).await {
+                        // Shutting down mid-outage: hand the message back for later.
+                        let _ = delivery
+                            .nack(BasicNackOptions {
+                                requeue: true,
+                                ..Default::default()
+                            })
+                            .await;
+                        return Outcome::Requeued;
+                    }
+                    tracing::info!(queue = self.name, "database reachable again; consuming");
+                }
+                other => break other,
+            }
+        };
+        match result {
             Ok(outcome) => {
                 if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
                     // The broker will redeliver; the inbox makes that harmless.
@@ -319,6 +349,29 @@ impl<H: EventHandler> Consumer<H> {
                     })
                     .await;
                 Outcome::Requeued
+            }
+        }
+    }
+
+    /// Whether the service's database answers a ping now (within a few seconds).
+    async fn database_answers(&self) -> bool {
+        tokio::time::timeout(Duration::from_secs(5), self.db.ping())
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Waits, with backoff, until the database answers; false when shutdown came
+    /// first. Readiness reports the outage meanwhile (the host's database check).
+    async fn wait_for_database(&self, shutdown: &CancellationToken) -> bool {
+        let max = self.settings.consumer_retry_max_delay;
+        let mut backoff = Backoff::new(max / 50, max);
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(backoff.next_delay()) => {}
+                _ = shutdown.cancelled() => return false,
+            }
+            if self.database_answers().await {
+                return true;
             }
         }
     }

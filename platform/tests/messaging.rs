@@ -1,5 +1,6 @@
 //! The consumer runner and the outbox relay against the real RabbitMQ and databases:
-//! dead-lettering of poison and of permanently failing events, bounded retries,
+//! dead-lettering of poison and of permanently failing events, bounded retries, a
+//! database outage that pauses consumption without spending delivery attempts,
 //! reconnection after the broker link drops, and several relays sharing one outbox.
 
 use std::collections::HashMap;
@@ -185,6 +186,100 @@ async fn consumer_dead_letters_poison_and_failing_events_and_goes_on() {
     stop.cancel();
     running.await.unwrap();
     broker.delete().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_longer_than_the_delivery_limit_pauses_the_consumer_and_dead_letters_nothing()
+ {
+    let broker = TestBroker::create().await;
+    let (db, direct) = migrated(Backend::Postgres).await;
+    let _ = direct.close().await;
+    // The consumer reaches PostgreSQL through a proxy the test cuts. Short pool waits,
+    // so every attempt during the outage fails fast: ten of them, at 50 ms retries,
+    // would take a couple of seconds, and the outage lasts longer than that.
+    let proxy = TcpProxy::start("127.0.0.1:5432".parse().unwrap()).await;
+    let mut url = url::Url::parse(db.url()).expect("database URL");
+    url.set_port(Some(proxy.addr().port())).unwrap();
+    let mut opts = sea_orm::ConnectOptions::new(url.to_string());
+    opts.max_connections(2)
+        .min_connections(0)
+        .connect_timeout(Duration::from_millis(500))
+        .acquire_timeout(Duration::from_millis(500))
+        .sqlx_logging(false);
+    let conn = sea_orm::Database::connect(opts).await.expect("pool");
+    let handler = ScriptedHandler::default();
+    let consumer = Consumer::new(
+        "mypage",
+        handler.clone(),
+        conn,
+        messaging(broker.exchange(), &testkit::amqp_url()),
+        OutboxSignal::new(),
+    );
+    let stats = consumer.stats();
+    let stop = CancellationToken::new();
+    let running = tokio::spawn(consumer.run(stop.clone()));
+
+    broker
+        .publish_raw("payment.refunded", &sealed("agg-a"), Default::default())
+        .await;
+    wait_until("first event applied", Duration::from_secs(10), || async {
+        (handler.applied.lock().unwrap().len() == 1).then_some(())
+    })
+    .await;
+
+    proxy.cut().await;
+    for aggregate in ["agg-b", "agg-c"] {
+        broker
+            .publish_raw("payment.refunded", &sealed(aggregate), Default::default())
+            .await;
+    }
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert_eq!(
+        handler.applied.lock().unwrap().len(),
+        1,
+        "nothing applied while down"
+    );
+    assert_eq!(stats.get(Outcome::Requeued), 0, "no delivery attempt spent");
+
+    proxy.restore().await;
+    wait_until(
+        "the events held through the outage applied",
+        Duration::from_secs(30),
+        || async { (handler.applied.lock().unwrap().len() == 3).then_some(()) },
+    )
+    .await;
+    let dlq = broker.topology.dead_letter_queue("mypage");
+    assert!(
+        broker
+            .collect(&dlq, 1, Duration::from_secs(2))
+            .await
+            .is_empty(),
+        "a good event is never dead-lettered because of our own outage"
+    );
+    // A commit cut off by the outage may have landed anyway: its retry is then a
+    // duplicate the inbox recognises, which is fine. Nothing else may happen.
+    let seen = [
+        Outcome::Applied,
+        Outcome::Duplicate,
+        Outcome::DeadLettered,
+        Outcome::Requeued,
+    ]
+    .map(|o| stats.get(o));
+    assert_eq!(
+        seen[0] + seen[1],
+        3,
+        "applied+duplicate, dead-lettered, requeued: {seen:?}"
+    );
+    assert_eq!(
+        &seen[2..],
+        &[0, 0],
+        "applied+duplicate, dead-lettered, requeued: {seen:?}"
+    );
+
+    stop.cancel();
+    running.await.unwrap();
+    broker.delete().await;
+    db.drop_database().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
