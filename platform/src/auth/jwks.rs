@@ -55,11 +55,20 @@ impl FromStr for JwksSource {
     }
 }
 
+/// Shown in logs and errors: a URL without any credentials it carries (a JWKS URL
+/// with `user:password@` or a signed query is rare, but then it must not be logged).
 impl fmt::Display for JwksSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             JwksSource::File(p) => write!(f, "{}", p.display()),
-            JwksSource::Url(u) => write!(f, "{u}"),
+            JwksSource::Url(u) => {
+                let mut shown = u.clone();
+                // Only fails for URLs that cannot hold credentials; nothing to hide then.
+                let _ = shown.set_username("");
+                let _ = shown.set_password(None);
+                shown.set_query(None);
+                write!(f, "{shown}")
+            }
         }
     }
 }
@@ -142,7 +151,13 @@ type HttpsClient = hyper_util::client::legacy::Client<
 /// Reads the JWKS from its source.
 pub(crate) struct JwksLoader {
     source: JwksSource,
-    client: Option<HttpsClient>,
+    origin: Origin,
+}
+
+/// How the key set is read: a URL always comes with its client.
+enum Origin {
+    File(PathBuf),
+    Url(url::Url, Box<HttpsClient>),
 }
 
 impl JwksLoader {
@@ -153,53 +168,59 @@ impl JwksLoader {
     ///
     /// `extra_ca` cannot be read or holds no certificate.
     pub(crate) fn new(source: JwksSource, extra_ca: Option<&Path>) -> Result<Self, String> {
-        let client = match &source {
-            JwksSource::File(_) => None,
-            JwksSource::Url(_) => {
+        let origin = match &source {
+            JwksSource::File(path) => Origin::File(path.clone()),
+            JwksSource::Url(url) => {
                 let https = hyper_rustls::HttpsConnectorBuilder::new()
                     .with_tls_config(tls_config(extra_ca)?)
                     .https_or_http()
                     .enable_http1()
                     .build();
-                Some(
-                    hyper_util::client::legacy::Client::builder(
-                        hyper_util::rt::TokioExecutor::new(),
-                    )
-                    .build(https),
+                let client = hyper_util::client::legacy::Client::builder(
+                    hyper_util::rt::TokioExecutor::new(),
                 )
+                .build(https);
+                Origin::Url(url.clone(), Box::new(client))
             }
         };
-        Ok(Self { source, client })
+        Ok(Self { source, origin })
     }
 
     pub(crate) fn source(&self) -> &JwksSource {
         &self.source
     }
 
-    /// Fetches and parses the key set.
+    /// Fetches and parses the key set. Errors name the source as [`JwksSource`]
+    /// shows it, never its credentials.
     pub(crate) async fn load(&self) -> Result<KeySet, String> {
-        let bytes = match (&self.source, &self.client) {
-            (JwksSource::File(path), _) => {
-                let bytes = tokio::fs::read(path)
-                    .await
-                    .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-                if bytes.len() > MAX_JWKS_BYTES {
-                    return Err(format!(
-                        "{} is larger than {MAX_JWKS_BYTES} bytes",
-                        path.display()
-                    ));
-                }
-                bytes
-            }
-            (JwksSource::Url(url), Some(client)) => {
-                tokio::time::timeout(FETCH_TIMEOUT, fetch(client, url))
-                    .await
-                    .map_err(|_| format!("{url}: no answer within {FETCH_TIMEOUT:?}"))??
-            }
-            (JwksSource::Url(_), None) => unreachable!("a URL source always has a client"),
+        let shown = &self.source;
+        let bytes = match &self.origin {
+            Origin::File(path) => read_bounded(path)
+                .await
+                .map_err(|e| format!("cannot read {shown}: {e}"))?,
+            Origin::Url(url, client) => tokio::time::timeout(FETCH_TIMEOUT, fetch(client, url))
+                .await
+                .map_err(|_| format!("{shown}: no answer within {FETCH_TIMEOUT:?}"))?
+                .map_err(|e| format!("{shown}: {e}"))?,
         };
         KeySet::parse(&bytes)
     }
+}
+
+/// Reads a file of at most [`MAX_JWKS_BYTES`], without reading more of a larger one.
+async fn read_bounded(path: &Path) -> std::io::Result<Vec<u8>> {
+    use tokio::io::AsyncReadExt as _;
+    let file = tokio::fs::File::open(path).await?;
+    let mut bytes = Vec::new();
+    file.take(MAX_JWKS_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)
+        .await?;
+    if bytes.len() > MAX_JWKS_BYTES {
+        return Err(std::io::Error::other(format!(
+            "larger than {MAX_JWKS_BYTES} bytes"
+        )));
+    }
+    Ok(bytes)
 }
 
 /// TLS for the JWKS fetch: ring (the one crypto provider of the workspace), the
@@ -238,24 +259,31 @@ async fn fetch(client: &HttpsClient, url: &url::Url) -> Result<Vec<u8>, String> 
     let request = http::Request::get(url.as_str())
         .header(http::header::ACCEPT, "application/json")
         .body(Empty::new())
-        .map_err(|e| format!("{url}: {e}"))?;
-    let response = client
-        .request(request)
-        .await
-        .map_err(|e| format!("{url}: {e}"))?;
+        .map_err(|e| e.to_string())?;
+    let response = client.request(request).await.map_err(|e| e.to_string())?;
     if !response.status().is_success() {
-        return Err(format!("{url}: HTTP {}", response.status()));
+        return Err(format!("HTTP {}", response.status()));
     }
     let body = Limited::new(response.into_body(), MAX_JWKS_BYTES)
         .collect()
         .await
-        .map_err(|e| format!("{url}: {e}"))?;
+        .map_err(|e| e.to_string())?;
     Ok(body.to_bytes().to_vec())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_url_is_shown_without_its_credentials() {
+        let source: JwksSource = "https://svc:hunter2@idp.example.com/jwks?sig=s3cret"
+            .parse()
+            .expect("a URL source");
+        let shown = source.to_string();
+        assert_eq!(shown, "https://idp.example.com/jwks");
+        assert!(!shown.contains("hunter2") && !shown.contains("s3cret") && !shown.contains("svc"));
+    }
 
     #[test]
     fn sources_are_paths_or_https_urls() {

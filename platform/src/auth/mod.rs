@@ -61,7 +61,7 @@ const ACCEPTED: &[Algorithm] = &[
 pub struct AuthSettings {
     /// JWKS with the identity provider's signing keys: a file path or an https URL
     /// (`talentshare up` writes `<DATA_DIR>/dev-jwks.json`).
-    #[arg(long, env = "AUTH_JWKS")]
+    #[arg(long, env = "AUTH_JWKS", hide_env_values = true)]
     pub auth_jwks: JwksSource,
     /// Expected `iss` of every token (the OIDC issuer URL).
     #[arg(long, env = "AUTH_ISSUER")]
@@ -210,9 +210,9 @@ struct Inner {
     /// When the keys were last re-read because of an unknown `kid`; held while
     /// re-reading, so concurrent calls wait for one fetch instead of starting many.
     refreshed: tokio::sync::Mutex<Option<Instant>>,
-    issuer: String,
-    audience: String,
-    leeway: Duration,
+    /// `iss`, `aud`, leeway and required claims, built once; each call only sets the
+    /// one algorithm its token may use.
+    validation: Validation,
     refresh_every: Duration,
     roles_claim: ClaimPath,
     talents_claim: ClaimPath,
@@ -256,9 +256,7 @@ impl Authenticator {
                 loader,
                 keys: RwLock::new(Arc::new(keys)),
                 refreshed: tokio::sync::Mutex::new(None),
-                issuer: settings.auth_issuer.clone(),
-                audience: settings.auth_audience.clone(),
-                leeway: settings.auth_leeway,
+                validation: validation(settings),
                 refresh_every: settings.auth_jwks_refresh,
                 roles_claim: settings.auth_roles_claim.clone(),
                 talents_claim: settings.auth_talents_claim.clone(),
@@ -350,12 +348,8 @@ impl Authenticator {
         if entry.alg.is_some_and(|pinned| pinned != alg) || entry.key.family() != alg.family() {
             return Err(AuthError::KeyMismatch);
         }
-        let mut validation = Validation::new(alg);
-        validation.leeway = self.inner.leeway.as_secs();
-        validation.validate_nbf = true;
-        validation.set_issuer(&[&self.inner.issuer]);
-        validation.set_audience(&[&self.inner.audience]);
-        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        let mut validation = self.inner.validation.clone();
+        validation.algorithms = vec![alg];
         // Decoded as plain JSON first: jsonwebtoken deserializes the target type before
         // it checks `exp`, `iss`, `aud` and the required claims, so decoding straight
         // into `Claims` turned a missing `sub` (or an expired token with odd extra
@@ -364,7 +358,7 @@ impl Authenticator {
             .map_err(|e| classify(e.into_kind()))?;
         // `sub` and `exp` were checked to be present above, so this fails only on a
         // `sub` that is no string: say which claim, never its value.
-        let claims = serde_json::from_value::<Claims>(data.claims.clone())
+        let claims = <Claims as serde::Deserialize>::deserialize(&data.claims)
             .map_err(|_| AuthError::Claims("`sub` must be a string".into()))?;
         let roles = self.inner.roles_claim.strings(&data.claims)?;
         let talents = self.inner.talents_claim.strings(&data.claims)?;
@@ -384,6 +378,17 @@ pub struct TokenExpiry(pub std::time::SystemTime);
 /// The expiry of the token that authenticated `request`, if any.
 pub fn token_expiry_of<T>(request: &tonic::Request<T>) -> Option<TokenExpiry> {
     request.extensions().get::<TokenExpiry>().copied()
+}
+
+/// The checks every token gets, whatever its algorithm (set per call).
+fn validation(settings: &AuthSettings) -> Validation {
+    let mut v = Validation::new(Algorithm::ES256);
+    v.leeway = settings.auth_leeway.as_secs();
+    v.validate_nbf = true;
+    v.set_issuer(&[&settings.auth_issuer]);
+    v.set_audience(&[&settings.auth_audience]);
+    v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+    v
 }
 
 /// The token out of `Bearer <token>`.
@@ -421,10 +426,9 @@ fn raw_header(token: &str) -> Result<RawHeader, AuthError> {
 }
 
 fn accepted_algorithm(name: &str) -> Result<Algorithm, AuthError> {
-    ACCEPTED
-        .iter()
-        .copied()
-        .find(|a| format!("{a:?}") == name)
+    name.parse::<Algorithm>()
+        .ok()
+        .filter(|a| ACCEPTED.contains(a))
         .ok_or_else(|| {
             // Echo only a short, printable form of what the caller sent.
             let shown: String = name
