@@ -8,7 +8,7 @@ import pathlib
 import sys
 
 SERVICES = ["order", "payment", "reservation", "mypage"]
-PAYMENT_METHODS = ["Pay", "Refund", "GetPayment", "ListPayments"]
+PAYMENT_METHODS = ["Pay", "Void", "Refund", "GetPayment", "ListPayments"]
 # Settings the chart computes itself; values may not set them.
 CHART_OWNED_ENV = [
     "GRPC_ADDR", "PAYMENT_URL", "SHUTDOWN_DELAY", "SHUTDOWN_GRACE", "DATABASE_URL", "AMQP_URL",

@@ -1,18 +1,17 @@
-//! The client side of payment-svc: Pay, GetPayment and Refund over one lazily
-//! connected channel, each call with the `PAYMENT_TIMEOUT` deadline, answers turned
-//! into the domain's [`PaymentOutcome`] and failures into [`PaymentError`].
+//! The client side of payment-svc: Pay, Void, GetPayment and Refund over one lazily
+//! connected channel, answers turned into the domain's [`PaymentOutcome`] and
+//! failures into [`PaymentError`]. The channel gives each call the `PAYMENT_TIMEOUT`
+//! deadline, retries included, and sends every attempt only the time left.
 //!
-//! Every call here is idempotent on payment-svc's side (Pay per order id, Refund per
-//! payment id), so a caller may repeat any of them after an error without charging
-//! or refunding twice.
-
-use std::time::Duration;
+//! Every call here is idempotent on payment-svc's side (Pay and Void per order id,
+//! Refund per payment id), so a caller may repeat any of them after an error without
+//! charging or refunding twice.
 
 use platform::client::PaymentClientSettings;
 use platform::client::{CallFailure, ResilientChannel, classify};
 use platform::values::CardNumber;
 use talentshare_proto::payment::{
-    self as pb, BookingDetails, GetPaymentRequest, PayRequest, RefundRequest,
+    self as pb, BookingDetails, GetPaymentRequest, PayRequest, RefundRequest, VoidRequest,
     get_payment_request::Lookup, payment_service_client::PaymentServiceClient,
 };
 use tonic::{Code, Request, Status};
@@ -60,7 +59,6 @@ impl From<Status> for PaymentError {
 #[derive(Clone)]
 pub struct PaymentGateway {
     client: PaymentServiceClient<ResilientChannel>,
-    timeout: Duration,
 }
 
 impl PaymentGateway {
@@ -68,16 +66,13 @@ impl PaymentGateway {
     pub fn new(settings: &PaymentClientSettings) -> anyhow::Result<Self> {
         Ok(Self {
             client: PaymentServiceClient::new(settings.channel()?),
-            timeout: settings.payment_timeout,
         })
     }
 
-    /// Sends the deadline along as `grpc-timeout`, so payment-svc abandons work the
-    /// caller no longer waits for.
+    // The deadline is the channel's: it sets `grpc-timeout` per attempt to the time
+    // left, which a fixed timeout set here would defeat on a retry.
     fn request<T>(&self, message: T) -> Request<T> {
-        let mut request = Request::new(message);
-        request.set_timeout(self.timeout);
-        request
+        Request::new(message)
     }
 
     /// Charges `card` for `order` (idempotent per order id).
@@ -99,6 +94,30 @@ impl PaymentGateway {
             }),
         });
         let payment = self.client.clone().pay(request).await?.into_inner().payment;
+        outcome(payment)
+    }
+
+    /// Closes the order's payment before any charge: answers [`PaymentOutcome::Voided`],
+    /// or the payment a Pay made first (idempotent per order id).
+    pub async fn void(
+        &self,
+        order: &Order,
+        reason: Option<&str>,
+    ) -> Result<PaymentOutcome, PaymentError> {
+        let request = self.request(VoidRequest {
+            order_id: order.order_id.to_string(),
+            customer_id: order.customer_id.to_string(),
+            amount_minor: order.money.amount.get(),
+            currency: order.money.currency.code().to_owned(),
+            reason: reason.unwrap_or_default().to_owned(),
+        });
+        let payment = self
+            .client
+            .clone()
+            .void(request)
+            .await?
+            .into_inner()
+            .payment;
         outcome(payment)
     }
 
@@ -154,6 +173,7 @@ fn outcome(payment: Option<pb::Payment>) -> Result<PaymentOutcome, PaymentError>
                 .unwrap_or_else(|_| format!("DECLINE_REASON_{}", p.decline_reason)),
         }),
         Ok(pb::PaymentStatus::Refunded) => Ok(PaymentOutcome::Refunded { payment_id }),
+        Ok(pb::PaymentStatus::Voided) => Ok(PaymentOutcome::Voided),
         Ok(pb::PaymentStatus::Unspecified) | Err(_) => Err(PaymentError::Unexpected(format!(
             "payment status {}",
             p.status

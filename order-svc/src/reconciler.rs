@@ -7,8 +7,10 @@
 //! Every `RECONCILE_INTERVAL` it takes the PENDING_PAYMENT orders whose latest Pay
 //! attempt is older than `RECONCILE_AFTER` and asks payment-svc (`GetPayment` by
 //! order id) what became of them: APPROVED → PAID, DECLINED → PAYMENT_DECLINED,
-//! REFUNDED → CANCELLED (refunded), none → CANCELLED ("payment not completed"). The
-//! grace is longer than the Pay deadline, so "none" means no Pay is in flight.
+//! REFUNDED → CANCELLED (refunded), none → voided at payment-svc, then CANCELLED
+//! ("payment not completed"). The void, not the clock, makes giving up safe: a Pay
+//! still on its way finds the void and charges nothing. The grace (longer than the
+//! Pay deadline) only keeps the reconciler from voiding a Pay that is about to land.
 //!
 //! Then it takes the PAID orders whose cancellation was requested more than
 //! `RECONCILE_AFTER` ago, refunds their payment again (Refund is idempotent per
@@ -16,6 +18,9 @@
 //! CANCELLED with the requested reason. An order REJECTED meanwhile is no longer PAID
 //! and is left alone: reservation-svc refunded it. While payment-svc is unreachable
 //! the reconciler leaves the rest of the round for the next one.
+//!
+//! Last, it pays back every refund an order owes (a payment approved after its order
+//! ended, recorded before the refund was asked for) until payment-svc confirms it.
 //!
 //! Safe with several replicas: every outcome is a conditional change of the order
 //! (see [`crate::store`]), so two replicas settling one order make one transition
@@ -58,7 +63,26 @@ pub fn task(orders: Orders, interval: Duration) -> BackgroundTask {
 /// The store failed, or payment-svc is away (the round stops early then, since
 /// every other order would fail the same way).
 pub async fn run_once(orders: &Orders, stop: &CancellationToken) -> Result<usize, OrderError> {
-    Ok(settle_pending(orders, stop).await? + finish_cancellations(orders, stop).await?)
+    Ok(settle_pending(orders, stop).await?
+        + finish_cancellations(orders, stop).await?
+        + pay_back_owed(orders, stop).await?)
+}
+
+async fn pay_back_owed(orders: &Orders, stop: &CancellationToken) -> Result<usize, OrderError> {
+    let mut paid = 0;
+    for order in orders.refunds_due(BATCH).await? {
+        if stop.is_cancelled() {
+            break;
+        }
+        match orders.pay_back(&order).await {
+            Ok(_) => paid += 1,
+            Err(OrderError::Payment(e)) if e.is_outage() => return Err(e.into()),
+            Err(e) => {
+                tracing::error!(order_id = %order.order_id, error = %e, "cannot pay back an owed refund");
+            }
+        }
+    }
+    Ok(paid)
 }
 
 async fn settle_pending(orders: &Orders, stop: &CancellationToken) -> Result<usize, OrderError> {

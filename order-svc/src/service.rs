@@ -16,6 +16,13 @@
 //! happen, the order stays PAID with its request recorded until a repeated
 //! CancelOrder or the reconciler finishes it (Refund is idempotent per payment id),
 //! so a refunded payment never stays behind a PAID order.
+//!
+//! Giving up an unpaid order is decided at payment-svc, not by a clock: the order is
+//! voided there first (a terminal payment row, so a Pay arriving later charges
+//! nothing and answers with the void), and only then ends CANCELLED. An approval that
+//! still meets an order that ended without it (given up by an older version, or found
+//! by the anti-entropy pass) is recorded as a refund owed before it is asked for, and
+//! the reconciler finishes it.
 
 use std::time::Duration;
 
@@ -23,9 +30,12 @@ use chrono::{DateTime, TimeDelta, Utc};
 use platform::values::CardNumber;
 use uuid::Uuid;
 
-use crate::domain::{ABANDONED_REASON, NewOrder, Order, OrderStatus, PaymentOutcome};
+use crate::domain::{NewOrder, Order, OrderStatus, PaymentOutcome};
 use crate::payment::{PaymentError, PaymentGateway};
 use crate::store::{ListQuery, OrderStore, Placed, StoreError};
+
+/// The refund reason of a payment approved after its order had ended.
+pub const LATE_PAYMENT_REASON: &str = "payment approved after the order had ended";
 
 /// Why a use case failed.
 #[derive(Debug, thiserror::Error)]
@@ -84,12 +94,7 @@ impl Orders {
             }
         };
         let outcome = self.payments.pay(&order, card).await?;
-        let settled = self
-            .store
-            .change(order.order_id, |o, now| Ok(o.settle(&outcome, now)))
-            .await?;
-        self.refund_if_orphaned(&settled, &outcome).await;
-        Ok(settled)
+        self.apply(order.order_id, &outcome).await
     }
 
     /// One order.
@@ -175,32 +180,100 @@ impl Orders {
 
     /// Settles a PENDING_PAYMENT order with what payment-svc knows of it: its
     /// payment's decision, or, when it has none and the latest Pay attempt is older
-    /// than the grace, CANCELLED with `abandon_reason`. Returns the order as it now
-    /// stands (still PENDING_PAYMENT when its Pay attempt is too recent to judge).
+    /// than the grace, a void at payment-svc and then CANCELLED with `abandon_reason`.
+    /// Returns the order as it now stands (still PENDING_PAYMENT when its Pay attempt
+    /// is too recent to judge).
     pub async fn resolve_pending(
         &self,
         order: &Order,
         abandon_reason: Option<String>,
     ) -> Result<Order, OrderError> {
         let order_id = order.order_id;
-        let found = self.payments.find_for_order(order_id).await?;
-        let resolved = match found {
-            Some(outcome) => {
-                let settled = self
-                    .store
-                    .change(order_id, |o, now| Ok(o.settle(&outcome, now)))
-                    .await?;
-                self.refund_if_orphaned(&settled, &outcome).await;
-                settled
-            }
+        let outcome = match self.payments.find_for_order(order_id).await? {
+            Some(outcome) => outcome,
             None => {
-                let grace = self.grace;
-                self.store
-                    .change(order_id, |o, now| Ok(o.abandon(abandon_reason, now, grace)))
+                // Read again: a retried PlaceOrder may have started a new attempt since.
+                let current = self.store.get(order_id).await?;
+                if current.status != OrderStatus::PendingPayment
+                    || !current.payment_attempt_expired(platform::time::now(), self.grace)
+                {
+                    return Ok(current);
+                }
+                match self
+                    .payments
+                    .void(&current, abandon_reason.as_deref())
                     .await?
+                {
+                    PaymentOutcome::Voided => {
+                        return Ok(self
+                            .store
+                            .change(order_id, |o, now| Ok(o.abandon(abandon_reason, now)))
+                            .await?);
+                    }
+                    // A Pay got to payment-svc first: settle with what it decided.
+                    decided => decided,
+                }
             }
         };
-        Ok(resolved)
+        self.apply(order_id, &outcome).await
+    }
+
+    /// Records payment-svc's answer on the order. An approval the order can no longer
+    /// take (it ended without it) becomes a refund owed, recorded, then asked for.
+    async fn apply(&self, order_id: Uuid, outcome: &PaymentOutcome) -> Result<Order, OrderError> {
+        let settled = self
+            .store
+            .change(order_id, |o, now| Ok(o.settle(outcome, now)))
+            .await?;
+        self.owe_refund(settled, outcome).await
+    }
+
+    /// Records the refund an approval meeting an ended order is owed, then tries it
+    /// once; the reconciler retries until it is done. Returns the order as it stands.
+    pub async fn owe_refund(
+        &self,
+        order: Order,
+        outcome: &PaymentOutcome,
+    ) -> Result<Order, OrderError> {
+        if order.owe_refund(outcome).is_none() {
+            return Ok(order);
+        }
+        let (owing, _) = self
+            .store
+            .amend(order.order_id, |o, _| o.owe_refund(outcome))
+            .await?;
+        tracing::error!(order_id = %owing.order_id, payment_id = ?owing.refund_due,
+            status = ?owing.status, "payment approved for an order that ended without it; refund recorded as owed");
+        match self.pay_back(&owing).await {
+            Ok(order) => Ok(order),
+            Err(e) => {
+                tracing::warn!(order_id = %owing.order_id, error = %e,
+                    "refund owed stays recorded; the reconciler retries it");
+                Ok(owing)
+            }
+        }
+    }
+
+    /// Refunds the payment the order owes back (idempotent per payment id) and clears
+    /// the debt. An order that owes nothing is returned as it is.
+    pub async fn pay_back(&self, order: &Order) -> Result<Order, OrderError> {
+        let Some(payment_id) = order.refund_due else {
+            return Ok(order.clone());
+        };
+        self.payments
+            .refund(payment_id, Some(LATE_PAYMENT_REASON))
+            .await?;
+        let (order, _) = self
+            .store
+            .amend(order.order_id, |o, _| o.refund_paid(payment_id))
+            .await?;
+        tracing::info!(order_id = %order.order_id, %payment_id, "owed refund paid back");
+        Ok(order)
+    }
+
+    /// Up to `limit` orders that owe a refund.
+    pub async fn refunds_due(&self, limit: u64) -> Result<Vec<Order>, OrderError> {
+        Ok(self.store.refunds_due(limit).await?)
     }
 
     /// Up to `limit` PENDING_PAYMENT orders whose Pay attempt is older than the grace.
@@ -216,27 +289,5 @@ impl Orders {
     pub async fn stalled_cancellations(&self, limit: u64) -> Result<Vec<Order>, OrderError> {
         let cutoff = platform::time::now() - self.grace;
         Ok(self.store.stalled_cancellations(cutoff, limit).await?)
-    }
-
-    /// The settings keep the grace far above the Pay deadline, so payment-svc cannot
-    /// approve a payment for an order already given up. Should it happen anyway
-    /// (clocks of two replicas far apart), the money goes back at once.
-    async fn refund_if_orphaned(&self, order: &Order, outcome: &PaymentOutcome) {
-        let PaymentOutcome::Approved { payment_id } = outcome else {
-            return;
-        };
-        if order.status != OrderStatus::Cancelled || order.payment_id == Some(*payment_id) {
-            return;
-        }
-        tracing::error!(order_id = %order.order_id, %payment_id,
-            "payment approved for an order already given up; refunding it");
-        if let Err(e) = self
-            .payments
-            .refund(*payment_id, Some(ABANDONED_REASON))
-            .await
-        {
-            tracing::error!(order_id = %order.order_id, %payment_id, error = %e,
-                "refund of an orphaned payment failed; refund it by hand");
-        }
     }
 }

@@ -12,6 +12,9 @@
 //!   in its own transaction before the refund is asked for, so a PAID order whose
 //!   refund went through without its CANCELLED being recorded can be found
 //!   ([`OrderStore::stalled_cancellations`]) and finished.
+//! - A refund owed for a payment approved after its order ended is recorded the same
+//!   way ([`OrderStore::amend`]) before it is asked for, and found again
+//!   ([`OrderStore::refunds_due`]) until it is done.
 
 use chrono::{DateTime, Utc};
 use platform::outbox::{self, OutboxSignal};
@@ -58,6 +61,7 @@ pub mod entity {
         /// With `cancel_reason`: the order's [`crate::domain::CancelRequest`].
         pub cancel_requested_at: Option<DateTimeUtc>,
         pub cancel_reason: Option<String>,
+        pub refund_due_payment_id: Option<String>,
         pub version: i64,
         pub payment_attempted_at: DateTimeUtc,
         pub created_at: DateTimeUtc,
@@ -80,6 +84,7 @@ impl MigratorTrait for Migrator {
             Box::new(platform::migrations::CreateInbox),
             Box::new(CreateOrders),
             Box::new(AddCancelRequest),
+            Box::new(AddRefundDue),
         ]
     }
 }
@@ -111,6 +116,7 @@ enum Orders {
     Reason,
     CancelRequestedAt,
     CancelReason,
+    RefundDuePaymentId,
     Version,
     PaymentAttemptedAt,
     CreatedAt,
@@ -221,6 +227,42 @@ impl MigrationTrait for AddCancelRequest {
     }
 }
 
+/// The refund owed for a payment approved after its order ended (see
+/// [`crate::domain::Order::owe_refund`]). Nullable: existing rows owe nothing.
+struct AddRefundDue;
+
+impl MigrationName for AddRefundDue {
+    fn name(&self) -> &str {
+        "m0202_order_add_refund_due"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for AddRefundDue {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Orders::Table)
+                    .add_column(string_len_null(Orders::RefundDuePaymentId, 36))
+                    .to_owned(),
+            )
+            .await?;
+        // The reconciler: orders that owe a refund (almost none, so the index stays small
+        // in use even though it lists every row).
+        manager
+            .create_index(
+                Index::create()
+                    .if_not_exists()
+                    .name("orders_refund_due_payment_id")
+                    .table(Orders::Table)
+                    .col(Orders::RefundDuePaymentId)
+                    .to_owned(),
+            )
+            .await
+    }
+}
+
 /// Errors of the store. Unexpected database failures stay `Db`.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -275,6 +317,10 @@ impl OrderStore {
     /// started since); one with other terms is a [`StoreError::Conflict`].
     pub async fn place(&self, new: &NewOrder, now: DateTime<Utc>) -> Result<Placed, StoreError> {
         let txn = self.db.begin().await?;
+        // The Pay attempt is stamped when it is about to go, not when the request
+        // arrived: time spent waiting for a connection must not age it towards the
+        // reconciler's grace.
+        let now = Ord::max(now, platform::time::now());
         if let Some(existing) = find_by_request(&txn, new.request_id).await? {
             txn.commit().await?;
             return same_terms(existing, new);
@@ -394,33 +440,87 @@ impl OrderStore {
         order_id: Uuid,
         reason: Option<String>,
     ) -> Result<Order, StoreError> {
-        let txn = self.db.begin().await?;
-        let current = find(&txn, order_id, true)
-            .await?
-            .ok_or(StoreError::NotFound)?;
-        let Some(requested) = current.request_cancellation(reason, now()) else {
-            txn.commit().await?;
-            return Ok(current);
-        };
-        update(&txn, &current, &requested).await?;
-        txn.commit().await?;
-        Ok(requested)
+        let (order, _) = self
+            .amend(order_id, |o, now| o.request_cancellation(reason, now))
+            .await?;
+        Ok(order)
     }
 
     /// Records that a Pay call for the order starts now, if it is still
     /// PENDING_PAYMENT. Returns the order and whether it is (still) to be paid.
     pub async fn begin_payment_attempt(&self, order_id: Uuid) -> Result<(Order, bool), StoreError> {
+        self.amend(order_id, |o, now| o.attempt_payment(now)).await
+    }
+
+    /// Writes what `amend` makes of the order, in its own transaction and without an
+    /// event: bookkeeping nobody else needs to hear of (a Pay attempt's time, a
+    /// cancellation request, a refund owed). Returns the order as it now stands and
+    /// whether it changed.
+    pub async fn amend<F>(&self, order_id: Uuid, amend: F) -> Result<(Order, bool), StoreError>
+    where
+        F: FnOnce(&Order, DateTime<Utc>) -> Option<Order>,
+    {
         let txn = self.db.begin().await?;
         let current = find(&txn, order_id, true)
             .await?
             .ok_or(StoreError::NotFound)?;
-        let Some(stamped) = current.attempt_payment(now()) else {
+        let Some(amended) = amend(&current, now()) else {
             txn.commit().await?;
             return Ok((current, false));
         };
-        update(&txn, &current, &stamped).await?;
+        update(&txn, &current, &amended).await?;
         txn.commit().await?;
-        Ok((stamped, true))
+        Ok((amended, true))
+    }
+
+    /// Up to `limit` orders that owe the refund of a payment approved after they
+    /// ended, oldest first.
+    pub async fn refunds_due(&self, limit: u64) -> Result<Vec<Order>, StoreError> {
+        let rows = entity::Entity::find()
+            .filter(entity::Column::RefundDuePaymentId.is_not_null())
+            .order_by_asc(entity::Column::OrderId)
+            .limit(limit)
+            .all(&self.db)
+            .await?;
+        Ok(platform::db::readable_rows(
+            "orders owing a refund",
+            rows,
+            |m| m.order_id.clone(),
+            from_row,
+        ))
+    }
+
+    /// Up to `limit` decided orders (any status but PENDING_PAYMENT) whose last change
+    /// lies between `since` and `before`, after `after` in id order: the anti-entropy
+    /// pass walks them page by page and compares each with its payment. Also returns
+    /// where the next page starts, `None` once the walk has reached the end (an
+    /// unreadable row is skipped, reported, and still moves the walk on).
+    pub async fn settled_between(
+        &self,
+        since: DateTime<Utc>,
+        before: DateTime<Utc>,
+        after: Option<Uuid>,
+        limit: u64,
+    ) -> Result<(Vec<Order>, Option<Uuid>), StoreError> {
+        // Times compare as in `stale_pending`.
+        let mut select = entity::Entity::find()
+            .filter(entity::Column::Status.ne(status_str(OrderStatus::PendingPayment)))
+            .filter(entity::Column::UpdatedAt.gte(since))
+            .filter(entity::Column::UpdatedAt.lt(before))
+            .order_by_asc(entity::Column::OrderId)
+            .limit(limit);
+        if let Some(after) = after {
+            select = select.filter(entity::Column::OrderId.gt(after.to_string()));
+        }
+        let rows = select.all(&self.db).await?;
+        let next = if (rows.len() as u64) < limit {
+            None
+        } else {
+            rows.last().and_then(|m| Uuid::parse_str(&m.order_id).ok())
+        };
+        let orders =
+            platform::db::readable_rows("settled orders", rows, |m| m.order_id.clone(), from_row);
+        Ok((orders, next))
     }
 
     /// Changes one order as `decide` says, in its own transaction; see [`change_in`].
@@ -540,6 +640,7 @@ fn to_row(o: &Order) -> entity::ActiveModel {
         reason: Set(o.reason.clone()),
         cancel_requested_at: Set(o.cancel_request.as_ref().map(|r| r.requested_at)),
         cancel_reason: Set(o.cancel_request.as_ref().and_then(|r| r.reason.clone())),
+        refund_due_payment_id: Set(o.refund_due.map(|p| p.to_string())),
         version: Set(o.version),
         payment_attempted_at: Set(o.payment_attempted_at),
         created_at: Set(o.created_at),
@@ -594,6 +695,12 @@ fn from_row(m: entity::Model) -> Result<Order, StoreError> {
         refunded: m.refunded,
         reason: m.reason.clone(),
         cancel_request,
+        refund_due: m
+            .refund_due_payment_id
+            .as_deref()
+            .map(Uuid::parse_str)
+            .transpose()
+            .map_err(|_| corrupt("refund_due_payment_id"))?,
         version: m.version,
         payment_attempted_at: m.payment_attempted_at,
         created_at: m.created_at,

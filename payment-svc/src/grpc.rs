@@ -10,8 +10,8 @@ use platform::values::{
 };
 use talentshare_proto::payment::{
     self as pb, GetPaymentRequest, GetPaymentResponse, ListPaymentsRequest, ListPaymentsResponse,
-    PayRequest, PayResponse, RefundRequest, RefundResponse, get_payment_request,
-    payment_service_server::PaymentService,
+    PayRequest, PayResponse, RefundRequest, RefundResponse, VoidRequest, VoidResponse,
+    get_payment_request, payment_service_server::PaymentService,
 };
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
@@ -60,6 +60,7 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict(order) => ApiError::AlreadyExists(format!(
                 "order {order} already has a payment with a different amount, currency, customer or card"
             )),
+            e @ StoreError::VoidConflict(_) => ApiError::AlreadyExists(e.to_string()),
             StoreError::NotFound => ApiError::NotFound("payment not found".into()),
             StoreError::Refused(r) => ApiError::FailedPrecondition(r.to_string()),
             StoreError::Db(e) if platform::status::is_unavailable(&e) => {
@@ -119,6 +120,16 @@ impl PaymentService for PaymentApi {
         }))
     }
 
+    #[tracing::instrument(skip_all, fields(order_id = %request.get_ref().order_id))]
+    async fn void(&self, request: Request<VoidRequest>) -> Result<Response<VoidResponse>, Status> {
+        let void = void_request(request.into_inner())?;
+        let payment = self.store.void(&void).await.map_err(ApiError::from)?;
+        tracing::info!(payment_id = %payment.payment_id, status = ?payment.status, "void");
+        Ok(Response::new(VoidResponse {
+            payment: Some(to_proto(&payment)),
+        }))
+    }
+
     async fn get_payment(
         &self,
         request: Request<GetPaymentRequest>,
@@ -160,6 +171,7 @@ impl PaymentService for PaymentApi {
             Ok(pb::PaymentStatus::Approved) => Some(PaymentStatus::Approved),
             Ok(pb::PaymentStatus::Declined) => Some(PaymentStatus::Declined),
             Ok(pb::PaymentStatus::Refunded) => Some(PaymentStatus::Refunded),
+            Ok(pb::PaymentStatus::Voided) => Some(PaymentStatus::Voided),
             Err(_) => {
                 v.add(
                     "status",
@@ -193,6 +205,27 @@ fn uuid_field(field: &str, s: &str) -> Result<Uuid, ApiError> {
         v.add(field, e.to_string());
         ApiError::Invalid(v)
     })
+}
+
+/// Validates a `VoidRequest`, reporting every bad field at once.
+pub fn void_request(req: pb::VoidRequest) -> Result<crate::domain::VoidRequest, ApiError> {
+    let mut v = Violations::new();
+    let order_id = v.check("order_id", parse_uuid(&req.order_id));
+    let customer_id = v.check("customer_id", ExternalId::try_from(req.customer_id));
+    let amount = v.check("amount_minor", AmountMinor::try_from(req.amount_minor));
+    let currency = v.check("currency", Currency::try_from(req.currency.as_str()));
+    let reason = v.check("reason", optional_reason(&req.reason));
+    match (order_id, customer_id, amount, currency, reason) {
+        (Some(order_id), Some(customer_id), Some(amount), Some(currency), Some(reason)) => {
+            Ok(crate::domain::VoidRequest {
+                order_id,
+                customer_id,
+                money: Money { amount, currency },
+                reason,
+            })
+        }
+        _ => Err(ApiError::Invalid(v)),
+    }
 }
 
 /// Validates a `PayRequest` into a charge, reporting every bad field at once.
@@ -264,6 +297,7 @@ fn to_proto(p: &Payment) -> pb::Payment {
         PaymentStatus::Approved => pb::PaymentStatus::Approved,
         PaymentStatus::Declined => pb::PaymentStatus::Declined,
         PaymentStatus::Refunded => pb::PaymentStatus::Refunded,
+        PaymentStatus::Voided => pb::PaymentStatus::Voided,
     };
     let decline_reason = match p.decline_reason {
         None => pb::DeclineReason::Unspecified,
@@ -284,6 +318,7 @@ fn to_proto(p: &Payment) -> pb::Payment {
         create_time: Some(to_timestamp(p.created_at)),
         update_time: Some(to_timestamp(p.updated_at)),
         refund_reason: p.refund_reason.clone().unwrap_or_default(),
+        void_reason: p.void_reason.clone().unwrap_or_default(),
     }
 }
 

@@ -4,6 +4,8 @@
 //! Idempotency lives in the schema: `order_id` is unique, and a charge inserts with
 //! `ON CONFLICT (order_id) DO NOTHING`. Of any number of concurrent charges for one
 //! order exactly one inserts (and writes one event); the others read the winner.
+//! A void inserts under the same key, so between a Pay and a Void for one order the
+//! first to commit decides, and the other reads what it decided.
 
 use platform::outbox::{self, OutboxSignal};
 use platform::time::now;
@@ -17,7 +19,9 @@ use sea_orm_migration::schema::{
 };
 use uuid::Uuid;
 
-use crate::domain::{ChargeRequest, DeclineReason, Payment, PaymentStatus, Refund, RefundRefused};
+use crate::domain::{
+    ChargeRequest, DeclineReason, Payment, PaymentStatus, Refund, RefundRefused, VoidRequest,
+};
 use crate::events;
 
 /// The `payments` table.
@@ -38,6 +42,7 @@ pub mod entity {
         pub decline_reason: Option<String>,
         pub card_last4: String,
         pub refund_reason: Option<String>,
+        pub void_reason: Option<String>,
         pub version: i64,
         pub created_at: DateTimeUtc,
         pub updated_at: DateTimeUtc,
@@ -58,6 +63,7 @@ impl MigratorTrait for Migrator {
             Box::new(platform::migrations::CreateOutbox),
             Box::new(platform::migrations::CreateInbox),
             Box::new(CreatePayments),
+            Box::new(AddVoidReason),
         ]
     }
 }
@@ -82,6 +88,7 @@ enum Payments {
     DeclineReason,
     CardLast4,
     RefundReason,
+    VoidReason,
     Version,
     CreatedAt,
     UpdatedAt,
@@ -124,11 +131,38 @@ impl MigrationTrait for CreatePayments {
     }
 }
 
+/// Voids (see [`crate::domain::Payment::void`]) keep their reason; the status column
+/// already fits `VOIDED`. Nullable, so existing rows need no backfill.
+struct AddVoidReason;
+
+impl MigrationName for AddVoidReason {
+    fn name(&self) -> &str {
+        "m0101_payment_add_void_reason"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for AddVoidReason {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Payments::Table)
+                    // Like `refund_reason`: 200 characters of up to 4 bytes each.
+                    .add_column(string_len_null(Payments::VoidReason, 800))
+                    .to_owned(),
+            )
+            .await
+    }
+}
+
 /// Errors of the store. Unexpected database failures stay `Db`.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("a payment for order {0} already exists with different terms")]
     Conflict(Uuid),
+    #[error("order {0} was voided for a different customer, amount or currency")]
+    VoidConflict(Uuid),
     #[error("payment not found")]
     NotFound,
     #[error(transparent)]
@@ -199,6 +233,36 @@ impl PaymentStore {
             Ok((existing, false))
         } else {
             Err(StoreError::Conflict(req.order_id))
+        }
+    }
+
+    /// Closes the order's payment unless one exists: returns the VOIDED payment this
+    /// call (or an earlier one) recorded, or the payment a Pay made first, unchanged.
+    pub async fn void(&self, req: &VoidRequest) -> Result<Payment, StoreError> {
+        let void = Payment::void(req, Uuid::now_v7(), now());
+        let inserted = entity::Entity::insert(to_row(&void))
+            .on_conflict(
+                OnConflict::column(entity::Column::OrderId)
+                    .do_nothing()
+                    .to_owned(),
+            )
+            .exec_without_returning(&self.db)
+            .await?;
+        if inserted == 1 {
+            return Ok(void);
+        }
+        let existing = find(&self.db, Lookup::ByOrderId(req.order_id), false)
+            .await?
+            .ok_or_else(|| {
+                StoreError::Corrupt(format!(
+                    "order {} conflicted but has no payment",
+                    req.order_id
+                ))
+            })?;
+        if existing.matches_void(req) {
+            Ok(existing)
+        } else {
+            Err(StoreError::VoidConflict(req.order_id))
         }
     }
 
@@ -289,6 +353,7 @@ fn status_str(s: PaymentStatus) -> &'static str {
         PaymentStatus::Approved => "APPROVED",
         PaymentStatus::Declined => "DECLINED",
         PaymentStatus::Refunded => "REFUNDED",
+        PaymentStatus::Voided => "VOIDED",
     }
 }
 
@@ -312,6 +377,7 @@ fn to_row(p: &Payment) -> entity::ActiveModel {
         decline_reason: Set(p.decline_reason.map(|r| reason_str(r).to_owned())),
         card_last4: Set(p.card_last4.clone()),
         refund_reason: Set(p.refund_reason.clone()),
+        void_reason: Set(p.void_reason.clone()),
         version: Set(p.version),
         created_at: Set(p.created_at),
         updated_at: Set(p.updated_at),
@@ -325,6 +391,7 @@ fn from_row(m: entity::Model) -> Result<Payment, StoreError> {
         "APPROVED" => PaymentStatus::Approved,
         "DECLINED" => PaymentStatus::Declined,
         "REFUNDED" => PaymentStatus::Refunded,
+        "VOIDED" => PaymentStatus::Voided,
         _ => return Err(corrupt("status")),
     };
     let decline_reason = match m.decline_reason.as_deref() {
@@ -348,6 +415,7 @@ fn from_row(m: entity::Model) -> Result<Payment, StoreError> {
         decline_reason,
         card_last4: m.card_last4.clone(),
         refund_reason: m.refund_reason.clone(),
+        void_reason: m.void_reason.clone(),
         version: m.version,
         created_at: m.created_at,
         updated_at: m.updated_at,

@@ -3,7 +3,11 @@
 //!
 //! [`ResilientChannel`] wraps a lazily connected tonic `Channel` in the behaviour a
 //! caller needs when the callee misbehaves:
-//! - a deadline per call, sent as `grpc-timeout` so the callee stops working on it too;
+//! - a deadline per call (the policy's, or the caller's own `grpc-timeout` when that is
+//!   shorter), retries included; every attempt tells the callee only the time left as
+//!   its `grpc-timeout`, so no attempt can still run on the callee once the call's
+//!   deadline has passed (the reconcilers' "nothing in flight after the grace" rests
+//!   on it);
 //! - bounded retries with jittered backoff, only for methods the caller marks
 //!   idempotent and only on codes that mean "not done, try again" (UNAVAILABLE,
 //!   RESOURCE_EXHAUSTED, or no connection at all), and never past the deadline;
@@ -108,6 +112,7 @@ fn payment_method_is_idempotent(path: &str) -> bool {
         path,
         "/talentshare.payment.v1.PaymentService/Pay"
             | "/talentshare.payment.v1.PaymentService/Refund"
+            | "/talentshare.payment.v1.PaymentService/Void"
             | "/talentshare.payment.v1.PaymentService/GetPayment"
             | "/talentshare.payment.v1.PaymentService/ListPayments"
     )
@@ -307,7 +312,12 @@ impl ResilientChannel {
         req: http::Request<tonic::body::Body>,
     ) -> Result<http::Response<tonic::body::Body>, BoxError> {
         let start = Instant::now();
-        let deadline = start + self.policy.timeout;
+        let budget = req
+            .headers()
+            .get("grpc-timeout")
+            .and_then(parse_grpc_timeout)
+            .map_or(self.policy.timeout, |asked| asked.min(self.policy.timeout));
+        let deadline = start + budget;
         if !self
             .breaker
             .lock()
@@ -334,18 +344,15 @@ impl ResilientChannel {
                 return Err(e.into());
             }
         };
-        let caller_set_deadline = parts.headers.contains_key("grpc-timeout");
         let backoff = Backoff::new(Duration::from_millis(50), Duration::from_millis(500));
         let mut attempt = 0u32;
         loop {
-            if !caller_set_deadline {
-                // Each attempt tells the callee only the time left, so no attempt can
-                // outlive the call's deadline on the callee's side.
-                let left = deadline.saturating_duration_since(Instant::now());
-                parts
-                    .headers
-                    .insert("grpc-timeout", grpc_timeout_header(left));
-            }
+            // Each attempt tells the callee only the time left, so no attempt can
+            // outlive the call's deadline on the callee's side.
+            let left = deadline.saturating_duration_since(Instant::now());
+            parts
+                .headers
+                .insert("grpc-timeout", grpc_timeout_header(left));
             let request = rebuild(&parts, body.clone());
             let mut channel = self.inner.clone();
             let outcome = tokio::time::timeout_at(deadline, async {
@@ -364,8 +371,8 @@ impl ResilientChannel {
                 return match outcome {
                     Ok(result) => result.map_err(Into::into),
                     Err(_) => Ok(Status::deadline_exceeded(format!(
-                        "{} did not answer within {:?}",
-                        self.callee, self.policy.timeout
+                        "{} did not answer within {budget:?}",
+                        self.callee
                     ))
                     .into_http()),
                 };
@@ -442,6 +449,27 @@ fn rebuild(parts: &http::request::Parts, body: Bytes) -> http::Request<tonic::bo
     *request.version_mut() = parts.version;
     *request.headers_mut() = parts.headers.clone();
     request
+}
+
+/// A `grpc-timeout` value (1 to 8 digits and a unit, per the gRPC HTTP/2 protocol);
+/// `None` for anything else, which then leaves the policy's deadline in force.
+fn parse_grpc_timeout(value: &http::HeaderValue) -> Option<Duration> {
+    let text = value.to_str().ok()?;
+    let split = text.len().checked_sub(1)?;
+    let (digits, unit) = text.split_at(split);
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
 }
 
 /// `grpc-timeout` in milliseconds (the protocol allows at most 8 digits).
@@ -533,5 +561,19 @@ mod tests {
     fn grpc_timeout_is_in_milliseconds() {
         assert_eq!(grpc_timeout_header(Duration::from_secs(3)), "3000m");
         assert_eq!(grpc_timeout_header(Duration::ZERO), "1m");
+    }
+
+    #[test]
+    fn a_callers_grpc_timeout_is_read_in_every_unit_and_nonsense_is_ignored() {
+        let parse = |s: &str| parse_grpc_timeout(&http::HeaderValue::from_str(s).unwrap());
+        assert_eq!(parse("2S"), Some(Duration::from_secs(2)));
+        assert_eq!(parse("1500m"), Some(Duration::from_millis(1500)));
+        assert_eq!(parse("3M"), Some(Duration::from_secs(180)));
+        assert_eq!(parse("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse("250u"), Some(Duration::from_micros(250)));
+        assert_eq!(parse("7n"), Some(Duration::from_nanos(7)));
+        for bad in ["", "m", "12", "123456789m", "1.5S", "-1S", "10x"] {
+            assert_eq!(parse(bad), None, "{bad:?}");
+        }
     }
 }

@@ -101,3 +101,95 @@ async fn a_callee_that_never_answers_costs_one_deadline() {
         "bounded by the deadline, took {took:?}"
     );
 }
+
+/// A callee that notes each attempt's `grpc-timeout` and answers UNAVAILABLE after
+/// `busy`, so the caller retries.
+#[derive(Clone)]
+struct Busy {
+    seen: std::sync::Arc<std::sync::Mutex<Vec<Duration>>>,
+    busy: Duration,
+}
+
+#[tonic::async_trait]
+impl tonic_health::pb::health_server::Health for Busy {
+    async fn check(
+        &self,
+        request: tonic::Request<HealthCheckRequest>,
+    ) -> Result<tonic::Response<tonic_health::pb::HealthCheckResponse>, tonic::Status> {
+        let header = request
+            .metadata()
+            .get("grpc-timeout")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_suffix('m'))
+            .and_then(|ms| ms.parse::<u64>().ok())
+            .map(Duration::from_millis)
+            .expect("every attempt carries a grpc-timeout in milliseconds");
+        self.seen.lock().unwrap().push(header);
+        tokio::time::sleep(self.busy).await;
+        Err(tonic::Status::unavailable("busy"))
+    }
+
+    type WatchStream = std::pin::Pin<
+        Box<
+            dyn futures::Stream<Item = Result<tonic_health::pb::HealthCheckResponse, tonic::Status>>
+                + Send,
+        >,
+    >;
+
+    async fn watch(
+        &self,
+        _: tonic::Request<HealthCheckRequest>,
+    ) -> Result<tonic::Response<Self::WatchStream>, tonic::Status> {
+        Err(tonic::Status::unimplemented("not needed"))
+    }
+}
+
+#[tokio::test]
+async fn every_retry_carries_only_the_time_left_of_the_callers_deadline() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let busy = Busy {
+        seen: Default::default(),
+        busy: Duration::from_millis(300),
+    };
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(tonic_health::pb::health_server::HealthServer::new(
+                busy.clone(),
+            ))
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+    );
+    // The policy allows 5 s; the caller asks for 1 s, which must win, retries included.
+    let ch = channel(addr, Duration::from_secs(5));
+    let mut request = tonic::Request::new(HealthCheckRequest {
+        service: String::new(),
+    });
+    request.set_timeout(Duration::from_secs(1));
+    let started = Instant::now();
+    let err = HealthClient::new(ch.clone())
+        .check(request)
+        .await
+        .unwrap_err();
+    let took = started.elapsed();
+
+    let seen = busy.seen.lock().unwrap().clone();
+    assert!(
+        // The last attempt may be cut by its own (short) grpc-timeout: tonic reports
+        // that as CANCELLED.
+        matches!(
+            err.code(),
+            Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled
+        ),
+        "{err:?}"
+    );
+    assert!(seen.len() >= 2, "the call was retried: {seen:?}");
+    assert!(seen[0] <= Duration::from_secs(1), "{seen:?}");
+    for pair in seen.windows(2) {
+        // Each attempt started at least `busy` after the one before it.
+        assert!(
+            pair[1] + Duration::from_millis(300) <= pair[0],
+            "each retry carries only the time left: {seen:?}"
+        );
+    }
+    assert!(took < Duration::from_millis(1500), "took {took:?}");
+}

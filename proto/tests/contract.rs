@@ -60,7 +60,7 @@ fn descriptor_set_holds_every_service_with_its_rpcs() {
         (
             "talentshare.payment.v1",
             "PaymentService",
-            &["Pay", "Refund", "GetPayment", "ListPayments"],
+            &["Pay", "Refund", "Void", "GetPayment", "ListPayments"],
         ),
         (
             "talentshare.reservation.v1",
@@ -201,7 +201,22 @@ fn payment_messages_keep_their_exact_fields() {
                 typed("create_time", 9, Msg, ts),
                 typed("update_time", 10, Msg, ts),
                 scalar("refund_reason", 11, Str),
+                scalar("void_reason", 12, Str),
             ],
+        ),
+        (
+            "VoidRequest",
+            vec![
+                scalar("order_id", 1, Str),
+                scalar("customer_id", 2, Str),
+                scalar("amount_minor", 3, Int64),
+                scalar("currency", 4, Str),
+                scalar("reason", 5, Str),
+            ],
+        ),
+        (
+            "VoidResponse",
+            vec![typed("payment", 1, Msg, ".talentshare.payment.v1.Payment")],
         ),
     ];
     for (message, expected) in cases {
@@ -241,6 +256,7 @@ fn payment_messages_keep_their_exact_fields() {
             "PAYMENT_STATUS_REFUNDED",
             3,
         ),
+        (payment::PaymentStatus::Voided, "PAYMENT_STATUS_VOIDED", 4),
     ];
     for (status, name, number) in statuses {
         assert_eq!((status.as_str_name(), status as i32), (name, number));

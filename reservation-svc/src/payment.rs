@@ -115,6 +115,7 @@ fn payment_state(payment: Option<pb::Payment>) -> Result<PaymentState, PaymentEr
         pb::PaymentStatus::Approved => Ok(PaymentState::Approved),
         pb::PaymentStatus::Declined => Ok(PaymentState::Declined),
         pb::PaymentStatus::Refunded => Ok(PaymentState::Refunded),
+        pb::PaymentStatus::Voided => Ok(PaymentState::Voided),
         pb::PaymentStatus::Unspecified => Err(PaymentError::Unexpected(format!(
             "payment in unknown status {}",
             payment.status

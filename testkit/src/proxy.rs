@@ -1,10 +1,14 @@
 //! A TCP proxy a test puts between a service and a server (RabbitMQ, say) to cut the
-//! link and restore it without touching the shared server.
+//! link and restore it without touching the shared server, or to make it slow: every
+//! byte held for a set delay in each direction, as a congested or distant network
+//! would.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
@@ -16,6 +20,8 @@ pub struct TcpProxy {
     addr: SocketAddr,
     upstream: SocketAddr,
     up: Arc<AtomicBool>,
+    /// Milliseconds each chunk is held in each direction.
+    delay_ms: Arc<AtomicU64>,
     current: Mutex<Option<CancellationToken>>,
 }
 
@@ -28,6 +34,7 @@ impl TcpProxy {
             addr,
             upstream,
             up: Arc::new(AtomicBool::new(false)),
+            delay_ms: Arc::new(AtomicU64::new(0)),
             current: Mutex::new(None),
         };
         proxy.serve(listener).await;
@@ -44,8 +51,17 @@ impl TcpProxy {
             addr,
             upstream,
             up: Arc::new(AtomicBool::new(false)),
+            delay_ms: Arc::new(AtomicU64::new(0)),
             current: Mutex::new(None),
         }
+    }
+
+    /// Holds every chunk read from then on for `delay` before it is passed on, in
+    /// both directions (so a request/response round trip costs twice `delay`), on
+    /// open connections too. Order within a connection is kept. Zero: no delay.
+    pub fn set_delay(&self, delay: Duration) {
+        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.delay_ms.store(ms, Ordering::SeqCst);
     }
 
     /// Where clients should connect.
@@ -92,6 +108,7 @@ impl TcpProxy {
         *self.current.lock().await = Some(token.clone());
         self.up.store(true, Ordering::SeqCst);
         let upstream = self.upstream;
+        let delay_ms = self.delay_ms.clone();
         tokio::spawn(async move {
             loop {
                 let (client, _) = tokio::select! {
@@ -102,17 +119,59 @@ impl TcpProxy {
                     },
                 };
                 let conn_token = token.clone();
+                let delay_ms = delay_ms.clone();
                 tokio::spawn(async move {
                     let Ok(server) = TcpStream::connect(upstream).await else {
                         return;
                     };
-                    let (mut c, mut s) = (client, server);
+                    let (client_read, client_write) = client.into_split();
+                    let (server_read, server_write) = server.into_split();
                     tokio::select! {
                         _ = conn_token.cancelled() => {}
-                        _ = tokio::io::copy_bidirectional(&mut c, &mut s) => {}
+                        _ = async {
+                            tokio::join!(
+                                pump(client_read, server_write, delay_ms.clone()),
+                                pump(server_read, client_write, delay_ms),
+                            )
+                        } => {}
                     }
                 });
             }
         });
     }
+}
+
+/// Copies `from` to `to`, each chunk held until the delay set when it was read has
+/// passed; a reader task and a writer task, so later chunks keep flowing in behind.
+async fn pump<R, W>(mut from: R, mut to: W, delay_ms: Arc<AtomicU64>)
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
+    let reader = async move {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            match from.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    let due = tokio::time::Instant::now()
+                        + Duration::from_millis(delay_ms.load(Ordering::SeqCst));
+                    if tx.send((due, buf[..n].to_vec())).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    };
+    let writer = async move {
+        while let Some((due, chunk)) = rx.recv().await {
+            tokio::time::sleep_until(due).await;
+            if to.write_all(&chunk).await.is_err() {
+                return;
+            }
+        }
+        let _ = to.shutdown().await;
+    };
+    tokio::join!(reader, writer);
 }

@@ -24,6 +24,7 @@ payment:
   methods:
     Pay: idempotent
     Refund: idempotent
+    Void: idempotent
     GetPayment: read
     ListPayments: read
 reservation:

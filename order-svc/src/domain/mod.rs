@@ -142,6 +142,10 @@ pub struct Order {
     /// The customer's request to cancel, recorded on a PAID order before its refund
     /// was asked for; kept once the order has ended.
     pub cancel_request: Option<CancelRequest>,
+    /// A payment approved for this order after it had ended without it, which must be
+    /// refunded: recorded before the refund is asked for, cleared once it is done, so
+    /// the money goes back even if this process stops in between.
+    pub refund_due: Option<Uuid>,
     /// Starts at 1, +1 per change; the events' `aggregate_version`.
     pub version: i64,
     /// When the latest call to payment-svc's Pay for this order started. No Pay can
@@ -192,6 +196,9 @@ pub enum PaymentOutcome {
     Refunded {
         payment_id: Uuid,
     },
+    /// Closed before any charge: the order was given up (see [`Order::abandon`]), and
+    /// no Pay for it will ever charge.
+    Voided,
 }
 
 /// Why an order cannot be placed.
@@ -235,6 +242,7 @@ impl Order {
             refunded: false,
             reason: None,
             cancel_request: None,
+            refund_due: None,
             version: 1,
             payment_attempted_at: now,
             created_at: now,
@@ -277,6 +285,8 @@ impl Order {
             return None;
         }
         let (status, event) = match outcome {
+            // A Pay that met the void answers with it: the order was given up.
+            PaymentOutcome::Voided => return self.abandon(Some(ABANDONED_REASON.to_owned()), now),
             PaymentOutcome::Approved { .. } => (OrderStatus::Paid, OrderEvent::Paid),
             PaymentOutcome::Declined { .. } => {
                 (OrderStatus::PaymentDeclined, OrderEvent::PaymentDeclined)
@@ -295,8 +305,36 @@ impl Order {
                 next.refunded = true;
                 next.reason = Some(REFUNDED_REASON.to_owned());
             }
+            PaymentOutcome::Voided => {}
         }
         Some((next, event))
+    }
+
+    /// Records that `outcome` approved a payment this order must give back: the order
+    /// ended (CANCELLED, REJECTED or PAYMENT_DECLINED) without that payment. Voids make
+    /// this impossible for orders given up by this version; it covers whatever still
+    /// slips through (an order given up by an older version, a payment found by the
+    /// anti-entropy pass). `None` when nothing is owed, or it is already recorded.
+    pub fn owe_refund(&self, outcome: &PaymentOutcome) -> Option<Order> {
+        let PaymentOutcome::Approved { payment_id } = outcome else {
+            return None;
+        };
+        let ended_without_it = matches!(
+            self.status,
+            OrderStatus::Cancelled | OrderStatus::Rejected | OrderStatus::PaymentDeclined
+        ) && self.payment_id != Some(*payment_id);
+        (ended_without_it && self.refund_due != Some(*payment_id)).then(|| Order {
+            refund_due: Some(*payment_id),
+            ..self.clone()
+        })
+    }
+
+    /// Clears the refund owed once payment-svc has refunded `payment_id`.
+    pub fn refund_paid(&self, payment_id: Uuid) -> Option<Order> {
+        (self.refund_due == Some(payment_id)).then(|| Order {
+            refund_due: None,
+            ..self.clone()
+        })
     }
 
     /// Records that the customer asked to cancel a PAID order; its refund is asked
@@ -344,12 +382,11 @@ impl Order {
         Ok(Some((next, OrderEvent::Cancelled)))
     }
 
-    /// Gives up a PENDING_PAYMENT order whose payment never happened (payment-svc has
-    /// none for it). Only once the latest Pay attempt is `grace` old, so no Pay for
-    /// it can still be in flight; before that, or once the order has moved on, this
-    /// changes nothing.
-    pub fn abandon(&self, reason: Option<String>, now: DateTime<Utc>, grace: TimeDelta) -> Change {
-        if self.status != OrderStatus::PendingPayment || !self.payment_attempt_expired(now, grace) {
+    /// Gives up a PENDING_PAYMENT order whose payment payment-svc has voided, so none
+    /// can ever be charged for it (the void, not a clock, is what makes this safe);
+    /// once the order has moved on, this changes nothing.
+    pub fn abandon(&self, reason: Option<String>, now: DateTime<Utc>) -> Change {
+        if self.status != OrderStatus::PendingPayment {
             return None;
         }
         let mut next = self.next(OrderStatus::Cancelled, now).ok()?;
@@ -690,25 +727,78 @@ mod tests {
     }
 
     #[test]
-    fn a_pending_order_is_abandoned_only_once_its_payment_attempt_is_older_than_the_grace() {
+    fn a_pending_order_is_judged_abandonable_only_once_its_payment_attempt_is_older_than_the_grace()
+    {
         let grace = TimeDelta::seconds(30);
         let order = pending();
-        assert_eq!(
-            order.abandon(None, t0() + TimeDelta::seconds(29), grace),
-            None
-        );
+        assert!(!order.payment_attempt_expired(t0() + TimeDelta::seconds(29), grace));
         let at = t0() + grace;
+        assert!(order.payment_attempt_expired(at, grace));
+        let restamped = order.attempt_payment(at).unwrap();
+        assert!(
+            !restamped.payment_attempt_expired(at, grace),
+            "a fresh attempt"
+        );
+    }
+
+    #[test]
+    fn a_voided_order_is_abandoned_cancelled_without_a_payment_once() {
+        let order = pending();
         let (abandoned, event) = order
-            .abandon(Some(ABANDONED_REASON.into()), at, grace)
+            .abandon(Some("changed my mind".into()), later())
             .unwrap();
         assert_eq!(abandoned.status, OrderStatus::Cancelled);
         assert_eq!((abandoned.payment_id, abandoned.refunded), (None, false));
-        assert_eq!(abandoned.reason.as_deref(), Some(ABANDONED_REASON));
+        assert_eq!(abandoned.reason.as_deref(), Some("changed my mind"));
         assert_eq!(event, OrderEvent::Cancelled);
+        assert_eq!(
+            abandoned.abandon(None, later()),
+            None,
+            "not pending any more"
+        );
+        assert_eq!(paid().abandon(None, later()), None, "not pending");
+    }
 
-        let restamped = order.attempt_payment(at).unwrap();
-        assert_eq!(restamped.abandon(None, at, grace), None, "a fresh attempt");
-        assert_eq!(paid().abandon(None, at, grace), None, "not pending");
+    #[test]
+    fn a_pay_answered_with_the_void_ends_the_order_given_up() {
+        let (settled, event) = pending().settle(&PaymentOutcome::Voided, later()).unwrap();
+        assert_eq!(settled.status, OrderStatus::Cancelled);
+        assert_eq!(settled.reason.as_deref(), Some(ABANDONED_REASON));
+        assert_eq!(settled.payment_id, None);
+        assert_eq!(event, OrderEvent::Cancelled);
+    }
+
+    #[test]
+    fn an_approval_meeting_an_order_that_ended_without_it_is_owed_back_until_paid() {
+        let (abandoned, _) = pending().abandon(None, later()).unwrap();
+        let (payment_id, approved) = approved();
+        assert_eq!(
+            abandoned.settle(&approved, later()),
+            None,
+            "no resurrection"
+        );
+        let owing = abandoned.owe_refund(&approved).unwrap();
+        assert_eq!(owing.refund_due, Some(payment_id));
+        assert_eq!(owing.version, abandoned.version, "no new version, no event");
+        assert_eq!(owing.owe_refund(&approved), None, "recorded once");
+        assert_eq!(
+            owing.refund_paid(Uuid::now_v7()),
+            None,
+            "only its own refund clears it"
+        );
+        assert_eq!(owing.refund_paid(payment_id).unwrap().refund_due, None);
+
+        let paid_with_it = paid();
+        let own = PaymentOutcome::Approved {
+            payment_id: paid_with_it.payment_id.unwrap(),
+        };
+        assert_eq!(paid_with_it.owe_refund(&own), None, "its own payment");
+        assert_eq!(pending().owe_refund(&approved), None, "still to be settled");
+        let declined = PaymentOutcome::Declined {
+            payment_id,
+            reason: "DECLINE_REASON_CARD_DECLINED".into(),
+        };
+        assert_eq!(abandoned.owe_refund(&declined), None, "nothing charged");
     }
 
     #[test]

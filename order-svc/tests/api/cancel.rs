@@ -182,7 +182,14 @@ async fn cancel_order_of_a_pending_order_waits_out_the_grace_when_no_payment_exi
     assert_eq!(cancelled.status, OrderStatus::Cancelled as i32);
     assert_eq!(cancelled.reason, "too slow");
     assert!(!cancelled.refunded && cancelled.payment_id.is_empty());
-    assert!(app.payment_of(&pending.order_id).await.is_none());
+    let void = app
+        .payment_of(&pending.order_id)
+        .await
+        .expect("voided first");
+    assert_eq!(
+        (void.status(), void.void_reason.as_str()),
+        (PaymentStatus::Voided, "too slow")
+    );
     assert_eq!(
         app.event_log(&pending.order_id).await,
         log(&[("order.placed", 1), ("order.cancelled", 2)])

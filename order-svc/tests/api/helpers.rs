@@ -80,6 +80,24 @@ pub struct Options {
     pub args: &'static [&'static str],
 }
 
+/// Another order-svc process on the test's database (see [`TestApp::start_replica`]).
+pub struct Replica {
+    /// The replica as [`CUSTOMER`].
+    pub client: OrderServiceClient<AuthChannel>,
+    shutdown: CancellationToken,
+    running: Option<RunningService>,
+}
+
+impl Replica {
+    /// Drains the replica.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(r) = self.running.take() {
+            r.wait().await.expect("order-svc replica stopped cleanly");
+        }
+    }
+}
+
 /// The customer [`TestApp::client`] acts as (the one [`place_request`] orders for).
 pub const CUSTOMER: &str = "cust-1";
 
@@ -376,6 +394,36 @@ impl TestApp {
     /// The queue mypage-svc would read (bound to every event).
     pub fn all_events_queue(&self) -> String {
         self.broker.topology.queue("mypage")
+    }
+
+    /// A second order-svc replica on the same database and topology, reaching payment-svc
+    /// directly rather than through the proxy, started with `args`.
+    pub async fn start_replica(&self, args: &[&str]) -> Replica {
+        let payment_addr = self
+            .payment_running
+            .as_ref()
+            .expect("payment-svc running")
+            .local_addr;
+        let shutdown = CancellationToken::new();
+        let running = order_svc::start(
+            settings(
+                self.db.url(),
+                self.broker.exchange(),
+                &format!("http://{payment_addr}"),
+                &self.identity,
+                args,
+            ),
+            shutdown.clone(),
+        )
+        .await
+        .expect("start order-svc replica");
+        let channel = connect(running.local_addr).await;
+        wait_ready(&channel, order_svc::SERVICE_NAME).await;
+        Replica {
+            client: OrderServiceClient::new(self.identity.as_customer(channel, CUSTOMER)),
+            shutdown,
+            running: Some(running),
+        }
     }
 
     /// A connection to order-svc's database for assertions.

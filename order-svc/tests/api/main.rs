@@ -8,6 +8,7 @@ mod access;
 mod auth;
 mod cancel;
 mod interrupted_cancel;
+mod late_pay;
 mod lifecycle;
 mod place;
 mod queries;

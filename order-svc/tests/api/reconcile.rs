@@ -1,5 +1,6 @@
 //! The reconciler settles orders left PENDING_PAYMENT once payment-svc answers:
-//! PAID when the payment went through, CANCELLED when it never happened; a row it
+//! PAID when the payment went through, CANCELLED (after voiding it at payment-svc)
+//! when it never happened; a row it
 //! cannot read is skipped (and reported), never a reason to stop settling the others.
 
 use talentshare_proto::order::OrderStatus;
@@ -82,10 +83,14 @@ async fn the_reconciler_cancels_a_pending_order_whose_payment_never_happened(bac
         app.event_log(&cancelled.order_id).await,
         log(&[("order.placed", 1), ("order.cancelled", 2)])
     );
+    // Given up at payment-svc first: the order's payment is a void, nothing charged.
+    let void = app.payment_of(&cancelled.order_id).await.expect("a void");
+    assert_eq!(void.status(), PaymentStatus::Voided);
     // A late retry of the same request finds the order given up and pays nothing.
     let retried = app.place(req).await;
     assert_eq!(retried, cancelled);
-    assert!(app.payment_of(&cancelled.order_id).await.is_none());
+    let still = app.payment_of(&cancelled.order_id).await.expect("the void");
+    assert_eq!(still, void, "nothing charged");
     app.stop().await;
 }
 

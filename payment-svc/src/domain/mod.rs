@@ -4,6 +4,8 @@
 //!
 //! States: a charge is decided once, APPROVED or DECLINED; an APPROVED payment may be
 //! REFUNDED once. Refunding again is a no-op; refunding a DECLINED payment is refused.
+//! An order given up before any charge is VOIDED: a terminal payment with no card, so
+//! that a Pay arriving after order-svc gave up finds it and charges nothing.
 
 use chrono::{DateTime, Utc};
 use platform::values::{CardNumber, ExternalId, Money};
@@ -27,6 +29,16 @@ pub struct Booking {
     pub session_minutes: i32,
 }
 
+/// A validated request to close an order's payment before any charge.
+#[derive(Clone, Debug)]
+pub struct VoidRequest {
+    /// The idempotency key, shared with [`ChargeRequest::order_id`].
+    pub order_id: Uuid,
+    pub customer_id: ExternalId,
+    pub money: Money,
+    pub reason: Option<String>,
+}
+
 /// A validated request to charge a card for an order.
 #[derive(Clone, Debug)]
 pub struct ChargeRequest {
@@ -44,6 +56,8 @@ pub enum PaymentStatus {
     Approved,
     Declined,
     Refunded,
+    /// Closed before any charge; no card, nothing to refund.
+    Voided,
 }
 
 /// Why a charge was declined.
@@ -91,8 +105,10 @@ pub struct Payment {
     pub money: Money,
     pub status: PaymentStatus,
     pub decline_reason: Option<DeclineReason>,
+    /// Empty for a voided payment: it never saw a card.
     pub card_last4: String,
     pub refund_reason: Option<String>,
+    pub void_reason: Option<String>,
     /// Starts at 1, +1 per change; the events' `aggregate_version`.
     pub version: i64,
     pub created_at: DateTime<Utc>,
@@ -128,6 +144,7 @@ impl Payment {
             decline_reason,
             card_last4: req.card.last4().to_owned(),
             refund_reason: None,
+            void_reason: None,
             version: 1,
             created_at: now,
             updated_at: now,
@@ -144,14 +161,44 @@ impl Payment {
         (payment, event)
     }
 
+    /// Closes an order's payment before any charge: the terminal row a later Pay
+    /// finds instead of charging. No event: no money moved.
+    pub fn void(req: &VoidRequest, payment_id: Uuid, now: DateTime<Utc>) -> Payment {
+        Payment {
+            payment_id,
+            order_id: req.order_id,
+            customer_id: req.customer_id.clone(),
+            money: req.money,
+            status: PaymentStatus::Voided,
+            decline_reason: None,
+            card_last4: String::new(),
+            refund_reason: None,
+            void_reason: req.reason.clone(),
+            version: 1,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
     /// Whether a repeated charge request for the same order asks for the same thing.
     /// Only the last four card digits are kept, so a different card with the same
-    /// last four counts as the same request.
+    /// last four counts as the same request. A voided payment never saw a card, so
+    /// against it the customer and the money decide.
     pub fn matches(&self, req: &ChargeRequest) -> bool {
         self.order_id == req.order_id
             && self.customer_id == req.customer_id
             && self.money == req.money
-            && self.card_last4 == req.card.last4()
+            && (self.status == PaymentStatus::Voided || self.card_last4 == req.card.last4())
+    }
+
+    /// Whether a void request is about this payment's order, customer and money; a
+    /// payment made first answers any void for its order whatever it says, since the
+    /// void then changes nothing.
+    pub fn matches_void(&self, req: &VoidRequest) -> bool {
+        self.status != PaymentStatus::Voided
+            || (self.order_id == req.order_id
+                && self.customer_id == req.customer_id
+                && self.money == req.money)
     }
 
     /// Refunds an approved payment.
@@ -162,7 +209,7 @@ impl Payment {
     ) -> Result<Refund, RefundRefused> {
         match self.status {
             PaymentStatus::Refunded => Ok(Refund::AlreadyRefunded),
-            PaymentStatus::Declined => Err(RefundRefused::NotCharged),
+            PaymentStatus::Declined | PaymentStatus::Voided => Err(RefundRefused::NotCharged),
             PaymentStatus::Approved => {
                 let refunded = Payment {
                     status: PaymentStatus::Refunded,
@@ -196,7 +243,7 @@ pub enum Refund {
 /// Why a refund is refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum RefundRefused {
-    #[error("payment was declined; there is nothing to refund")]
+    #[error("payment was declined or voided; nothing was charged, so there is nothing to refund")]
     NotCharged,
 }
 
@@ -282,6 +329,48 @@ mod tests {
             Utc::now(),
         );
         assert_eq!(p.refund(None, Utc::now()), Err(RefundRefused::NotCharged));
+    }
+
+    fn void_of(req: &ChargeRequest) -> VoidRequest {
+        VoidRequest {
+            order_id: req.order_id,
+            customer_id: req.customer_id.clone(),
+            money: req.money,
+            reason: Some("payment not completed".into()),
+        }
+    }
+
+    #[test]
+    fn a_void_is_a_terminal_payment_without_a_card_that_cannot_be_refunded() {
+        let req = request("4242424242424242", 100);
+        let void = Payment::void(&void_of(&req), Uuid::now_v7(), Utc::now());
+        assert_eq!(void.status, PaymentStatus::Voided);
+        assert_eq!(void.card_last4, "");
+        assert_eq!(void.void_reason.as_deref(), Some("payment not completed"));
+        assert_eq!(
+            void.refund(None, Utc::now()),
+            Err(RefundRefused::NotCharged)
+        );
+    }
+
+    #[test]
+    fn a_pay_meeting_a_void_matches_by_customer_and_money_whatever_the_card() {
+        let req = request("4242424242424242", 100);
+        let void = Payment::void(&void_of(&req), Uuid::now_v7(), Utc::now());
+        assert!(void.matches(&req));
+        let mut other_card = req.clone();
+        other_card.card = CardNumber::try_from("5555555555554444").unwrap();
+        assert!(void.matches(&other_card));
+        let mut other_amount = req.clone();
+        other_amount.money.amount = AmountMinor::try_from(101).unwrap();
+        assert!(!void.matches(&other_amount));
+        assert!(void.matches_void(&void_of(&req)));
+        assert!(!void.matches_void(&void_of(&other_amount)));
+        let (paid, _) = Payment::charge(&req, Uuid::now_v7(), Utc::now());
+        assert!(
+            paid.matches_void(&void_of(&other_amount)),
+            "a payment answers any void"
+        );
     }
 
     #[test]

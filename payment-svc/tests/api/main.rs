@@ -9,3 +9,4 @@ mod pay;
 mod queries;
 mod refund;
 mod validation;
+mod void;

@@ -478,6 +478,9 @@ pub enum PaymentState {
     Approved,
     Declined,
     Refunded,
+    /// Closed before any charge (its order was given up); never met by a booking in
+    /// practice, since bookings come from approved payments.
+    Voided,
 }
 
 /// A reservation is confirmed only while its payment is still approved (a refund
@@ -903,7 +906,11 @@ mod tests {
     #[test]
     fn only_an_approved_payment_allows_confirming() {
         assert_eq!(require_approved(PaymentState::Approved), Ok(()));
-        for state in [PaymentState::Declined, PaymentState::Refunded] {
+        for state in [
+            PaymentState::Declined,
+            PaymentState::Refunded,
+            PaymentState::Voided,
+        ] {
             assert_eq!(require_approved(state), Err(PaymentNotApproved(state)));
         }
     }
