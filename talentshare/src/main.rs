@@ -7,7 +7,12 @@
 //!   SERVING (for `helm test` and operators).
 //! - `talentshare token`: a development token (customer or manager) signed with the
 //!   key `up` keeps in its data directory, for grpcurl.
+//! - `talentshare topology`: declares the RabbitMQ topology with an admin user, once
+//!   per deployment.
+//! - `talentshare dlq`: lists the dead-lettered events of each consumer and replays
+//!   chosen ones to that consumer once the cause is fixed.
 
+mod dlq;
 mod probe;
 mod token;
 mod topology;
@@ -38,6 +43,8 @@ enum Command {
     Token(token::TokenArgs),
     // Help text on `TopologyArgs`, so `topology --help` shows the long version.
     Topology(topology::TopologyArgs),
+    // Help text on `DlqArgs`, as for `topology`.
+    Dlq(dlq::DlqArgs),
 }
 
 #[tokio::main]
@@ -48,6 +55,7 @@ async fn main() -> ExitCode {
         Command::Probe(args) => probe::run(args).await,
         Command::Token(args) => token::run(args),
         Command::Topology(args) => topology::run(args).await,
+        Command::Dlq(args) => dlq::run(args).await,
     };
     match result {
         Ok(code) => code,
