@@ -18,9 +18,12 @@ pub struct Audit {
     /// booking, an order with no my page row, an outbox row never delivered.
     pub lost_events: usize,
     /// Charges that do not match exactly one paid (or refunded) order: two payments
-    /// for one order, an approved payment whose order is not PAID, a PAID order without
-    /// an approved payment.
+    /// for one order, a PAID order without an approved payment, a refund the order
+    /// does not know of.
     pub double_charges: usize,
+    /// Money kept without a booking: an approved, unrefunded payment whose order is
+    /// not PAID (given up, declined, cancelled or rejected).
+    pub kept_charges: usize,
     /// Orders still PENDING_PAYMENT.
     pub stuck_orders: usize,
     /// My page rows that differ from the owning services' state.
@@ -36,6 +39,7 @@ impl Audit {
     pub fn clean(&self) -> bool {
         self.lost_events == 0
             && self.double_charges == 0
+            && self.kept_charges == 0
             && self.stuck_orders == 0
             && self.mypage_mismatches == 0
     }
@@ -169,8 +173,16 @@ pub async fn audit(system: &System) -> anyhow::Result<Audit> {
             ("PAID", Some("APPROVED")) => true,
             ("PAYMENT_DECLINED", Some("DECLINED")) => true,
             ("CANCELLED", Some("REFUNDED")) | ("REJECTED", Some("REFUNDED")) => refunded,
-            // Abandoned before any charge (the reconciler found no payment).
-            ("CANCELLED", None) => !refunded,
+            // Given up before any charge: voided at payment-svc first (or, for orders
+            // from before voids, no payment at all).
+            ("CANCELLED", Some("VOIDED")) | ("CANCELLED", None) => !refunded,
+            (_, Some("APPROVED")) if status != "PENDING_PAYMENT" => {
+                a.kept_charges += 1;
+                a.problem(format!(
+                    "order {id}: {status} but its payment is APPROVED and not refunded"
+                ));
+                true
+            }
             ("PENDING_PAYMENT", _) => {
                 a.stuck_orders += 1;
                 a.problem(format!(
@@ -214,7 +226,9 @@ pub async fn audit(system: &System) -> anyhow::Result<Audit> {
                     get(page, "payment_status"),
                     get(page, "reservation_status"),
                 );
-                let truth = (Some(status), payment_status, booking_status);
+                // A void moves no money and is not announced: my page shows no payment.
+                let shown_payment = payment_status.filter(|p| *p != "VOIDED");
+                let truth = (Some(status), shown_payment, booking_status);
                 if seen != truth {
                     a.mypage_mismatches += 1;
                     a.problem(format!(

@@ -21,7 +21,9 @@ use talentshare_proto::mypage::{
 use talentshare_proto::order::order_service_client::OrderServiceClient;
 use talentshare_proto::payment::payment_service_client::PaymentServiceClient;
 use talentshare_proto::reservation::reservation_service_client::ReservationServiceClient;
-use testkit::{AuthChannel, Backend, ServiceProcess, TestBroker, TestDatabase, TestIdentity};
+use testkit::{
+    AuthChannel, Backend, ServiceProcess, TcpProxy, TestBroker, TestDatabase, TestIdentity,
+};
 use tonic::transport::Channel;
 use tonic_health::pb::health_check_response::ServingStatus;
 
@@ -98,6 +100,8 @@ pub struct System {
     /// The identity provider the public services trust; its JWKS file lives as long
     /// as the system, so a restarted service reads the same keys.
     identity: Arc<TestIdentity>,
+    /// Extra order-svc processes on order-svc's database ([`System::start_order_replica`]).
+    replicas: Vec<ServiceProcess>,
 }
 
 impl System {
@@ -153,6 +157,7 @@ impl System {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             service_env,
+            replicas: Vec::new(),
         };
         for svc in Svc::ALL {
             system.start_service(svc).await;
@@ -218,6 +223,60 @@ impl System {
         )
         .await;
         self.processes.insert(svc, process);
+    }
+
+    /// Starts a second order-svc on order-svc's database and topology, with `env` over
+    /// its usual environment (say, a PAYMENT_URL through a slow proxy), and waits until
+    /// it is ready; returns where it listens. It runs until [`System::shutdown`].
+    pub async fn start_order_replica(&mut self, env: &[(&str, String)]) -> SocketAddr {
+        let mut all: Vec<(String, String)> = self
+            .env_for(Svc::Order)
+            .into_iter()
+            .filter(|(k, _)| k != "GRPC_ADDR")
+            .collect();
+        all.extend(env.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
+        let all: Vec<(&str, String)> = all.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+        let bin = binary_path(Svc::Order.binary());
+        let process = ServiceProcess::spawn(bin.to_str().expect("utf-8 path"), &all).await;
+        let channel = process.channel().await;
+        testkit::wait_until(
+            "order-svc replica ready",
+            Duration::from_secs(30),
+            || async {
+                (testkit::health::check(channel.clone(), Svc::Order.grpc_name()).await
+                    == Ok(ServingStatus::Serving))
+                .then_some(())
+            },
+        )
+        .await;
+        let addr = process.addr;
+        self.replicas.push(process);
+        addr
+    }
+
+    /// Restarts `svc` reaching its database through a proxy the caller can cut, and
+    /// returns the proxy. The audit still reads the database directly.
+    pub async fn route_database_through_proxy(&mut self, svc: Svc) -> TcpProxy {
+        let url = url::Url::parse(self.databases[&svc].url()).expect("database URL");
+        let server: SocketAddr = format!(
+            "{}:{}",
+            url.host_str().expect("database host"),
+            url.port().unwrap_or(5432)
+        )
+        .parse()
+        .expect("database address");
+        let proxy = TcpProxy::start(server).await;
+        let mut via = url.clone();
+        via.set_host(Some(&proxy.addr().ip().to_string()))
+            .expect("host");
+        via.set_port(Some(proxy.addr().port())).expect("port");
+        self.service_env
+            .entry(svc)
+            .or_default()
+            .push(("DATABASE_URL".to_owned(), via.to_string()));
+        self.stop_service(svc).await;
+        self.start_service(svc).await;
+        proxy
     }
 
     /// Stops one service with SIGTERM and waits for it to exit.
@@ -365,6 +424,10 @@ impl System {
 
     /// Stops every service and removes the run's databases and topology.
     pub async fn shutdown(mut self) {
+        for mut replica in self.replicas.drain(..) {
+            replica.signal("TERM");
+            replica.wait(Duration::from_secs(30)).await;
+        }
         for svc in [Svc::Order, Svc::Reservation, Svc::MyPage, Svc::Payment] {
             if self.processes.contains_key(&svc) {
                 self.stop_service(svc).await;

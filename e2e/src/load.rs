@@ -43,6 +43,19 @@ pub struct LoadStats {
     pub rejected: AtomicUsize,
     /// Orders finished so far (the fault is injected part-way).
     pub progress: AtomicUsize,
+    /// PlaceOrder calls an impatient customer walked away from after one retryable
+    /// error (see [`Patience::Impatient`]): the order is the system's to settle.
+    pub walked_away: AtomicUsize,
+}
+
+/// How long a customer keeps retrying a PlaceOrder that fails with a retryable code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Patience {
+    /// Retries for up to two minutes, with the same request id.
+    Patient,
+    /// Gives up after the first retryable error, as a closed app or a dropped phone
+    /// does: whatever became of the order is left to the services.
+    Impatient,
 }
 
 fn retryable(code: Code) -> bool {
@@ -138,6 +151,7 @@ pub async fn customers(
     run: &str,
     total: usize,
     concurrency: usize,
+    patience: Patience,
     stats: Arc<LoadStats>,
 ) {
     let next = Arc::new(AtomicUsize::new(0));
@@ -160,12 +174,22 @@ pub async fn customers(
                 }
                 let request = order_request(&run, n);
                 let client = clients.get(&request.customer_id);
-                let placed = with_retries(&stats, || {
+                let place = || {
                     let mut c = client.clone();
                     let r = request.clone();
                     async move { c.place_order(r).await.map(|r| r.into_inner().order) }
-                })
-                .await;
+                };
+                let placed = match patience {
+                    Patience::Patient => with_retries(&stats, place).await,
+                    Patience::Impatient => match place().await {
+                        Err(s) if retryable(s.code()) => {
+                            stats.walked_away.fetch_add(1, Ordering::Relaxed);
+                            stats.progress.fetch_add(1, Ordering::Relaxed);
+                            continue;
+                        }
+                        other => other,
+                    },
+                };
                 match placed {
                     Ok(Some(order)) => {
                         stats.placed.fetch_add(1, Ordering::Relaxed);

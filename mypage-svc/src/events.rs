@@ -125,7 +125,11 @@ fn change(payload: &Payload, v: &mut Violations) -> Option<Change> {
             Some(Change::OrderCancelled { payment_id })
         }
         Payload::OrderRejected(p) => Some(Change::OrderRejected {
-            reservation_id: uuid(v, "order_rejected.reservation_id", &p.reservation_id)?,
+            reservation_id: if p.reservation_id.is_empty() {
+                None
+            } else {
+                Some(uuid(v, "order_rejected.reservation_id", &p.reservation_id)?)
+            },
         }),
         Payload::PaymentApproved(p) => {
             let payment_id = uuid(v, "payment_approved.payment_id", &p.payment_id);

@@ -54,7 +54,7 @@ async fn apply_rejection(
         Some(uuid("payment_id", &rejected.payment_id)?)
     };
     let result = store::change_in(txn, order_id, |order, now| {
-        order.reject(reservation_id, payment_id, &rejected.reason, now)
+        order.reject(Some(reservation_id), payment_id, &rejected.reason, now)
     })
     .await;
     match result {

@@ -35,7 +35,7 @@ pub fn to_outbox(order: &Order, event: &OrderEvent) -> NewEvent {
             refunded: order.refunded,
         }),
         OrderEvent::Rejected { reservation_id } => Payload::OrderRejected(OrderRejected {
-            reservation_id: reservation_id.to_string(),
+            reservation_id: reservation_id.map(|r| r.to_string()).unwrap_or_default(),
             reason: order.reason.clone().unwrap_or_default(),
         }),
     };

@@ -11,11 +11,14 @@
 //! - [`consumer`]: the `reservation.rejected` event handler;
 //! - [`reconciler`]: the background task that settles orders left PENDING_PAYMENT
 //!   and finishes cancellations interrupted after their refund;
+//! - [`anti_entropy`]: the background pass that compares decided orders with their
+//!   payments and repairs what a lost event left wrong;
 //! - [`events`]: domain events to `talentshare.events.v1` payloads.
 //!
 //! [`start`] runs the service from [`Settings`]; the binary, `talentshare` and the
 //! tests all use it.
 
+pub mod anti_entropy;
 pub mod consumer;
 pub mod domain;
 pub mod events;
@@ -64,6 +67,8 @@ pub struct Settings {
     pub payment: PaymentClientSettings,
     #[command(flatten)]
     pub reconcile: platform::client::ReconcileSettings,
+    #[command(flatten)]
+    pub anti_entropy: platform::client::AntiEntropySettings,
 }
 
 impl Settings {
@@ -73,7 +78,8 @@ impl Settings {
     ///
     /// A message naming the settings that disagree.
     pub fn validate(&self) -> anyhow::Result<()> {
-        self.reconcile.validate(&self.payment)
+        self.reconcile.validate(&self.payment)?;
+        self.anti_entropy.validate()
     }
 }
 
@@ -106,7 +112,8 @@ pub async fn start(
     let tasks = vec![
         host.consumer(consumer::QUEUE, consumer::ReservationEvents)
             .into(),
-        reconciler::task(orders, settings.reconcile.reconcile_interval),
+        reconciler::task(orders.clone(), settings.reconcile.reconcile_interval),
+        anti_entropy::task(orders, settings.anti_entropy),
     ];
     Ok(host.start::<store::Migrator>(Routes::new(service), tasks, shutdown))
 }

@@ -55,6 +55,15 @@ impl From<Status> for PaymentError {
     }
 }
 
+/// An order's payment as the anti-entropy pass compares it.
+#[derive(Clone, Debug)]
+pub struct PaymentFacts {
+    pub outcome: PaymentOutcome,
+    /// When payment-svc last changed it (its refund, for a refunded payment).
+    pub updated_at: chrono::DateTime<chrono::Utc>,
+    pub refund_reason: Option<String>,
+}
+
 /// payment-svc as order-svc sees it. Cheap to clone.
 #[derive(Clone)]
 pub struct PaymentGateway {
@@ -119,6 +128,33 @@ impl PaymentGateway {
             .into_inner()
             .payment;
         outcome(payment)
+    }
+
+    /// What payment-svc holds for the order, with when it last changed and its refund
+    /// reason (for the anti-entropy pass), or `None` when it has nothing.
+    pub async fn inspect(&self, order_id: Uuid) -> Result<Option<PaymentFacts>, PaymentError> {
+        let request = self.request(GetPaymentRequest {
+            lookup: Some(Lookup::OrderId(order_id.to_string())),
+        });
+        let payment = match self.client.clone().get_payment(request).await {
+            Ok(response) => response.into_inner().payment,
+            Err(s) if s.code() == Code::NotFound => return Ok(None),
+            Err(s) => return Err(s.into()),
+        };
+        let updated_at = payment
+            .as_ref()
+            .and_then(|p| p.update_time)
+            .and_then(|t| platform::time::from_proto(Some(t)).ok())
+            .ok_or_else(|| PaymentError::Unexpected("payment without update_time".into()))?;
+        let refund_reason = payment
+            .as_ref()
+            .map(|p| p.refund_reason.clone())
+            .filter(|r| !r.is_empty());
+        Ok(Some(PaymentFacts {
+            outcome: outcome(payment)?,
+            updated_at,
+            refund_reason,
+        }))
     }
 
     /// The order's payment, or `None` when payment-svc has none for it.

@@ -31,7 +31,7 @@ use platform::values::CardNumber;
 use uuid::Uuid;
 
 use crate::domain::{NewOrder, Order, OrderStatus, PaymentOutcome};
-use crate::payment::{PaymentError, PaymentGateway};
+use crate::payment::{PaymentError, PaymentFacts, PaymentGateway};
 use crate::store::{ListQuery, OrderStore, Placed, StoreError};
 
 /// The refund reason of a payment approved after its order had ended.
@@ -269,6 +269,44 @@ impl Orders {
             .await?;
         tracing::info!(order_id = %order.order_id, %payment_id, "owed refund paid back");
         Ok(order)
+    }
+
+    /// What payment-svc holds for the order (for the anti-entropy pass).
+    pub async fn inspect_payment(
+        &self,
+        order_id: Uuid,
+    ) -> Result<Option<PaymentFacts>, OrderError> {
+        Ok(self.payments.inspect(order_id).await?)
+    }
+
+    /// The anti-entropy pass's next page of decided orders, and where the one after
+    /// starts (see [`OrderStore::settled_between`]).
+    pub async fn settled_between(
+        &self,
+        since: DateTime<Utc>,
+        before: DateTime<Utc>,
+        sessions_after: DateTime<Utc>,
+        after: Option<Uuid>,
+        limit: u64,
+    ) -> Result<(Vec<Order>, Option<Uuid>), OrderError> {
+        Ok(self
+            .store
+            .settled_between(since, before, sessions_after, after, limit)
+            .await?)
+    }
+
+    /// Ends a PAID order whose payment its manager's rejection refunded, when
+    /// `reservation.rejected` never arrived: REJECTED with `reason`, announced without
+    /// a reservation id. Idempotent like the event it stands in for.
+    pub async fn record_rejection(
+        &self,
+        order_id: Uuid,
+        reason: &str,
+    ) -> Result<Order, OrderError> {
+        Ok(self
+            .store
+            .change(order_id, |o, now| o.reject(None, None, reason, now))
+            .await?)
     }
 
     /// Up to `limit` orders that owe a refund.

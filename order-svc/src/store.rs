@@ -490,23 +490,34 @@ impl OrderStore {
         ))
     }
 
-    /// Up to `limit` decided orders (any status but PENDING_PAYMENT) whose last change
-    /// lies between `since` and `before`, after `after` in id order: the anti-entropy
-    /// pass walks them page by page and compares each with its payment. Also returns
-    /// where the next page starts, `None` once the walk has reached the end (an
-    /// unreadable row is skipped, reported, and still moves the walk on).
+    /// Up to `limit` decided orders (any status but PENDING_PAYMENT) last changed
+    /// before `before` and either changed since `since` or PAID for a session starting
+    /// after `sessions_after` (a booking still to come, however old its payment), after
+    /// `after` in id order: the anti-entropy pass walks them page by page and compares
+    /// each with its payment. Also returns where the next page starts, `None` once the
+    /// walk has reached the end (an unreadable row is skipped, reported, and still
+    /// moves the walk on).
     pub async fn settled_between(
         &self,
         since: DateTime<Utc>,
         before: DateTime<Utc>,
+        sessions_after: DateTime<Utc>,
         after: Option<Uuid>,
         limit: u64,
     ) -> Result<(Vec<Order>, Option<Uuid>), StoreError> {
         // Times compare as in `stale_pending`.
         let mut select = entity::Entity::find()
             .filter(entity::Column::Status.ne(status_str(OrderStatus::PendingPayment)))
-            .filter(entity::Column::UpdatedAt.gte(since))
             .filter(entity::Column::UpdatedAt.lt(before))
+            .filter(
+                sea_orm::Condition::any()
+                    .add(entity::Column::UpdatedAt.gte(since))
+                    .add(
+                        sea_orm::Condition::all()
+                            .add(entity::Column::Status.eq(status_str(OrderStatus::Paid)))
+                            .add(entity::Column::SessionStart.gt(sessions_after)),
+                    ),
+            )
             .order_by_asc(entity::Column::OrderId)
             .limit(limit);
         if let Some(after) = after {

@@ -97,6 +97,51 @@ impl ReconcileSettings {
     }
 }
 
+/// The anti-entropy pass: how a service periodically compares what it believes with
+/// payment-svc, the owner of the money's truth, and repairs what an event lost or
+/// dead-lettered left wrong.
+#[derive(Args, Clone, Debug)]
+pub struct AntiEntropySettings {
+    /// How often the anti-entropy pass checks its next batch.
+    #[arg(long, env = "ANTI_ENTROPY_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    pub anti_entropy_interval: Duration,
+    /// Records checked per batch (one payment-svc lookup each).
+    #[arg(long, env = "ANTI_ENTROPY_BATCH", default_value_t = 100,
+          value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub anti_entropy_batch: u64,
+    /// How long a record must have been quiet (no change, and its payment's last
+    /// change too) before the pass judges it: longer than any event takes to arrive,
+    /// so a repair never races the event it stands in for.
+    #[arg(long, env = "ANTI_ENTROPY_QUIET", default_value = "2m", value_parser = parse_duration)]
+    pub anti_entropy_quiet: Duration,
+    /// How far back the pass looks: records whose last change is older are not
+    /// checked again. One full pass covers the window in
+    /// ceil(records changed in the window / batch) × interval.
+    #[arg(long, env = "ANTI_ENTROPY_WINDOW", default_value = "24h", value_parser = parse_duration)]
+    pub anti_entropy_window: Duration,
+}
+
+impl AntiEntropySettings {
+    /// Checks what clap cannot check one flag at a time.
+    ///
+    /// # Errors
+    ///
+    /// A message naming the settings that disagree.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            !self.anti_entropy_interval.is_zero(),
+            "ANTI_ENTROPY_INTERVAL must be greater than zero"
+        );
+        anyhow::ensure!(
+            self.anti_entropy_window > self.anti_entropy_quiet,
+            "ANTI_ENTROPY_WINDOW ({:?}) must be longer than ANTI_ENTROPY_QUIET ({:?})",
+            self.anti_entropy_window,
+            self.anti_entropy_quiet
+        );
+        Ok(())
+    }
+}
+
 fn parse_http_url(s: &str) -> Result<String, String> {
     let url = url::Url::parse(s).map_err(|e| format!("not a valid URL ({e})"))?;
     match url.scheme() {

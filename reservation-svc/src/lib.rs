@@ -11,6 +11,8 @@
 //! - [`grpc`]: the gRPC adapter and the error-to-status `match`;
 //! - [`rejection`]: claim, refund, reject — shared by the RPC and the reconciler;
 //! - [`reconciler`]: the background task that finishes rejections left pending;
+//! - [`anti_entropy`]: the background pass that compares active bookings with their
+//!   payments and cancels those whose `order.cancelled` was lost;
 //! - [`consumer`]: the handler of `payment.approved` and `order.cancelled`;
 //! - [`payment`]: the unary calls to payment-svc;
 //! - [`events`]: domain events to `talentshare.events.v1` payloads.
@@ -18,6 +20,7 @@
 //! [`start`] runs the service from [`Settings`]; the binary, `talentshare` and the
 //! tests all use it.
 
+pub mod anti_entropy;
 pub mod consumer;
 pub mod domain;
 pub mod events;
@@ -66,6 +69,8 @@ pub struct Settings {
     pub payment: PaymentClientSettings,
     #[command(flatten)]
     pub reconcile: platform::client::ReconcileSettings,
+    #[command(flatten)]
+    pub anti_entropy: platform::client::AntiEntropySettings,
 }
 
 impl Settings {
@@ -75,7 +80,8 @@ impl Settings {
     ///
     /// A message naming the settings that disagree.
     pub fn validate(&self) -> anyhow::Result<()> {
-        self.reconcile.validate(&self.payment)
+        self.reconcile.validate(&self.payment)?;
+        self.anti_entropy.validate()
     }
 }
 
@@ -102,6 +108,7 @@ pub async fn start(
     .await?;
     let store = store::ReservationStore::new(host.db().clone(), host.outbox_signal().clone());
     let rejections = rejection::Rejections::new(store.clone(), payment.clone());
+    let pass = anti_entropy::task(store.clone(), payment.clone(), settings.anti_entropy);
     let service = ReservationServiceServer::new(grpc::ReservationApi::new(
         store,
         payment,
@@ -113,6 +120,7 @@ pub async fn start(
         host.consumer(consumer::QUEUE, consumer::OrderEventsHandler)
             .into(),
         reconciler::task(rejections, settings.reconcile),
+        pass,
     ];
     Ok(host.start::<store::Migrator>(Routes::new(service), tasks, shutdown))
 }

@@ -50,6 +50,15 @@ impl PaymentError {
     }
 }
 
+/// A payment as the anti-entropy pass compares it.
+#[derive(Clone, Debug)]
+pub struct PaymentFacts {
+    pub state: PaymentState,
+    /// When payment-svc last changed it (its refund, for a refunded payment).
+    pub updated_at: chrono::DateTime<chrono::Utc>,
+    pub refund_reason: Option<String>,
+}
+
 /// payment-svc, as reservation-svc uses it. Cheap to clone.
 #[derive(Clone)]
 pub struct PaymentGateway {
@@ -66,6 +75,12 @@ impl PaymentGateway {
 
     /// Where the payment stands now.
     pub async fn state(&self, payment_id: Uuid) -> Result<PaymentState, PaymentError> {
+        Ok(self.facts(payment_id).await?.state)
+    }
+
+    /// Where the payment stands, since when, and its refund reason (for the
+    /// anti-entropy pass).
+    pub async fn facts(&self, payment_id: Uuid) -> Result<PaymentFacts, PaymentError> {
         let payment = self
             .client
             .clone()
@@ -78,7 +93,20 @@ impl PaymentGateway {
             .map_err(|s| PaymentError::from_status(payment_id, s))?
             .into_inner()
             .payment;
-        payment_state(payment)
+        let updated_at = payment
+            .as_ref()
+            .and_then(|p| p.update_time)
+            .and_then(|t| platform::time::from_proto(Some(t)).ok())
+            .ok_or_else(|| PaymentError::Unexpected("payment without update_time".into()))?;
+        let refund_reason = payment
+            .as_ref()
+            .map(|p| p.refund_reason.clone())
+            .filter(|r| !r.is_empty());
+        Ok(PaymentFacts {
+            state: payment_state(payment)?,
+            updated_at,
+            refund_reason,
+        })
     }
 
     /// Refunds the payment. Idempotent in payment-svc, so a retry after a timeout

@@ -347,6 +347,61 @@ impl ReservationStore {
         ))
     }
 
+    /// Up to `limit` active reservations (REQUESTED or CONFIRMED, no rejection
+    /// pending) with a payment, last changed before `before`, for a session starting
+    /// after `sessions_after`, after `after` in id order: the anti-entropy pass walks
+    /// them page by page. Also returns where the next page starts, `None` at the end
+    /// (an unreadable row is skipped, reported, and still moves the walk on).
+    pub async fn active_between(
+        &self,
+        before: DateTime<Utc>,
+        sessions_after: DateTime<Utc>,
+        after: Option<Uuid>,
+        limit: u64,
+    ) -> Result<(Vec<Reservation>, Option<Uuid>), StoreError> {
+        // Times compare as in `stale_rejections`.
+        let mut select = entity::Entity::find()
+            .filter(entity::Column::Status.is_in([
+                status_str(ReservationStatus::Requested),
+                status_str(ReservationStatus::Confirmed),
+            ]))
+            .filter(entity::Column::RejectRequestedAt.is_null())
+            .filter(entity::Column::PaymentId.is_not_null())
+            .filter(entity::Column::UpdatedAt.lt(before))
+            .filter(entity::Column::SessionStartTime.gt(sessions_after))
+            .order_by_asc(entity::Column::ReservationId)
+            .limit(limit);
+        if let Some(after) = after {
+            select = select.filter(entity::Column::ReservationId.gt(after.to_string()));
+        }
+        let rows = select.all(&self.db).await?;
+        let next = if (rows.len() as u64) < limit {
+            None
+        } else {
+            rows.last()
+                .and_then(|m| Uuid::parse_str(&m.reservation_id).ok())
+        };
+        let reservations = platform::db::readable_rows(
+            "active reservations",
+            rows,
+            |m| m.reservation_id.clone(),
+            from_row,
+        );
+        Ok((reservations, next))
+    }
+
+    /// Applies an upstream event the anti-entropy pass reconstructed, in its own
+    /// transaction, exactly as the consumer would (see [`apply_event`]).
+    pub async fn apply_repair(&self, event: &OrderEvent) -> Result<Applied, StoreError> {
+        let txn = self.db.begin().await?;
+        let applied = apply_event(&txn, event).await?;
+        txn.commit().await?;
+        if applied != Applied::Unchanged {
+            self.signal.wake();
+        }
+        Ok(applied)
+    }
+
     /// Applies a manager's action under a row lock: the state read is the state
     /// changed, even if an event or another manager got there since the caller's
     /// first look.

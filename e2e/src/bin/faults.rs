@@ -1,12 +1,16 @@
 //! The fault harness: a bounded load of orders against the four real binaries, the real
-//! RabbitMQ and PostgreSQL, through six faults, each on its own databases and broker
+//! RabbitMQ and PostgreSQL, through nine faults, each on its own databases and broker
 //! names; the public services trust the run's test identity provider and the load
 //! calls them with its tokens. After each fault it waits for the system to converge,
 //! audits the databases against each other, and prints one line; then a final line:
 //!
-//! `audit: orders=N lost_events=0 double_charges=0 stuck_orders=0 mypage_mismatches=0 dlq=K converge_ms=T`
+//! `audit: orders=N lost_events=0 double_charges=0 kept_charges=0 stuck_orders=0 mypage_mismatches=0 legit_dlq=0 dlq=K converge_ms=T`
 //!
-//! It exits non-zero if any zero-count is not zero or a fault's own check failed.
+//! `kept_charges` counts approved, unrefunded payments of orders that are not PAID
+//! (money kept without a booking); `legit_dlq` counts legitimate events found in a
+//! dead-letter queue (only poison may rest there; they also count as lost events).
+//! It exits non-zero if any zero-count is not zero or a fault's own check failed, and
+//! then prints the end of every service's log for that fault.
 //! Run: `cargo build --release --workspace --bins && cargo run --release -p e2e --bin faults`
 //! (`FAULT_ORDERS` sets the orders per fault, default 500).
 
@@ -33,16 +37,22 @@ enum Fault {
     DuplicatesReordered,
     Poison,
     Sigterm,
+    SlowPaymentPath,
+    DatabaseOutage,
+    DeadLetterReplay,
 }
 
 impl Fault {
-    const ALL: [Fault; 6] = [
+    const ALL: [Fault; 9] = [
         Fault::BrokerOutage,
         Fault::PaymentKilled,
         Fault::ConsumersKilled,
         Fault::DuplicatesReordered,
         Fault::Poison,
         Fault::Sigterm,
+        Fault::SlowPaymentPath,
+        Fault::DatabaseOutage,
+        Fault::DeadLetterReplay,
     ];
 
     fn label(self) -> &'static str {
@@ -53,6 +63,9 @@ impl Fault {
             Fault::DuplicatesReordered => "d duplicated+reordered",
             Fault::Poison => "e poison-messages",
             Fault::Sigterm => "f sigterm-each-service",
+            Fault::SlowPaymentPath => "g slow-payment-path-one-of-two-order-replicas",
+            Fault::DatabaseOutage => "h reservation-db-unreachable-30s",
+            Fault::DeadLetterReplay => "i dead-lettered-by-a-bug-then-replayed",
         }
     }
 }
@@ -61,6 +74,7 @@ impl Fault {
 struct Outcome {
     audit: Audit,
     dlq: usize,
+    legit_dlq: usize,
     converge_ms: u128,
     notes: Vec<String>,
     ok: bool,
@@ -84,8 +98,9 @@ async fn main() -> ExitCode {
         .and_then(|v| v.parse().ok())
         .unwrap_or(500);
     let started = Instant::now();
-    let (mut orders, mut lost, mut double, mut stuck, mut mismatches, mut dlq, mut converge) =
-        (0, 0, 0, 0, 0, 0, 0u128);
+    let (mut orders, mut lost, mut double, mut kept, mut stuck, mut mismatches) =
+        (0, 0, 0, 0, 0, 0);
+    let (mut dlq, mut legit_dlq, mut converge) = (0, 0, 0u128);
     let mut all_ok = true;
     // FAULTS=a,c runs only those (by letter); default all.
     let only: Option<String> = std::env::var("FAULTS").ok();
@@ -104,13 +119,15 @@ async fn main() -> ExitCode {
         let o = run(fault, n).await;
         let a = &o.audit;
         println!(
-            "fault {}: orders={} lost_events={} double_charges={} stuck_orders={} mypage_mismatches={} dlq={} converge_ms={} took_s={:.1} statuses={:?}{}",
+            "fault {}: orders={} lost_events={} double_charges={} kept_charges={} stuck_orders={} mypage_mismatches={} legit_dlq={} dlq={} converge_ms={} took_s={:.1} statuses={:?}{}",
             fault.label(),
             a.orders,
             a.lost_events,
             a.double_charges,
+            a.kept_charges,
             a.stuck_orders,
             a.mypage_mismatches,
+            o.legit_dlq,
             o.dlq,
             o.converge_ms,
             t.elapsed().as_secs_f64(),
@@ -128,16 +145,25 @@ async fn main() -> ExitCode {
         orders += a.orders;
         lost += a.lost_events;
         double += a.double_charges;
+        kept += a.kept_charges;
         stuck += a.stuck_orders;
         mismatches += a.mypage_mismatches;
         dlq += o.dlq;
+        legit_dlq += o.legit_dlq;
         converge += o.converge_ms;
     }
     println!("harness took {:.1}s", started.elapsed().as_secs_f64());
     println!(
-        "audit: orders={orders} lost_events={lost} double_charges={double} stuck_orders={stuck} mypage_mismatches={mismatches} dlq={dlq} converge_ms={converge}"
+        "audit: orders={orders} lost_events={lost} double_charges={double} kept_charges={kept} stuck_orders={stuck} mypage_mismatches={mismatches} legit_dlq={legit_dlq} dlq={dlq} converge_ms={converge}"
     );
-    if all_ok && lost == 0 && double == 0 && stuck == 0 && mismatches == 0 {
+    if all_ok
+        && lost == 0
+        && double == 0
+        && kept == 0
+        && stuck == 0
+        && mismatches == 0
+        && legit_dlq == 0
+    {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
@@ -163,13 +189,60 @@ async fn run(fault: Fault, total: usize) -> Outcome {
     let mut notes = Vec::new();
     let mut ok = true;
 
-    let customers = {
-        let channel = system.channel(Svc::Order);
-        let (identity, stats, run_id) = (system.identity().clone(), stats.clone(), run_id.clone());
-        tokio::spawn(
-            async move { load::customers(channel, identity, &run_id, total, 16, stats).await },
-        )
-    };
+    // Faults g and h need their slow or cuttable link in place before the load.
+    let mut order_channels = vec![system.channel(Svc::Order)];
+    let mut slow_payment: Option<TcpProxy> = None;
+    let mut database_link: Option<TcpProxy> = None;
+    match fault {
+        Fault::SlowPaymentPath => {
+            let slow = TcpProxy::start(system.addr(Svc::Payment)).await;
+            let replica = system
+                .start_order_replica(&[("PAYMENT_URL", format!("http://{}", slow.addr()))])
+                .await;
+            order_channels.push(
+                tonic::transport::Channel::from_shared(format!("http://{replica}"))
+                    .expect("uri")
+                    .connect_lazy(),
+            );
+            slow_payment = Some(slow);
+        }
+        Fault::DatabaseOutage => {
+            database_link = Some(system.route_database_through_proxy(Svc::Reservation).await);
+        }
+        _ => {}
+    }
+
+    // Customers spread over every order-svc replica, 16 clients in all.
+    let replicas = order_channels.len();
+    let customers: Vec<_> = order_channels
+        .into_iter()
+        .enumerate()
+        .map(|(i, channel)| {
+            let share = total / replicas + usize::from(i < total % replicas);
+            let (identity, stats) = (system.identity().clone(), stats.clone());
+            let run_id = format!("{run_id}r{i}");
+            // The slow replica's customers do not wait: an order whose Pay is still on
+            // its way when they give up is the one the other replica abandons.
+            let patience = if i > 0 {
+                load::Patience::Impatient
+            } else {
+                load::Patience::Patient
+            };
+            tokio::spawn(async move {
+                load::customers(
+                    channel,
+                    identity,
+                    &run_id,
+                    share,
+                    16 / replicas,
+                    patience,
+                    stats,
+                )
+                .await
+            })
+        })
+        .collect();
+    let load_finished = || customers.iter().all(|c| c.is_finished());
     let manager = {
         let channel = system.channel(Svc::Reservation);
         let (identity, stop, stats) = (
@@ -180,7 +253,7 @@ async fn run(fault: Fault, total: usize) -> Outcome {
         tokio::spawn(async move { load::manager(channel, identity, stop, stats).await })
     };
     // Inject the fault a third of the way through the load.
-    while stats.progress.load(Ordering::Relaxed) < total / 3 && !customers.is_finished() {
+    while stats.progress.load(Ordering::Relaxed) < total / 3 && !load_finished() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let mut poison: Vec<Vec<u8>> = Vec::new();
@@ -218,8 +291,44 @@ async fn run(fault: Fault, total: usize) -> Outcome {
             }
         }
         Fault::DuplicatesReordered => {}
+        Fault::SlowPaymentPath => {
+            // The second replica's Pays now take 6 s to arrive, past its 2 s deadline and
+            // the 4 s grace after which the first replica gives their orders up.
+            let slow = slow_payment.as_ref().expect("slow proxy");
+            slow.set_delay(Duration::from_secs(6));
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            slow.set_delay(Duration::ZERO);
+        }
+        Fault::DatabaseOutage => {
+            // Far longer than ten delivery attempts take (≈ 3 s with these settings).
+            let link = database_link.as_ref().expect("database proxy");
+            link.cut().await;
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            link.restore().await;
+        }
+        Fault::DeadLetterReplay => {
+            if let Err(e) = inject_bug(&system, true).await {
+                notes.push(format!("could not install the bug: {e:#}"));
+                ok = false;
+            }
+            // The fix ships once the bug has dead-lettered a few events (each takes
+            // its ten deliveries first), or after a minute at most.
+            let since = Instant::now();
+            while since.elapsed() < Duration::from_secs(60) {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                if dead_letters(&system, "reservation").await.unwrap_or(0) >= 5 {
+                    break;
+                }
+            }
+            if let Err(e) = inject_bug(&system, false).await {
+                notes.push(format!("could not remove the bug: {e:#}"));
+                ok = false;
+            }
+        }
     }
-    let _ = customers.await;
+    for c in customers {
+        let _ = c.await;
+    }
     stop_manager.store(true, Ordering::Relaxed);
     let _ = manager.await;
     let load_done = Instant::now();
@@ -228,14 +337,31 @@ async fn run(fault: Fault, total: usize) -> Outcome {
         let n = republish_sample(&system, &tap).await;
         notes.push(format!("republished {n} handled events out of order"));
     }
+    if fault == Fault::DeadLetterReplay {
+        match replay_dead_letters(&system).await {
+            Ok((listed, replayed)) => {
+                notes.push(format!(
+                    "dead-lettered by the bug: {listed}; replayed: {replayed}"
+                ));
+                if listed == 0 || replayed != listed {
+                    ok = false;
+                }
+            }
+            Err(e) => {
+                notes.push(format!("replay failed: {e:#}"));
+                ok = false;
+            }
+        }
+    }
 
     let failures = stats.failures.load(Ordering::Relaxed);
     if failures > 0 {
         ok = false;
     }
     notes.push(format!(
-        "placed={} cancelled={} confirmed={} rejected={} client_retries={} client_failures={failures}",
+        "placed={} walked_away={} cancelled={} confirmed={} rejected={} client_retries={} client_failures={failures}",
         stats.placed.load(Ordering::Relaxed),
+        stats.walked_away.load(Ordering::Relaxed),
         stats.cancelled.load(Ordering::Relaxed),
         stats.confirmed.load(Ordering::Relaxed),
         stats.rejected.load(Ordering::Relaxed),
@@ -278,10 +404,22 @@ async fn run(fault: Fault, total: usize) -> Outcome {
     };
     let converge_ms = load_done.elapsed().as_millis();
     let dlq = dead.iter().filter(|b| poison.contains(b)).count();
+    let legit_dlq = dead.len() - dlq;
+    if !ok || !audit.clean() || legit_dlq > 0 {
+        for svc in [Svc::Order, Svc::Payment, Svc::Reservation, Svc::MyPage] {
+            let log = system.output(svc);
+            let lines: Vec<&str> = log.lines().collect();
+            println!("  --- {} (last 40 lines):", svc.binary());
+            for line in &lines[lines.len().saturating_sub(40)..] {
+                println!("    {line}");
+            }
+        }
+    }
     system.shutdown().await;
     Outcome {
         audit,
         dlq,
+        legit_dlq,
         converge_ms,
         notes,
         ok,
@@ -376,4 +514,87 @@ async fn republish_sample(system: &System, tap: &str) -> usize {
             .await;
     }
     sample.len()
+}
+
+/// A bug in reservation-svc, as a trigger: while installed, creating a booking for
+/// `talent-3` fails, so those `payment.approved` events fail every delivery and the
+/// broker dead-letters them. `false` removes it (the fix is deployed).
+async fn inject_bug(system: &System, install: bool) -> anyhow::Result<()> {
+    use sea_orm::ConnectionTrait;
+    let db = system.db(Svc::Reservation).await;
+    let statements: &[&str] = if install {
+        &[
+            "CREATE FUNCTION injected_bug() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN RAISE EXCEPTION 'injected bug: cannot book talent-3'; END $$",
+            "CREATE TRIGGER injected_bug BEFORE INSERT ON reservations FOR EACH ROW \
+             WHEN (NEW.talent_id = 'talent-3' AND NEW.status = 'REQUESTED') \
+             EXECUTE FUNCTION injected_bug()",
+        ]
+    } else {
+        &[
+            "DROP TRIGGER injected_bug ON reservations",
+            "DROP FUNCTION injected_bug()",
+        ]
+    };
+    for sql in statements {
+        db.execute_unprepared(sql).await?;
+    }
+    let _ = db.close().await;
+    Ok(())
+}
+
+/// `talentshare dlq …` against the system's broker, as an operator runs it.
+fn talentshare_dlq(system: &System, args: &[&str]) -> anyhow::Result<std::process::Output> {
+    Ok(std::process::Command::new(e2e::binary_path("talentshare"))
+        .arg("dlq")
+        .args(args)
+        .env("AMQP_URL", testkit::amqp_url())
+        .env("EVENTS_EXCHANGE", system.broker.exchange())
+        .output()?)
+}
+
+/// How many messages rest in `consumer`'s dead-letter queue (`talentshare dlq list`).
+async fn dead_letters(system: &System, consumer: &str) -> anyhow::Result<usize> {
+    let listed = talentshare_dlq(
+        system,
+        &[
+            "list",
+            "--consumer",
+            consumer,
+            "--json",
+            "--limit",
+            "100000",
+        ],
+    )?;
+    anyhow::ensure!(
+        listed.status.success(),
+        "dlq list: {}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    Ok(String::from_utf8_lossy(&listed.stdout)
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .count())
+}
+
+/// What an operator does after the fix: lists reservation-svc's dead letters and
+/// replays them all with `talentshare dlq`. Returns (listed, replayed).
+async fn replay_dead_letters(system: &System) -> anyhow::Result<(usize, usize)> {
+    let listed = dead_letters(system, "reservation").await?;
+    let replayed = talentshare_dlq(system, &["replay", "--consumer", "reservation", "--all"])?;
+    anyhow::ensure!(
+        replayed.status.success(),
+        "dlq replay: {}",
+        String::from_utf8_lossy(&replayed.stderr)
+    );
+    let out = String::from_utf8_lossy(&replayed.stdout);
+    // The summary line: "replayed N event(s) from <dlq> to <queue>; …".
+    let replayed = out
+        .lines()
+        .last()
+        .and_then(|l| l.strip_prefix("replayed "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no summary line in: {out}"))?;
+    Ok((listed, replayed))
 }

@@ -128,7 +128,9 @@ pub enum Change {
         payment_id: Option<Uuid>,
     },
     OrderRejected {
-        reservation_id: Uuid,
+        /// None when order-svc learnt of the rejection from the refunded payment (its
+        /// anti-entropy pass); the reservation's own events carry the id then.
+        reservation_id: Option<Uuid>,
     },
     PaymentApproved {
         payment_id: Uuid,
@@ -210,7 +212,7 @@ impl Change {
             },
             Change::OrderRejected { reservation_id } => Facts {
                 order: Some(OrderStatus::Rejected),
-                reservation_id: Some(reservation_id),
+                reservation_id,
                 ..Facts::default()
             },
             Change::PaymentApproved {

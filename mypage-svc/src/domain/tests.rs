@@ -142,7 +142,7 @@ impl Story {
             payment_id: self.payment_id,
         };
         let order_rejected = Change::OrderRejected {
-            reservation_id: self.reservation_id,
+            reservation_id: Some(self.reservation_id),
         };
         self.then(2, refunded)
             .then(2, rejected)

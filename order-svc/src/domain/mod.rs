@@ -174,7 +174,11 @@ pub enum OrderEvent {
     Paid,
     PaymentDeclined,
     Cancelled,
-    Rejected { reservation_id: Uuid },
+    /// `reservation_id` is `None` when the rejection was learnt from the refunded
+    /// payment (the anti-entropy pass), not from `reservation.rejected`.
+    Rejected {
+        reservation_id: Option<Uuid>,
+    },
 }
 
 /// The result of an allowed request: the order after the change and the event that
@@ -311,28 +315,32 @@ impl Order {
     }
 
     /// Records that `outcome` approved a payment this order must give back: the order
-    /// ended (CANCELLED, REJECTED or PAYMENT_DECLINED) without that payment. Voids make
-    /// this impossible for orders given up by this version; it covers whatever still
-    /// slips through (an order given up by an older version, a payment found by the
-    /// anti-entropy pass). `None` when nothing is owed, or it is already recorded.
+    /// has ended (CANCELLED, REJECTED or PAYMENT_DECLINED), and an ended order never
+    /// keeps an approved payment (every way of ending refunds or voids first). Voids
+    /// make this impossible for orders given up by this version; it covers whatever
+    /// still slips through (an order given up by an older version, a payment the
+    /// anti-entropy pass finds). `None` when nothing is owed, or it is already recorded.
     pub fn owe_refund(&self, outcome: &PaymentOutcome) -> Option<Order> {
         let PaymentOutcome::Approved { payment_id } = outcome else {
             return None;
         };
-        let ended_without_it = matches!(
+        let ended = matches!(
             self.status,
             OrderStatus::Cancelled | OrderStatus::Rejected | OrderStatus::PaymentDeclined
-        ) && self.payment_id != Some(*payment_id);
-        (ended_without_it && self.refund_due != Some(*payment_id)).then(|| Order {
+        );
+        (ended && self.refund_due != Some(*payment_id)).then(|| Order {
             refund_due: Some(*payment_id),
             ..self.clone()
         })
     }
 
-    /// Clears the refund owed once payment-svc has refunded `payment_id`.
+    /// Clears the refund owed once payment-svc has refunded `payment_id`. The order
+    /// then shows that payment, refunded: what happened to the customer's money.
     pub fn refund_paid(&self, payment_id: Uuid) -> Option<Order> {
         (self.refund_due == Some(payment_id)).then(|| Order {
             refund_due: None,
+            payment_id: self.payment_id.or(Some(payment_id)),
+            refunded: true,
             ..self.clone()
         })
     }
@@ -401,7 +409,7 @@ impl Order {
     /// refunded either way, and an order no longer PAID is nothing to finish.
     pub fn reject(
         &self,
-        reservation_id: Uuid,
+        reservation_id: Option<Uuid>,
         payment_id: Option<Uuid>,
         reason: &str,
         now: DateTime<Utc>,
@@ -708,7 +716,7 @@ mod tests {
             .unwrap();
         assert_eq!(cancelled.finish_cancellation(payment_id, later()), Ok(None));
         let (rejected, _) = order
-            .reject(Uuid::now_v7(), None, "talent unavailable", later())
+            .reject(Some(Uuid::now_v7()), None, "talent unavailable", later())
             .unwrap()
             .unwrap();
         assert_eq!(rejected.finish_cancellation(payment_id, later()), Ok(None));
@@ -717,7 +725,7 @@ mod tests {
     #[test]
     fn a_rejection_ends_an_order_whose_cancellation_is_pending_rejected() {
         let (rejected, event) = cancel_requested("changed my mind")
-            .reject(Uuid::now_v7(), None, "talent unavailable", later())
+            .reject(Some(Uuid::now_v7()), None, "talent unavailable", later())
             .unwrap()
             .unwrap();
         assert_eq!(rejected.status, OrderStatus::Rejected);
@@ -786,7 +794,13 @@ mod tests {
             None,
             "only its own refund clears it"
         );
-        assert_eq!(owing.refund_paid(payment_id).unwrap().refund_due, None);
+        let repaid = owing.refund_paid(payment_id).unwrap();
+        assert_eq!(repaid.refund_due, None);
+        assert_eq!(
+            (repaid.payment_id, repaid.refunded),
+            (Some(payment_id), true)
+        );
+        assert_eq!(repaid.status, OrderStatus::Cancelled);
 
         let paid_with_it = paid();
         let own = PaymentOutcome::Approved {
@@ -807,7 +821,7 @@ mod tests {
         let reservation_id = Uuid::now_v7();
         let (rejected, event) = order
             .reject(
-                reservation_id,
+                Some(reservation_id),
                 order.payment_id,
                 "talent unavailable",
                 later(),
@@ -818,14 +832,19 @@ mod tests {
         assert!(rejected.refunded);
         assert_eq!(rejected.reason.as_deref(), Some("talent unavailable"));
         assert_eq!(rejected.version, 3);
-        assert_eq!(event, OrderEvent::Rejected { reservation_id });
+        assert_eq!(
+            event,
+            OrderEvent::Rejected {
+                reservation_id: Some(reservation_id)
+            }
+        );
     }
 
     #[test]
     fn a_rejection_that_overtakes_the_payment_approval_ends_a_pending_order() {
         let payment_id = Uuid::now_v7();
         let (rejected, _) = pending()
-            .reject(Uuid::now_v7(), Some(payment_id), "no", later())
+            .reject(Some(Uuid::now_v7()), Some(payment_id), "no", later())
             .unwrap()
             .unwrap();
         assert_eq!(rejected.status, OrderStatus::Rejected);
@@ -836,13 +855,18 @@ mod tests {
     fn a_rejection_of_an_ended_order_changes_nothing_or_is_refused() {
         for status in [OrderStatus::Rejected, OrderStatus::Cancelled] {
             assert_eq!(
-                in_status(status).reject(Uuid::now_v7(), None, "x", later()),
+                in_status(status).reject(Some(Uuid::now_v7()), None, "x", later()),
                 Ok(None),
                 "{status:?}"
             );
         }
         assert!(matches!(
-            in_status(OrderStatus::PaymentDeclined).reject(Uuid::now_v7(), None, "x", later()),
+            in_status(OrderStatus::PaymentDeclined).reject(
+                Some(Uuid::now_v7()),
+                None,
+                "x",
+                later()
+            ),
             Err(Refused::Transition { .. })
         ));
     }
@@ -851,7 +875,7 @@ mod tests {
     fn reasons_are_clipped_and_an_empty_one_is_none() {
         let long = "r".repeat(MAX_REASON_CHARS + 50);
         let (rejected, _) = paid()
-            .reject(Uuid::now_v7(), None, &long, later())
+            .reject(Some(Uuid::now_v7()), None, &long, later())
             .unwrap()
             .unwrap();
         assert_eq!(

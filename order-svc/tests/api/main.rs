@@ -5,6 +5,7 @@
 mod helpers;
 
 mod access;
+mod anti_entropy;
 mod auth;
 mod cancel;
 mod interrupted_cancel;

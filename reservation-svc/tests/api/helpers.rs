@@ -130,6 +130,14 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
     spawn_with(backend, broker, Some(payment), &url, "3s", &[]).await
 }
 
+/// Like [`spawn_app`], with extra reservation-svc flags.
+pub async fn spawn_app_with_args(backend: Backend, extra: &[&str]) -> TestApp {
+    let broker = TestBroker::create().await;
+    let payment = spawn_payment(backend, broker.exchange()).await;
+    let url = format!("http://{}", payment.running.local_addr);
+    spawn_with(backend, broker, Some(payment), &url, "3s", extra).await
+}
+
 /// Like [`spawn_app`], with the rejection reconciler finishing claims older than
 /// `after` every `interval`. The grace must exceed the Refund deadline, so that one
 /// is `payment_timeout`.

@@ -1,0 +1,188 @@
+//! The anti-entropy pass: a background task that compares every recently decided
+//! order with its payment at payment-svc (the owner of the money's truth) and repairs
+//! what a lost, dead-lettered or never-sent event left wrong, through the same
+//! idempotent paths the events and the reconciler use.
+//!
+//! It walks the decided orders last changed more than `ANTI_ENTROPY_QUIET` ago that
+//! either changed within `ANTI_ENTROPY_WINDOW` or are PAID for a session still to come
+//! (however old their payment: a rejection can come any time before the session),
+//! `ANTI_ENTROPY_BATCH` per `ANTI_ENTROPY_INTERVAL`, in id order, and starts again
+//! from the first once it reaches the end; so any order that went wrong is looked at
+//! within one full pass. For each it asks GetPayment and:
+//!
+//! - an order that has ended (CANCELLED, REJECTED, PAYMENT_DECLINED) whose payment is
+//!   APPROVED keeps money it must not: the refund is recorded as owed and paid back
+//!   (see [`Orders::owe_refund`]);
+//! - a PAID order with no cancellation requested whose payment was REFUNDED (longer
+//!   ago than the quiet time) was rejected by its talent's manager and never heard of
+//!   it (`reservation.rejected` lost): it becomes REJECTED with the refund's reason,
+//!   announced as `order.rejected` without a reservation id;
+//! - a PAID order without any payment is reported: it breaks an invariant no repair
+//!   can guess at.
+//!
+//! Every repair is logged at WARN with the order id and what was repaired. Several
+//! replicas may run it: each repair is a conditional change or an idempotent call.
+
+use std::time::Duration;
+
+use chrono::TimeDelta;
+use platform::BackgroundTask;
+use platform::client::AntiEntropySettings;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::domain::{Order, OrderStatus, PaymentOutcome};
+use crate::service::{OrderError, Orders};
+
+/// What one check repaired.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Repair {
+    /// An ended order's approved payment, refunded.
+    RefundedKeptPayment,
+    /// A PAID order whose payment was refunded by its rejection, now REJECTED.
+    RecordedRejection,
+}
+
+/// The pass as a task the host starts once ready and stops at shutdown.
+pub fn task(orders: Orders, settings: AntiEntropySettings) -> BackgroundTask {
+    BackgroundTask::new("anti-entropy pass", move |stop| async move {
+        let mut pass = Pass::new(orders, settings);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(pass.settings.anti_entropy_interval) => {}
+            }
+            if let Err(e) = pass.step(&stop).await {
+                tracing::warn!(error = %e, "anti-entropy batch stopped; the next one retries");
+            }
+        }
+    })
+}
+
+/// Where the walk stands, across batches.
+pub struct Pass {
+    orders: Orders,
+    settings: AntiEntropySettings,
+    /// The last order id checked; `None` at the start of a pass.
+    cursor: Option<Uuid>,
+    checked: usize,
+    repaired: usize,
+}
+
+impl Pass {
+    /// A walk from the start.
+    pub fn new(orders: Orders, settings: AntiEntropySettings) -> Self {
+        Self {
+            orders,
+            settings,
+            cursor: None,
+            checked: 0,
+            repaired: 0,
+        }
+    }
+
+    /// Checks the next batch; returns the repairs made. At the end of the window the
+    /// next call starts a new pass.
+    ///
+    /// # Errors
+    ///
+    /// The store failed, or payment-svc is away (the batch stops; the same orders are
+    /// checked again next time).
+    pub async fn step(&mut self, stop: &CancellationToken) -> Result<Vec<Repair>, OrderError> {
+        let now = platform::time::now();
+        let since = now - delta(self.settings.anti_entropy_window);
+        let quiet_since = now - delta(self.settings.anti_entropy_quiet);
+        // A session that started a day ago is over; its booking can no longer change.
+        let sessions_after = now - TimeDelta::days(1);
+        let (batch, next) = self
+            .orders
+            .settled_between(
+                since,
+                quiet_since,
+                sessions_after,
+                self.cursor,
+                self.settings.anti_entropy_batch,
+            )
+            .await?;
+        let mut repairs = Vec::new();
+        for order in batch {
+            if stop.is_cancelled() {
+                return Ok(repairs);
+            }
+            match self.check(&order, quiet_since).await {
+                Ok(Some(repair)) => repairs.push(repair),
+                Ok(None) => {}
+                Err(OrderError::Payment(e)) if e.is_outage() => return Err(e.into()),
+                Err(e) => {
+                    tracing::error!(order_id = %order.order_id, error = %e,
+                        "anti-entropy cannot check this order");
+                }
+            }
+            self.cursor = Some(order.order_id);
+            self.checked += 1;
+        }
+        self.repaired += repairs.len();
+        match next {
+            Some(last) => self.cursor = Some(last),
+            None => {
+                if self.checked > 0 {
+                    tracing::info!(
+                        checked = self.checked,
+                        repaired = self.repaired,
+                        "anti-entropy pass complete"
+                    );
+                }
+                self.cursor = None;
+                self.checked = 0;
+                self.repaired = 0;
+            }
+        }
+        Ok(repairs)
+    }
+
+    async fn check(
+        &self,
+        order: &Order,
+        quiet_since: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Option<Repair>, OrderError> {
+        let Some(payment) = self.orders.inspect_payment(order.order_id).await? else {
+            if order.status == OrderStatus::Paid {
+                tracing::error!(order_id = %order.order_id,
+                    "anti-entropy: PAID order without any payment at payment-svc");
+            }
+            return Ok(None);
+        };
+        if order.owe_refund(&payment.outcome).is_some() {
+            tracing::warn!(order_id = %order.order_id, status = ?order.status,
+                repair = "refund kept payment",
+                "anti-entropy: ended order still holds an approved payment; refunding it");
+            let order = self
+                .orders
+                .owe_refund(order.clone(), &payment.outcome)
+                .await?;
+            return Ok((order.refund_due.is_none()).then_some(Repair::RefundedKeptPayment));
+        }
+        let refunded_by_rejection = order.status == OrderStatus::Paid
+            && order.cancel_request.is_none()
+            && matches!(payment.outcome, PaymentOutcome::Refunded { payment_id }
+                if order.payment_id == Some(payment_id))
+            && payment.updated_at < quiet_since;
+        if refunded_by_rejection {
+            tracing::warn!(order_id = %order.order_id, repair = "record rejection",
+                "anti-entropy: PAID order whose payment was refunded; recording its rejection");
+            let reason = payment
+                .refund_reason
+                .unwrap_or_else(|| "rejected by the talent's manager".to_owned());
+            let order = self
+                .orders
+                .record_rejection(order.order_id, &reason)
+                .await?;
+            return Ok((order.status == OrderStatus::Rejected).then_some(Repair::RecordedRejection));
+        }
+        Ok(None)
+    }
+}
+
+fn delta(d: Duration) -> TimeDelta {
+    TimeDelta::from_std(d).unwrap_or(TimeDelta::MAX)
+}

@@ -1,0 +1,185 @@
+//! The anti-entropy pass: a background task that compares every active booking with
+//! its payment at payment-svc (the owner of the money's truth) and repairs what a
+//! lost, dead-lettered or never-sent event left wrong, through the consumer's own
+//! idempotent path.
+//!
+//! It walks the active reservations (REQUESTED or CONFIRMED, no rejection pending)
+//! for sessions still to come, last changed more than `ANTI_ENTROPY_QUIET` ago,
+//! `ANTI_ENTROPY_BATCH` per `ANTI_ENTROPY_INTERVAL`, in id order, and starts again
+//! from the first once it reaches the end. For each it asks GetPayment:
+//!
+//! - a payment REFUNDED (longer ago than the quiet time) means the order was cancelled
+//!   and `order.cancelled` never arrived (a rejection in progress would be pending on
+//!   the reservation, and is skipped): the booking is cancelled as that event would
+//!   have cancelled it, with the refund's reason, and `reservation.cancelled` is
+//!   announced;
+//! - a payment that is not approved in any other way (declined, voided, unknown) is
+//!   reported: a booking is only ever made from an approved payment.
+//!
+//! Every repair is logged at WARN with the reservation and order ids. Several
+//! replicas may run it: the repair is the consumer's conditional change.
+
+use std::time::Duration;
+
+use chrono::TimeDelta;
+use platform::BackgroundTask;
+use platform::client::AntiEntropySettings;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::domain::{Cancellation, OrderEvent, PaymentState, Reservation};
+use crate::payment::{PaymentError, PaymentGateway};
+use crate::store::{Applied, ReservationStore, StoreError};
+
+/// Why a batch stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum PassError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Payment(#[from] PaymentError),
+}
+
+/// The pass as a task the host starts once ready and stops at shutdown.
+pub fn task(
+    store: ReservationStore,
+    payments: PaymentGateway,
+    settings: AntiEntropySettings,
+) -> BackgroundTask {
+    BackgroundTask::new("anti-entropy pass", move |stop| async move {
+        let mut pass = Pass::new(store, payments, settings);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(pass.settings.anti_entropy_interval) => {}
+            }
+            if let Err(e) = pass.step(&stop).await {
+                tracing::warn!(error = %e, "anti-entropy batch stopped; the next one retries");
+            }
+        }
+    })
+}
+
+/// Where the walk stands, across batches.
+pub struct Pass {
+    store: ReservationStore,
+    payments: PaymentGateway,
+    settings: AntiEntropySettings,
+    cursor: Option<Uuid>,
+    checked: usize,
+    repaired: usize,
+}
+
+impl Pass {
+    /// A walk from the start.
+    pub fn new(
+        store: ReservationStore,
+        payments: PaymentGateway,
+        settings: AntiEntropySettings,
+    ) -> Self {
+        Self {
+            store,
+            payments,
+            settings,
+            cursor: None,
+            checked: 0,
+            repaired: 0,
+        }
+    }
+
+    /// Checks the next batch; returns how many bookings it repaired.
+    ///
+    /// # Errors
+    ///
+    /// The store failed, or payment-svc is away (the same bookings are checked again
+    /// next time).
+    pub async fn step(&mut self, stop: &CancellationToken) -> Result<usize, PassError> {
+        let now = platform::time::now();
+        let quiet_since = now - delta(self.settings.anti_entropy_quiet);
+        // A session that started a day ago is over; its booking can no longer change.
+        let sessions_after = now - TimeDelta::days(1);
+        let (batch, next) = self
+            .store
+            .active_between(
+                quiet_since,
+                sessions_after,
+                self.cursor,
+                self.settings.anti_entropy_batch,
+            )
+            .await?;
+        let mut repaired = 0;
+        for reservation in batch {
+            if stop.is_cancelled() {
+                return Ok(repaired);
+            }
+            match self.check(&reservation, quiet_since).await {
+                Ok(true) => repaired += 1,
+                Ok(false) => {}
+                Err(PassError::Payment(
+                    e @ (PaymentError::Unavailable(_) | PaymentError::DeadlineExceeded(_)),
+                )) => return Err(e.into()),
+                Err(e) => {
+                    tracing::error!(reservation_id = %reservation.reservation_id, error = %e,
+                        "anti-entropy cannot check this reservation");
+                }
+            }
+            self.cursor = Some(reservation.reservation_id);
+            self.checked += 1;
+        }
+        self.repaired += repaired;
+        match next {
+            Some(last) => self.cursor = Some(last),
+            None => {
+                if self.checked > 0 {
+                    tracing::info!(
+                        checked = self.checked,
+                        repaired = self.repaired,
+                        "anti-entropy pass complete"
+                    );
+                }
+                self.cursor = None;
+                self.checked = 0;
+                self.repaired = 0;
+            }
+        }
+        Ok(repaired)
+    }
+
+    async fn check(
+        &self,
+        reservation: &Reservation,
+        quiet_since: chrono::DateTime<chrono::Utc>,
+    ) -> Result<bool, PassError> {
+        // `active_between` returns only reservations with a payment.
+        let Some(payment_id) = reservation.payment_id else {
+            return Ok(false);
+        };
+        let payment = self.payments.facts(payment_id).await?;
+        match payment.state {
+            PaymentState::Approved => Ok(false),
+            PaymentState::Refunded if payment.updated_at < quiet_since => {
+                tracing::warn!(reservation_id = %reservation.reservation_id,
+                    order_id = %reservation.order_id, repair = "cancel booking",
+                    "anti-entropy: active booking whose payment was refunded; cancelling it");
+                let cancelled = OrderEvent::Cancelled(Cancellation {
+                    order_id: reservation.order_id,
+                    customer_id: reservation.customer_id.clone(),
+                    payment_id: Some(payment_id),
+                    reason: payment.refund_reason,
+                });
+                let applied = self.store.apply_repair(&cancelled).await?;
+                Ok(applied != Applied::Unchanged)
+            }
+            PaymentState::Refunded => Ok(false),
+            other => {
+                tracing::error!(reservation_id = %reservation.reservation_id, payment = ?other,
+                    "anti-entropy: active booking without an approved payment");
+                Ok(false)
+            }
+        }
+    }
+}
+
+fn delta(d: Duration) -> TimeDelta {
+    TimeDelta::from_std(d).unwrap_or(TimeDelta::MAX)
+}

@@ -1,0 +1,81 @@
+//! The anti-entropy pass cancels an active booking whose payment was refunded when
+//! the `order.cancelled` that should have cancelled it never arrived, exactly as that
+//! event would have; a booking whose payment stands, or whose rejection is pending,
+//! is left alone.
+
+use std::time::Duration;
+
+use talentshare_proto::payment::RefundRequest;
+use talentshare_proto::reservation::ReservationStatus;
+
+use crate::confirm::confirm;
+use crate::helpers::{spawn_app_with_args, wait_until};
+use crate::on_both_backends;
+use testkit::Backend;
+
+on_both_backends!(a_booking_whose_order_cancellation_was_lost_is_cancelled_by_the_pass);
+
+async fn a_booking_whose_order_cancellation_was_lost_is_cancelled_by_the_pass(backend: Backend) {
+    let app = spawn_app_with_args(
+        backend,
+        &[
+            "--anti-entropy-interval",
+            "100ms",
+            "--anti-entropy-quiet",
+            "300ms",
+        ],
+    )
+    .await;
+    let (requested_payment, requested) = app.book("talent-7").await;
+    let (confirmed_payment, confirmed) = app.book("talent-7").await;
+    let (_, untouched) = app.book("talent-7").await;
+    confirm(&app, &confirmed.reservation_id, "mgr-1")
+        .await
+        .expect("confirm");
+    app.reservation_events().await;
+
+    // order-svc refunded both payments on the customers' cancellations; their
+    // `order.cancelled` events were lost.
+    for payment in [&requested_payment, &confirmed_payment] {
+        app.payments()
+            .refund(RefundRequest {
+                payment_id: payment.payment_id.clone(),
+                reason: "plans changed".into(),
+            })
+            .await
+            .expect("refund");
+    }
+
+    for (case, r) in [("requested", &requested), ("confirmed", &confirmed)] {
+        let now = wait_until(
+            &format!("{case} booking cancelled by the pass"),
+            Duration::from_secs(20),
+            || async {
+                let now = app.get(&r.reservation_id).await;
+                (now.status() == ReservationStatus::Cancelled).then_some(now)
+            },
+        )
+        .await;
+        assert_eq!(now.reason, "plans changed", "{case}: the refund's reason");
+    }
+    let events: Vec<_> = app
+        .reservation_events()
+        .await
+        .iter()
+        .map(|e| e.envelope())
+        .collect();
+    let cancelled: Vec<_> = events
+        .iter()
+        .filter(|e| e.event_type == "reservation.cancelled")
+        .map(|e| e.aggregate_id.clone())
+        .collect();
+    assert_eq!(cancelled.len(), 2, "{events:?}");
+    assert!(cancelled.contains(&requested.reservation_id));
+    assert!(cancelled.contains(&confirmed.reservation_id));
+    assert_eq!(
+        app.get(&untouched.reservation_id).await.status(),
+        ReservationStatus::Requested,
+        "its payment stands"
+    );
+    app.stop().await;
+}
