@@ -30,6 +30,8 @@ pub struct Audit {
     pub mypage_mismatches: usize,
     /// Order statuses, for the report.
     pub by_status: HashMap<String, usize>,
+    /// Payment statuses, for the report (VOIDED: orders given up before any charge).
+    pub payments_by_status: HashMap<String, usize>,
     /// The first few problems, in words.
     pub problems: Vec<String>,
 }
@@ -137,6 +139,9 @@ pub async fn audit(system: &System) -> anyhow::Result<Audit> {
     };
     let mut payments_by_order: HashMap<&str, Vec<&Row>> = HashMap::new();
     for p in &payments {
+        *a.payments_by_status
+            .entry(get(p, "status").unwrap_or("").to_owned())
+            .or_default() += 1;
         payments_by_order
             .entry(get(p, "order_id").unwrap_or(""))
             .or_default()

@@ -15,12 +15,14 @@ use sea_orm::sea_query::{LockType, OnConflict};
 use sea_orm::{DatabaseConnection, QueryOrder, QuerySelect, Set, TransactionTrait};
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::schema::{
-    big_integer, string_len, string_len_null, timestamp_with_time_zone,
+    big_integer, integer_null, string_len, string_len_null, timestamp_with_time_zone,
+    timestamp_with_time_zone_null,
 };
 use uuid::Uuid;
 
 use crate::domain::{
-    ChargeRequest, DeclineReason, Payment, PaymentStatus, Refund, RefundRefused, VoidRequest,
+    Booking, ChargeRequest, DeclineReason, Payment, PaymentStatus, Refund, RefundRefused,
+    VoidRequest,
 };
 use crate::events;
 
@@ -41,6 +43,10 @@ pub mod entity {
         pub status: String,
         pub decline_reason: Option<String>,
         pub card_last4: String,
+        /// The booking columns are all set, or all null (a void, an older row).
+        pub talent_id: Option<String>,
+        pub session_start_time: Option<DateTimeUtc>,
+        pub session_minutes: Option<i32>,
         pub refund_reason: Option<String>,
         pub void_reason: Option<String>,
         pub version: i64,
@@ -64,6 +70,7 @@ impl MigratorTrait for Migrator {
             Box::new(platform::migrations::CreateInbox),
             Box::new(CreatePayments),
             Box::new(AddVoidReason),
+            Box::new(AddBooking),
         ]
     }
 }
@@ -89,6 +96,9 @@ enum Payments {
     CardLast4,
     RefundReason,
     VoidReason,
+    TalentId,
+    SessionStartTime,
+    SessionMinutes,
     Version,
     CreatedAt,
     UpdatedAt,
@@ -153,6 +163,40 @@ impl MigrationTrait for AddVoidReason {
                     .to_owned(),
             )
             .await
+    }
+}
+
+/// The booking a payment pays for, kept so that reservation-svc's anti-entropy pass
+/// can make a booking whose `payment.approved` was lost. Nullable: a void has none,
+/// and older rows are left without one.
+struct AddBooking;
+
+impl MigrationName for AddBooking {
+    fn name(&self) -> &str {
+        "m0102_payment_add_booking"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for AddBooking {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        // One column per statement: SQLite's ALTER TABLE adds one at a time.
+        for column in [
+            string_len_null(Payments::TalentId, 64),
+            timestamp_with_time_zone_null(Payments::SessionStartTime),
+            integer_null(Payments::SessionMinutes),
+        ] {
+            let mut column = column;
+            manager
+                .alter_table(
+                    Table::alter()
+                        .table(Payments::Table)
+                        .add_column(&mut column)
+                        .to_owned(),
+                )
+                .await?;
+        }
+        Ok(())
     }
 }
 
@@ -376,6 +420,9 @@ fn to_row(p: &Payment) -> entity::ActiveModel {
         status: Set(status_str(p.status).to_owned()),
         decline_reason: Set(p.decline_reason.map(|r| reason_str(r).to_owned())),
         card_last4: Set(p.card_last4.clone()),
+        talent_id: Set(p.booking.as_ref().map(|b| b.talent_id.to_string())),
+        session_start_time: Set(p.booking.as_ref().map(|b| b.session_start)),
+        session_minutes: Set(p.booking.as_ref().map(|b| b.session_minutes)),
         refund_reason: Set(p.refund_reason.clone()),
         void_reason: Set(p.void_reason.clone()),
         version: Set(p.version),
@@ -414,6 +461,16 @@ fn from_row(m: entity::Model) -> Result<Payment, StoreError> {
         status,
         decline_reason,
         card_last4: m.card_last4.clone(),
+        booking: match (&m.talent_id, m.session_start_time, m.session_minutes) {
+            (Some(talent_id), Some(session_start), Some(session_minutes)) => Some(Booking {
+                talent_id: ExternalId::try_from(talent_id.clone())
+                    .map_err(|_| corrupt("talent_id"))?,
+                session_start,
+                session_minutes,
+            }),
+            (None, None, None) => None,
+            _ => return Err(corrupt("booking columns partly set")),
+        },
         refund_reason: m.refund_reason.clone(),
         void_reason: m.void_reason.clone(),
         version: m.version,

@@ -202,6 +202,7 @@ fn payment_messages_keep_their_exact_fields() {
                 typed("update_time", 10, Msg, ts),
                 scalar("refund_reason", 11, Str),
                 scalar("void_reason", 12, Str),
+                typed("booking", 13, Msg, ".talentshare.payment.v1.BookingDetails"),
             ],
         ),
         (

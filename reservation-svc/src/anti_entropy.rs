@@ -16,6 +16,12 @@
 //! - a payment that is not approved in any other way (declined, voided, unknown) is
 //!   reported: a booking is only ever made from an approved payment.
 //!
+//! In the same steps it walks the other way, through payment-svc's APPROVED payments
+//! (ListPayments, newest first, a page per step) created within `ANTI_ENTROPY_WINDOW`
+//! and more than `ANTI_ENTROPY_QUIET` ago: a paid order without any reservation lost
+//! its `payment.approved`, and gets the booking that event would have made, from the
+//! booking payment-svc keeps with the payment (`reservation.requested` is announced).
+//!
 //! Every repair is logged at WARN with the reservation and order ids. Several
 //! replicas may run it: the repair is the consumer's conditional change.
 
@@ -28,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::domain::{Cancellation, OrderEvent, PaymentState, Reservation};
-use crate::payment::{PaymentError, PaymentGateway};
+use crate::payment::{ApprovedPayment, PaymentError, PaymentGateway};
 use crate::store::{Applied, ReservationStore, StoreError};
 
 /// Why a batch stopped.
@@ -66,6 +72,8 @@ pub struct Pass {
     payments: PaymentGateway,
     settings: AntiEntropySettings,
     cursor: Option<Uuid>,
+    /// The next page of payment-svc's approved payments; empty: the newest.
+    approvals_token: String,
     checked: usize,
     repaired: usize,
 }
@@ -82,6 +90,7 @@ impl Pass {
             payments,
             settings,
             cursor: None,
+            approvals_token: String::new(),
             checked: 0,
             repaired: 0,
         }
@@ -107,7 +116,7 @@ impl Pass {
                 self.settings.anti_entropy_batch,
             )
             .await?;
-        let mut repaired = 0;
+        let mut repaired = self.step_approvals(now, quiet_since).await?;
         for reservation in batch {
             if stop.is_cancelled() {
                 return Ok(repaired);
@@ -142,6 +151,49 @@ impl Pass {
                 self.repaired = 0;
             }
         }
+        Ok(repaired)
+    }
+
+    /// Books the paid orders of one page of approved payments that have no
+    /// reservation; returns how many.
+    async fn step_approvals(
+        &mut self,
+        now: chrono::DateTime<chrono::Utc>,
+        quiet_since: chrono::DateTime<chrono::Utc>,
+    ) -> Result<usize, PassError> {
+        let window_start = now - delta(self.settings.anti_entropy_window);
+        // ListPayments pages hold at most 100.
+        let size = i32::try_from(self.settings.anti_entropy_batch.min(100)).unwrap_or(100);
+        let (page, next) = self
+            .payments
+            .approved_page(&self.approvals_token, size)
+            .await?;
+        let in_window: Vec<&ApprovedPayment> = page
+            .iter()
+            .flatten()
+            .filter(|p| p.created_at >= window_start && p.created_at < quiet_since)
+            .collect();
+        let past_window = page.iter().flatten().any(|p| p.created_at < window_start);
+        let order_ids: Vec<Uuid> = in_window.iter().map(|p| p.approval.order_id).collect();
+        let booked = self.store.orders_with_reservation(&order_ids).await?;
+        let mut repaired = 0;
+        for payment in in_window {
+            let approval = &payment.approval;
+            if booked.contains(&approval.order_id) {
+                continue;
+            }
+            tracing::warn!(order_id = %approval.order_id, payment_id = %approval.payment_id,
+                repair = "create booking",
+                "anti-entropy: approved payment without a booking; booking it");
+            let applied = self
+                .store
+                .apply_repair(&OrderEvent::Approved(approval.clone()))
+                .await?;
+            if applied != Applied::Unchanged {
+                repaired += 1;
+            }
+        }
+        self.approvals_token = if past_window { String::new() } else { next };
         Ok(repaired)
     }
 

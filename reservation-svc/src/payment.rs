@@ -14,7 +14,8 @@ use talentshare_proto::payment::{
 use tonic::{Code, Status};
 use uuid::Uuid;
 
-use crate::domain::{PaymentState, RejectReason};
+use crate::domain::{Approval, Booking, PaymentState, RejectReason};
+use platform::values::ExternalId;
 
 /// Why payment-svc could not give the answer asked for.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +49,31 @@ impl PaymentError {
             },
         }
     }
+}
+
+/// An approved payment as the anti-entropy pass sees it: what `payment.approved`
+/// carried.
+#[derive(Clone, Debug)]
+pub struct ApprovedPayment {
+    pub approval: Approval,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+}
+
+fn approved(p: pb::Payment) -> Option<ApprovedPayment> {
+    let booking = p.booking?;
+    Some(ApprovedPayment {
+        approval: Approval {
+            order_id: Uuid::parse_str(&p.order_id).ok()?,
+            customer_id: ExternalId::try_from(p.customer_id).ok()?,
+            payment_id: Uuid::parse_str(&p.payment_id).ok()?,
+            booking: Booking {
+                talent_id: ExternalId::try_from(booking.talent_id).ok()?,
+                session_start: platform::time::from_proto(booking.session_start_time).ok()?,
+                session_minutes: booking.session_minutes,
+            },
+        },
+        created_at: platform::time::from_proto(p.create_time).ok()?,
+    })
 }
 
 /// A payment as the anti-entropy pass compares it.
@@ -107,6 +133,31 @@ impl PaymentGateway {
             updated_at,
             refund_reason,
         })
+    }
+
+    /// One page of approved payments, newest first, from `page_token` (empty: the
+    /// newest), and the token of the next page (empty after the last). A payment
+    /// whose fields do not parse, or that carries no booking (made before payment-svc
+    /// kept bookings), comes back as `None` in its place: the walk moves on over it.
+    pub async fn approved_page(
+        &self,
+        page_token: &str,
+        page_size: i32,
+    ) -> Result<(Vec<Option<ApprovedPayment>>, String), PaymentError> {
+        let page = self
+            .client
+            .clone()
+            .list_payments(pb::ListPaymentsRequest {
+                page_size,
+                page_token: page_token.to_owned(),
+                customer_id: String::new(),
+                status: pb::PaymentStatus::Approved as i32,
+            })
+            .await
+            .map_err(|s| PaymentError::from_status(Uuid::nil(), s))?
+            .into_inner();
+        let payments = page.payments.into_iter().map(approved).collect();
+        Ok((payments, page.next_page_token))
     }
 
     /// Refunds the payment. Idempotent in payment-svc, so a retry after a timeout

@@ -390,6 +390,27 @@ impl ReservationStore {
         Ok((reservations, next))
     }
 
+    /// Which of `order_ids` have a reservation (or a tombstone).
+    pub async fn orders_with_reservation(
+        &self,
+        order_ids: &[Uuid],
+    ) -> Result<std::collections::HashSet<Uuid>, StoreError> {
+        if order_ids.is_empty() {
+            return Ok(Default::default());
+        }
+        let rows = entity::Entity::find()
+            .select_only()
+            .column(entity::Column::OrderId)
+            .filter(entity::Column::OrderId.is_in(order_ids.iter().map(Uuid::to_string)))
+            .into_tuple::<String>()
+            .all(&self.db)
+            .await?;
+        Ok(rows
+            .iter()
+            .filter_map(|id| Uuid::parse_str(id).ok())
+            .collect())
+    }
+
     /// Applies an upstream event the anti-entropy pass reconstructed, in its own
     /// transaction, exactly as the consumer would (see [`apply_event`]).
     pub async fn apply_repair(&self, event: &OrderEvent) -> Result<Applied, StoreError> {

@@ -88,6 +88,9 @@ const SERVICE_ENV: &[(&str, &str)] = &[
     ("SHUTDOWN_DELAY", "1s"),
     ("CONSUMER_RETRY_MAX_DELAY", "500ms"),
     ("OUTBOX_POLL_INTERVAL", "200ms"),
+    ("ANTI_ENTROPY_INTERVAL", "1s"),
+    ("ANTI_ENTROPY_QUIET", "10s"),
+    ("ANTI_ENTROPY_BATCH", "200"),
     ("RUST_LOG", "warn,platform::host=info"),
 ];
 
@@ -119,7 +122,7 @@ async fn main() -> ExitCode {
         let o = run(fault, n).await;
         let a = &o.audit;
         println!(
-            "fault {}: orders={} lost_events={} double_charges={} kept_charges={} stuck_orders={} mypage_mismatches={} legit_dlq={} dlq={} converge_ms={} took_s={:.1} statuses={:?}{}",
+            "fault {}: orders={} lost_events={} double_charges={} kept_charges={} stuck_orders={} mypage_mismatches={} legit_dlq={} dlq={} converge_ms={} took_s={:.1} statuses={:?} payments={:?}{}",
             fault.label(),
             a.orders,
             a.lost_events,
@@ -132,6 +135,7 @@ async fn main() -> ExitCode {
             o.converge_ms,
             t.elapsed().as_secs_f64(),
             sorted(&a.by_status),
+            sorted(&a.payments_by_status),
             if o.notes.is_empty() {
                 String::new()
             } else {
@@ -405,6 +409,19 @@ async fn run(fault: Fault, total: usize) -> Outcome {
     let converge_ms = load_done.elapsed().as_millis();
     let dlq = dead.iter().filter(|b| poison.contains(b)).count();
     let legit_dlq = dead.len() - dlq;
+    // Repairs the anti-entropy passes made: each stands for an event that did not
+    // arrive within ANTI_ENTROPY_QUIET (they log one WARN line with `repair`).
+    let repairs: usize = [Svc::Order, Svc::Reservation]
+        .iter()
+        .map(|svc| {
+            system
+                .output(*svc)
+                .lines()
+                .filter(|l| l.contains("\"repair\":"))
+                .count()
+        })
+        .sum();
+    notes.push(format!("anti_entropy_repairs={repairs}"));
     if !ok || !audit.clean() || legit_dlq > 0 {
         for svc in [Svc::Order, Svc::Payment, Svc::Reservation, Svc::MyPage] {
             let log = system.output(svc);

@@ -107,6 +107,9 @@ pub struct Payment {
     pub decline_reason: Option<DeclineReason>,
     /// Empty for a voided payment: it never saw a card.
     pub card_last4: String,
+    /// What the charge pays for, as the first Pay gave it; `None` for a void (and
+    /// for payments stored before bookings were kept).
+    pub booking: Option<Booking>,
     pub refund_reason: Option<String>,
     pub void_reason: Option<String>,
     /// Starts at 1, +1 per change; the events' `aggregate_version`.
@@ -143,6 +146,7 @@ impl Payment {
             status,
             decline_reason,
             card_last4: req.card.last4().to_owned(),
+            booking: Some(req.booking.clone()),
             refund_reason: None,
             void_reason: None,
             version: 1,
@@ -172,6 +176,7 @@ impl Payment {
             status: PaymentStatus::Voided,
             decline_reason: None,
             card_last4: String::new(),
+            booking: None,
             refund_reason: None,
             void_reason: req.reason.clone(),
             version: 1,

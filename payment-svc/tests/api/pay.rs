@@ -37,6 +37,10 @@ async fn pay_returns_an_approved_payment_and_stores_only_the_last_four_digits(ba
     assert_eq!((p.amount_minor, p.currency.as_str()), (12_500, "USD"));
     assert_eq!(p.card_last4, "4242");
     assert_eq!(p.decline_reason(), DeclineReason::Unspecified);
+    assert_eq!(
+        p.booking, req.booking,
+        "the booking is kept with the payment"
+    );
     assert!(uuid::Uuid::parse_str(&p.payment_id).is_ok());
     let rows = app.payment_rows().await;
     assert_eq!(rows.len(), 1);

@@ -51,6 +51,7 @@ async fn a_void_closes_the_order_so_a_later_pay_charges_nothing(backend: Backend
         .unwrap();
     assert_eq!(voided.status(), PaymentStatus::Voided);
     assert_eq!(voided.order_id, pay.order_id);
+    assert_eq!(voided.booking, None, "a void books nothing");
     assert_eq!(
         (voided.card_last4.as_str(), voided.void_reason.as_str()),
         ("", "payment not completed")

@@ -9,23 +9,55 @@ use talentshare_proto::payment::RefundRequest;
 use talentshare_proto::reservation::ReservationStatus;
 
 use crate::confirm::confirm;
-use crate::helpers::{spawn_app_with_args, wait_until};
+use crate::helpers::{spawn_app_deaf_to_payments, spawn_app_with_args, wait_until};
 use crate::on_both_backends;
 use testkit::Backend;
 
-on_both_backends!(a_booking_whose_order_cancellation_was_lost_is_cancelled_by_the_pass);
+on_both_backends!(
+    a_booking_whose_order_cancellation_was_lost_is_cancelled_by_the_pass,
+    a_paid_order_whose_approval_was_lost_is_booked_by_the_pass,
+);
+
+const FAST_PASS: &[&str] = &[
+    "--anti-entropy-interval",
+    "100ms",
+    "--anti-entropy-quiet",
+    "300ms",
+];
+
+async fn a_paid_order_whose_approval_was_lost_is_booked_by_the_pass(backend: Backend) {
+    let app = spawn_app_deaf_to_payments(backend, FAST_PASS).await;
+    let payment = app.pay("talent-7").await;
+
+    let booked = app.reservation_of(&payment.order_id).await;
+    assert_eq!(booked.status(), ReservationStatus::Requested);
+    assert_eq!(booked.payment_id, payment.payment_id);
+    assert_eq!(booked.talent_id, "talent-7");
+    assert_eq!(
+        booked.session_start_time.map(|t| t.seconds),
+        Some(crate::helpers::SESSION_START_SECONDS)
+    );
+    assert_eq!(booked.session_minutes, 90);
+    let requested: Vec<_> = app
+        .reservation_events()
+        .await
+        .iter()
+        .map(|e| e.envelope())
+        .filter(|e| e.event_type == "reservation.requested")
+        .collect();
+    assert_eq!(requested.len(), 1, "announced once: {requested:?}");
+    // Later passes find it booked and leave it alone.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(app.rows_of(&payment.order_id).await.len(), 1);
+    assert!(
+        app.reservation_events().await.is_empty(),
+        "nothing new announced"
+    );
+    app.stop().await;
+}
 
 async fn a_booking_whose_order_cancellation_was_lost_is_cancelled_by_the_pass(backend: Backend) {
-    let app = spawn_app_with_args(
-        backend,
-        &[
-            "--anti-entropy-interval",
-            "100ms",
-            "--anti-entropy-quiet",
-            "300ms",
-        ],
-    )
-    .await;
+    let app = spawn_app_with_args(backend, FAST_PASS).await;
     let (requested_payment, requested) = app.book("talent-7").await;
     let (confirmed_payment, confirmed) = app.book("talent-7").await;
     let (_, untouched) = app.book("talent-7").await;

@@ -60,6 +60,8 @@ struct PaymentApp {
     db: TestDatabase,
     shutdown: CancellationToken,
     running: RunningService,
+    /// The topology payment-svc publishes to when it is not the test's.
+    own_broker: Option<TestBroker>,
 }
 
 /// The manager [`TestApp::client`] acts as.
@@ -138,6 +140,17 @@ pub async fn spawn_app_with_args(backend: Backend, extra: &[&str]) -> TestApp {
     spawn_with(backend, broker, Some(payment), &url, "3s", extra).await
 }
 
+/// Like [`spawn_app_with_args`], with payment-svc publishing to a topology of its own:
+/// reservation-svc never hears its `payment.approved`, as if every one were lost.
+pub async fn spawn_app_deaf_to_payments(backend: Backend, extra: &[&str]) -> TestApp {
+    let broker = TestBroker::create().await;
+    let elsewhere = TestBroker::create().await;
+    let mut payment = spawn_payment(backend, elsewhere.exchange()).await;
+    payment.own_broker = Some(elsewhere);
+    let url = format!("http://{}", payment.running.local_addr);
+    spawn_with(backend, broker, Some(payment), &url, "3s", extra).await
+}
+
 /// Like [`spawn_app`], with the rejection reconciler finishing claims older than
 /// `after` every `interval`. The grace must exceed the Refund deadline, so that one
 /// is `payment_timeout`.
@@ -202,6 +215,7 @@ async fn spawn_payment(backend: Backend, exchange: &str) -> PaymentApp {
         db,
         shutdown,
         running,
+        own_broker: None,
     }
 }
 
@@ -599,6 +613,9 @@ impl TestApp {
             p.shutdown.cancel();
             p.running.wait().await.expect("payment-svc stopped cleanly");
             p.db.drop_database().await;
+            if let Some(b) = p.own_broker {
+                b.delete().await;
+            }
         }
         self.broker.delete().await;
         self.db.drop_database().await;
