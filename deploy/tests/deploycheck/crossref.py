@@ -26,6 +26,7 @@ RETRY_SAFE = {
     "talentshare.payment.v1.PaymentService": {
         "Pay",  # idempotent per order_id
         "Refund",  # idempotent per payment_id
+        "Void",  # idempotent per order_id (first come first served with Pay)
         "GetPayment",
         "ListPayments",
     },
