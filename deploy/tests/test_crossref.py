@@ -93,3 +93,38 @@ def test_help_parsing_finds_env_names():
     """The `[env: NAME...]` parser on clap's two forms (with and without a value)."""
     text = "      --grpc-addr <GRPC_ADDR>\n          [env: GRPC_ADDR=]\n      --database-url <U>\n          [env: DATABASE_URL]\n"
     assert set(binaries.ENV_IN_HELP.findall(text)) == {"GRPC_ADDR", "DATABASE_URL"}
+
+
+# The PaymentService client calls in each caller's source: `.pay(`, `.get_payment(`, ….
+PAYMENT_CALL = {
+    "pay": "Pay",
+    "void": "Void",
+    "refund": "Refund",
+    "get_payment": "GetPayment",
+    "list_payments": "ListPayments",
+}
+
+
+@pytest.mark.parametrize("caller", ["order", "reservation"])
+def test_each_payment_caller_may_call_exactly_the_methods_its_code_calls(caller):
+    """The mesh's allow-list for PaymentService (values `paymentCallers`) matches the
+    calls the caller's code makes: a missing method is a call the mesh denies in
+    production only (no test without Istio sees it); an extra one is privilege unused."""
+    import re
+
+    import yaml
+
+    from deploycheck.paths import CHART, ROOT
+
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    allowed = set(values["istio"]["authorization"]["paymentCallers"][caller])
+    called = set()
+    for path in (ROOT / f"{caller}-svc" / "src").rglob("*.rs"):
+        text = path.read_text()
+        if "PaymentServiceClient" not in text:
+            continue
+        for method, rpc in PAYMENT_CALL.items():
+            if re.search(rf"\.{method}\(", text):
+                called.add(rpc)
+    assert called, f"{caller}-svc calls payment-svc"
+    assert allowed == called, f"{caller}: allowed {sorted(allowed)}, called {sorted(called)}"
