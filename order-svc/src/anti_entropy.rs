@@ -31,7 +31,7 @@ use platform::client::AntiEntropySettings;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::domain::{Order, OrderStatus, PaymentOutcome};
+use crate::domain::{Order, OrderStatus, PaymentOutcome, Seen};
 use crate::service::{OrderError, Orders};
 
 /// What one check repaired.
@@ -152,13 +152,13 @@ impl Pass {
             }
             return Ok(None);
         };
-        if order.owe_refund(&payment.outcome).is_some() {
+        if order.owe_refund(&payment.outcome, Seen::Now).is_some() {
             tracing::warn!(order_id = %order.order_id, status = ?order.status,
                 repair = "refund kept payment",
                 "anti-entropy: ended order still holds an approved payment; refunding it");
             let order = self
                 .orders
-                .owe_refund(order.clone(), &payment.outcome)
+                .owe_refund(order.clone(), &payment.outcome, Seen::Now)
                 .await?;
             return Ok((order.refund_due.is_none()).then_some(Repair::RefundedKeptPayment));
         }

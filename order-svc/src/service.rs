@@ -30,7 +30,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use platform::values::CardNumber;
 use uuid::Uuid;
 
-use crate::domain::{NewOrder, Order, OrderStatus, PaymentOutcome};
+use crate::domain::{NewOrder, Order, OrderStatus, PaymentOutcome, Seen};
 use crate::payment::{PaymentError, PaymentFacts, PaymentGateway};
 use crate::store::{ListQuery, OrderStore, Placed, StoreError};
 
@@ -190,6 +190,14 @@ impl Orders {
     ) -> Result<Order, OrderError> {
         let order_id = order.order_id;
         let outcome = match self.payments.find_for_order(order_id).await? {
+            // Voided by an earlier attempt that stopped before recording CANCELLED:
+            // finish it with this request's reason.
+            Some(PaymentOutcome::Voided) => {
+                return Ok(self
+                    .store
+                    .change(order_id, |o, now| Ok(o.abandon(abandon_reason, now)))
+                    .await?);
+            }
             Some(outcome) => outcome,
             None => {
                 // Read again: a retried PlaceOrder may have started a new attempt since.
@@ -225,7 +233,7 @@ impl Orders {
             .store
             .change(order_id, |o, now| Ok(o.settle(outcome, now)))
             .await?;
-        self.owe_refund(settled, outcome).await
+        self.owe_refund(settled, outcome, Seen::InAnswer).await
     }
 
     /// Records the refund an approval meeting an ended order is owed, then tries it
@@ -234,13 +242,14 @@ impl Orders {
         &self,
         order: Order,
         outcome: &PaymentOutcome,
+        seen: Seen,
     ) -> Result<Order, OrderError> {
-        if order.owe_refund(outcome).is_none() {
+        if order.owe_refund(outcome, seen).is_none() {
             return Ok(order);
         }
         let (owing, _) = self
             .store
-            .amend(order.order_id, |o, _| o.owe_refund(outcome))
+            .amend(order.order_id, |o, _| o.owe_refund(outcome, seen))
             .await?;
         tracing::error!(order_id = %owing.order_id, payment_id = ?owing.refund_due,
             status = ?owing.status, "payment approved for an order that ended without it; refund recorded as owed");
@@ -263,9 +272,9 @@ impl Orders {
         self.payments
             .refund(payment_id, Some(LATE_PAYMENT_REASON))
             .await?;
-        let (order, _) = self
+        let order = self
             .store
-            .amend(order.order_id, |o, _| o.refund_paid(payment_id))
+            .change(order.order_id, |o, now| Ok(o.refund_paid(payment_id, now)))
             .await?;
         tracing::info!(order_id = %order.order_id, %payment_id, "owed refund paid back");
         Ok(order)

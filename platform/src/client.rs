@@ -5,9 +5,10 @@
 //! caller needs when the callee misbehaves:
 //! - a deadline per call (the policy's, or the caller's own `grpc-timeout` when that is
 //!   shorter), retries included; every attempt tells the callee only the time left as
-//!   its `grpc-timeout`, so no attempt can still run on the callee once the call's
-//!   deadline has passed (the reconcilers' "nothing in flight after the grace" rests
-//!   on it);
+//!   its `grpc-timeout`, so a retry never gets a fresh budget. The callee's clock for
+//!   `grpc-timeout` starts when the request arrives, so a request held on a slow link
+//!   can still run after the caller's deadline: nothing that must be safe may rest on
+//!   deadlines alone (giving up an unpaid order rests on a void at payment-svc);
 //! - bounded retries with jittered backoff, only for methods the caller marks
 //!   idempotent and only on codes that mean "not done, try again" (UNAVAILABLE,
 //!   RESOURCE_EXHAUSTED, or no connection at all), and never past the deadline;

@@ -96,15 +96,35 @@ impl Pass {
         }
     }
 
-    /// Checks the next batch; returns how many bookings it repaired.
+    /// Checks the next batch of each walk; returns how many records it repaired. The
+    /// two walks stop independently: one blocked by an outage leaves the other going.
     ///
     /// # Errors
     ///
-    /// The store failed, or payment-svc is away (the same bookings are checked again
-    /// next time).
+    /// Both walks stopped (the store failed, or payment-svc is away); the same
+    /// records are checked again next time.
     pub async fn step(&mut self, stop: &CancellationToken) -> Result<usize, PassError> {
         let now = platform::time::now();
         let quiet_since = now - delta(self.settings.anti_entropy_quiet);
+        let approvals = self.step_approvals(now, quiet_since, stop).await;
+        let bookings = self.step_bookings(now, quiet_since, stop).await;
+        match (approvals, bookings) {
+            (Ok(a), Ok(b)) => Ok(a + b),
+            (Ok(n), Err(e)) | (Err(e), Ok(n)) => {
+                tracing::warn!(error = %e, "one anti-entropy walk stopped; the next batch retries");
+                Ok(n)
+            }
+            (Err(e), Err(_)) => Err(e),
+        }
+    }
+
+    /// Checks the next batch of active bookings against their payments.
+    async fn step_bookings(
+        &mut self,
+        now: chrono::DateTime<chrono::Utc>,
+        quiet_since: chrono::DateTime<chrono::Utc>,
+        stop: &CancellationToken,
+    ) -> Result<usize, PassError> {
         // A session that started a day ago is over; its booking can no longer change.
         let sessions_after = now - TimeDelta::days(1);
         let (batch, next) = self
@@ -116,7 +136,7 @@ impl Pass {
                 self.settings.anti_entropy_batch,
             )
             .await?;
-        let mut repaired = self.step_approvals(now, quiet_since).await?;
+        let mut repaired = 0;
         for reservation in batch {
             if stop.is_cancelled() {
                 return Ok(repaired);
@@ -124,9 +144,7 @@ impl Pass {
             match self.check(&reservation, quiet_since).await {
                 Ok(true) => repaired += 1,
                 Ok(false) => {}
-                Err(PassError::Payment(
-                    e @ (PaymentError::Unavailable(_) | PaymentError::DeadlineExceeded(_)),
-                )) => return Err(e.into()),
+                Err(e) if is_outage(&e) => return Err(e),
                 Err(e) => {
                     tracing::error!(reservation_id = %reservation.reservation_id, error = %e,
                         "anti-entropy cannot check this reservation");
@@ -143,7 +161,7 @@ impl Pass {
                     tracing::info!(
                         checked = self.checked,
                         repaired = self.repaired,
-                        "anti-entropy pass complete"
+                        "anti-entropy pass over bookings complete"
                     );
                 }
                 self.cursor = None;
@@ -160,6 +178,7 @@ impl Pass {
         &mut self,
         now: chrono::DateTime<chrono::Utc>,
         quiet_since: chrono::DateTime<chrono::Utc>,
+        stop: &CancellationToken,
     ) -> Result<usize, PassError> {
         let window_start = now - delta(self.settings.anti_entropy_window);
         // ListPayments pages hold at most 100.
@@ -178,19 +197,33 @@ impl Pass {
         let booked = self.store.orders_with_reservation(&order_ids).await?;
         let mut repaired = 0;
         for payment in in_window {
+            if stop.is_cancelled() {
+                return Ok(repaired);
+            }
             let approval = &payment.approval;
             if booked.contains(&approval.order_id) {
                 continue;
             }
-            tracing::warn!(order_id = %approval.order_id, payment_id = %approval.payment_id,
-                repair = "create booking",
-                "anti-entropy: approved payment without a booking; booking it");
-            let applied = self
+            match self
                 .store
                 .apply_repair(&OrderEvent::Approved(approval.clone()))
-                .await?;
-            if applied != Applied::Unchanged {
-                repaired += 1;
+                .await
+            {
+                Ok(Applied::Unchanged) => {}
+                Ok(applied) => {
+                    tracing::warn!(order_id = %approval.order_id,
+                        payment_id = %approval.payment_id, ?applied, repair = "create booking",
+                        "anti-entropy: approved payment without a booking; booked it");
+                    repaired += 1;
+                }
+                Err(e) => {
+                    let e = PassError::from(e);
+                    if is_outage(&e) {
+                        return Err(e);
+                    }
+                    tracing::error!(order_id = %approval.order_id, error = %e,
+                        "anti-entropy cannot book this approved payment");
+                }
             }
         }
         self.approvals_token = if past_window { String::new() } else { next };
@@ -210,9 +243,6 @@ impl Pass {
         match payment.state {
             PaymentState::Approved => Ok(false),
             PaymentState::Refunded if payment.updated_at < quiet_since => {
-                tracing::warn!(reservation_id = %reservation.reservation_id,
-                    order_id = %reservation.order_id, repair = "cancel booking",
-                    "anti-entropy: active booking whose payment was refunded; cancelling it");
                 let cancelled = OrderEvent::Cancelled(Cancellation {
                     order_id: reservation.order_id,
                     customer_id: reservation.customer_id.clone(),
@@ -220,7 +250,13 @@ impl Pass {
                     reason: payment.refund_reason,
                 });
                 let applied = self.store.apply_repair(&cancelled).await?;
-                Ok(applied != Applied::Unchanged)
+                if applied == Applied::Unchanged {
+                    return Ok(false);
+                }
+                tracing::warn!(reservation_id = %reservation.reservation_id,
+                    order_id = %reservation.order_id, repair = "cancel booking",
+                    "anti-entropy: active booking whose payment was refunded; cancelled it");
+                Ok(true)
             }
             PaymentState::Refunded => Ok(false),
             other => {
@@ -229,6 +265,18 @@ impl Pass {
                 Ok(false)
             }
         }
+    }
+}
+
+/// Whether the error says a dependency is away (then the walk stops for this batch)
+/// rather than that one record is wrong (then it is reported and skipped).
+fn is_outage(e: &PassError) -> bool {
+    match e {
+        PassError::Payment(PaymentError::Unavailable(_) | PaymentError::DeadlineExceeded(_)) => {
+            true
+        }
+        PassError::Store(StoreError::Db(db)) => platform::status::is_unavailable(db),
+        _ => false,
     }
 }
 

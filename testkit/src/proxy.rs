@@ -22,6 +22,8 @@ pub struct TcpProxy {
     up: Arc<AtomicBool>,
     /// Milliseconds each chunk is held in each direction.
     delay_ms: Arc<AtomicU64>,
+    /// Bytes written to the upstream so far, over every connection.
+    upstream_bytes: Arc<AtomicU64>,
     current: Mutex<Option<CancellationToken>>,
 }
 
@@ -35,6 +37,7 @@ impl TcpProxy {
             upstream,
             up: Arc::new(AtomicBool::new(false)),
             delay_ms: Arc::new(AtomicU64::new(0)),
+            upstream_bytes: Arc::new(AtomicU64::new(0)),
             current: Mutex::new(None),
         };
         proxy.serve(listener).await;
@@ -52,8 +55,15 @@ impl TcpProxy {
             upstream,
             up: Arc::new(AtomicBool::new(false)),
             delay_ms: Arc::new(AtomicU64::new(0)),
+            upstream_bytes: Arc::new(AtomicU64::new(0)),
             current: Mutex::new(None),
         }
+    }
+
+    /// Bytes delivered to the upstream so far (after any delay): a test can see that a
+    /// held request did reach the server, and when.
+    pub fn bytes_to_upstream(&self) -> u64 {
+        self.upstream_bytes.load(Ordering::SeqCst)
     }
 
     /// Holds every chunk read from then on for `delay` before it is passed on, in
@@ -109,6 +119,7 @@ impl TcpProxy {
         self.up.store(true, Ordering::SeqCst);
         let upstream = self.upstream;
         let delay_ms = self.delay_ms.clone();
+        let upstream_bytes = self.upstream_bytes.clone();
         tokio::spawn(async move {
             loop {
                 let (client, _) = tokio::select! {
@@ -120,6 +131,7 @@ impl TcpProxy {
                 };
                 let conn_token = token.clone();
                 let delay_ms = delay_ms.clone();
+                let upstream_bytes = upstream_bytes.clone();
                 tokio::spawn(async move {
                     let Ok(server) = TcpStream::connect(upstream).await else {
                         return;
@@ -130,8 +142,8 @@ impl TcpProxy {
                         _ = conn_token.cancelled() => {}
                         _ = async {
                             tokio::join!(
-                                pump(client_read, server_write, delay_ms.clone()),
-                                pump(server_read, client_write, delay_ms),
+                                pump(client_read, server_write, delay_ms.clone(), Some(upstream_bytes)),
+                                pump(server_read, client_write, delay_ms, None),
                             )
                         } => {}
                     }
@@ -143,8 +155,12 @@ impl TcpProxy {
 
 /// Copies `from` to `to`, each chunk held until the delay set when it was read has
 /// passed; a reader task and a writer task, so later chunks keep flowing in behind.
-async fn pump<R, W>(mut from: R, mut to: W, delay_ms: Arc<AtomicU64>)
-where
+async fn pump<R, W>(
+    mut from: R,
+    mut to: W,
+    delay_ms: Arc<AtomicU64>,
+    written: Option<Arc<AtomicU64>>,
+) where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
 {
@@ -169,6 +185,9 @@ where
             tokio::time::sleep_until(due).await;
             if to.write_all(&chunk).await.is_err() {
                 return;
+            }
+            if let Some(written) = &written {
+                written.fetch_add(chunk.len() as u64, Ordering::SeqCst);
             }
         }
         let _ = to.shutdown().await;

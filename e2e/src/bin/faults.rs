@@ -185,6 +185,11 @@ async fn run(fault: Fault, total: usize) -> Outcome {
     let amqp = format!("amqp://guest:guest@{}/%2f", proxy.addr());
     let mut env: Vec<(&str, &str)> = SERVICE_ENV.to_vec();
     env.push(("AMQP_URL", &amqp));
+    if fault == Fault::DeadLetterReplay {
+        // The replay must be what repairs: the anti-entropy pass would book the
+        // dead-lettered approvals by itself.
+        env.push(("ANTI_ENTROPY_INTERVAL", "10m"));
+    }
     let mut system = System::start_with_env(&env).await;
     let tap = system.broker.tap().await;
     let run_id = format!("f{}", uuid::Uuid::now_v7().simple());
@@ -407,6 +412,14 @@ async fn run(fault: Fault, total: usize) -> Outcome {
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
     let converge_ms = load_done.elapsed().as_millis();
+    if fault == Fault::SlowPaymentPath {
+        // The fault is only proven if some order was given up while its Pay was held.
+        let voided = audit.payments_by_status.get("VOIDED").copied().unwrap_or(0);
+        if voided == 0 {
+            notes.push("no order was voided: the slow path never outlived the grace".into());
+            ok = false;
+        }
+    }
     let dlq = dead.iter().filter(|b| poison.contains(b)).count();
     let legit_dlq = dead.len() - dlq;
     // Repairs the anti-entropy passes made: each stands for an event that did not

@@ -186,6 +186,15 @@ pub enum OrderEvent {
 /// retry, a redelivery, or another replica that got there first).
 pub type Change = Option<(Order, OrderEvent)>;
 
+/// How fresh what order-svc knows of a payment is (see [`Order::owe_refund`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Seen {
+    /// The answer to a call (Pay, Void) that may have been overtaken since it was sent.
+    InAnswer,
+    /// payment-svc's state as read now (GetPayment).
+    Now,
+}
+
 /// How payment-svc decided an order's payment.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PaymentOutcome {
@@ -320,7 +329,12 @@ impl Order {
     /// make this impossible for orders given up by this version; it covers whatever
     /// still slips through (an order given up by an older version, a payment the
     /// anti-entropy pass finds). `None` when nothing is owed, or it is already recorded.
-    pub fn owe_refund(&self, outcome: &PaymentOutcome) -> Option<Order> {
+    ///
+    /// An answer to a Pay may be older than the order: the approval of the very
+    /// payment the order was since cancelled and refunded with, arriving late. So
+    /// [`Seen::InAnswer`] never makes the order's own payment owed; only payment-svc's
+    /// current state ([`Seen::Now`]) can show that it was never refunded.
+    pub fn owe_refund(&self, outcome: &PaymentOutcome, seen: Seen) -> Option<Order> {
         let PaymentOutcome::Approved { payment_id } = outcome else {
             return None;
         };
@@ -328,21 +342,38 @@ impl Order {
             self.status,
             OrderStatus::Cancelled | OrderStatus::Rejected | OrderStatus::PaymentDeclined
         );
-        (ended && self.refund_due != Some(*payment_id)).then(|| Order {
+        let stale = seen == Seen::InAnswer && self.payment_id == Some(*payment_id);
+        (ended && !stale && self.refund_due != Some(*payment_id)).then(|| Order {
             refund_due: Some(*payment_id),
             ..self.clone()
         })
     }
 
-    /// Clears the refund owed once payment-svc has refunded `payment_id`. The order
-    /// then shows that payment, refunded: what happened to the customer's money.
-    pub fn refund_paid(&self, payment_id: Uuid) -> Option<Order> {
-        (self.refund_due == Some(payment_id)).then(|| Order {
+    /// Clears the refund owed once payment-svc has refunded `payment_id`, and shows
+    /// the order with that payment, refunded: a new version, announced again with its
+    /// own status (`order.cancelled`, `order.rejected`), so that my page shows what
+    /// happened to the customer's money. `None` when `payment_id` is not owed.
+    pub fn refund_paid(&self, payment_id: Uuid, now: DateTime<Utc>) -> Change {
+        if self.refund_due != Some(payment_id) {
+            return None;
+        }
+        let next = Order {
             refund_due: None,
             payment_id: self.payment_id.or(Some(payment_id)),
             refunded: true,
+            version: self.version + 1,
+            updated_at: now,
             ..self.clone()
-        })
+        };
+        let event = match self.status {
+            OrderStatus::Rejected => OrderEvent::Rejected {
+                reservation_id: None,
+            },
+            OrderStatus::PaymentDeclined => OrderEvent::PaymentDeclined,
+            // Only ended orders ever owe a refund.
+            _ => OrderEvent::Cancelled,
+        };
+        Some((next, event))
     }
 
     /// Records that the customer asked to cancel a PAID order; its refund is asked
@@ -785,34 +816,71 @@ mod tests {
             None,
             "no resurrection"
         );
-        let owing = abandoned.owe_refund(&approved).unwrap();
+        let owing = abandoned.owe_refund(&approved, Seen::InAnswer).unwrap();
         assert_eq!(owing.refund_due, Some(payment_id));
         assert_eq!(owing.version, abandoned.version, "no new version, no event");
-        assert_eq!(owing.owe_refund(&approved), None, "recorded once");
         assert_eq!(
-            owing.refund_paid(Uuid::now_v7()),
+            owing.owe_refund(&approved, Seen::Now),
+            None,
+            "recorded once"
+        );
+        assert_eq!(
+            owing.refund_paid(Uuid::now_v7(), later()),
             None,
             "only its own refund clears it"
         );
-        let repaid = owing.refund_paid(payment_id).unwrap();
+        let (repaid, event) = owing.refund_paid(payment_id, later()).unwrap();
         assert_eq!(repaid.refund_due, None);
         assert_eq!(
             (repaid.payment_id, repaid.refunded),
             (Some(payment_id), true)
         );
         assert_eq!(repaid.status, OrderStatus::Cancelled);
+        assert_eq!(repaid.version, owing.version + 1, "shown, so announced");
+        assert_eq!(event, OrderEvent::Cancelled);
 
         let paid_with_it = paid();
         let own = PaymentOutcome::Approved {
             payment_id: paid_with_it.payment_id.unwrap(),
         };
-        assert_eq!(paid_with_it.owe_refund(&own), None, "its own payment");
-        assert_eq!(pending().owe_refund(&approved), None, "still to be settled");
+        assert_eq!(
+            paid_with_it.owe_refund(&own, Seen::Now),
+            None,
+            "its own payment"
+        );
+        assert_eq!(
+            pending().owe_refund(&approved, Seen::Now),
+            None,
+            "still to be settled"
+        );
         let declined = PaymentOutcome::Declined {
             payment_id,
             reason: "DECLINE_REASON_CARD_DECLINED".into(),
         };
-        assert_eq!(abandoned.owe_refund(&declined), None, "nothing charged");
+        assert_eq!(
+            abandoned.owe_refund(&declined, Seen::Now),
+            None,
+            "nothing charged"
+        );
+
+        // The late approval of the payment a cancelled order was refunded with: an old
+        // answer, not money kept. Seen now, the same approval would be.
+        let requested = paid_with_it
+            .request_cancellation(Some("changed my mind".into()), later())
+            .unwrap();
+        let (cancelled, _) = requested
+            .finish_cancellation(paid_with_it.payment_id.unwrap(), later())
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            cancelled.owe_refund(&own, Seen::InAnswer),
+            None,
+            "a stale answer"
+        );
+        assert!(
+            cancelled.owe_refund(&own, Seen::Now).is_some(),
+            "never refunded"
+        );
     }
 
     #[test]

@@ -61,10 +61,19 @@ async fn a_pay_delayed_past_the_abandonment_meets_the_void_and_charges_nothing()
         .wait_for_status(&pending.order_id, OrderStatus::Cancelled)
         .await;
     assert_eq!(cancelled.reason, "payment not completed");
+    let delivered_when_given_up = app.proxy.bytes_to_upstream();
+    assert!(
+        placed_at.elapsed() < Duration::from_secs(6),
+        "given up before the Pay could arrive"
+    );
     // The late Pay left A at once and reaches payment-svc 6 s later; give it time to
     // be decided there (its answer then needs 6 s more to come back, to nobody).
     let late_pay_decided = placed_at + Duration::from_secs(9);
     tokio::time::sleep_until(late_pay_decided.into()).await;
+    assert!(
+        app.proxy.bytes_to_upstream() > delivered_when_given_up,
+        "the held Pay reached payment-svc after the order was given up"
+    );
 
     let payments = app.payments_of("cust-1").await;
     assert_eq!(payments.len(), 1, "{payments:?}");

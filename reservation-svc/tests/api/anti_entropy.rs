@@ -61,6 +61,18 @@ async fn a_booking_whose_order_cancellation_was_lost_is_cancelled_by_the_pass(ba
     let (requested_payment, requested) = app.book("talent-7").await;
     let (confirmed_payment, confirmed) = app.book("talent-7").await;
     let (_, untouched) = app.book("talent-7").await;
+    let (rejecting_payment, rejecting) = app.book("talent-7").await;
+    // A manager's rejection recorded, its refund made, REJECTED not yet stored: the
+    // rejection reconciler's to finish, not the pass's to cancel.
+    app.claim_rejection(&rejecting.reservation_id, "mgr-1", "double booked")
+        .await;
+    app.payments()
+        .refund(RefundRequest {
+            payment_id: rejecting_payment.payment_id.clone(),
+            reason: "double booked".into(),
+        })
+        .await
+        .expect("the rejection's refund");
     confirm(&app, &confirmed.reservation_id, "mgr-1")
         .await
         .expect("confirm");
@@ -108,6 +120,12 @@ async fn a_booking_whose_order_cancellation_was_lost_is_cancelled_by_the_pass(ba
         app.get(&untouched.reservation_id).await.status(),
         ReservationStatus::Requested,
         "its payment stands"
+    );
+    let still = app.get(&rejecting.reservation_id).await;
+    assert_eq!(
+        (still.status(), still.reason.as_str()),
+        (ReservationStatus::Requested, ""),
+        "a pending rejection is left to its reconciler"
     );
     app.stop().await;
 }
