@@ -6,6 +6,14 @@
 //! tasks. Shutdown (on the token): readiness NOT_SERVING, wait `SHUTDOWN_DELAY` so
 //! load balancers notice, stop accepting and drain calls and tasks (a consumer acks
 //! the message in hand), then let the relay flush once, all within `SHUTDOWN_GRACE`.
+//!
+//! Supervision: the host owns every task it starts (the relay, the database check and
+//! each background task). None of them is meant to end before shutdown, so one that
+//! returns or panics is a failure: it is logged at ERROR with its name and cause,
+//! readiness turns NOT_SERVING, the service drains as on shutdown, and
+//! [`RunningService::wait`] returns the error, so the binary exits non-zero and the
+//! orchestrator restarts it rather than leaving it SERVING with its events piling up.
+//! [`run_together`] does the same for several services in one process.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -14,7 +22,7 @@ use std::pin::Pin;
 use sea_orm::DatabaseConnection;
 use sea_orm_migration::MigratorTrait;
 use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
+use tokio::task::{JoinError, JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 
@@ -212,9 +220,10 @@ impl Host {
         let tasks_stop = CancellationToken::new();
         let relay_stop = CancellationToken::new();
         let checks_stop = CancellationToken::new();
-        let mut checks = None;
-        let mut workers: Vec<JoinHandle<()>> = Vec::new();
-        let mut relay = None;
+        let mut checks: Option<JoinHandle<()>> = None;
+        let mut workers: JoinSet<()> = JoinSet::new();
+        let mut names = std::collections::HashMap::new();
+        let mut relay: Option<JoinHandle<()>> = None;
         let migrated = tokio::select! {
             r = crate::db::migrate::<M>(&db, &shutdown) => r.is_ok(),
             r = &mut server => return r?.and(Err(anyhow::anyhow!("gRPC server stopped unexpectedly"))),
@@ -237,13 +246,34 @@ impl Host {
             for task in tasks {
                 let token = tasks_stop.clone();
                 tracing::debug!(task = task.name, "starting background task");
-                workers.push(tokio::spawn((task.run)(token)));
+                let handle = workers.spawn((task.run)(token));
+                names.insert(handle.id(), task.name);
             }
         }
 
+        let mut failure: Option<anyhow::Error> = None;
         let server_result = tokio::select! {
             _ = shutdown.cancelled() => None,
             r = &mut server => Some(r),
+            Some(joined) = workers.join_next_with_id(), if !workers.is_empty() => {
+                let (id, outcome) = match joined {
+                    Ok((id, ())) => (id, Ok(())),
+                    Err(e) => (e.id(), Err(e)),
+                };
+                let name = names.get(&id).copied().unwrap_or("background task");
+                failure = Some(task_failed(def, name, outcome));
+                None
+            }
+            r = finished(&mut relay) => {
+                relay = None;
+                failure = Some(task_failed(def, "outbox relay", r));
+                None
+            }
+            r = finished(&mut checks) => {
+                checks = None;
+                failure = Some(task_failed(def, "database check", r));
+                None
+            }
         };
         // Stop the database check first, so it cannot turn readiness back on.
         checks_stop.cancel();
@@ -251,22 +281,20 @@ impl Host {
             let _ = checks.await;
         }
         readiness.set_draining().await;
-        if server_result.is_none() && !settings.server.shutdown_delay.is_zero() {
+        if server_result.is_none() && failure.is_none() && !settings.server.shutdown_delay.is_zero()
+        {
             tokio::time::sleep(settings.server.shutdown_delay).await;
         }
         let deadline = tokio::time::Instant::now() + settings.server.shutdown_grace;
         server_stop.cancel();
         tasks_stop.cancel();
-        let aborts: Vec<_> = workers.iter().map(JoinHandle::abort_handle).collect();
         let server_abort = server.abort_handle();
         let drained = tokio::time::timeout_at(deadline, async {
             let server_result = match server_result {
                 Some(r) => r,
                 None => server.await,
             };
-            for w in workers {
-                let _ = w.await;
-            }
+            while workers.join_next().await.is_some() {}
             server_result
         })
         .await;
@@ -274,7 +302,7 @@ impl Host {
             // Past the deadline: stop what is left rather than leave it running on a
             // pool that is about to close. Unacked messages go back to the broker.
             server_abort.abort();
-            aborts.iter().for_each(|a| a.abort());
+            workers.abort_all();
         }
         relay_stop.cancel();
         if let Some(relay) = relay {
@@ -287,6 +315,9 @@ impl Host {
             }
         }
         let _ = db.close().await;
+        if let Some(failure) = failure {
+            return Err(failure);
+        }
         match drained {
             Ok(server_result) => {
                 tracing::info!(service = def.grpc_service, "stopped");
@@ -300,6 +331,80 @@ impl Host {
                 Ok(())
             }
         }
+    }
+}
+
+/// Waits for a task the host may or may not have started; never resolves for `None`.
+async fn finished(task: &mut Option<JoinHandle<()>>) -> Result<(), JoinError> {
+    match task {
+        Some(handle) => handle.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Reports a task that ended before shutdown: the error [`RunningService::wait`]
+/// returns, logged once here with the task's name and what ended it.
+fn task_failed(def: ServiceDef, task: &str, outcome: Result<(), JoinError>) -> anyhow::Error {
+    let cause = match outcome {
+        Ok(()) => "it returned".to_owned(),
+        Err(e) if e.is_panic() => {
+            let payload = e.into_panic();
+            let text = payload
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic without a message".to_owned());
+            format!("it panicked: {text}")
+        }
+        Err(_) => "it was cancelled".to_owned(),
+    };
+    tracing::error!(service = def.grpc_service, task, cause = %cause,
+        "background task stopped before shutdown; the service stops so it can be restarted");
+    anyhow::anyhow!(
+        "{}: background task `{task}` stopped before shutdown: {cause}",
+        def.slug
+    )
+}
+
+/// Runs several services of one process (`talentshare up`) as one: when any of them
+/// stops before `shutdown` (a failure, or an end nobody asked for), `shutdown` is
+/// cancelled so the others drain too. Returns once all have stopped.
+///
+/// # Errors
+///
+/// Every service that failed or stopped on its own, by name.
+pub async fn run_together(
+    services: Vec<(&'static str, RunningService)>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut running = JoinSet::new();
+    for (name, service) in services {
+        running.spawn(async move { (name, service.wait().await) });
+    }
+    let mut failures = Vec::new();
+    while let Some(joined) = running.join_next().await {
+        let (name, result) = match joined {
+            Ok(r) => r,
+            Err(e) => (
+                "a service",
+                Err(anyhow::anyhow!("its supervisor ended: {e}")),
+            ),
+        };
+        let failure = match result {
+            Err(e) => Some(format!("{e:#}")),
+            Ok(()) if !shutdown.is_cancelled() => Some("it stopped on its own".to_owned()),
+            Ok(()) => None,
+        };
+        if let Some(failure) = failure {
+            tracing::error!(service = name, error = %failure, "service stopped; stopping the others");
+            failures.push(format!("{name}: {failure}"));
+            shutdown.cancel();
+        }
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(anyhow::anyhow!("{}", failures.join("; ")))
     }
 }
 

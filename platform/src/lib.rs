@@ -34,5 +34,5 @@ pub mod telemetry;
 pub mod time;
 pub mod values;
 
-pub use host::{Access, BackgroundTask, Host, RunningService, ServiceDef};
+pub use host::{Access, BackgroundTask, Host, RunningService, ServiceDef, run_together};
 pub use settings::{PlatformSettings, SecretUrl};

@@ -125,7 +125,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     report_broker(&args.amqp_url).await;
 
     let shutdown = platform::shutdown::on_signal();
-    let services = [
+    let services = vec![
         (
             "payment",
             payment_svc::start(payment, shutdown.clone()).await?,
@@ -143,20 +143,15 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         .collect();
     tracing::info!(data_dir = %args.data_dir.display(), "talentshare is up ({}); Ctrl-C to stop", summary.join(", "));
 
-    let mut failed = false;
-    for (name, s) in services {
-        if let Err(e) = s.wait().await {
-            tracing::error!(service = name, error = %format!("{e:#}"), "service failed");
-            failed = true;
-            // One failing service takes the others down with it.
-            shutdown.cancel();
+    // One service failing (or a task of it dying) takes the other three down with it
+    // at once, so `up` never runs on with part of the system gone.
+    match platform::run_together(services, shutdown).await {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "talentshare up stopped");
+            Ok(ExitCode::FAILURE)
         }
     }
-    Ok(if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
 }
 
 /// Says in one line whether RabbitMQ answers; the services run either way.
