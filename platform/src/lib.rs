@@ -11,8 +11,9 @@
 //! - [`consumer`]: the event consumer with an idempotent inbox and dead-lettering;
 //! - [`amqp`] and [`envelope`]: broker topology and the event envelope codec;
 //! - [`status`]: error-to-gRPC-status helpers (field violations, database outages);
-//! - [`time`]: timestamps at the precision every backend stores;
-//! - [`values`]: validated ids, money, currencies and card numbers shared by services;
+//! - [`values`], [`time`], [`paging`]: re-exported from the pure `values` crate
+//!   (validated ids, money, cards; timestamps; page tokens), which domain cores use
+//!   directly;
 //! - [`paging`] and [`backoff`]: small shared helpers.
 
 pub mod amqp;
@@ -25,14 +26,13 @@ pub mod envelope;
 pub mod host;
 pub mod migrations;
 pub mod outbox;
-pub mod paging;
 pub mod server;
 pub mod settings;
 pub mod shutdown;
 pub mod status;
 pub mod telemetry;
-pub mod time;
-pub mod values;
 
+pub use ::values;
+pub use ::values::{paging, time};
 pub use host::{Access, BackgroundTask, Host, RunningService, ServiceDef, run_together};
 pub use settings::{PlatformSettings, SecretUrl};

@@ -18,14 +18,14 @@
 //! another customer, payment or reservation than the entry already holds.
 
 use chrono::{DateTime, Utc};
-use platform::values::{ExternalId, Money};
 use uuid::Uuid;
+use values::{ExternalId, Money};
 
 /// Shortest and longest bookable session, in minutes.
 pub const SESSION_MINUTES: std::ops::RangeInclusive<i32> = 15..=480;
 
 /// Longest free-text reason, shared by every service.
-pub use platform::values::MAX_REASON_CHARS;
+pub use values::MAX_REASON_CHARS;
 
 /// Where the order stands, as order-svc announced it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

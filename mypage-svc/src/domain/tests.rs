@@ -3,8 +3,8 @@
 //! the story gives in order.
 
 use chrono::TimeZone;
-use platform::values::{AmountMinor, Currency};
 use proptest::prelude::*;
+use values::{AmountMinor, Currency};
 
 use super::*;
 

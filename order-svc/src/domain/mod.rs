@@ -28,11 +28,11 @@
 use std::fmt;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use platform::values::{ExternalId, Money};
 use uuid::Uuid;
+use values::{ExternalId, Money};
 
 /// Longest free-text reason, shared by every service.
-pub use platform::values::MAX_REASON_CHARS;
+pub use values::MAX_REASON_CHARS;
 
 /// Shortest and longest bookable session, in minutes.
 pub const SESSION_MINUTES: std::ops::RangeInclusive<i32> = 15..=480;
@@ -485,7 +485,7 @@ fn clip_reason(reason: Option<String>) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use platform::values::{AmountMinor, Currency};
+    use values::{AmountMinor, Currency};
 
     fn t0() -> DateTime<Utc> {
         DateTime::from_timestamp(1_800_000_000, 0).unwrap()

@@ -8,14 +8,14 @@
 //! that a Pay arriving after order-svc gave up finds it and charges nothing.
 
 use chrono::{DateTime, Utc};
-use platform::values::{CardNumber, ExternalId, Money};
 use uuid::Uuid;
+use values::{CardNumber, ExternalId, Money};
 
 /// Amounts above this many minor units are declined with `LimitExceeded`.
 pub const SINGLE_CHARGE_LIMIT_MINOR: i64 = 100_000_000;
 
 /// Longest free-text reason, shared by every service.
-pub use platform::values::MAX_REASON_CHARS;
+pub use values::MAX_REASON_CHARS;
 
 /// Shortest and longest bookable session, in minutes.
 pub const SESSION_MINUTES: std::ops::RangeInclusive<i32> = 15..=480;
@@ -255,7 +255,7 @@ pub enum RefundRefused {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use platform::values::{AmountMinor, Currency};
+    use values::{AmountMinor, Currency};
 
     fn request(card: &str, amount: i64) -> ChargeRequest {
         ChargeRequest {

@@ -28,11 +28,11 @@ use std::fmt;
 use std::ops::RangeInclusive;
 
 use chrono::{DateTime, Utc};
-use platform::values::ExternalId;
 use uuid::Uuid;
+use values::ExternalId;
 
 /// Longest free-text reason, shared by every service.
-pub use platform::values::MAX_REASON_CHARS;
+pub use values::MAX_REASON_CHARS;
 
 /// Shortest and longest bookable session, in minutes.
 pub const SESSION_MINUTES: RangeInclusive<i32> = 15..=480;

@@ -1,9 +1,16 @@
-//! Validated value types that several services accept from clients (ids, money,
-//! currencies, card numbers) and the field-violation list their validation yields.
+//! talentshare's pure shared values: what every service accepts from clients and
+//! stores (ids, money, currencies, card numbers, reasons, the field-violation list
+//! their validation yields), [`time`] at the precision every backend stores, and
+//! [`paging`] tokens. No I/O: no runtime, no network, no database, so the services'
+//! domain cores can depend on this crate and nothing else of the platform
+//! (`tests/purity.rs` keeps it that way).
 //!
 //! These carry no business rules, only the shape of valid input, so that order-svc
 //! and payment-svc refuse exactly the same card numbers and currencies. Each type has
 //! one fallible constructor; once built, a value is valid by construction.
+
+pub mod paging;
+pub mod time;
 
 use std::fmt;
 
