@@ -16,7 +16,7 @@ CHART_OWNED_ENV = [
 ]
 BROKER_USERS = SERVICES + ["admin"]
 
-DURATION = {"type": "string", "pattern": r"^([0-9]+(\.[0-9]+)?(h|m|s|ms))+$"}
+DURATION = {"type": "string", "pattern": r"^([0-9]+(ms|s|m|h|d))+$"}
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 

@@ -211,7 +211,7 @@ def test_a_setting_value_the_binary_rejects_fails_the_run():
     keep = ("-order", "-payment")
     r.items = [i for i in r.items if i.kind != "Deployment" or i.name.endswith(keep)]
     cm = next(i for i in r.items if i.kind == "ConfigMap" and i.name.endswith("-order"))
-    cm.obj["data"]["PAYMENT_TIMEOUT"] = "3 seconds"
+    cm.obj["data"]["PAYMENT_TIMEOUT"] = "soon"
     run = Cluster(r, "defect")
     try:
         with pytest.raises(RuntimeError, match="order-svc exited"):

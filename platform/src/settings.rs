@@ -119,25 +119,11 @@ impl clap::builder::ValueParserFactory for SecretUrl {
     }
 }
 
-/// Parses `250ms`, `10s`, `2m` or a bare number of milliseconds.
+/// Parses a duration with its unit: `250ms`, `10s`, `2m`, `24h`, `1h 30m` (the
+/// `humantime` grammar). A bare number is refused: "10" could mean anything.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (digits, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
-        Some(i) => s.split_at(i),
-        None => (s, "ms"),
-    };
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("`{s}` is not a duration (use e.g. 500ms, 10s, 2m)"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n.saturating_mul(60))),
-        "h" => Ok(Duration::from_secs(n.saturating_mul(3600))),
-        _ => Err(format!(
-            "`{s}` has unknown unit `{unit}` (use ms, s, m or h)"
-        )),
-    }
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("`{s}` is not a duration ({e}); use e.g. 500ms, 10s, 2m, 24h"))
 }
 
 /// Names on the broker: letters, digits, `.`, `_`, `-`; at most 200 bytes so derived
@@ -316,10 +302,12 @@ mod tests {
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("75"), Ok(Duration::from_millis(75)));
+        assert_eq!(parse_duration("1h 30m"), Ok(Duration::from_secs(5400)));
+        assert!(parse_duration("75").is_err(), "a unit is required");
         assert!(parse_duration("ten").is_err());
         assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86_400)));
-        assert!(parse_duration("5d").is_err());
+        assert_eq!(parse_duration("2d"), Ok(Duration::from_secs(172_800)));
+        assert!(parse_duration("5x").is_err());
     }
 
     #[test]
