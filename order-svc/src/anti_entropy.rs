@@ -28,6 +28,7 @@ use std::time::Duration;
 use chrono::TimeDelta;
 use platform::BackgroundTask;
 use platform::client::AntiEntropySettings;
+use platform::walk::Walk;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -63,10 +64,7 @@ pub fn task(orders: Orders, settings: AntiEntropySettings) -> BackgroundTask {
 pub struct Pass {
     orders: Orders,
     settings: AntiEntropySettings,
-    /// The last order id checked; `None` at the start of a pass.
-    cursor: Option<Uuid>,
-    checked: usize,
-    repaired: usize,
+    walk: Walk<Uuid>,
 }
 
 impl Pass {
@@ -75,9 +73,7 @@ impl Pass {
         Self {
             orders,
             settings,
-            cursor: None,
-            checked: 0,
-            repaired: 0,
+            walk: Walk::new("orders"),
         }
     }
 
@@ -100,7 +96,7 @@ impl Pass {
                 since,
                 quiet_since,
                 sessions_after,
-                self.cursor,
+                self.walk.cursor(),
                 self.settings.anti_entropy_batch,
             )
             .await?;
@@ -118,25 +114,9 @@ impl Pass {
                         "anti-entropy cannot check this order");
                 }
             }
-            self.cursor = Some(order.order_id);
-            self.checked += 1;
+            self.walk.checked(order.order_id);
         }
-        self.repaired += repairs.len();
-        match next {
-            Some(last) => self.cursor = Some(last),
-            None => {
-                if self.checked > 0 {
-                    tracing::info!(
-                        checked = self.checked,
-                        repaired = self.repaired,
-                        "anti-entropy pass complete"
-                    );
-                }
-                self.cursor = None;
-                self.checked = 0;
-                self.repaired = 0;
-            }
-        }
+        self.walk.end_batch(next, repairs.len());
         Ok(repairs)
     }
 

@@ -141,15 +141,10 @@ impl PaymentGateway {
             Err(s) if s.code() == Code::NotFound => return Ok(None),
             Err(s) => return Err(s.into()),
         };
-        let updated_at = payment
+        let (updated_at, refund_reason) = payment
             .as_ref()
-            .and_then(|p| p.update_time)
-            .and_then(|t| platform::time::from_proto(Some(t)).ok())
+            .and_then(platform::client::payment_change)
             .ok_or_else(|| PaymentError::Unexpected("payment without update_time".into()))?;
-        let refund_reason = payment
-            .as_ref()
-            .map(|p| p.refund_reason.clone())
-            .filter(|r| !r.is_empty());
         Ok(Some(PaymentFacts {
             outcome: outcome(payment)?,
             updated_at,

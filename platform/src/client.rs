@@ -143,6 +143,16 @@ impl AntiEntropySettings {
     }
 }
 
+/// When a payment last changed and why it was refunded, as the anti-entropy passes
+/// compare them; `None` when the answer has no valid `update_time` (not trusted).
+pub fn payment_change(
+    payment: &talentshare_proto::payment::Payment,
+) -> Option<(chrono::DateTime<chrono::Utc>, Option<String>)> {
+    let updated_at = crate::time::from_proto(payment.update_time).ok()?;
+    let refund_reason = Some(payment.refund_reason.clone()).filter(|r| !r.is_empty());
+    Some((updated_at, refund_reason))
+}
+
 fn parse_http_url(s: &str) -> Result<String, String> {
     let url = url::Url::parse(s).map_err(|e| format!("not a valid URL ({e})"))?;
     match url.scheme() {

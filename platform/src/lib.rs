@@ -11,6 +11,7 @@
 //! - [`consumer`]: the event consumer with an idempotent inbox and dead-lettering;
 //! - [`amqp`] and [`envelope`]: broker topology and the event envelope codec;
 //! - [`status`]: error-to-gRPC-status helpers (field violations, database outages);
+//! - [`walk`]: the cursor of a periodic pass over records (the anti-entropy passes);
 //! - [`values`], [`time`], [`paging`]: re-exported from the pure `values` crate
 //!   (validated ids, money, cards; timestamps; page tokens), which domain cores use
 //!   directly;
@@ -31,6 +32,7 @@ pub mod settings;
 pub mod shutdown;
 pub mod status;
 pub mod telemetry;
+pub mod walk;
 
 pub use ::values;
 pub use ::values::{paging, time};

@@ -30,6 +30,7 @@ use std::time::Duration;
 use chrono::TimeDelta;
 use platform::BackgroundTask;
 use platform::client::AntiEntropySettings;
+use platform::walk::Walk;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -71,11 +72,9 @@ pub struct Pass {
     store: ReservationStore,
     payments: PaymentGateway,
     settings: AntiEntropySettings,
-    cursor: Option<Uuid>,
+    bookings: Walk<Uuid>,
     /// The next page of payment-svc's approved payments; empty: the newest.
     approvals_token: String,
-    checked: usize,
-    repaired: usize,
 }
 
 impl Pass {
@@ -89,10 +88,8 @@ impl Pass {
             store,
             payments,
             settings,
-            cursor: None,
+            bookings: Walk::new("bookings"),
             approvals_token: String::new(),
-            checked: 0,
-            repaired: 0,
         }
     }
 
@@ -132,7 +129,7 @@ impl Pass {
             .active_between(
                 quiet_since,
                 sessions_after,
-                self.cursor,
+                self.bookings.cursor(),
                 self.settings.anti_entropy_batch,
             )
             .await?;
@@ -150,25 +147,9 @@ impl Pass {
                         "anti-entropy cannot check this reservation");
                 }
             }
-            self.cursor = Some(reservation.reservation_id);
-            self.checked += 1;
+            self.bookings.checked(reservation.reservation_id);
         }
-        self.repaired += repaired;
-        match next {
-            Some(last) => self.cursor = Some(last),
-            None => {
-                if self.checked > 0 {
-                    tracing::info!(
-                        checked = self.checked,
-                        repaired = self.repaired,
-                        "anti-entropy pass over bookings complete"
-                    );
-                }
-                self.cursor = None;
-                self.checked = 0;
-                self.repaired = 0;
-            }
-        }
+        self.bookings.end_batch(next, repaired);
         Ok(repaired)
     }
 

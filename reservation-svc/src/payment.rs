@@ -119,15 +119,10 @@ impl PaymentGateway {
             .map_err(|s| PaymentError::from_status(payment_id, s))?
             .into_inner()
             .payment;
-        let updated_at = payment
+        let (updated_at, refund_reason) = payment
             .as_ref()
-            .and_then(|p| p.update_time)
-            .and_then(|t| platform::time::from_proto(Some(t)).ok())
+            .and_then(platform::client::payment_change)
             .ok_or_else(|| PaymentError::Unexpected("payment without update_time".into()))?;
-        let refund_reason = payment
-            .as_ref()
-            .map(|p| p.refund_reason.clone())
-            .filter(|r| !r.is_empty());
         Ok(PaymentFacts {
             state: payment_state(payment)?,
             updated_at,
