@@ -252,7 +252,7 @@ impl Orders {
             .amend(order.order_id, |o, _| o.owe_refund(outcome, seen))
             .await?;
         tracing::error!(order_id = %owing.order_id, payment_id = ?owing.refund_due,
-            status = ?owing.status, "payment approved for an order that ended without it; refund recorded as owed");
+            status = ?owing.status, "an ended order holds an approved payment; refund recorded as owed");
         match self.pay_back(&owing).await {
             Ok(order) => Ok(order),
             Err(e) => {
