@@ -35,15 +35,6 @@ use uuid::Uuid;
 use crate::domain::{Order, OrderStatus, PaymentOutcome, Seen};
 use crate::service::{OrderError, Orders};
 
-/// What one check repaired.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Repair {
-    /// An ended order's approved payment, refunded.
-    RefundedKeptPayment,
-    /// A PAID order whose payment was refunded by its rejection, now REJECTED.
-    RecordedRejection,
-}
-
 /// The pass as a task the host starts once ready and stops at shutdown.
 pub fn task(orders: Orders, settings: AntiEntropySettings) -> BackgroundTask {
     BackgroundTask::new("anti-entropy pass", move |stop| async move {
@@ -77,14 +68,14 @@ impl Pass {
         }
     }
 
-    /// Checks the next batch; returns the repairs made. At the end of the window the
+    /// Checks the next batch; returns how many orders it repaired. At the end of the window the
     /// next call starts a new pass.
     ///
     /// # Errors
     ///
     /// The store failed, or payment-svc is away (the batch stops; the same orders are
     /// checked again next time).
-    pub async fn step(&mut self, stop: &CancellationToken) -> Result<Vec<Repair>, OrderError> {
+    pub async fn step(&mut self, stop: &CancellationToken) -> Result<usize, OrderError> {
         let now = platform::time::now();
         let since = now - delta(self.settings.anti_entropy_window);
         let quiet_since = now - delta(self.settings.anti_entropy_quiet);
@@ -100,14 +91,14 @@ impl Pass {
                 self.settings.anti_entropy_batch,
             )
             .await?;
-        let mut repairs = Vec::new();
+        let mut repaired = 0;
         for order in batch {
             if stop.is_cancelled() {
-                return Ok(repairs);
+                return Ok(repaired);
             }
             match self.check(&order, quiet_since).await {
-                Ok(Some(repair)) => repairs.push(repair),
-                Ok(None) => {}
+                Ok(true) => repaired += 1,
+                Ok(false) => {}
                 Err(OrderError::Payment(e)) if e.is_outage() => return Err(e.into()),
                 Err(e) => {
                     tracing::error!(order_id = %order.order_id, error = %e,
@@ -116,21 +107,21 @@ impl Pass {
             }
             self.walk.checked(order.order_id);
         }
-        self.walk.end_batch(next, repairs.len());
-        Ok(repairs)
+        self.walk.end_batch(next, repaired);
+        Ok(repaired)
     }
 
     async fn check(
         &self,
         order: &Order,
         quiet_since: chrono::DateTime<chrono::Utc>,
-    ) -> Result<Option<Repair>, OrderError> {
+    ) -> Result<bool, OrderError> {
         let Some(payment) = self.orders.inspect_payment(order.order_id).await? else {
             if order.status == OrderStatus::Paid {
                 tracing::error!(order_id = %order.order_id,
                     "anti-entropy: PAID order without any payment at payment-svc");
             }
-            return Ok(None);
+            return Ok(false);
         };
         if order.owe_refund(&payment.outcome, Seen::Now).is_some() {
             tracing::warn!(order_id = %order.order_id, status = ?order.status,
@@ -140,7 +131,7 @@ impl Pass {
                 .orders
                 .owe_refund(order.clone(), &payment.outcome, Seen::Now)
                 .await?;
-            return Ok((order.refund_due.is_none()).then_some(Repair::RefundedKeptPayment));
+            return Ok(order.refund_due.is_none());
         }
         let refunded_by_rejection = order.status == OrderStatus::Paid
             && order.cancel_request.is_none()
@@ -157,9 +148,9 @@ impl Pass {
                 .orders
                 .record_rejection(order.order_id, &reason)
                 .await?;
-            return Ok((order.status == OrderStatus::Rejected).then_some(Repair::RecordedRejection));
+            return Ok(order.status == OrderStatus::Rejected);
         }
-        Ok(None)
+        Ok(false)
     }
 }
 

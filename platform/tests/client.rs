@@ -102,8 +102,8 @@ async fn a_callee_that_never_answers_costs_one_deadline() {
     );
 }
 
-/// A callee that notes each attempt's `grpc-timeout` and answers UNAVAILABLE after
-/// `busy`, so the caller retries.
+/// A callee that notes each Check attempt's `grpc-timeout` and answers every call
+/// UNAVAILABLE after `busy`, so the caller retries.
 #[derive(Clone)]
 struct Busy {
     seen: std::sync::Arc<std::sync::Mutex<Vec<Duration>>>,
@@ -136,11 +136,13 @@ impl tonic_health::pb::health_server::Health for Busy {
         >,
     >;
 
+    // A busy callee is busy for every call: Watch gets the same answer as Check.
     async fn watch(
         &self,
         _: tonic::Request<HealthCheckRequest>,
     ) -> Result<tonic::Response<Self::WatchStream>, tonic::Status> {
-        Err(tonic::Status::unimplemented("not needed"))
+        tokio::time::sleep(self.busy).await;
+        Err(tonic::Status::unavailable("busy"))
     }
 }
 

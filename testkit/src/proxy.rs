@@ -24,6 +24,8 @@ pub struct TcpProxy {
     delay_ms: Arc<AtomicU64>,
     /// Bytes written to the upstream so far, over every connection.
     upstream_bytes: Arc<AtomicU64>,
+    /// Bytes read from the upstream so far (before any delay), over every connection.
+    answered_bytes: Arc<AtomicU64>,
     current: Mutex<Option<CancellationToken>>,
 }
 
@@ -38,6 +40,7 @@ impl TcpProxy {
             up: Arc::new(AtomicBool::new(false)),
             delay_ms: Arc::new(AtomicU64::new(0)),
             upstream_bytes: Arc::new(AtomicU64::new(0)),
+            answered_bytes: Arc::new(AtomicU64::new(0)),
             current: Mutex::new(None),
         };
         proxy.serve(listener).await;
@@ -56,6 +59,7 @@ impl TcpProxy {
             up: Arc::new(AtomicBool::new(false)),
             delay_ms: Arc::new(AtomicU64::new(0)),
             upstream_bytes: Arc::new(AtomicU64::new(0)),
+            answered_bytes: Arc::new(AtomicU64::new(0)),
             current: Mutex::new(None),
         }
     }
@@ -64,6 +68,13 @@ impl TcpProxy {
     /// held request did reach the server, and when.
     pub fn bytes_to_upstream(&self) -> u64 {
         self.upstream_bytes.load(Ordering::SeqCst)
+    }
+
+    /// Bytes the upstream has sent so far, counted when read (before any delay): a
+    /// test can see that the server answered a held request, however long the answer
+    /// then takes to reach the client.
+    pub fn bytes_from_upstream(&self) -> u64 {
+        self.answered_bytes.load(Ordering::SeqCst)
     }
 
     /// Holds every chunk read from then on for `delay` before it is passed on, in
@@ -120,6 +131,7 @@ impl TcpProxy {
         let upstream = self.upstream;
         let delay_ms = self.delay_ms.clone();
         let upstream_bytes = self.upstream_bytes.clone();
+        let answered_bytes = self.answered_bytes.clone();
         tokio::spawn(async move {
             loop {
                 let (client, _) = tokio::select! {
@@ -132,6 +144,7 @@ impl TcpProxy {
                 let conn_token = token.clone();
                 let delay_ms = delay_ms.clone();
                 let upstream_bytes = upstream_bytes.clone();
+                let answered_bytes = answered_bytes.clone();
                 tokio::spawn(async move {
                     let Ok(server) = TcpStream::connect(upstream).await else {
                         return;
@@ -142,8 +155,8 @@ impl TcpProxy {
                         _ = conn_token.cancelled() => {}
                         _ = async {
                             tokio::join!(
-                                pump(client_read, server_write, delay_ms.clone(), Some(upstream_bytes)),
-                                pump(server_read, client_write, delay_ms, None),
+                                pump(client_read, server_write, delay_ms.clone(), None, Some(upstream_bytes)),
+                                pump(server_read, client_write, delay_ms, Some(answered_bytes), None),
                             )
                         } => {}
                     }
@@ -159,6 +172,7 @@ async fn pump<R, W>(
     mut from: R,
     mut to: W,
     delay_ms: Arc<AtomicU64>,
+    read: Option<Arc<AtomicU64>>,
     written: Option<Arc<AtomicU64>>,
 ) where
     R: AsyncRead + Unpin + Send + 'static,
@@ -171,6 +185,9 @@ async fn pump<R, W>(
             match from.read(&mut buf).await {
                 Ok(0) | Err(_) => return,
                 Ok(n) => {
+                    if let Some(read) = &read {
+                        read.fetch_add(n as u64, Ordering::SeqCst);
+                    }
                     let due = tokio::time::Instant::now()
                         + Duration::from_millis(delay_ms.load(Ordering::SeqCst));
                     if tx.send((due, buf[..n].to_vec())).is_err() {

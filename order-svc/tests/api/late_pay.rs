@@ -12,7 +12,7 @@ use talentshare_proto::order::{GetOrderRequest, OrderStatus};
 use talentshare_proto::payment::PaymentStatus;
 use testkit::Backend;
 
-use crate::helpers::{APPROVED_CARD, Options, log, place_request, spawn_app_with};
+use crate::helpers::{APPROVED_CARD, Options, log, place_request, spawn_app_with, wait_until};
 
 const REPLICA_A: &[&str] = &[
     "--payment-timeout",
@@ -62,18 +62,25 @@ async fn a_pay_delayed_past_the_abandonment_meets_the_void_and_charges_nothing()
         .await;
     assert_eq!(cancelled.reason, "payment not completed");
     let delivered_when_given_up = app.proxy.bytes_to_upstream();
+    let answered_when_given_up = app.proxy.bytes_from_upstream();
     assert!(
         placed_at.elapsed() < Duration::from_secs(6),
         "given up before the Pay could arrive"
     );
-    // The late Pay left A at once and reaches payment-svc 6 s later; give it time to
-    // be decided there (its answer then needs 6 s more to come back, to nobody).
-    let late_pay_decided = placed_at + Duration::from_secs(9);
-    tokio::time::sleep_until(late_pay_decided.into()).await;
-    assert!(
-        app.proxy.bytes_to_upstream() > delivered_when_given_up,
-        "the held Pay reached payment-svc after the order was given up"
-    );
+    // The late Pay left A at once and reaches payment-svc 6 s after it was sent;
+    // payment-svc's answer then leaves at once (and takes 6 s more to reach nobody).
+    wait_until(
+        "the held Pay to reach payment-svc",
+        Duration::from_secs(15),
+        || async { (app.proxy.bytes_to_upstream() > delivered_when_given_up).then_some(()) },
+    )
+    .await;
+    wait_until(
+        "payment-svc to answer the late Pay",
+        Duration::from_secs(15),
+        || async { (app.proxy.bytes_from_upstream() > answered_when_given_up).then_some(()) },
+    )
+    .await;
 
     let payments = app.payments_of("cust-1").await;
     assert_eq!(payments.len(), 1, "{payments:?}");
