@@ -607,24 +607,43 @@ async fn dead_letters(system: &System, consumer: &str) -> anyhow::Result<usize> 
         .count())
 }
 
-/// What an operator does after the fix: lists reservation-svc's dead letters and
-/// replays them all with `talentshare dlq`. Returns (listed, replayed).
+/// What an operator does after the fix: once the dead-letter queue has settled (an
+/// event whose last failing delivery happened just before the fix is dead-lettered a
+/// moment later, after its retry pause), lists reservation-svc's dead letters and
+/// replays them all with `talentshare dlq`; again if more arrived meanwhile. Returns
+/// (listed, replayed) over all rounds.
 async fn replay_dead_letters(system: &System) -> anyhow::Result<(usize, usize)> {
-    let listed = dead_letters(system, "reservation").await?;
-    let replayed = talentshare_dlq(system, &["replay", "--consumer", "reservation", "--all"])?;
-    anyhow::ensure!(
-        replayed.status.success(),
-        "dlq replay: {}",
-        String::from_utf8_lossy(&replayed.stderr)
-    );
-    let out = String::from_utf8_lossy(&replayed.stdout);
-    // The summary line: "replayed N event(s) from <dlq> to <queue>; …".
-    let replayed = out
-        .lines()
-        .last()
-        .and_then(|l| l.strip_prefix("replayed "))
-        .and_then(|l| l.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .ok_or_else(|| anyhow::anyhow!("no summary line in: {out}"))?;
+    let (mut listed, mut replayed) = (0, 0);
+    for _ in 0..3 {
+        let mut count = dead_letters(system, "reservation").await?;
+        // Settled: unchanged over two seconds, four times the longest retry pause.
+        loop {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let again = dead_letters(system, "reservation").await?;
+            if again == count {
+                break;
+            }
+            count = again;
+        }
+        if count == 0 {
+            break;
+        }
+        listed += count;
+        let out = talentshare_dlq(system, &["replay", "--consumer", "reservation", "--all"])?;
+        anyhow::ensure!(
+            out.status.success(),
+            "dlq replay: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = String::from_utf8_lossy(&out.stdout);
+        // The summary line: "replayed N event(s) from <dlq> to <queue>; …".
+        replayed += out
+            .lines()
+            .last()
+            .and_then(|l| l.strip_prefix("replayed "))
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|n| n.parse::<usize>().ok())
+            .ok_or_else(|| anyhow::anyhow!("no summary line in: {out}"))?;
+    }
     Ok((listed, replayed))
 }
