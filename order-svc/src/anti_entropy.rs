@@ -26,8 +26,8 @@
 use std::time::Duration;
 
 use chrono::TimeDelta;
+use payment_client::AntiEntropySettings;
 use platform::BackgroundTask;
-use platform::client::AntiEntropySettings;
 use platform::walk::Walk;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;

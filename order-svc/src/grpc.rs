@@ -79,11 +79,13 @@ impl From<OrderError> for ApiError {
     fn from(e: OrderError) -> Self {
         match e {
             OrderError::Store(e) => e.into(),
-            OrderError::Payment(PaymentError::Unavailable(m)) => ApiError::PaymentUnavailable(m),
-            OrderError::Payment(PaymentError::DeadlineExceeded(m)) => ApiError::PaymentDeadline(m),
-            OrderError::Payment(e @ PaymentError::Unexpected(_)) => {
-                ApiError::Internal(e.to_string())
+            OrderError::Payment(e @ PaymentError::Unavailable(_)) => {
+                ApiError::PaymentUnavailable(e.to_string())
             }
+            OrderError::Payment(e @ PaymentError::DeadlineExceeded(_)) => {
+                ApiError::PaymentDeadline(e.to_string())
+            }
+            OrderError::Payment(e) => ApiError::Internal(e.to_string()),
             OrderError::FailedPrecondition(m) => ApiError::FailedPrecondition(m),
         }
     }

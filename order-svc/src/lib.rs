@@ -31,7 +31,7 @@ pub mod store;
 use std::net::SocketAddr;
 
 use clap::Parser;
-use platform::client::PaymentClientSettings;
+use payment_client::PaymentClientSettings;
 use platform::{Host, PlatformSettings, RunningService, ServiceDef};
 use talentshare_proto::order::order_service_server::OrderServiceServer;
 use tokio_util::sync::CancellationToken;
@@ -66,9 +66,9 @@ pub struct Settings {
     #[command(flatten)]
     pub payment: PaymentClientSettings,
     #[command(flatten)]
-    pub reconcile: platform::client::ReconcileSettings,
+    pub reconcile: payment_client::ReconcileSettings,
     #[command(flatten)]
-    pub anti_entropy: platform::client::AntiEntropySettings,
+    pub anti_entropy: payment_client::AntiEntropySettings,
 }
 
 impl Settings {
@@ -96,7 +96,7 @@ pub async fn start(
 ) -> anyhow::Result<RunningService> {
     settings.validate()?;
     let max_message = settings.platform.server.max_message_bytes as usize;
-    let payments = payment::PaymentGateway::new(&settings.payment)?;
+    let payments = payment::PaymentGateway::new(settings.payment.channel()?);
     let host = Host::bind(
         SERVICE,
         settings.grpc_addr,

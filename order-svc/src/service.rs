@@ -31,7 +31,7 @@ use platform::values::CardNumber;
 use uuid::Uuid;
 
 use crate::domain::{NewOrder, Order, OrderStatus, PaymentOutcome, Seen};
-use crate::payment::{PaymentError, PaymentFacts, PaymentGateway};
+use crate::payment::{self, PaymentError, PaymentFacts, PaymentGateway};
 use crate::store::{ListQuery, OrderStore, Placed, StoreError};
 
 /// The refund reason of a payment approved after its order had ended.
@@ -93,7 +93,7 @@ impl Orders {
                 order
             }
         };
-        let outcome = self.payments.pay(&order, card).await?;
+        let outcome = payment::pay(&self.payments, &order, card).await?;
         self.apply(order.order_id, &outcome).await
     }
 
@@ -189,7 +189,7 @@ impl Orders {
         abandon_reason: Option<String>,
     ) -> Result<Order, OrderError> {
         let order_id = order.order_id;
-        let outcome = match self.payments.find_for_order(order_id).await? {
+        let outcome = match payment::find_for_order(&self.payments, order_id).await? {
             // Voided by an earlier attempt that stopped before recording CANCELLED:
             // finish it with this request's reason.
             Some(PaymentOutcome::Voided) => {
@@ -207,11 +207,7 @@ impl Orders {
                 {
                     return Ok(current);
                 }
-                match self
-                    .payments
-                    .void(&current, abandon_reason.as_deref())
-                    .await?
-                {
+                match payment::void(&self.payments, &current, abandon_reason.as_deref()).await? {
                     PaymentOutcome::Voided => {
                         return Ok(self
                             .store
@@ -285,7 +281,7 @@ impl Orders {
         &self,
         order_id: Uuid,
     ) -> Result<Option<PaymentFacts>, OrderError> {
-        Ok(self.payments.inspect(order_id).await?)
+        Ok(payment::inspect(&self.payments, order_id).await?)
     }
 
     /// The anti-entropy pass's next page of decided orders, and where the one after

@@ -6,7 +6,6 @@
 //! - [`host`] and [`server`]: the gRPC server with health, reflection, limits, a
 //!   readiness gate and graceful shutdown ([`shutdown`] turns signals into a token);
 //! - [`db`] and [`migrations`]: sea-orm connection, migrations, platform tables;
-//! - [`client`]: channels for unary calls to another service (payment);
 //! - [`outbox`]: the transactional outbox and its relay to RabbitMQ;
 //! - [`consumer`]: the event consumer with an idempotent inbox and dead-lettering;
 //! - [`amqp`] and [`envelope`]: broker topology and the event envelope codec;
@@ -20,7 +19,6 @@
 pub mod amqp;
 pub mod auth;
 pub mod backoff;
-pub mod client;
 pub mod consumer;
 pub mod db;
 pub mod envelope;

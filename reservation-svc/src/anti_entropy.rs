@@ -28,14 +28,14 @@
 use std::time::Duration;
 
 use chrono::TimeDelta;
+use payment_client::AntiEntropySettings;
 use platform::BackgroundTask;
-use platform::client::AntiEntropySettings;
 use platform::walk::Walk;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::domain::{Cancellation, OrderEvent, PaymentState, Reservation};
-use crate::payment::{ApprovedPayment, PaymentError, PaymentGateway};
+use crate::payment::{self, ApprovedPayment, PaymentError, PaymentGateway};
 use crate::store::{Applied, ReservationStore, StoreError};
 
 /// Why a batch stopped.
@@ -164,10 +164,8 @@ impl Pass {
         let window_start = now - delta(self.settings.anti_entropy_window);
         // ListPayments pages hold at most 100.
         let size = i32::try_from(self.settings.anti_entropy_batch.min(100)).unwrap_or(100);
-        let (page, next) = self
-            .payments
-            .approved_page(&self.approvals_token, size)
-            .await?;
+        let (page, next) =
+            payment::approved_page(&self.payments, &self.approvals_token, size).await?;
         let in_window: Vec<&ApprovedPayment> = page
             .iter()
             .flatten()
@@ -220,7 +218,7 @@ impl Pass {
         let Some(payment_id) = reservation.payment_id else {
             return Ok(false);
         };
-        let payment = self.payments.facts(payment_id).await?;
+        let payment = payment::facts(&self.payments, payment_id).await?;
         match payment.state {
             PaymentState::Approved => Ok(false),
             PaymentState::Refunded if payment.updated_at < quiet_since => {

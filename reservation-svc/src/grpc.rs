@@ -25,7 +25,7 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::domain::{self, RejectReason, Reservation, ReservationStatus, Transition};
-use crate::payment::{PaymentError, PaymentGateway};
+use crate::payment::{self, PaymentError, PaymentGateway};
 use crate::rejection::{RejectError, Rejections};
 use crate::store::{ListQuery, ReservationStore, StoreError};
 
@@ -166,7 +166,7 @@ impl ApiError {
             PaymentError::NotFound(_) | PaymentError::Refused(_) => {
                 ApiError::FailedPrecondition(detail)
             }
-            PaymentError::Unexpected(_) => ApiError::Internal(detail),
+            PaymentError::Unexpected(_) | PaymentError::Malformed(_) => ApiError::Internal(detail),
         }
     }
 }
@@ -229,7 +229,7 @@ impl ReservationApi {
             Ok(Transition::AlreadyDone) => return Ok(current),
             Ok(Transition::Changed(..)) => {}
         }
-        let state = self.payment.state(paid_with(&current)?).await?;
+        let state = payment::state(&self.payment, paid_with(&current)?).await?;
         domain::require_approved(state).map_err(|e| ApiError::FailedPrecondition(e.to_string()))?;
         Ok(self.store.confirm(id, &manager).await?)
     }

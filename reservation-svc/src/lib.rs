@@ -33,7 +33,7 @@ pub mod store;
 use std::net::SocketAddr;
 
 use clap::Parser;
-use platform::client::PaymentClientSettings;
+use payment_client::PaymentClientSettings;
 use platform::{Host, PlatformSettings, RunningService, ServiceDef};
 use talentshare_proto::reservation::reservation_service_server::ReservationServiceServer;
 use tokio_util::sync::CancellationToken;
@@ -68,9 +68,9 @@ pub struct Settings {
     #[command(flatten)]
     pub payment: PaymentClientSettings,
     #[command(flatten)]
-    pub reconcile: platform::client::ReconcileSettings,
+    pub reconcile: payment_client::ReconcileSettings,
     #[command(flatten)]
-    pub anti_entropy: platform::client::AntiEntropySettings,
+    pub anti_entropy: payment_client::AntiEntropySettings,
 }
 
 impl Settings {

@@ -17,8 +17,8 @@
 use std::time::Duration;
 
 use chrono::Utc;
+use payment_client::ReconcileSettings;
 use platform::BackgroundTask;
-use platform::client::ReconcileSettings;
 use tokio_util::sync::CancellationToken;
 
 use crate::payment::PaymentError;

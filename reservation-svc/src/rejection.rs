@@ -13,7 +13,7 @@ use platform::values::ExternalId;
 use uuid::Uuid;
 
 use crate::domain::{PendingRejection, RejectReason, Reservation};
-use crate::payment::{PaymentError, PaymentGateway};
+use crate::payment::{self, PaymentError, PaymentGateway};
 use crate::store::{Claimed, ReservationStore, StoreError};
 
 /// Why a rejection did not (yet) end REJECTED.
@@ -102,7 +102,7 @@ impl Rejections {
                 "reservation {id} is being rejected without a payment"
             ))
         })?;
-        match self.payment.refund(payment_id, &pending.reason).await {
+        match payment::refund(&self.payment, payment_id, &pending.reason).await {
             Ok(()) => {}
             Err(e @ (PaymentError::NotFound(_) | PaymentError::Refused(_))) => {
                 self.store

@@ -1,7 +1,7 @@
 //! talentshare's pure shared values: what every service accepts from clients and
 //! stores (ids, money, currencies, card numbers, reasons, the field-violation list
 //! their validation yields), [`time`] at the precision every backend stores, and
-//! [`paging`] tokens. No I/O: no runtime, no network, no database, so the services'
+//! [`paging`] tokens, and the [`Booking`] every service carries. No I/O: no runtime, no network, no database, so the services'
 //! domain cores can depend on this crate and nothing else of the platform
 //! (`tests/purity.rs` keeps it that way).
 //!
@@ -9,8 +9,11 @@
 //! and payment-svc refuse exactly the same card numbers and currencies. Each type has
 //! one fallible constructor; once built, a value is valid by construction.
 
+pub mod booking;
 pub mod paging;
 pub mod time;
+
+pub use booking::{Booking, SESSION_MINUTES};
 
 use std::fmt;
 

@@ -67,13 +67,7 @@ pub struct Versioned<S> {
     pub status: S,
 }
 
-/// What was booked: the same on every event that carries it.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct Booking {
-    pub talent_id: ExternalId,
-    pub session_start: DateTime<Utc>,
-    pub session_minutes: i32,
-}
+pub use values::Booking;
 
 /// One customer's view of one order.
 #[derive(Clone, Debug, PartialEq, Eq)]

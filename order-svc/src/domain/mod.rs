@@ -44,13 +44,7 @@ pub const ABANDONED_REASON: &str = "payment not completed";
 /// without order-svc taking part (it learns so from payment-svc).
 pub const REFUNDED_REASON: &str = "payment was refunded";
 
-/// The talent session an order books.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Booking {
-    pub talent_id: ExternalId,
-    pub session_start: DateTime<Utc>,
-    pub session_minutes: i32,
-}
+pub use values::Booking;
 
 /// Whether a session starting at `session_start` can still be booked at `now`.
 pub fn session_is_bookable(session_start: DateTime<Utc>, now: DateTime<Utc>) -> bool {

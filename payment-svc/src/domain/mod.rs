@@ -17,17 +17,9 @@ pub const SINGLE_CHARGE_LIMIT_MINOR: i64 = 100_000_000;
 /// Longest free-text reason, shared by every service.
 pub use values::MAX_REASON_CHARS;
 
-/// Shortest and longest bookable session, in minutes.
-pub const SESSION_MINUTES: std::ops::RangeInclusive<i32> = 15..=480;
-
-/// The booking a payment pays for; it rides along into `PaymentApproved` so that
-/// reservation-svc can create the booking from that one event.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Booking {
-    pub talent_id: ExternalId,
-    pub session_start: DateTime<Utc>,
-    pub session_minutes: i32,
-}
+// The booking a payment pays for rides along into `PaymentApproved`, so that
+// reservation-svc can create the booking from that one event.
+pub use values::{Booking, SESSION_MINUTES};
 
 /// A validated request to close an order's payment before any charge.
 #[derive(Clone, Debug)]

@@ -25,7 +25,6 @@
 //! details, so both delivery orders end in the same reservation ([`apply`]).
 
 use std::fmt;
-use std::ops::RangeInclusive;
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -34,16 +33,8 @@ use values::ExternalId;
 /// Longest free-text reason, shared by every service.
 pub use values::MAX_REASON_CHARS;
 
-/// Shortest and longest bookable session, in minutes.
-pub const SESSION_MINUTES: RangeInclusive<i32> = 15..=480;
-
-/// The talent session an order books, as the payment approval carries it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Booking {
-    pub talent_id: ExternalId,
-    pub session_start: DateTime<Utc>,
-    pub session_minutes: i32,
-}
+// The booking travels in `payment.approved`: one type across the services.
+pub use values::{Booking, SESSION_MINUTES};
 
 /// Reservation states.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,10 +1,13 @@
-//! The resilient client channel against real sockets: fail fast once the breaker
+//! The resilient channel's layers against real sockets: fail fast once the breaker
 //! opens, recover through a probe once the callee is back, and give up at the deadline
 //! when the callee accepts connections but never answers.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use platform::client::{BreakerSettings, BreakerState, CallPolicy, ResilientChannel, lazy_channel};
+use payment_client::{
+    BreakerSettings, BreakerState, CallPolicy, ResilientChannel, RetrySettings, lazy_channel,
+};
 use tonic::Code;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
@@ -15,15 +18,18 @@ fn always(_: &str) -> bool {
 fn channel(addr: std::net::SocketAddr, timeout: Duration) -> ResilientChannel {
     ResilientChannel::new(
         "test-callee",
-        lazy_channel(&format!("http://{addr}"), timeout, 16).unwrap(),
+        lazy_channel(&format!("http://{addr}"), Duration::from_secs(1)).unwrap(),
         CallPolicy {
             timeout,
-            retries: 2,
-            idempotent: always,
-        },
-        BreakerSettings {
-            failures: 3,
-            cooldown: Duration::from_millis(300),
+            retry: RetrySettings {
+                retries: 2,
+                idempotent: always,
+            },
+            max_concurrency: 16,
+            breaker: BreakerSettings {
+                failures: 3,
+                cooldown: Duration::from_millis(300),
+            },
         },
     )
 }
@@ -104,10 +110,12 @@ async fn a_callee_that_never_answers_costs_one_deadline() {
 
 /// A callee that notes each Check attempt's `grpc-timeout` and answers every call
 /// UNAVAILABLE after `busy`, so the caller retries.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 struct Busy {
     seen: std::sync::Arc<std::sync::Mutex<Vec<Duration>>>,
     busy: Duration,
+    in_flight: std::sync::Arc<AtomicUsize>,
+    most_in_flight: std::sync::Arc<AtomicUsize>,
 }
 
 #[tonic::async_trait]
@@ -125,7 +133,10 @@ impl tonic_health::pb::health_server::Health for Busy {
             .map(Duration::from_millis)
             .expect("every attempt carries a grpc-timeout in milliseconds");
         self.seen.lock().unwrap().push(header);
+        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most_in_flight.fetch_max(now, Ordering::SeqCst);
         tokio::time::sleep(self.busy).await;
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
         Err(tonic::Status::unavailable("busy"))
     }
 
@@ -151,16 +162,10 @@ async fn every_retry_carries_only_the_time_left_of_the_callers_deadline() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let busy = Busy {
-        seen: Default::default(),
         busy: Duration::from_millis(300),
+        ..Busy::default()
     };
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(tonic_health::pb::health_server::HealthServer::new(
-                busy.clone(),
-            ))
-            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
-    );
+    serve(listener, busy.clone());
     // The policy allows 5 s; the caller asks for 1 s, which must win, retries included.
     let ch = channel(addr, Duration::from_secs(5));
     let mut request = tonic::Request::new(HealthCheckRequest {
@@ -194,4 +199,117 @@ async fn every_retry_carries_only_the_time_left_of_the_callers_deadline() {
         );
     }
     assert!(took < Duration::from_millis(1500), "took {took:?}");
+}
+
+fn serve(listener: tokio::net::TcpListener, callee: Busy) {
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(tonic_health::pb::health_server::HealthServer::new(callee))
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+    );
+}
+
+async fn busy_callee(busy: Duration) -> (std::net::SocketAddr, Busy) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let callee = Busy {
+        busy,
+        ..Busy::default()
+    };
+    serve(listener, callee.clone());
+    (addr, callee)
+}
+
+fn never(_: &str) -> bool {
+    false
+}
+
+fn policy(
+    timeout: Duration,
+    idempotent: fn(&str) -> bool,
+    max_concurrency: usize,
+    breaker_failures: u32,
+) -> CallPolicy {
+    CallPolicy {
+        timeout,
+        retry: RetrySettings {
+            retries: 2,
+            idempotent,
+        },
+        max_concurrency,
+        breaker: BreakerSettings {
+            failures: breaker_failures,
+            cooldown: Duration::from_secs(60),
+        },
+    }
+}
+
+#[tokio::test]
+async fn a_method_not_marked_idempotent_is_sent_once() {
+    let (addr, callee) = busy_callee(Duration::ZERO).await;
+    let inner = lazy_channel(&format!("http://{addr}"), Duration::from_secs(1)).unwrap();
+    let ch = ResilientChannel::new(
+        "test-callee",
+        inner,
+        policy(Duration::from_secs(2), never, 4, 100),
+    );
+
+    let err = check(&ch).await.unwrap_err();
+
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert_eq!(callee.seen.lock().unwrap().len(), 1, "no retry");
+}
+
+#[tokio::test]
+async fn the_concurrency_limit_holds_calls_beyond_it_until_a_slot_frees() {
+    let (addr, callee) = busy_callee(Duration::from_millis(200)).await;
+    let inner = lazy_channel(&format!("http://{addr}"), Duration::from_secs(1)).unwrap();
+    let ch = ResilientChannel::new(
+        "test-callee",
+        inner,
+        policy(Duration::from_secs(5), never, 2, 100),
+    );
+
+    let calls = (0..6).map(|_| {
+        let ch = ch.clone();
+        async move { check(&ch).await }
+    });
+    let results = futures::future::join_all(calls).await;
+
+    assert!(results.iter().all(|r| r.is_err()), "the callee is busy");
+    assert_eq!(callee.seen.lock().unwrap().len(), 6, "every call went out");
+    assert_eq!(
+        callee.most_in_flight.load(Ordering::SeqCst),
+        2,
+        "never more than the limit at once, and the limit was reached"
+    );
+}
+
+#[tokio::test]
+async fn retries_stop_when_the_budget_is_spent() {
+    let (addr, callee) = busy_callee(Duration::ZERO).await;
+    let inner = lazy_channel(&format!("http://{addr}"), Duration::from_secs(1)).unwrap();
+    // A breaker that never opens here, so only the budget can stop the retries.
+    let ch = ResilientChannel::new(
+        "test-callee",
+        inner,
+        policy(Duration::from_secs(5), always, 1000, 100_000),
+    );
+    let calls = 300usize;
+
+    let results = futures::future::join_all((0..calls).map(|_| {
+        let ch = ch.clone();
+        async move { check(&ch).await }
+    }))
+    .await;
+
+    assert!(results.iter().all(|r| r.is_err()));
+    let attempts = callee.seen.lock().unwrap().len();
+    // Unbudgeted, 2 retries each would make 900 attempts. The budget allows its
+    // reserve (10 a second over 10 seconds) plus a fifth of the calls made.
+    let allowed = calls + 100 + calls / 5;
+    assert!(
+        attempts > calls && attempts <= allowed + 5,
+        "{attempts} attempts for {calls} calls; the budget allows {allowed}"
+    );
 }

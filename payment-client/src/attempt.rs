@@ -1,0 +1,101 @@
+//! One attempt of a call: the buffered request a retry can send again, and the layer
+//! at the bottom of the stack that sends it with only the time left of the call's
+//! deadline as its `grpc-timeout`, so no attempt is promised more time than the call
+//! has.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use tokio::time::Instant;
+use tower::{Layer, Service};
+
+use crate::BoxError;
+use crate::deadline::grpc_timeout_header;
+
+/// A call's request, buffered, with the call's deadline.
+#[derive(Clone, Debug)]
+pub struct BufferedCall {
+    method: http::Method,
+    uri: http::Uri,
+    version: http::Version,
+    headers: http::HeaderMap,
+    body: Bytes,
+    deadline: Instant,
+}
+
+impl BufferedCall {
+    pub(crate) fn new(parts: http::request::Parts, body: Bytes, deadline: Instant) -> Self {
+        Self {
+            method: parts.method,
+            uri: parts.uri,
+            version: parts.version,
+            headers: parts.headers,
+            body,
+            deadline,
+        }
+    }
+
+    /// The gRPC method's path (`/package.Service/Method`).
+    pub fn path(&self) -> &str {
+        self.uri.path()
+    }
+
+    /// When the call must be over.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    fn to_http(&self) -> http::Request<tonic::body::Body> {
+        let mut request = http::Request::new(tonic::body::Body::new(Full::new(self.body.clone())));
+        *request.method_mut() = self.method.clone();
+        *request.uri_mut() = self.uri.clone();
+        *request.version_mut() = self.version;
+        *request.headers_mut() = self.headers.clone();
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        request
+            .headers_mut()
+            .insert("grpc-timeout", grpc_timeout_header(left));
+        request
+    }
+}
+
+/// Sends each [`BufferedCall`] through a gRPC channel.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AttemptLayer;
+
+impl<S> Layer<S> for AttemptLayer {
+    type Service = Attempt<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Attempt { inner }
+    }
+}
+
+/// See [`AttemptLayer`].
+#[derive(Clone, Debug)]
+pub struct Attempt<S> {
+    inner: S,
+}
+
+impl<S> Service<BufferedCall> for Attempt<S>
+where
+    S: Service<http::Request<tonic::body::Body>, Response = http::Response<tonic::body::Body>>,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, call: BufferedCall) -> Self::Future {
+        let sent = self.inner.call(call.to_http());
+        Box::pin(async move { sent.await.map_err(Into::into) })
+    }
+}
