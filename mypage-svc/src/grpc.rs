@@ -1,9 +1,8 @@
 //! The gRPC adapter: converts `talentshare.mypage.v1` requests into domain types at
-//! the edge, reads the store, and turns every error into a status in one `match`
+//! the edge, decides whose page the caller may read, calls the use cases
+//! ([`crate::service`]), and turns every error into a status in one `match`
 //! ([`ApiError`] → [`Status`]). The stream behind `WatchMyPage` lives in
 //! [`crate::watch`].
-
-use std::sync::Arc;
 
 use platform::auth::{Denied, caller_of, token_expiry_of};
 use platform::paging;
@@ -14,16 +13,16 @@ use talentshare_proto::mypage::{
     MyPageEntry, WatchMyPageRequest, my_page_service_server::MyPageService,
 };
 use talentshare_proto::{order as order_pb, payment as payment_pb, reservation as reservation_pb};
-use tokio::sync::Semaphore;
-use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
-use crate::changes::Changes;
 use crate::domain::{Entry, OrderStatus, PaymentStatus, ReservationStatus};
-use crate::store::{MyPageStore, StoreError};
-use crate::watch::{self, WatchStream};
+use crate::service::{MyPage, MyPageError};
+use crate::store::StoreError;
+use crate::watch::WatchStream;
 
-/// Every way a my-page call can fail, as the caller can act on it.
+/// Every way a my-page call can fail, as the caller can act on it. Failures of this
+/// service keep their cause as the source, which `platform::outcome` logs once per
+/// call; the client sees only the status.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("{0}")]
@@ -43,16 +42,19 @@ pub enum ApiError {
     /// The token that opened a WatchMyPage stream has expired.
     #[error("the token expired")]
     TokenExpired,
-    #[error("database unavailable: {0}")]
-    Unavailable(String),
-    #[error("{0}")]
-    Internal(String),
+    #[error("the database is unavailable")]
+    Unavailable(#[source] StoreError),
+    /// The change feed (PostgreSQL LISTEN) is not connected yet.
+    #[error("change notifications are not connected")]
+    NotConnected,
+    #[error("my page call failed")]
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl From<ApiError> for Status {
     fn from(e: ApiError) -> Self {
-        match e {
-            ApiError::Invalid(v) => platform::status::invalid_argument(&v),
+        match &e {
+            ApiError::Invalid(v) => platform::status::invalid_argument(v),
             ApiError::PermissionDenied(m) => Status::permission_denied(m),
             ApiError::Exhausted(m) => Status::resource_exhausted(m),
             ApiError::Lagging(m) => Status::aborted(m),
@@ -62,11 +64,14 @@ impl From<ApiError> for Status {
             ApiError::TokenExpired => {
                 Status::unauthenticated("the token has expired; reconnect with a fresh one")
             }
-            ApiError::Unavailable(m) => {
-                tracing::warn!(error = %m, "database unavailable");
-                Status::unavailable("my page storage is temporarily unavailable; retry")
+            ApiError::Unavailable(_) => platform::status::cause(
+                Status::unavailable("my page storage is temporarily unavailable; retry"),
+                &e,
+            ),
+            ApiError::NotConnected => {
+                Status::unavailable("my page change notifications are not connected yet; retry")
             }
-            ApiError::Internal(m) => platform::status::internal("my page call failed", &m),
+            ApiError::Internal(_) => platform::status::internal(&e),
         }
     }
 }
@@ -80,41 +85,42 @@ impl From<Denied> for ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Db(e) if platform::status::is_unavailable(&e) => {
-                ApiError::Unavailable(e.to_string())
+            StoreError::Db(ref db) if platform::status::is_unavailable(db) => {
+                ApiError::Unavailable(e)
             }
-            StoreError::Db(e) => ApiError::Internal(e.to_string()),
-            StoreError::Corrupt(m) => ApiError::Internal(m),
+            e @ (StoreError::Db(_) | StoreError::Corrupt(_)) => ApiError::Internal(e.into()),
+        }
+    }
+}
+
+impl From<MyPageError> for ApiError {
+    fn from(e: MyPageError) -> Self {
+        match e {
+            MyPageError::Store(e) => e.into(),
+            MyPageError::ForeignToken => {
+                let mut v = Violations::new();
+                v.add(
+                    "page_token",
+                    "is not a token this service issued for this customer_id",
+                );
+                ApiError::Invalid(v)
+            }
+            MyPageError::TooManyWatchers => ApiError::Exhausted(
+                "too many WatchMyPage streams on this server; retry later".into(),
+            ),
         }
     }
 }
 
 /// The `MyPageService` implementation.
 pub struct MyPageApi {
-    store: MyPageStore,
-    changes: Changes,
-    /// One permit per open WatchMyPage stream.
-    watchers: Arc<Semaphore>,
-    /// The service's shutdown token: open streams end with UNAVAILABLE when it
-    /// fires, so the server's graceful drain does not wait on them.
-    shutdown: CancellationToken,
+    my_page: MyPage,
 }
 
 impl MyPageApi {
-    /// An API over `store`, streaming `changes` to at most `max_watchers` watchers
-    /// until `shutdown`.
-    pub fn new(
-        store: MyPageStore,
-        changes: Changes,
-        max_watchers: usize,
-        shutdown: CancellationToken,
-    ) -> Self {
-        Self {
-            store,
-            changes,
-            watchers: Arc::new(Semaphore::new(max_watchers)),
-            shutdown,
-        }
+    /// An API over the use cases.
+    pub fn new(my_page: MyPage) -> Self {
+        Self { my_page }
     }
 }
 
@@ -137,22 +143,8 @@ impl MyPageService for MyPageApi {
         let (Some(limit), Some(after)) = (limit, after) else {
             return Err(ApiError::Invalid(v).into());
         };
-        if let Some(after) = after
-            && !self
-                .store
-                .belongs_to(after, &customer)
-                .await
-                .map_err(ApiError::from)?
-        {
-            let mut v = Violations::new();
-            v.add(
-                "page_token",
-                "is not a token this service issued for this customer_id",
-            );
-            return Err(ApiError::Invalid(v).into());
-        }
         let (entries, more) = self
-            .store
+            .my_page
             .page(&customer, after, limit)
             .await
             .map_err(ApiError::from)?;
@@ -177,8 +169,8 @@ impl MyPageService for MyPageApi {
             return Err(ApiError::Invalid(v).into());
         };
         let entry = self
-            .store
-            .get(order_id)
+            .my_page
+            .entry(order_id)
             .await
             .map_err(ApiError::from)?
             .filter(|e| caller.owns(e.customer_id.as_ref()))
@@ -207,19 +199,7 @@ impl MyPageService for MyPageApi {
             .customer_for(&request.into_inner().customer_id)
             .map_err(ApiError::from)?;
         tracing::Span::current().record("customer_id", customer.as_ref());
-        let permit = self.watchers.clone().try_acquire_owned().map_err(|_| {
-            ApiError::Exhausted("too many WatchMyPage streams on this server; retry later".into())
-        })?;
-        // Subscribe before the stream reads the current rows, so a change that
-        // commits in between is sent (perhaps twice) rather than lost.
-        let changes = self.changes.subscribe();
-        let stream = watch::watch(
-            self.store.clone(),
-            customer,
-            changes,
-            self.shutdown.clone(),
-            permit,
-        );
+        let stream = self.my_page.watch(customer).map_err(ApiError::from)?;
         Ok(Response::new(match expiry {
             Some(e) => stream.until(e.0),
             None => stream,

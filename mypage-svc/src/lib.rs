@@ -5,11 +5,12 @@
 //! events that built it.
 //!
 //! - [`domain`]: the pure core (an entry and how an event folds into it);
-//! - [`events`]: `talentshare.events.v1` envelopes to domain events;
 //! - [`store`]: sea-orm storage, migrations, and the fold inside a transaction;
-//! - [`consumer`]: the event handler;
+//! - [`consumer`]: the event handler, and ([`consumer::decode`]) the edge where
+//!   `talentshare.events.v1` envelopes become domain events;
 //! - [`changes`]: the fan-out of committed changes to watchers on every replica
 //!   (through PostgreSQL NOTIFY/LISTEN, or in process on SQLite);
+//! - [`service`]: the use cases (a page, an entry, opening a watch);
 //! - [`grpc`]: the gRPC adapter and the error-to-status `match`;
 //! - [`watch`]: the `WatchMyPage` stream.
 //!
@@ -19,8 +20,8 @@
 pub mod changes;
 pub mod consumer;
 pub mod domain;
-pub mod events;
 pub mod grpc;
+pub mod service;
 pub mod store;
 pub mod watch;
 
@@ -42,9 +43,6 @@ pub const SERVICE: ServiceDef = ServiceDef {
     descriptor_sets: &[talentshare_proto::FILE_DESCRIPTOR_SET],
     access: platform::Access::EndUsers,
 };
-
-/// The consumer (queue) name; bound to every routing key in `platform::amqp::CONSUMERS`.
-pub const CONSUMER: &str = "mypage";
 
 /// How many committed changes the fan-out to WatchMyPage streams keeps for a
 /// stream that is busy sending; a stream further behind ends with ABORTED.
@@ -96,16 +94,17 @@ pub async fn start(
         (changes::Changes::in_process(CHANGES_BACKLOG), None)
     };
     let store = store::MyPageStore::new(host.db().clone());
-    let handler = consumer::MyPageHandler::new(changes.clone());
-    let tasks = std::iter::once(host.consumer(CONSUMER, handler).into())
+    let handler = consumer::Handler::new(changes.clone());
+    let tasks = std::iter::once(host.consumer(consumer::QUEUE, handler).into())
         .chain(listener)
         .collect();
-    let api = grpc::MyPageApi::new(
+    let my_page = service::MyPage::new(
         store,
         changes,
         settings.max_watchers as usize,
         shutdown.clone(),
     );
+    let api = grpc::MyPageApi::new(my_page);
     let service = MyPageServiceServer::new(api)
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(max_message);

@@ -161,7 +161,15 @@ impl Producer {
             end = self.feed() => end,
         };
         if let End::Failed(e) = end {
-            tracing::debug!(customer_id = %self.customer, error = %e, "watch ended");
+            // A stream's status comes after its headers, where the outcome layer does not
+            // look, so a stream that fails is logged here, once, with its cause.
+            let cause = platform::outcome::chain(&e);
+            match e {
+                ApiError::Internal(_) | ApiError::Unavailable(_) | ApiError::NotConnected => {
+                    tracing::warn!(customer_id = %self.customer, cause, "watch failed");
+                }
+                _ => tracing::debug!(customer_id = %self.customer, cause, "watch ended"),
+            }
             tokio::select! {
                 _ = tx.send(Err(e.into())) => {}
                 _ = shutdown.cancelled() => {}
@@ -176,9 +184,7 @@ impl Producer {
             // The fan-out is gone only when the service is stopping.
             Ok(None) => return End::Failed(ApiError::ShuttingDown),
             Err(_) => {
-                return End::Failed(ApiError::Unavailable(
-                    "change notifications are not connected".into(),
-                ));
+                return End::Failed(ApiError::NotConnected);
             }
         };
         if let Err(end) = self.send_current().await {

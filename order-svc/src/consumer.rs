@@ -22,9 +22,9 @@ use crate::store::{self, StoreError};
 pub const QUEUE: &str = "order";
 
 /// Applies reservation events to orders.
-pub struct ReservationEvents;
+pub struct Handler;
 
-impl EventHandler for ReservationEvents {
+impl EventHandler for Handler {
     async fn handle(
         &self,
         txn: &DatabaseTransaction,

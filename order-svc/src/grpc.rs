@@ -24,7 +24,9 @@ use crate::payment::PaymentError;
 use crate::service::{OrderError, Orders};
 use crate::store::{ListQuery, StoreError};
 
-/// Every way an order call can fail, as the caller can act on it.
+/// Every way an order call can fail, as the caller can act on it. Failures of this
+/// service or its dependencies keep their cause as the source, which
+/// `platform::outcome` logs once per call; the client sees only the status.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("{0}")]
@@ -38,39 +40,40 @@ pub enum ApiError {
     AlreadyExists(String),
     #[error("{0}")]
     FailedPrecondition(String),
-    #[error("{0}")]
-    PaymentUnavailable(String),
-    #[error("{0}")]
-    PaymentDeadline(String),
-    #[error("database unavailable: {0}")]
-    Unavailable(String),
-    #[error("{0}")]
-    Internal(String),
+    #[error("payment-svc is unavailable")]
+    PaymentUnavailable(#[source] PaymentError),
+    #[error("payment-svc did not answer in time")]
+    PaymentDeadline(#[source] PaymentError),
+    #[error("the database is unavailable")]
+    Unavailable(#[source] StoreError),
+    #[error("order call failed")]
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl From<ApiError> for Status {
     fn from(e: ApiError) -> Self {
-        match e {
-            ApiError::Invalid(v) => platform::status::invalid_argument(&v),
+        use platform::status::cause;
+        match &e {
+            ApiError::Invalid(v) => platform::status::invalid_argument(v),
             ApiError::PermissionDenied(m) => Status::permission_denied(m),
             ApiError::NotFound(m) => Status::not_found(m),
             ApiError::AlreadyExists(m) => Status::already_exists(m),
             ApiError::FailedPrecondition(m) => Status::failed_precondition(m),
-            ApiError::PaymentUnavailable(m) => {
-                tracing::warn!(error = %m, "payment service unavailable");
-                Status::unavailable("the payment service is unavailable; retry the same request")
-            }
-            ApiError::PaymentDeadline(m) => {
-                tracing::warn!(error = %m, "payment service timed out");
+            ApiError::PaymentUnavailable(_) => cause(
+                Status::unavailable("the payment service is unavailable; retry the same request"),
+                &e,
+            ),
+            ApiError::PaymentDeadline(_) => cause(
                 Status::deadline_exceeded(
                     "the payment service did not answer in time; retry the same request",
-                )
-            }
-            ApiError::Unavailable(m) => {
-                tracing::warn!(error = %m, "database unavailable");
-                Status::unavailable("order storage is temporarily unavailable; retry")
-            }
-            ApiError::Internal(m) => platform::status::internal("order call failed", &m),
+                ),
+                &e,
+            ),
+            ApiError::Unavailable(_) => cause(
+                Status::unavailable("order storage is temporarily unavailable; retry"),
+                &e,
+            ),
+            ApiError::Internal(_) => platform::status::internal(&e),
         }
     }
 }
@@ -80,12 +83,12 @@ impl From<OrderError> for ApiError {
         match e {
             OrderError::Store(e) => e.into(),
             OrderError::Payment(e @ PaymentError::Unavailable(_)) => {
-                ApiError::PaymentUnavailable(e.to_string())
+                ApiError::PaymentUnavailable(e)
             }
             OrderError::Payment(e @ PaymentError::DeadlineExceeded(_)) => {
-                ApiError::PaymentDeadline(e.to_string())
+                ApiError::PaymentDeadline(e)
             }
-            OrderError::Payment(e) => ApiError::Internal(e.to_string()),
+            OrderError::Payment(e) => ApiError::Internal(e.into()),
             OrderError::FailedPrecondition(m) => ApiError::FailedPrecondition(m),
         }
     }
@@ -110,11 +113,10 @@ impl From<StoreError> for ApiError {
                 ApiError::Invalid(v)
             }
             StoreError::Refused(r) => ApiError::FailedPrecondition(r.to_string()),
-            StoreError::Db(e) if platform::status::is_unavailable(&e) => {
-                ApiError::Unavailable(e.to_string())
+            StoreError::Db(ref db) if platform::status::is_unavailable(db) => {
+                ApiError::Unavailable(e)
             }
-            StoreError::Db(e) => ApiError::Internal(e.to_string()),
-            StoreError::Corrupt(m) => ApiError::Internal(m),
+            e @ (StoreError::Db(_) | StoreError::Corrupt(_)) => ApiError::Internal(e.into()),
         }
     }
 }

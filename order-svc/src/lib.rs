@@ -110,8 +110,7 @@ pub async fn start(
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(max_message);
     let tasks = vec![
-        host.consumer(consumer::QUEUE, consumer::ReservationEvents)
-            .into(),
+        host.consumer(consumer::QUEUE, consumer::Handler).into(),
         reconciler::task(orders.clone(), settings.reconcile.reconcile_interval),
         anti_entropy::task(orders, settings.anti_entropy),
     ];

@@ -21,7 +21,9 @@ use crate::domain::{
 };
 use crate::store::{ListQuery, Lookup, PaymentStore, StoreError};
 
-/// Every way a payment call can fail, as the caller can act on it.
+/// Every way a payment call can fail, as the caller can act on it. Failures of this
+/// service keep their cause as the source, which `platform::outcome` logs once per
+/// call; the client sees only the status.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("{0}")]
@@ -32,24 +34,24 @@ pub enum ApiError {
     AlreadyExists(String),
     #[error("{0}")]
     FailedPrecondition(String),
-    #[error("database unavailable: {0}")]
-    Unavailable(String),
-    #[error("{0}")]
-    Internal(String),
+    #[error("the database is unavailable")]
+    Unavailable(#[source] StoreError),
+    #[error("payment call failed")]
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl From<ApiError> for Status {
     fn from(e: ApiError) -> Self {
-        match e {
-            ApiError::Invalid(v) => platform::status::invalid_argument(&v),
+        match &e {
+            ApiError::Invalid(v) => platform::status::invalid_argument(v),
             ApiError::NotFound(m) => Status::not_found(m),
             ApiError::AlreadyExists(m) => Status::already_exists(m),
             ApiError::FailedPrecondition(m) => Status::failed_precondition(m),
-            ApiError::Unavailable(m) => {
-                tracing::warn!(error = %m, "database unavailable");
-                Status::unavailable("payment storage is temporarily unavailable; retry")
-            }
-            ApiError::Internal(m) => platform::status::internal("payment call failed", &m),
+            ApiError::Unavailable(_) => platform::status::cause(
+                Status::unavailable("payment storage is temporarily unavailable; retry"),
+                &e,
+            ),
+            ApiError::Internal(_) => platform::status::internal(&e),
         }
     }
 }
@@ -63,11 +65,10 @@ impl From<StoreError> for ApiError {
             e @ StoreError::VoidConflict(_) => ApiError::AlreadyExists(e.to_string()),
             StoreError::NotFound => ApiError::NotFound("payment not found".into()),
             StoreError::Refused(r) => ApiError::FailedPrecondition(r.to_string()),
-            StoreError::Db(e) if platform::status::is_unavailable(&e) => {
-                ApiError::Unavailable(e.to_string())
+            StoreError::Db(ref db) if platform::status::is_unavailable(db) => {
+                ApiError::Unavailable(e)
             }
-            StoreError::Db(e) => ApiError::Internal(e.to_string()),
-            StoreError::Corrupt(m) => ApiError::Internal(m),
+            e @ (StoreError::Db(_) | StoreError::Corrupt(_)) => ApiError::Internal(e.into()),
         }
     }
 }

@@ -10,6 +10,7 @@
 //! - [`consumer`]: the event consumer with an idempotent inbox and dead-lettering;
 //! - [`amqp`] and [`envelope`]: broker topology and the event envelope codec;
 //! - [`status`]: error-to-gRPC-status helpers (field violations, database outages);
+//! - [`outcome`]: one log line per failed call, with its cause chain;
 //! - [`walk`]: the cursor of a periodic pass over records (the anti-entropy passes);
 //! - [`values`], [`time`], [`paging`]: re-exported from the pure `values` crate
 //!   (validated ids, money, cards; timestamps; page tokens), which domain cores use
@@ -25,6 +26,7 @@ pub mod envelope;
 pub mod host;
 pub mod migrations;
 pub mod outbox;
+pub mod outcome;
 pub mod server;
 pub mod settings;
 pub mod shutdown;

@@ -149,9 +149,15 @@ where
         .timeout(settings.request_timeout)
         .concurrency_limit_per_connection(settings.max_concurrent_requests as usize)
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
-        // Admission comes first, so a call that is refused (not ready, no valid token)
-        // never reaches limits or handlers; health and reflection always pass.
-        .layer(admission)
+        // Every outcome is logged once, refusals included. Admission comes next, so a
+        // call that is refused (not ready, no valid token) never reaches limits or
+        // handlers; health and reflection always pass.
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(crate::outcome::OutcomeLayer)
+                .layer(admission)
+                .into_inner(),
+        )
         .add_routes(routes)
         .add_service(health)
         .add_service(reflection_v1)
@@ -239,11 +245,8 @@ where
                     req.extensions_mut().insert(expiry);
                     inner.call(req).await
                 }
-                Err(e) => {
-                    // The reason only: the token itself is never logged.
-                    tracing::debug!(method = req.uri().path(), reason = %e, "call refused");
-                    Ok(e.to_status().into_http())
-                }
+                // The outcome layer logs the refusal: its reason only, never the token.
+                Err(e) => Ok(e.to_status().into_http()),
             }
         })
     }

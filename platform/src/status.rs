@@ -1,12 +1,15 @@
 //! Helpers for the one `match` per service that turns errors into gRPC statuses:
 //! field violations as `google.rpc.BadRequest`, and which database failures mean
-//! "try again" (UNAVAILABLE) rather than a bug (INTERNAL).
+//! "try again" (UNAVAILABLE) rather than a bug (INTERNAL), and filing a failure's
+//! cause for the one log line [`crate::outcome`] writes per failed call.
 
 use sea_orm::DbErr;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
 
 use crate::values::Violations;
+
+pub use crate::outcome::{cause, internal};
 
 /// INVALID_ARGUMENT naming every bad field, with a `google.rpc.BadRequest` detail.
 pub fn invalid_argument(violations: &Violations) -> Status {
@@ -25,10 +28,4 @@ pub fn invalid_argument(violations: &Violations) -> Status {
 /// broken query or row.
 pub fn is_unavailable(e: &DbErr) -> bool {
     matches!(e, DbErr::ConnectionAcquire(_) | DbErr::Conn(_))
-}
-
-/// INTERNAL with a fixed message; the cause is logged here, never sent to the client.
-pub fn internal(context: &str, error: &dyn std::fmt::Display) -> Status {
-    tracing::error!(error = %error, "{context}");
-    Status::internal("internal error")
 }

@@ -26,9 +26,9 @@ pub const QUEUE: &str = "reservation";
 
 /// Applies `payment.approved` and `order.cancelled` to reservations.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct OrderEventsHandler;
+pub struct Handler;
 
-impl EventHandler for OrderEventsHandler {
+impl EventHandler for Handler {
     async fn handle(
         &self,
         txn: &DatabaseTransaction,

@@ -1,16 +1,8 @@
 //! The gRPC adapter: converts `talentshare.reservation.v1` messages into domain
-//! types at the edge, runs the managers' actions (state check, the unary call to
-//! payment-svc, then the stored change), and turns every error into a status in one
-//! `match` ([`ApiError`] → [`Status`]).
-//!
-//! Confirming checks the state twice: before calling payment-svc (so a repeat or a
-//! refused action never reaches it) and again under the row lock when storing (the
-//! reservation may have changed during the call); a failed payment call stores
-//! nothing, so the caller can simply retry. Rejecting records the rejection first
-//! (see [`crate::rejection`]); a failed refund leaves it pending, and a retry or the
-//! reconciler finishes it.
+//! types at the edge, decides who may see or act on a reservation, calls the use
+//! cases ([`crate::service`]), and turns every error into a status in one `match`
+//! ([`ApiError`] → [`Status`]).
 
-use chrono::Utc;
 use platform::auth::{Caller, Denied, caller_of};
 use platform::paging;
 use platform::time::to_proto as to_timestamp;
@@ -24,12 +16,14 @@ use talentshare_proto::reservation::{
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use crate::domain::{self, RejectReason, Reservation, ReservationStatus, Transition};
-use crate::payment::{self, PaymentError, PaymentGateway};
-use crate::rejection::{RejectError, Rejections};
-use crate::store::{ListQuery, ReservationStore, StoreError};
+use crate::domain::{RejectReason, Reservation, ReservationStatus};
+use crate::payment::PaymentError;
+use crate::service::{ReservationError, Reservations};
+use crate::store::{ListQuery, StoreError};
 
-/// Every way a reservation call can fail, as the caller can act on it.
+/// Every way a reservation call can fail, as the caller can act on it. Failures of
+/// this service or its dependencies keep their cause as the source, which
+/// `platform::outcome` logs once per call; the client sees only the status.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("{0}")]
@@ -42,14 +36,22 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     FailedPrecondition(String),
-    #[error("database unavailable: {0}")]
-    Unavailable(String),
-    #[error("{detail}")]
-    PaymentUnavailable { detail: String, left: Left },
-    #[error("{detail}")]
-    PaymentDeadlineExceeded { detail: String, left: Left },
-    #[error("{0}")]
-    Internal(String),
+    #[error("the database is unavailable")]
+    Unavailable(#[source] StoreError),
+    #[error("payment-svc is unavailable ({left:?})")]
+    PaymentUnavailable {
+        #[source]
+        cause: PaymentError,
+        left: Left,
+    },
+    #[error("payment-svc did not answer in time ({left:?})")]
+    PaymentDeadlineExceeded {
+        #[source]
+        cause: PaymentError,
+        left: Left,
+    },
+    #[error("reservation call failed")]
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// What a failed payment call left behind, as the caller is told.
@@ -75,30 +77,31 @@ impl Left {
 
 impl From<ApiError> for Status {
     fn from(e: ApiError) -> Self {
-        match e {
-            ApiError::Invalid(v) => platform::status::invalid_argument(&v),
+        use platform::status::cause;
+        match &e {
+            ApiError::Invalid(v) => platform::status::invalid_argument(v),
             ApiError::PermissionDenied(m) => Status::permission_denied(m),
             ApiError::NotFound(m) => Status::not_found(m),
             ApiError::FailedPrecondition(m) => Status::failed_precondition(m),
-            ApiError::Unavailable(m) => {
-                tracing::warn!(error = %m, "database unavailable");
-                Status::unavailable("reservation storage is temporarily unavailable; retry")
-            }
-            ApiError::PaymentUnavailable { detail, left } => {
-                tracing::warn!(error = %detail, ?left, "payment-svc unavailable");
+            ApiError::Unavailable(_) => cause(
+                Status::unavailable("reservation storage is temporarily unavailable; retry"),
+                &e,
+            ),
+            ApiError::PaymentUnavailable { left, .. } => cause(
                 Status::unavailable(format!(
                     "the payment service is unavailable; {}",
                     left.advice()
-                ))
-            }
-            ApiError::PaymentDeadlineExceeded { detail, left } => {
-                tracing::warn!(error = %detail, ?left, "payment-svc timed out");
+                )),
+                &e,
+            ),
+            ApiError::PaymentDeadlineExceeded { left, .. } => cause(
                 Status::deadline_exceeded(format!(
                     "the payment service did not answer in time; {}",
                     left.advice()
-                ))
-            }
-            ApiError::Internal(m) => platform::status::internal("reservation call failed", &m),
+                )),
+                &e,
+            ),
+            ApiError::Internal(_) => platform::status::internal(&e),
         }
     }
 }
@@ -108,11 +111,10 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::NotFound => ApiError::NotFound("reservation not found".into()),
             StoreError::Refused(r) => ApiError::FailedPrecondition(r.to_string()),
-            StoreError::Db(e) if platform::status::is_unavailable(&e) => {
-                ApiError::Unavailable(e.to_string())
+            StoreError::Db(ref db) if platform::status::is_unavailable(db) => {
+                ApiError::Unavailable(e)
             }
-            StoreError::Db(e) => ApiError::Internal(e.to_string()),
-            StoreError::Corrupt(m) => ApiError::Internal(m),
+            e @ (StoreError::Db(_) | StoreError::Corrupt(_)) => ApiError::Internal(e.into()),
         }
     }
 }
@@ -157,60 +159,51 @@ fn may_manage(caller: &Caller, r: &Reservation) -> bool {
 
 impl ApiError {
     /// A failed payment call, and what it `left` behind.
-    fn payment(e: PaymentError, left: Left) -> Self {
-        let detail = e.to_string();
-        match e {
-            PaymentError::Unavailable(_) => ApiError::PaymentUnavailable { detail, left },
-            PaymentError::DeadlineExceeded(_) => ApiError::PaymentDeadlineExceeded { detail, left },
+    fn payment(cause: PaymentError, left: Left) -> Self {
+        match cause {
+            PaymentError::Unavailable(_) => ApiError::PaymentUnavailable { cause, left },
+            PaymentError::DeadlineExceeded(_) => ApiError::PaymentDeadlineExceeded { cause, left },
             // The reservation's payment is not (or no longer) one that can back it.
             PaymentError::NotFound(_) | PaymentError::Refused(_) => {
-                ApiError::FailedPrecondition(detail)
+                ApiError::FailedPrecondition(cause.to_string())
             }
-            PaymentError::Unexpected(_) | PaymentError::Malformed(_) => ApiError::Internal(detail),
+            PaymentError::Unexpected(_) | PaymentError::Malformed(_) => {
+                ApiError::Internal(cause.into())
+            }
         }
     }
 }
 
-impl From<PaymentError> for ApiError {
-    fn from(e: PaymentError) -> Self {
-        ApiError::payment(e, Left::NothingChanged)
-    }
-}
-
-impl From<RejectError> for ApiError {
-    fn from(e: RejectError) -> Self {
+impl From<ReservationError> for ApiError {
+    fn from(e: ReservationError) -> Self {
         match e {
-            RejectError::Store(e) => e.into(),
-            RejectError::RefundPending(e) => ApiError::payment(e, Left::RejectionPending),
+            ReservationError::Store(e) => e.into(),
+            ReservationError::Refused(r) => ApiError::FailedPrecondition(r.to_string()),
+            ReservationError::NotApproved(n) => ApiError::FailedPrecondition(n.to_string()),
+            ReservationError::Payment(e) => ApiError::payment(e, Left::NothingChanged),
+            ReservationError::RefundPending(e) => ApiError::payment(e, Left::RejectionPending),
             // The claim was dropped again: nothing is left of the call.
-            RejectError::RefundRefused(e) => ApiError::payment(e, Left::NothingChanged),
+            ReservationError::RefundRefused(e) => ApiError::payment(e, Left::NothingChanged),
         }
     }
 }
 
 /// The `ReservationService` implementation.
 pub struct ReservationApi {
-    store: ReservationStore,
-    payment: PaymentGateway,
-    rejections: Rejections,
+    reservations: Reservations,
 }
 
 impl ReservationApi {
-    /// An API over `store`, checking payments through `payment` and rejecting
-    /// through `rejections`.
-    pub fn new(store: ReservationStore, payment: PaymentGateway, rejections: Rejections) -> Self {
-        Self {
-            store,
-            payment,
-            rejections,
-        }
+    /// An API over the use cases.
+    pub fn new(reservations: Reservations) -> Self {
+        Self { reservations }
     }
 
     /// The reservation `id`, if the caller manages its talent.
     async fn managed(&self, caller: &Caller, id: Uuid) -> Result<Reservation, ApiError> {
-        match self.store.get(id).await {
+        match self.reservations.get(id).await {
             Ok(r) if may_manage(caller, &r) => Ok(r),
-            Ok(_) | Err(StoreError::NotFound) => Err(not_yours(id)),
+            Ok(_) | Err(ReservationError::Store(StoreError::NotFound)) => Err(not_yours(id)),
             Err(e) => Err(e.into()),
         }
     }
@@ -224,14 +217,7 @@ impl ReservationApi {
         let manager = caller.manager()?.clone();
         let id = uuid_field("reservation_id", &req.reservation_id)?;
         let current = self.managed(caller, id).await?;
-        match current.confirm(&manager, Utc::now()) {
-            Err(refused) => return Err(ApiError::FailedPrecondition(refused.to_string())),
-            Ok(Transition::AlreadyDone) => return Ok(current),
-            Ok(Transition::Changed(..)) => {}
-        }
-        let state = payment::state(&self.payment, paid_with(&current)?).await?;
-        domain::require_approved(state).map_err(|e| ApiError::FailedPrecondition(e.to_string()))?;
-        Ok(self.store.confirm(id, &manager).await?)
+        Ok(self.reservations.confirm(current, &manager).await?)
     }
 
     async fn reject(
@@ -250,7 +236,7 @@ impl ReservationApi {
         self.managed(caller, id).await?;
         // Refund before REJECTED: `reservation.rejected` promises the payment was
         // refunded. The claim recorded first keeps a confirmation out meanwhile.
-        Ok(self.rejections.reject(id, &manager, &reason).await?)
+        Ok(self.reservations.reject(id, &manager, &reason).await?)
     }
 
     async fn list(
@@ -290,7 +276,7 @@ impl ReservationApi {
             after: after.flatten(),
             limit: limit.unwrap_or(paging::DEFAULT_PAGE_SIZE),
         };
-        let (reservations, more) = self.store.list(&query).await?;
+        let (reservations, more) = self.reservations.list(&query).await?;
         let next_page_token = match (more, reservations.last()) {
             (true, Some(last)) => paging::encode_token(&last.reservation_id),
             _ => String::new(),
@@ -336,9 +322,11 @@ impl ReservationService for ReservationApi {
     ) -> Result<Response<GetReservationResponse>, Status> {
         let caller = caller_of(&request)?;
         let id = uuid_field("reservation_id", &request.into_inner().reservation_id)?;
-        let reservation = match self.store.get(id).await {
+        let reservation = match self.reservations.get(id).await {
             Ok(r) if may_see(&caller, &r) => r,
-            Ok(_) | Err(StoreError::NotFound) => return Err(not_yours(id).into()),
+            Ok(_) | Err(ReservationError::Store(StoreError::NotFound)) => {
+                return Err(not_yours(id).into());
+            }
             Err(e) => return Err(ApiError::from(e).into()),
         };
         Ok(Response::new(GetReservationResponse {
@@ -362,17 +350,6 @@ fn uuid_field(field: &str, s: &str) -> Result<Uuid, ApiError> {
         let mut v = Violations::new();
         v.add(field, e.to_string());
         ApiError::Invalid(v)
-    })
-}
-
-/// The payment behind a reservation a manager may still act on. Storage guarantees
-/// one (only a CANCELLED tombstone may lack it), so a miss is a bug, not input.
-fn paid_with(r: &Reservation) -> Result<Uuid, ApiError> {
-    r.payment_id.ok_or_else(|| {
-        ApiError::Internal(format!(
-            "reservation {} is {} without a payment",
-            r.reservation_id, r.status
-        ))
     })
 }
 

@@ -9,7 +9,8 @@
 //!   rejections);
 //! - [`store`]: sea-orm storage and migrations;
 //! - [`grpc`]: the gRPC adapter and the error-to-status `match`;
-//! - [`rejection`]: claim, refund, reject — shared by the RPC and the reconciler;
+//! - [`service`]: the use cases (confirm; reject by claim, refund, reject), shared
+//!   by the RPCs and the reconciler;
 //! - [`reconciler`]: the background task that finishes rejections left pending;
 //! - [`anti_entropy`]: the background pass that compares active bookings with their
 //!   payments and cancels those whose `order.cancelled` was lost;
@@ -27,7 +28,7 @@ pub mod events;
 pub mod grpc;
 pub mod payment;
 pub mod reconciler;
-pub mod rejection;
+pub mod service;
 pub mod store;
 
 use std::net::SocketAddr;
@@ -107,19 +108,14 @@ pub async fn start(
     )
     .await?;
     let store = store::ReservationStore::new(host.db().clone(), host.outbox_signal().clone());
-    let rejections = rejection::Rejections::new(store.clone(), payment.clone());
-    let pass = anti_entropy::task(store.clone(), payment.clone(), settings.anti_entropy);
-    let service = ReservationServiceServer::new(grpc::ReservationApi::new(
-        store,
-        payment,
-        rejections.clone(),
-    ))
-    .max_decoding_message_size(max_message)
-    .max_encoding_message_size(max_message);
+    let reservations = service::Reservations::new(store.clone(), payment.clone());
+    let pass = anti_entropy::task(store, payment, settings.anti_entropy);
+    let service = ReservationServiceServer::new(grpc::ReservationApi::new(reservations.clone()))
+        .max_decoding_message_size(max_message)
+        .max_encoding_message_size(max_message);
     let tasks = vec![
-        host.consumer(consumer::QUEUE, consumer::OrderEventsHandler)
-            .into(),
-        reconciler::task(rejections, settings.reconcile),
+        host.consumer(consumer::QUEUE, consumer::Handler).into(),
+        reconciler::task(reservations, settings.reconcile),
         pass,
     ];
     Ok(host.start::<store::Migrator>(Routes::new(service), tasks, shutdown))

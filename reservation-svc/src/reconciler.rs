@@ -22,14 +22,14 @@ use platform::BackgroundTask;
 use tokio_util::sync::CancellationToken;
 
 use crate::payment::PaymentError;
-use crate::rejection::{RejectError, Rejections};
+use crate::service::{ReservationError, Reservations};
 use crate::store::StoreError;
 
 /// Most rejections finished in one round; the rest wait for the next.
 const BATCH: u64 = 100;
 
 /// The reconciler as a task the host starts once ready and stops at shutdown.
-pub fn task(rejections: Rejections, settings: ReconcileSettings) -> BackgroundTask {
+pub fn task(rejections: Reservations, settings: ReconcileSettings) -> BackgroundTask {
     BackgroundTask::new("rejection reconciler", move |stop| async move {
         loop {
             tokio::select! {
@@ -54,10 +54,10 @@ pub fn task(rejections: Rejections, settings: ReconcileSettings) -> BackgroundTa
 /// The store failed, or payment-svc is away (the round stops early then, since
 /// every other refund would fail the same way).
 pub async fn run_once(
-    rejections: &Rejections,
+    rejections: &Reservations,
     after: Duration,
     stop: &CancellationToken,
-) -> Result<usize, RejectError> {
+) -> Result<usize, ReservationError> {
     // The grace is validated at start to be a few seconds or minutes, far inside
     // chrono's range; saturate rather than fail if someone sets something absurd.
     let grace = chrono::Duration::from_std(after).unwrap_or(chrono::Duration::MAX);
@@ -79,11 +79,13 @@ pub async fn run_once(
                 tracing::info!(reservation_id = %id, status = %r.status, "pending rejection finished");
                 finished += 1;
             }
-            Err(RejectError::RefundPending(
+            Err(ReservationError::RefundPending(
                 e @ (PaymentError::Unavailable(_) | PaymentError::DeadlineExceeded(_)),
-            )) => return Err(RejectError::RefundPending(e)),
-            Err(RejectError::Store(StoreError::Db(e))) if platform::status::is_unavailable(&e) => {
-                return Err(RejectError::Store(StoreError::Db(e)));
+            )) => return Err(ReservationError::RefundPending(e)),
+            Err(ReservationError::Store(StoreError::Db(e)))
+                if platform::status::is_unavailable(&e) =>
+            {
+                return Err(ReservationError::Store(StoreError::Db(e)));
             }
             Err(e) => {
                 tracing::warn!(reservation_id = %id, error = %e, "cannot finish pending rejection");

@@ -75,7 +75,7 @@ fn in_order_row(story: &Story) -> Entry {
     story
         .events
         .iter()
-        .map(|e| mypage_svc::events::parse(e).expect("story events are valid"))
+        .map(|e| mypage_svc::consumer::decode::parse(e).expect("story events are valid"))
         .fold(None, |row, e| Some(domain::apply(row, &e)))
         .expect("a story has events")
 }
@@ -137,7 +137,10 @@ async fn a_story_delivered_shuffled_and_duplicated_converges_to_the_in_order_row
 
 async fn a_poison_or_invalid_event_is_dead_lettered_and_later_events_still_apply(backend: Backend) {
     let app = spawn_app(backend).await;
-    let dlq = app.broker.topology.dead_letter_queue(mypage_svc::CONSUMER);
+    let dlq = app
+        .broker
+        .topology
+        .dead_letter_queue(mypage_svc::consumer::QUEUE);
 
     // Not an envelope at all.
     app.broker

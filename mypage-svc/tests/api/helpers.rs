@@ -208,7 +208,7 @@ impl TestApp {
     /// Waits until `n` consumers (one per running instance) take the app's queue,
     /// so that events published next are shared out between them.
     pub async fn wait_consumers(&self, n: u32) {
-        let queue = self.broker.topology.queue(mypage_svc::CONSUMER);
+        let queue = self.broker.topology.queue(mypage_svc::consumer::QUEUE);
         let conn = lapin::Connection::connect(&testkit::amqp_url(), Default::default())
             .await
             .expect("connect to test RabbitMQ");

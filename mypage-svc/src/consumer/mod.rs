@@ -7,7 +7,9 @@
 //!
 //! Order independence comes from the domain ([`crate::domain::apply`]): the same
 //! events give the same row whatever their order and repetition. The platform's
-//! inbox already drops exact redeliveries before they reach [`MyPageHandler`].
+//! inbox already drops exact redeliveries before they reach [`Handler`].
+
+pub mod decode;
 
 use std::sync::Arc;
 
@@ -17,28 +19,30 @@ use talentshare_proto::events::EventEnvelope;
 use uuid::Uuid;
 
 use crate::changes::{self, Changed, Changes};
-use crate::events;
 use crate::store::{self, ApplyError, StoreError};
 
+/// The consumer (queue) name; bound to every routing key in `platform::amqp::CONSUMERS`.
+pub const QUEUE: &str = "mypage";
+
 /// The `EventHandler` of the `mypage` consumer.
-pub struct MyPageHandler {
+pub struct Handler {
     changes: Changes,
 }
 
-impl MyPageHandler {
+impl Handler {
     /// A handler that announces each applied event to the watchers of `changes`.
     pub fn new(changes: Changes) -> Self {
         Self { changes }
     }
 }
 
-impl EventHandler for MyPageHandler {
+impl EventHandler for Handler {
     async fn handle(
         &self,
         txn: &DatabaseTransaction,
         event: &EventEnvelope,
     ) -> Result<(), HandlerError> {
-        let parsed = events::parse(event).map_err(|e| HandlerError::Permanent(e.into()))?;
+        let parsed = decode::parse(event).map_err(|e| HandlerError::Permanent(e.into()))?;
         match store::apply_event(txn, &parsed).await {
             Ok(entry) => {
                 tracing::debug!(order_id = %entry.order_id, order = ?entry.order,

@@ -1,0 +1,150 @@
+//! Logging each failed call once, with its cause, at the edge of the server.
+//!
+//! The services' error → status conversions log nothing: they hand the cause of a
+//! server-side failure to [`cause`], which files its whole chain (`a: b: c`, from the
+//! `#[source]` links) with the call in progress. The [`OutcomeLayer`] around every
+//! service then writes one line per failed call: its method, code, message and cause.
+//! Server-side failures (INTERNAL, UNKNOWN, DATA_LOSS) are ERROR, a dependency away
+//! (UNAVAILABLE, DEADLINE_EXCEEDED) WARN, and the caller's own mistakes DEBUG. The
+//! cause never reaches the client: INTERNAL answers say only "internal error".
+
+use std::error::Error;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use tonic::{Code, Status};
+use tower::{Layer, Service};
+
+tokio::task_local! {
+    static CAUSE: Arc<Mutex<Option<String>>>;
+}
+
+/// Files `error`'s chain as the cause of the call in progress and returns `status`
+/// unchanged; outside a call (a background task) it does nothing.
+pub fn cause(status: Status, error: &(dyn Error + 'static)) -> Status {
+    let chain = chain(error);
+    let _ = CAUSE.try_with(|slot| *slot.lock().expect("cause lock") = Some(chain));
+    status
+}
+
+/// INTERNAL with a fixed message, `error` filed as the cause.
+pub fn internal(error: &(dyn Error + 'static)) -> Status {
+    cause(Status::internal("internal error"), error)
+}
+
+/// An error and its sources, outermost first, as one line.
+pub fn chain(error: &(dyn Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        let next = e.to_string();
+        // thiserror's `transparent` and `{0}` messages repeat their source's text.
+        if !text.ends_with(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = e.source();
+    }
+    text
+}
+
+/// Logs each failed call once (see the module doc).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct OutcomeLayer;
+
+impl<S> Layer<S> for OutcomeLayer {
+    type Service = Outcome<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Outcome { inner }
+    }
+}
+
+/// See [`OutcomeLayer`].
+#[derive(Clone, Debug)]
+pub struct Outcome<S> {
+    inner: S,
+}
+
+impl<S, B, ResBody> Service<http::Request<B>> for Outcome<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<ResBody>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let method = req.uri().path().to_owned();
+        let slot = Arc::new(Mutex::new(None));
+        let call = CAUSE.scope(slot.clone(), self.inner.call(req));
+        Box::pin(async move {
+            let result = call.await;
+            if let Ok(response) = &result
+                && let Some(status) = Status::from_header_map(response.headers())
+            {
+                let cause = slot.lock().expect("cause lock").take();
+                log(&method, &status, cause.as_deref());
+            }
+            result
+        })
+    }
+}
+
+fn log(method: &str, status: &Status, cause: Option<&str>) {
+    let code = status.code();
+    let message = status.message();
+    match code {
+        Code::Ok => {}
+        Code::Internal | Code::Unknown | Code::DataLoss => {
+            tracing::error!(method, ?code, message, cause, "call failed");
+        }
+        Code::Unavailable | Code::DeadlineExceeded => {
+            tracing::warn!(method, ?code, message, cause, "call failed");
+        }
+        _ => tracing::debug!(method, ?code, message, cause, "call refused"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("stored row is corrupt")]
+    struct Outer(#[source] std::io::Error);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error(transparent)]
+    struct Transparent(#[from] Outer);
+
+    #[test]
+    fn the_chain_names_every_cause_once() {
+        let e = Transparent(Outer(std::io::Error::other("disk gone")));
+        assert_eq!(chain(&e), "stored row is corrupt: disk gone");
+    }
+
+    #[tokio::test]
+    async fn a_cause_filed_during_a_call_is_read_by_the_layer_and_none_leaks_out() {
+        let slot = Arc::new(Mutex::new(None));
+        let status = CAUSE
+            .scope(slot.clone(), async {
+                internal(&Outer(std::io::Error::other("disk gone")))
+            })
+            .await;
+        assert_eq!(status.message(), "internal error", "no cause to the client");
+        assert_eq!(
+            slot.lock().unwrap().as_deref(),
+            Some("stored row is corrupt: disk gone")
+        );
+        // Outside a call nothing is filed and nothing panics.
+        let _ = internal(&Outer(std::io::Error::other("x")));
+    }
+}
