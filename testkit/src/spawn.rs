@@ -20,22 +20,20 @@ use crate::{Backend, TestDatabase};
 /// A service's command line in a test: the flags every service shares, pointed at
 /// the test's own database and broker names, plus the flags a test adds.
 pub struct ServiceFlags {
-    binary: String,
     args: Vec<String>,
 }
 
 impl ServiceFlags {
-    /// `binary` on port 0, on `database_url` and the topology of `exchange`, on the
-    /// test broker ([`crate::amqp_url`]).
-    pub fn new(binary: &str, database_url: &str, exchange: &str) -> Self {
-        Self::with_amqp(binary, database_url, exchange, &crate::amqp_url())
+    /// Port 0, `database_url`, the topology of `exchange`, on the test broker
+    /// ([`crate::amqp_url`]).
+    pub fn new(database_url: &str, exchange: &str) -> Self {
+        Self::with_amqp(database_url, exchange, &crate::amqp_url())
     }
 
     /// Like [`ServiceFlags::new`], reaching the broker at `amqp_url` (through a
     /// proxy, say).
-    pub fn with_amqp(binary: &str, database_url: &str, exchange: &str, amqp_url: &str) -> Self {
+    pub fn with_amqp(database_url: &str, exchange: &str, amqp_url: &str) -> Self {
         let args = [
-            binary,
             "--grpc-addr",
             "127.0.0.1:0",
             "--database-url",
@@ -52,7 +50,6 @@ impl ServiceFlags {
             "5s",
         ];
         Self {
-            binary: binary.to_owned(),
             args: args.map(str::to_owned).to_vec(),
         }
     }
@@ -68,15 +65,16 @@ impl ServiceFlags {
         self
     }
 
-    /// The settings the binary would parse from these flags. Also turns on test
-    /// logging (`TEST_LOG`), since a service is about to start.
+    /// The settings the binary would parse from these flags (`S` names the binary).
+    /// Also turns on test logging (`TEST_LOG`), since a service is about to start.
     ///
     /// # Panics
     /// If the service rejects the flags.
     pub fn parse<S: clap::Parser>(self) -> S {
         platform::telemetry::init_for_tests();
-        S::try_parse_from(&self.args)
-            .unwrap_or_else(|e| panic!("test settings of {} parse: {e}", self.binary))
+        let binary = S::command().get_name().to_owned();
+        S::try_parse_from(std::iter::once(binary.clone()).chain(self.args))
+            .unwrap_or_else(|e| panic!("test settings of {binary} parse: {e}"))
     }
 }
 
@@ -150,20 +148,22 @@ pub struct Dependency {
 }
 
 impl Dependency {
-    /// Creates a database on `backend`, then [`spawn`]s the service with the
-    /// settings `settings` makes for that database.
+    /// Creates a database on `backend`, then [`spawn`]s the service on it and on the
+    /// topology of `exchange`, with the flags of [`ServiceFlags::new`].
     pub async fn spawn<S, F, Fut>(
         backend: Backend,
+        exchange: &str,
         name: &'static str,
-        settings: impl FnOnce(&TestDatabase) -> S,
         start: F,
     ) -> Self
     where
+        S: clap::Parser,
         F: FnOnce(S, CancellationToken) -> Fut,
         Fut: Future<Output = anyhow::Result<RunningService>>,
     {
         let db = TestDatabase::create(backend).await;
-        let service = spawn(name, settings(&db), start).await;
+        let settings = ServiceFlags::new(db.url(), exchange).parse();
+        let service = spawn(name, settings, start).await;
         Self { service, db }
     }
 

@@ -55,7 +55,7 @@ async fn start(
     identity: &TestIdentity,
     extra: &[&str],
 ) -> Spawned {
-    let settings = ServiceFlags::new("mypage-svc", database_url, exchange)
+    let settings = ServiceFlags::new(database_url, exchange)
         .args(["--consumer-retry-max-delay", "500ms"])
         .args(identity.args())
         .args(extra)

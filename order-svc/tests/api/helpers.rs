@@ -105,7 +105,7 @@ async fn start(
     identity: &TestIdentity,
     extra: &[&str],
 ) -> Spawned {
-    let settings = ServiceFlags::new("order-svc", database_url, exchange)
+    let settings = ServiceFlags::new(database_url, exchange)
         .args(["--consumer-retry-max-delay", "500ms"])
         .args(["--payment-url", payment_url])
         .args(identity.args())
@@ -134,8 +134,8 @@ pub async fn spawn_app_trusting(
     let broker = TestBroker::create().await;
     let payment_app = Dependency::spawn(
         backend,
+        broker.exchange(),
         payment_svc::SERVICE_NAME,
-        |db| ServiceFlags::new("payment-svc", db.url(), broker.exchange()).parse(),
         payment_svc::start,
     )
     .await;

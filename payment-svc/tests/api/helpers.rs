@@ -17,7 +17,7 @@ pub struct TestApp {
 
 /// Settings as the binary would parse them, with the test's overrides.
 pub fn settings(database_url: &str, exchange: &str, amqp_url: &str) -> payment_svc::Settings {
-    ServiceFlags::with_amqp("payment-svc", database_url, exchange, amqp_url).parse()
+    ServiceFlags::with_amqp(database_url, exchange, amqp_url).parse()
 }
 
 /// A ready payment-svc on a fresh database and topology.

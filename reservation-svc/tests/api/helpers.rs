@@ -111,8 +111,8 @@ pub async fn spawn_app_without_payment(
 async fn spawn_payment(backend: Backend, exchange: &str) -> PaymentApp {
     let app = Dependency::spawn(
         backend,
+        exchange,
         payment_svc::SERVICE_NAME,
-        |db| ServiceFlags::new("payment-svc", db.url(), exchange).parse(),
         payment_svc::start,
     )
     .await;
@@ -134,6 +134,8 @@ async fn spawn_with(
     start(backend, broker, Some(payment), &url, payment_timeout, extra).await
 }
 
+/// A ready reservation-svc on a fresh database of `backend`, calling payment-svc at
+/// `payment_url`, as [`MANAGER`], with `extra` flags.
 async fn start(
     backend: Backend,
     broker: TestBroker,
@@ -144,7 +146,7 @@ async fn start(
 ) -> TestApp {
     let db = TestDatabase::create(backend).await;
     let identity = TestIdentity::create();
-    let settings = ServiceFlags::new("reservation-svc", db.url(), broker.exchange())
+    let settings = ServiceFlags::new(db.url(), broker.exchange())
         .args([
             "--payment-url",
             payment_url,
