@@ -211,17 +211,7 @@ impl System {
         let bin = binary_path(svc.binary());
         let process = ServiceProcess::spawn(bin.to_str().expect("utf-8 path"), &env).await;
         self.addrs.insert(svc, process.addr);
-        let channel = process.channel().await;
-        testkit::wait_until(
-            &format!("{} ready", svc.binary()),
-            Duration::from_secs(30),
-            || async {
-                (testkit::health::check(channel.clone(), svc.grpc_name()).await
-                    == Ok(ServingStatus::Serving))
-                .then_some(())
-            },
-        )
-        .await;
+        testkit::health::wait_ready(&process.channel().await, svc.grpc_name()).await;
         self.processes.insert(svc, process);
     }
 
@@ -238,17 +228,7 @@ impl System {
         let all: Vec<(&str, String)> = all.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
         let bin = binary_path(Svc::Order.binary());
         let process = ServiceProcess::spawn(bin.to_str().expect("utf-8 path"), &all).await;
-        let channel = process.channel().await;
-        testkit::wait_until(
-            "order-svc replica ready",
-            Duration::from_secs(30),
-            || async {
-                (testkit::health::check(channel.clone(), Svc::Order.grpc_name()).await
-                    == Ok(ServingStatus::Serving))
-                .then_some(())
-            },
-        )
-        .await;
+        testkit::health::wait_ready(&process.channel().await, Svc::Order.grpc_name()).await;
         let addr = process.addr;
         self.replicas.push(process);
         addr

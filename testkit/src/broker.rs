@@ -55,6 +55,12 @@ impl TestBroker {
         self.topology.exchange()
     }
 
+    /// The queue mypage-svc reads, bound to every event of the topology: a test of
+    /// another service reads what that service published from it.
+    pub fn all_events_queue(&self) -> String {
+        self.topology.queue("mypage")
+    }
+
     /// Takes (and acks) every message currently in `queue`.
     pub async fn drain(&self, queue: &str) -> Vec<ReceivedEvent> {
         let mut out = Vec::new();

@@ -1,13 +1,40 @@
 //! Fresh databases per test: a SQLite file in a temporary directory, or a new
-//! PostgreSQL database created on the local server and dropped at the end.
+//! PostgreSQL database created on the local server and dropped at the end; reading
+//! back what a service stored there; and [`on_both_backends!`](crate::on_both_backends),
+//! which runs a test once per engine.
 
-use sea_orm::{ConnectionTrait, Database, DatabaseConnection};
+use std::fmt::Debug;
+use std::future::Future;
+use std::time::Duration;
+
+use sea_orm::{ConnectionTrait, Database, DatabaseConnection, EntityTrait, PaginatorTrait};
 
 /// Which database engine a test runs against.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
     Sqlite,
     Postgres,
+}
+
+/// Generates a `sqlite` and a `postgres` test for each listed `async fn(Backend)`, in
+/// a module named after it (so `cargo nextest run -E 'test(/name/)'` picks both).
+/// The calling crate needs `tokio` with its `macros` feature.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::$name($crate::Backend::Sqlite).await
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    super::$name($crate::Backend::Postgres).await
+                }
+            }
+        )*
+    };
 }
 
 /// A database that exists only for one test.
@@ -98,10 +125,68 @@ impl TestDatabase {
             .expect("connect to test database")
     }
 
+    /// Every row of entity `E`, read on a connection of its own.
+    pub async fn rows<E: EntityTrait>(&self) -> Vec<E::Model> {
+        let conn = self.connect().await;
+        let rows = E::find().all(&conn).await.expect("read rows");
+        let _ = conn.close().await;
+        rows
+    }
+
+    /// Rows still waiting in the service's outbox (`platform::outbox`).
+    pub async fn outbox_len(&self) -> u64 {
+        let conn = self.connect().await;
+        let n = platform::outbox::entity::Entity::find()
+            .count(&conn)
+            .await
+            .expect("count outbox rows");
+        let _ = conn.close().await;
+        n
+    }
+
+    /// Waits until the outbox is empty. The relay deletes a row only once the broker
+    /// confirmed its event, and a confirm means the queues hold it: after this, every
+    /// event the service committed so far can be read from the broker.
+    ///
+    /// # Panics
+    /// If rows remain after 20 s.
+    pub async fn wait_outbox_drained(&self) {
+        crate::wait_until("the outbox drained", Duration::from_secs(20), || async {
+            (self.outbox_len().await == 0).then_some(())
+        })
+        .await;
+    }
+
     /// Drops a PostgreSQL database (best effort); SQLite files go with the temp dir.
     pub async fn drop_database(mut self) {
         if let Some(name) = self.pg_name.take() {
             drop_pg(&name).await;
+        }
+    }
+}
+
+/// Runs a write through a test's own connection until it succeeds, up to 50 tries
+/// 20 ms apart. On SQLite that connection competes with the service's own one, and a
+/// write that lost the race (SQLITE_BUSY_SNAPSHOT) is simply tried again.
+///
+/// # Panics
+/// With `what` and the last error, if every try failed.
+pub async fn retry_write<T, E, F, Fut>(what: &str, mut write: F) -> T
+where
+    E: Debug,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let mut tries = 0;
+    loop {
+        match write().await {
+            Ok(v) => return v,
+            Err(e) if tries < 50 => {
+                tries += 1;
+                tracing::debug!(error = ?e, what, "retrying a test write");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("{what}: {e:?}"),
         }
     }
 }

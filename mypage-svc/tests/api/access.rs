@@ -9,8 +9,8 @@ use talentshare_proto::mypage::{
 use tonic::Code;
 
 use crate::helpers::{CUSTOMER, Story, spawn_app};
-use crate::on_both_backends;
 use testkit::Backend;
+use testkit::on_both_backends;
 
 on_both_backends!(
     another_customer_can_neither_read_nor_watch_a_my_page,

@@ -12,8 +12,8 @@ use talentshare_proto::payment::PaymentStatus;
 use talentshare_proto::reservation::ReservationStatus;
 
 use crate::helpers::{STORY_START, Story, spawn_app};
-use crate::on_both_backends;
 use testkit::Backend;
+use testkit::on_both_backends;
 
 on_both_backends!(
     an_event_alone_creates_its_entry_and_later_events_fill_it,

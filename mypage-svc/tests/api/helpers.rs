@@ -5,8 +5,6 @@
 
 use std::time::Duration;
 
-use clap::Parser;
-use platform::RunningService;
 use platform::envelope::NewEvent;
 use prost::Message;
 use sea_orm::{EntityTrait, PaginatorTrait};
@@ -18,35 +16,16 @@ use talentshare_proto::events::{
 use talentshare_proto::mypage::{
     GetMyPageEntryRequest, MyPageEntry, my_page_service_client::MyPageServiceClient,
 };
-use testkit::{AuthChannel, Backend, TestBroker, TestDatabase, TestIdentity};
-use tokio_util::sync::CancellationToken;
+use testkit::{
+    AuthChannel, Backend, ServiceFlags, Spawned, TestBroker, TestDatabase, TestIdentity,
+};
 use tonic::Code;
 use tonic::transport::Channel;
-use tonic_health::pb::health_check_response::ServingStatus;
 
 pub use testkit::wait_until;
 
 /// How long a test waits for the consumer to apply what it published.
 pub const APPLY_TIMEOUT: Duration = Duration::from_secs(20);
-
-/// Generates a `sqlite` and a `postgres` test for each listed `async fn(Backend)`.
-#[macro_export]
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        $(
-            mod $name {
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn sqlite() {
-                    super::$name(testkit::Backend::Sqlite).await
-                }
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn postgres() {
-                    super::$name(testkit::Backend::Postgres).await
-                }
-            }
-        )*
-    };
-}
 
 /// The customer [`TestApp::client`] acts as.
 pub const CUSTOMER: &str = "cust-1";
@@ -60,38 +39,28 @@ pub struct TestApp {
     pub identity: TestIdentity,
     pub db: TestDatabase,
     pub broker: TestBroker,
-    shutdown: CancellationToken,
-    running: Option<RunningService>,
+    service: Spawned,
 }
 
-/// Settings as the binary would parse them, with the test's overrides.
-pub fn settings(
+/// A second mypage-svc on the app's database and exchange, so on its queue too:
+/// the two consume the queue's events between them, as replicas do. Its
+/// `channel` has no credentials ([`TestApp::client_on`]).
+pub type Replica = Spawned;
+
+/// A ready mypage-svc on `database_url` and the topology of `exchange`, trusting
+/// `identity`, with `extra` flags.
+async fn start(
     database_url: &str,
     exchange: &str,
     identity: &TestIdentity,
     extra: &[&str],
-) -> mypage_svc::Settings {
-    platform::telemetry::init_for_tests();
-    let amqp_url = testkit::amqp_url();
-    let auth = identity.args();
-    let mut args = vec![
-        "mypage-svc",
-        "--grpc-addr",
-        "127.0.0.1:0",
-        "--database-url",
-        database_url,
-        "--events-exchange",
-        exchange,
-        "--amqp-url",
-        &amqp_url,
-        "--consumer-retry-max-delay",
-        "500ms",
-        "--shutdown-grace",
-        "5s",
-    ];
-    args.extend(auth.iter().map(String::as_str));
-    args.extend_from_slice(extra);
-    mypage_svc::Settings::try_parse_from(args).expect("test settings parse")
+) -> Spawned {
+    let settings = ServiceFlags::new(database_url, exchange)
+        .args(["--consumer-retry-max-delay", "500ms"])
+        .args(identity.args())
+        .args(extra)
+        .parse();
+    testkit::spawn(mypage_svc::SERVICE_NAME, settings, mypage_svc::start).await
 }
 
 /// A ready mypage-svc on a fresh database and topology.
@@ -104,80 +73,15 @@ pub async fn spawn_app_with(backend: Backend, extra: &[&str]) -> TestApp {
     let db = TestDatabase::create(backend).await;
     let broker = TestBroker::create().await;
     let identity = TestIdentity::create();
-    let Instance {
-        channel,
-        shutdown,
-        running,
-    } = Instance::start(db.url(), broker.exchange(), &identity, extra).await;
+    let service = start(db.url(), broker.exchange(), &identity, extra).await;
     TestApp {
-        client: MyPageServiceClient::new(identity.as_customer(channel.clone(), CUSTOMER)),
-        channel,
+        client: MyPageServiceClient::new(identity.as_customer(service.channel.clone(), CUSTOMER)),
+        channel: service.channel.clone(),
         identity,
         db,
         broker,
-        shutdown,
-        running: Some(running),
+        service,
     }
-}
-
-/// One running, ready mypage-svc process (in-process).
-struct Instance {
-    channel: Channel,
-    shutdown: CancellationToken,
-    running: RunningService,
-}
-
-impl Instance {
-    async fn start(
-        database_url: &str,
-        exchange: &str,
-        identity: &TestIdentity,
-        extra: &[&str],
-    ) -> Self {
-        let s = settings(database_url, exchange, identity, extra);
-        let shutdown = CancellationToken::new();
-        let running = mypage_svc::start(s, shutdown.clone())
-            .await
-            .expect("start mypage-svc");
-        let channel = Channel::from_shared(format!("http://{}", running.local_addr))
-            .expect("valid URI")
-            .connect()
-            .await
-            .expect("connect to mypage-svc");
-        wait_ready(&channel).await;
-        Self {
-            channel,
-            shutdown,
-            running,
-        }
-    }
-}
-
-/// A second mypage-svc on the app's database and exchange, so on its queue too:
-/// the two consume the queue's events between them, as replicas do.
-pub struct Replica {
-    /// The replica's channel, without credentials ([`TestApp::client_on`]).
-    pub channel: Channel,
-    shutdown: CancellationToken,
-    running: RunningService,
-}
-
-impl Replica {
-    /// Stops the replica (graceful shutdown); the app keeps the database and topology.
-    pub async fn stop(self) {
-        self.shutdown.cancel();
-        self.running.wait().await.expect("replica stopped cleanly");
-    }
-}
-
-/// Waits until readiness says SERVING.
-pub async fn wait_ready(channel: &Channel) {
-    wait_until("readiness SERVING", Duration::from_secs(20), || async {
-        (testkit::health::check(channel.clone(), mypage_svc::SERVICE_NAME).await
-            == Ok(ServingStatus::Serving))
-        .then_some(())
-    })
-    .await;
 }
 
 impl TestApp {
@@ -191,18 +95,10 @@ impl TestApp {
         MyPageServiceClient::new(self.identity.as_customer(channel.clone(), id))
     }
 
-    /// Starts a [`Replica`] of this app.
+    /// Starts a [`Replica`] of this app; [`Spawned::stop`] stops it and leaves the
+    /// database and topology to the app.
     pub async fn spawn_replica(&self) -> Replica {
-        let Instance {
-            channel,
-            shutdown,
-            running,
-        } = Instance::start(self.db.url(), self.broker.exchange(), &self.identity, &[]).await;
-        Replica {
-            channel,
-            shutdown,
-            running,
-        }
+        start(self.db.url(), self.broker.exchange(), &self.identity, &[]).await
     }
 
     /// Waits until `n` consumers (one per running instance) take the app's queue,
@@ -303,15 +199,12 @@ impl TestApp {
 
     /// Starts the service's shutdown without waiting for it ([`TestApp::stop`] waits).
     pub fn begin_shutdown(&self) {
-        self.shutdown.cancel();
+        self.service.begin_shutdown();
     }
 
     /// Stops the service (graceful shutdown) and cleans up the database and topology.
-    pub async fn stop(mut self) {
-        self.shutdown.cancel();
-        if let Some(r) = self.running.take() {
-            r.wait().await.expect("mypage-svc stopped cleanly");
-        }
+    pub async fn stop(self) {
+        self.service.stop().await;
         self.broker.delete().await;
         self.db.drop_database().await;
     }

@@ -4,8 +4,8 @@ use talentshare_proto::mypage::{GetMyPageEntryRequest, GetMyPageRequest};
 use tonic::Code;
 
 use crate::helpers::{Story, spawn_app};
-use crate::on_both_backends;
 use testkit::Backend;
+use testkit::on_both_backends;
 
 on_both_backends!(
     get_my_page_pages_newest_first_and_shows_only_the_customers_entries,

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Code, Status, Streaming};
 
 use crate::helpers::{Story, TestApp, spawn_app, spawn_app_with, wait_until};
-use crate::on_both_backends;
+use testkit::on_both_backends;
 use testkit::{Backend, TestDatabase};
 
 on_both_backends!(

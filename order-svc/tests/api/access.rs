@@ -9,8 +9,8 @@ use talentshare_proto::order::{
 use tonic::Code;
 
 use crate::helpers::{APPROVED_CARD, CUSTOMER, place_request, spawn_app};
-use crate::on_both_backends;
 use testkit::Backend;
+use testkit::on_both_backends;
 
 on_both_backends!(
     another_customer_can_neither_see_nor_cancel_an_order,

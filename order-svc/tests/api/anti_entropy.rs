@@ -10,8 +10,8 @@ use tonic::Code;
 use crate::helpers::{
     APPROVED_CARD, Options, log, pay_request_for, place_request, spawn_app_with, wait_until,
 };
-use crate::on_both_backends;
 use testkit::Backend;
+use testkit::on_both_backends;
 
 on_both_backends!(
     a_paid_order_whose_payment_its_rejection_refunded_is_recorded_rejected,

@@ -10,8 +10,8 @@ use crate::helpers::{
     APPROVED_CARD, DECLINED_CARD, FAST_GRACE_NO_RECONCILER, Options, TestApp, log, pay_request_for,
     place_request, spawn_app, spawn_app_with, wait_until,
 };
-use crate::on_both_backends;
 use testkit::Backend;
+use testkit::on_both_backends;
 
 on_both_backends!(
     cancel_order_refunds_a_paid_order_and_announces_it_once,

@@ -7,9 +7,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use chrono::{TimeDelta, Utc};
-use clap::Parser;
-use platform::RunningService;
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, PaginatorTrait};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend};
 use talentshare_proto::events::EventEnvelope;
 use talentshare_proto::order::{
     GetOrderRequest, ListOrdersRequest, Order, PlaceOrderRequest,
@@ -19,31 +17,13 @@ use talentshare_proto::payment::{
     BookingDetails, GetPaymentRequest, ListPaymentsRequest, PayRequest, Payment, RefundRequest,
     get_payment_request::Lookup, payment_service_client::PaymentServiceClient,
 };
-use testkit::{AuthChannel, Backend, TcpProxy, TestBroker, TestDatabase, TestIdentity};
-use tokio_util::sync::CancellationToken;
+use testkit::{
+    AuthChannel, Backend, Dependency, ServiceFlags, Spawned, TcpProxy, TestBroker, TestDatabase,
+    TestIdentity,
+};
 use tonic::transport::Channel;
-use tonic_health::pb::health_check_response::ServingStatus;
 
 pub use testkit::wait_until;
-
-/// Generates a `sqlite` and a `postgres` test for each listed `async fn(Backend)`.
-#[macro_export]
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        $(
-            mod $name {
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn sqlite() {
-                    super::$name(testkit::Backend::Sqlite).await
-                }
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn postgres() {
-                    super::$name(testkit::Backend::Postgres).await
-                }
-            }
-        )*
-    };
-}
 
 pub const APPROVED_CARD: &str = "4242 4242 4242 4242";
 pub const DECLINED_CARD: &str = "4000000000000002";
@@ -84,17 +64,13 @@ pub struct Options {
 pub struct Replica {
     /// The replica as [`CUSTOMER`].
     pub client: OrderServiceClient<AuthChannel>,
-    shutdown: CancellationToken,
-    running: Option<RunningService>,
+    service: Spawned,
 }
 
 impl Replica {
     /// Drains the replica.
-    pub async fn stop(mut self) {
-        self.shutdown.cancel();
-        if let Some(r) = self.running.take() {
-            r.wait().await.expect("order-svc replica stopped cleanly");
-        }
+    pub async fn stop(self) {
+        self.service.stop().await;
     }
 }
 
@@ -114,62 +90,28 @@ pub struct TestApp {
     pub broker: TestBroker,
     /// Between order-svc and payment-svc.
     pub proxy: TcpProxy,
-    payment_db: TestDatabase,
     /// Every event drained from the all-events queue so far.
     seen: Mutex<Vec<EventEnvelope>>,
-    shutdown: CancellationToken,
-    running: Option<RunningService>,
-    payment_shutdown: CancellationToken,
-    payment_running: Option<RunningService>,
+    service: Spawned,
+    payment_app: Dependency,
 }
 
-/// order-svc settings as the binary would parse them, with the test's overrides.
-pub fn settings(
+/// A ready order-svc on `database_url` and the topology of `exchange`, calling
+/// payment-svc at `payment_url`, trusting `identity`, with `extra` flags.
+async fn start(
     database_url: &str,
     exchange: &str,
     payment_url: &str,
     identity: &TestIdentity,
     extra: &[&str],
-) -> order_svc::Settings {
-    platform::telemetry::init_for_tests();
-    let auth = identity.args();
-    let mut args = vec![
-        "order-svc",
-        "--grpc-addr",
-        "127.0.0.1:0",
-        "--database-url",
-        database_url,
-        "--events-exchange",
-        exchange,
-        "--outbox-poll-interval",
-        "200ms",
-        "--consumer-retry-max-delay",
-        "500ms",
-        "--shutdown-grace",
-        "5s",
-        "--payment-url",
-        payment_url,
-    ];
-    args.extend(auth.iter().map(String::as_str));
-    args.extend_from_slice(extra);
-    order_svc::Settings::try_parse_from(args).expect("test settings parse")
-}
-
-fn payment_settings(database_url: &str, exchange: &str) -> payment_svc::Settings {
-    payment_svc::Settings::try_parse_from([
-        "payment-svc",
-        "--grpc-addr",
-        "127.0.0.1:0",
-        "--database-url",
-        database_url,
-        "--events-exchange",
-        exchange,
-        "--outbox-poll-interval",
-        "200ms",
-        "--shutdown-grace",
-        "5s",
-    ])
-    .expect("payment test settings parse")
+) -> Spawned {
+    let settings = ServiceFlags::new(database_url, exchange)
+        .args(["--consumer-retry-max-delay", "500ms"])
+        .args(["--payment-url", payment_url])
+        .args(identity.args())
+        .args(extra)
+        .parse();
+    testkit::spawn(order_svc::SERVICE_NAME, settings, order_svc::start).await
 }
 
 /// A ready order-svc and payment-svc on fresh databases and a fresh topology.
@@ -190,72 +132,41 @@ pub async fn spawn_app_trusting(
     identity: TestIdentity,
 ) -> TestApp {
     let broker = TestBroker::create().await;
-
-    let payment_db = TestDatabase::create(backend).await;
-    let payment_shutdown = CancellationToken::new();
-    let payment_running = payment_svc::start(
-        payment_settings(payment_db.url(), broker.exchange()),
-        payment_shutdown.clone(),
+    let payment_app = Dependency::spawn(
+        backend,
+        broker.exchange(),
+        payment_svc::SERVICE_NAME,
+        payment_svc::start,
     )
-    .await
-    .expect("start payment-svc");
-    let payment_channel = connect(payment_running.local_addr).await;
-    wait_ready(&payment_channel, payment_svc::SERVICE_NAME).await;
+    .await;
     let proxy = if options.payment_down {
-        TcpProxy::start_cut(payment_running.local_addr).await
+        TcpProxy::start_cut(payment_app.service.addr).await
     } else {
-        TcpProxy::start(payment_running.local_addr).await
+        TcpProxy::start(payment_app.service.addr).await
     };
 
     let db = TestDatabase::create(backend).await;
-    let shutdown = CancellationToken::new();
-    let running = order_svc::start(
-        settings(
-            db.url(),
-            broker.exchange(),
-            &format!("http://{}", proxy.addr()),
-            &identity,
-            options.args,
-        ),
-        shutdown.clone(),
-    )
-    .await
-    .expect("start order-svc");
-    let channel = connect(running.local_addr).await;
     // Readiness depends on order-svc's own database only, not on payment-svc.
-    wait_ready(&channel, order_svc::SERVICE_NAME).await;
+    let service = start(
+        db.url(),
+        broker.exchange(),
+        &format!("http://{}", proxy.addr()),
+        &identity,
+        options.args,
+    )
+    .await;
     TestApp {
-        client: OrderServiceClient::new(identity.as_customer(channel.clone(), CUSTOMER)),
-        channel,
+        client: OrderServiceClient::new(identity.as_customer(service.channel.clone(), CUSTOMER)),
+        channel: service.channel.clone(),
         identity,
-        payment: PaymentServiceClient::new(payment_channel),
+        payment: PaymentServiceClient::new(payment_app.service.channel.clone()),
         db,
         broker,
         proxy,
-        payment_db,
         seen: Mutex::new(Vec::new()),
-        shutdown,
-        running: Some(running),
-        payment_shutdown,
-        payment_running: Some(payment_running),
+        service,
+        payment_app,
     }
-}
-
-async fn connect(addr: std::net::SocketAddr) -> Channel {
-    Channel::from_shared(format!("http://{addr}"))
-        .expect("uri")
-        .connect()
-        .await
-        .expect("connect to service")
-}
-
-/// Waits until readiness of `service` says SERVING.
-pub async fn wait_ready(channel: &Channel, service: &str) {
-    wait_until("readiness SERVING", Duration::from_secs(20), || async {
-        (testkit::health::check(channel.clone(), service).await == Ok(ServingStatus::Serving))
-            .then_some(())
-    })
-    .await;
 }
 
 /// A valid PlaceOrder request for a new order, a week ahead.
@@ -393,36 +304,25 @@ impl TestApp {
 
     /// The queue mypage-svc would read (bound to every event).
     pub fn all_events_queue(&self) -> String {
-        self.broker.topology.queue("mypage")
+        self.broker.all_events_queue()
     }
 
     /// A second order-svc replica on the same database and topology, reaching payment-svc
     /// directly rather than through the proxy, started with `args`.
     pub async fn start_replica(&self, args: &[&str]) -> Replica {
-        let payment_addr = self
-            .payment_running
-            .as_ref()
-            .expect("payment-svc running")
-            .local_addr;
-        let shutdown = CancellationToken::new();
-        let running = order_svc::start(
-            settings(
-                self.db.url(),
-                self.broker.exchange(),
-                &format!("http://{payment_addr}"),
-                &self.identity,
-                args,
-            ),
-            shutdown.clone(),
+        let service = start(
+            self.db.url(),
+            self.broker.exchange(),
+            &self.payment_app.service.url(),
+            &self.identity,
+            args,
         )
-        .await
-        .expect("start order-svc replica");
-        let channel = connect(running.local_addr).await;
-        wait_ready(&channel, order_svc::SERVICE_NAME).await;
+        .await;
         Replica {
-            client: OrderServiceClient::new(self.identity.as_customer(channel, CUSTOMER)),
-            shutdown,
-            running: Some(running),
+            client: OrderServiceClient::new(
+                self.identity.as_customer(service.channel.clone(), CUSTOMER),
+            ),
+            service,
         }
     }
 
@@ -433,13 +333,7 @@ impl TestApp {
 
     /// Rows in `orders`.
     pub async fn order_rows(&self) -> Vec<order_svc::store::entity::Model> {
-        let conn = self.db().await;
-        let rows = order_svc::store::entity::Entity::find()
-            .all(&conn)
-            .await
-            .unwrap();
-        let _ = conn.close().await;
-        rows
+        self.db.rows::<order_svc::store::entity::Entity>().await
     }
 
     /// Makes every write that would turn an order CANCELLED fail, as a database
@@ -486,23 +380,11 @@ impl TestApp {
         let conn = self.db().await;
         let store =
             order_svc::store::OrderStore::new(conn.clone(), platform::outbox::OutboxSignal::new());
-        // On SQLite this second connection competes with the service's own one: a
-        // write that lost the race (SQLITE_BUSY_SNAPSHOT) is simply tried again.
-        let mut tries = 0;
-        let order = loop {
-            match store
-                .request_cancellation(order_id.parse().expect("order id"), Some(reason.into()))
-                .await
-            {
-                Ok(order) => break order,
-                Err(e) if tries < 50 => {
-                    tries += 1;
-                    tracing::debug!(error = %e, "retrying the cancellation request");
-                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-                }
-                Err(e) => panic!("request cancellation: {e:?}"),
-            }
-        };
+        let order_id = order_id.parse().expect("order id");
+        let order = testkit::retry_write("request cancellation", || {
+            store.request_cancellation(order_id, Some(reason.into()))
+        })
+        .await;
         assert!(order.cancel_request.is_some(), "a paid order records it");
         let _ = conn.close().await;
     }
@@ -523,27 +405,16 @@ impl TestApp {
 
     /// Rows still waiting in order-svc's outbox.
     pub async fn outbox_len(&self) -> u64 {
-        let conn = self.db().await;
-        let n = platform::outbox::entity::Entity::find()
-            .count(&conn)
-            .await
-            .unwrap();
-        let _ = conn.close().await;
-        n
+        self.db.outbox_len().await
     }
 
     /// Every `order.*` event order-svc has published so far, in publishing order.
     ///
-    /// Waits for order-svc's outbox to be empty first: the relay deletes a row only
-    /// after the broker confirmed it, and a confirm means the queue holds the
-    /// message, so what the queue yields then is the complete list.
+    /// Waits for order-svc's outbox to be empty first
+    /// ([`TestDatabase::wait_outbox_drained`]), so what the queue yields then is the
+    /// complete list.
     pub async fn order_events(&self) -> Vec<EventEnvelope> {
-        wait_until(
-            "order-svc outbox relayed",
-            Duration::from_secs(20),
-            || async { (self.outbox_len().await == 0).then_some(()) },
-        )
-        .await;
+        self.db.wait_outbox_drained().await;
         let drained = self.broker.drain(&self.all_events_queue()).await;
         let mut seen = self.seen.lock().unwrap();
         seen.extend(drained.iter().map(|e| e.envelope()));
@@ -564,18 +435,11 @@ impl TestApp {
     }
 
     /// Stops both services (graceful shutdown) and cleans up databases and topology.
-    pub async fn stop(mut self) {
-        self.shutdown.cancel();
-        if let Some(r) = self.running.take() {
-            r.wait().await.expect("order-svc stopped cleanly");
-        }
-        self.payment_shutdown.cancel();
-        if let Some(r) = self.payment_running.take() {
-            r.wait().await.expect("payment-svc stopped cleanly");
-        }
+    pub async fn stop(self) {
+        self.service.stop().await;
+        self.payment_app.stop().await;
         self.broker.delete().await;
         self.db.drop_database().await;
-        self.payment_db.drop_database().await;
     }
 }
 

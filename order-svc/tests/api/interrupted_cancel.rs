@@ -13,9 +13,9 @@ use crate::helpers::{
     APPROVED_CARD, FAST_GRACE_NO_RECONCILER, FAST_RECONCILER, Options, TestApp, log, place_request,
     spawn_app_with,
 };
-use crate::on_both_backends;
 use crate::rejected::{publish, rejection};
 use testkit::Backend;
+use testkit::on_both_backends;
 
 on_both_backends!(
     the_reconciler_finishes_a_cancellation_whose_record_failed_after_the_refund,

@@ -6,8 +6,8 @@ use std::time::Duration;
 use talentshare_proto::order::order_service_client::OrderServiceClient;
 use tonic::Code;
 
-use crate::helpers::{APPROVED_CARD, CUSTOMER, place_request, wait_ready};
-use testkit::{ServiceProcess, TestBroker, TestIdentity};
+use crate::helpers::{APPROVED_CARD, CUSTOMER, place_request};
+use testkit::{ServiceProcess, TestBroker, TestIdentity, health};
 
 const BIN: &str = env!("CARGO_BIN_EXE_order-svc");
 
@@ -93,10 +93,7 @@ async fn a_bad_setting_stops_start_up_with_a_message_naming_it() {
 async fn the_binary_is_ready_while_payment_is_down_and_exits_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let broker = TestBroker::create().await;
-    // A port nothing listens on.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let payment_url = format!("http://{}", closed.local_addr().unwrap());
-    drop(closed);
+    let payment_url = testkit::closed_port_url();
     let identity = TestIdentity::create();
     let mut env = identity.env();
     env.extend([
@@ -108,7 +105,7 @@ async fn the_binary_is_ready_while_payment_is_down_and_exits_cleanly_on_sigterm(
     ]);
     let mut process = ServiceProcess::spawn(BIN, &env).await;
     let channel = process.channel().await;
-    wait_ready(&channel, order_svc::SERVICE_NAME).await;
+    health::wait_ready(&channel, order_svc::SERVICE_NAME).await;
 
     let token = identity.customer(CUSTOMER);
     let err = OrderServiceClient::new(tonic::service::interceptor::InterceptedService::new(

@@ -13,8 +13,8 @@ use crate::helpers::{
     APPROVED_CARD, DECLINED_CARD, Options, log, place_request, spawn_app, spawn_app_with,
     wait_until,
 };
-use crate::on_both_backends;
 use testkit::Backend;
+use testkit::on_both_backends;
 
 on_both_backends!(
     place_order_pays_and_returns_a_paid_order_announced_as_placed_then_paid,

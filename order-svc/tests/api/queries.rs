@@ -4,8 +4,8 @@ use talentshare_proto::order::{GetOrderRequest, ListOrdersRequest, OrderStatus};
 use tonic::Code;
 
 use crate::helpers::{APPROVED_CARD, DECLINED_CARD, place_request, spawn_app};
-use crate::on_both_backends;
 use testkit::Backend;
+use testkit::on_both_backends;
 
 on_both_backends!(
     get_order_returns_permission_denied_for_an_unknown_order,

@@ -11,8 +11,8 @@ use crate::helpers::{
     APPROVED_CARD, FAST_RECONCILER, Options, TestApp, log, pay_request_for, place_request,
     spawn_app_with,
 };
-use crate::on_both_backends;
 use testkit::Backend;
+use testkit::on_both_backends;
 
 on_both_backends!(
     the_reconciler_marks_a_pending_order_paid_when_its_payment_went_through,

@@ -9,8 +9,8 @@ use talentshare_proto::order::{CancelOrderRequest, OrderStatus};
 use tonic::Code;
 
 use crate::helpers::{APPROVED_CARD, TestApp, log, place_request, spawn_app};
-use crate::on_both_backends;
 use testkit::Backend;
+use testkit::on_both_backends;
 
 on_both_backends!(
     a_reservation_rejection_ends_a_paid_order_rejected_and_is_applied_once,

@@ -14,7 +14,7 @@ use talentshare_proto::events::{EventEnvelope, event_envelope::Payload};
 use tokio_util::sync::CancellationToken;
 
 use crate::helpers::{APPROVED_CARD, pay_request, spawn_app, spawn_app_with_amqp, wait_until};
-use crate::on_both_backends;
+use testkit::on_both_backends;
 use testkit::{Backend, TcpProxy, TestDatabase};
 
 on_both_backends!(

@@ -25,11 +25,7 @@ async fn readiness_is_not_serving_until_the_database_exists_and_is_migrated() {
     )
     .await
     .expect("starts without its database");
-    let channel = tonic::transport::Channel::from_shared(format!("http://{}", running.local_addr))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = testkit::connect(running.local_addr).await;
 
     assert_eq!(
         health::check(channel.clone(), "").await,
@@ -48,16 +44,8 @@ async fn readiness_is_not_serving_until_the_database_exists_and_is_migrated() {
     assert_eq!(err.code(), Code::Unavailable);
 
     TestDatabase::create_pg(&name).await;
-    wait_until(
-        "readiness SERVING once migrated",
-        Duration::from_secs(20),
-        || async {
-            (health::check(channel.clone(), payment_svc::SERVICE_NAME).await
-                == Ok(ServingStatus::Serving))
-            .then_some(())
-        },
-    )
-    .await;
+    // Serving once migrated.
+    health::wait_ready(&channel, payment_svc::SERVICE_NAME).await;
     PaymentServiceClient::new(channel)
         .pay(pay_request(APPROVED_CARD, 100))
         .await
@@ -86,7 +74,7 @@ async fn spawn_binary(extra: &[(&str, String)]) -> (ServiceProcess, tempfile::Te
 async fn sigterm_turns_readiness_not_serving_at_once_then_drains_and_exits_cleanly() {
     let (mut process, _dir, broker) = spawn_binary(&[("SHUTDOWN_DELAY", "2s".into())]).await;
     let channel = process.channel().await;
-    crate::helpers::wait_ready(&channel).await;
+    health::wait_ready(&channel, payment_svc::SERVICE_NAME).await;
 
     process.signal("TERM");
 
@@ -167,7 +155,7 @@ async fn a_bad_setting_stops_start_up_with_a_message_naming_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpcurl_lists_describes_and_calls_pay_and_health_through_reflection() {
     let (mut process, _dir, broker) = spawn_binary(&[("RUST_LOG", "debug".into())]).await;
-    crate::helpers::wait_ready(&process.channel().await).await;
+    health::wait_ready(&process.channel().await, payment_svc::SERVICE_NAME).await;
     let target = process.addr.to_string();
     let grpcurl = |args: &[&str]| {
         let out = std::process::Command::new(testkit::grpcurl())
@@ -251,14 +239,8 @@ async fn readiness_follows_the_database_after_start_up() {
     let broker = TestBroker::create().await;
     let mut s = settings(&url, broker.exchange(), &testkit::amqp_url());
     s.platform.database.database_check_interval = Duration::from_millis(100);
-    let shutdown = CancellationToken::new();
-    let running = payment_svc::start(s, shutdown.clone()).await.unwrap();
-    let channel = tonic::transport::Channel::from_shared(format!("http://{}", running.local_addr))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    crate::helpers::wait_ready(&channel).await;
+    let service = testkit::spawn(payment_svc::SERVICE_NAME, s, payment_svc::start).await;
+    let channel = service.channel.clone();
 
     proxy.cut().await;
     wait_until(
@@ -278,14 +260,13 @@ async fn readiness_follows_the_database_after_start_up() {
     );
 
     proxy.restore().await;
-    crate::helpers::wait_ready(&channel).await;
+    health::wait_ready(&channel, payment_svc::SERVICE_NAME).await;
     PaymentServiceClient::new(channel)
         .pay(pay_request(APPROVED_CARD, 100))
         .await
         .expect("pay works once the database is back");
 
-    shutdown.cancel();
-    running.wait().await.unwrap();
+    service.stop().await;
     broker.delete().await;
     db.drop_database().await;
 }

@@ -7,8 +7,8 @@ use tonic::Code;
 use std::time::Duration;
 
 use crate::helpers::{APPROVED_CARD, TestApp, pay_request, spawn_app, wait_until};
-use crate::on_both_backends;
 use testkit::Backend;
+use testkit::on_both_backends;
 
 on_both_backends!(
     pay_returns_an_approved_payment_and_stores_only_the_last_four_digits,

@@ -6,8 +6,8 @@ use talentshare_proto::payment::{
 use tonic::Code;
 
 use crate::helpers::{APPROVED_CARD, pay_request, spawn_app};
-use crate::on_both_backends;
 use testkit::Backend;
+use testkit::on_both_backends;
 
 on_both_backends!(
     get_payment_finds_by_payment_id_and_by_order_id,

@@ -6,8 +6,8 @@ use talentshare_proto::payment::{PaymentStatus, RefundRequest};
 use tonic::Code;
 
 use crate::helpers::{APPROVED_CARD, pay_request, spawn_app, wait_until};
-use crate::on_both_backends;
 use testkit::Backend;
+use testkit::on_both_backends;
 
 on_both_backends!(
     refund_refunds_once_and_repeats_return_the_same_payment,

@@ -8,8 +8,8 @@ use tonic::Code;
 use tonic_types::StatusExt;
 
 use crate::helpers::{APPROVED_CARD, pay_request, spawn_app};
-use crate::on_both_backends;
 use testkit::Backend;
+use testkit::on_both_backends;
 
 on_both_backends!(bad_input_is_invalid_argument_naming_the_field_and_stores_nothing);
 

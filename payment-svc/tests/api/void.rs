@@ -11,8 +11,8 @@ use tonic::transport::Channel;
 use tonic_types::StatusExt;
 
 use crate::helpers::{APPROVED_CARD, pay_request, spawn_app};
-use crate::on_both_backends;
 use testkit::Backend;
+use testkit::on_both_backends;
 
 on_both_backends!(
     a_void_closes_the_order_so_a_later_pay_charges_nothing,

@@ -9,8 +9,8 @@ use talentshare_proto::reservation::{
 use tonic::Code;
 
 use crate::helpers::spawn_app;
-use crate::on_both_backends;
 use testkit::Backend;
+use testkit::on_both_backends;
 
 on_both_backends!(
     a_manager_of_another_talent_cannot_list_confirm_or_reject,

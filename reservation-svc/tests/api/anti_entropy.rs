@@ -10,8 +10,8 @@ use talentshare_proto::reservation::ReservationStatus;
 
 use crate::confirm::confirm;
 use crate::helpers::{spawn_app_deaf_to_payments, spawn_app_with_args, wait_until};
-use crate::on_both_backends;
 use testkit::Backend;
+use testkit::on_both_backends;
 
 on_both_backends!(
     a_booking_whose_order_cancellation_was_lost_is_cancelled_by_the_pass,

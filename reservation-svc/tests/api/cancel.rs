@@ -7,9 +7,9 @@ use talentshare_proto::reservation::{Reservation, ReservationStatus};
 
 use crate::confirm::confirm;
 use crate::helpers::{approval, spawn_app};
-use crate::on_both_backends;
 use crate::reject::reject;
 use testkit::Backend;
+use testkit::on_both_backends;
 
 on_both_backends!(
     order_cancelled_cancels_a_requested_or_confirmed_reservation_once,

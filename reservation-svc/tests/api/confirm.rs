@@ -10,8 +10,8 @@ use tonic::Code;
 
 use crate::helpers::MANAGED;
 use crate::helpers::{TestApp, spawn_app};
-use crate::on_both_backends;
 use testkit::Backend;
+use testkit::on_both_backends;
 
 on_both_backends!(
     confirm_reservation_confirms_once_and_repeats_return_it_unchanged,

@@ -5,11 +5,9 @@
 
 use std::time::Duration;
 
-use clap::Parser;
-use platform::RunningService;
 use platform::envelope::NewEvent;
 use prost::Message;
-use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter};
+use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter};
 use talentshare_proto::events::{
     EventEnvelope, OrderCancelled, PaymentApproved, event_envelope::Payload,
 };
@@ -20,46 +18,25 @@ use talentshare_proto::payment::{
 use talentshare_proto::reservation::{
     GetReservationRequest, Reservation, reservation_service_client::ReservationServiceClient,
 };
-use testkit::{AuthChannel, Backend, ReceivedEvent, TestBroker, TestDatabase, TestIdentity};
-use tokio_util::sync::CancellationToken;
+use testkit::{
+    AuthChannel, Backend, Dependency, ReceivedEvent, ServiceFlags, Spawned, TestBroker,
+    TestDatabase, TestIdentity,
+};
 use tonic::transport::Channel;
-use tonic_health::pb::health_check_response::ServingStatus;
 
-pub use testkit::wait_until;
+pub use testkit::{closed_port_url, wait_until};
 
 use platform::outbox::OutboxSignal;
 use platform::values::ExternalId;
 use reservation_svc::domain::RejectReason;
 use reservation_svc::store::{Claimed, ReservationStore, entity};
 
-/// Generates a `sqlite` and a `postgres` test for each listed `async fn(Backend)`.
-#[macro_export]
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        $(
-            mod $name {
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn sqlite() {
-                    super::$name(testkit::Backend::Sqlite).await
-                }
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn postgres() {
-                    super::$name(testkit::Backend::Postgres).await
-                }
-            }
-        )*
-    };
-}
-
 /// The session every test booking is for.
 pub const SESSION_START_SECONDS: i64 = 1_900_000_000;
 
 /// A real payment-svc serving one test.
 struct PaymentApp {
-    client: PaymentServiceClient<Channel>,
-    db: TestDatabase,
-    shutdown: CancellationToken,
-    running: RunningService,
+    app: Dependency,
     /// The topology payment-svc publishes to when it is not the test's.
     own_broker: Option<TestBroker>,
 }
@@ -79,65 +56,20 @@ pub struct TestApp {
     pub db: TestDatabase,
     pub broker: TestBroker,
     payment: Option<PaymentApp>,
-    shutdown: CancellationToken,
-    running: Option<RunningService>,
-}
-
-/// Settings as the binary would parse them, with the test's overrides and `extra`
-/// flags.
-pub fn settings(
-    database_url: &str,
-    exchange: &str,
-    payment_url: &str,
-    payment_timeout: &str,
-    identity: &TestIdentity,
-    extra: &[&str],
-) -> reservation_svc::Settings {
-    platform::telemetry::init_for_tests();
-    let auth = identity.args();
-    let base = [
-        "reservation-svc",
-        "--grpc-addr",
-        "127.0.0.1:0",
-        "--database-url",
-        database_url,
-        "--events-exchange",
-        exchange,
-        "--amqp-url",
-        &testkit::amqp_url(),
-        "--outbox-poll-interval",
-        "200ms",
-        "--shutdown-grace",
-        "5s",
-        "--payment-url",
-        payment_url,
-        "--payment-timeout",
-        payment_timeout,
-    ];
-    reservation_svc::Settings::try_parse_from(
-        base.iter()
-            .copied()
-            .chain(auth.iter().map(String::as_str))
-            .chain(extra.iter().copied()),
-    )
-    .expect("test settings parse")
+    service: Spawned,
 }
 
 /// A ready reservation-svc calling a ready payment-svc, both on fresh databases of
 /// `backend` and one fresh topology.
 pub async fn spawn_app(backend: Backend) -> TestApp {
-    let broker = TestBroker::create().await;
-    let payment = spawn_payment(backend, broker.exchange()).await;
-    let url = format!("http://{}", payment.running.local_addr);
-    spawn_with(backend, broker, Some(payment), &url, "3s", &[]).await
+    spawn_app_with_args(backend, &[]).await
 }
 
 /// Like [`spawn_app`], with extra reservation-svc flags.
 pub async fn spawn_app_with_args(backend: Backend, extra: &[&str]) -> TestApp {
     let broker = TestBroker::create().await;
     let payment = spawn_payment(backend, broker.exchange()).await;
-    let url = format!("http://{}", payment.running.local_addr);
-    spawn_with(backend, broker, Some(payment), &url, "3s", extra).await
+    spawn_with(backend, broker, payment, "3s", extra).await
 }
 
 /// Like [`spawn_app_with_args`], with payment-svc publishing to a topology of its own:
@@ -147,8 +79,7 @@ pub async fn spawn_app_deaf_to_payments(backend: Backend, extra: &[&str]) -> Tes
     let elsewhere = TestBroker::create().await;
     let mut payment = spawn_payment(backend, elsewhere.exchange()).await;
     payment.own_broker = Some(elsewhere);
-    let url = format!("http://{}", payment.running.local_addr);
-    spawn_with(backend, broker, Some(payment), &url, "3s", extra).await
+    spawn_with(backend, broker, payment, "3s", extra).await
 }
 
 /// Like [`spawn_app`], with the rejection reconciler finishing claims older than
@@ -162,17 +93,8 @@ pub async fn spawn_app_reconciling(
 ) -> TestApp {
     let broker = TestBroker::create().await;
     let payment = spawn_payment(backend, broker.exchange()).await;
-    let url = format!("http://{}", payment.running.local_addr);
     let extra = ["--reconcile-after", after, "--reconcile-interval", interval];
-    spawn_with(
-        backend,
-        broker,
-        Some(payment),
-        &url,
-        payment_timeout,
-        &extra,
-    )
-    .await
+    spawn_with(backend, broker, payment, payment_timeout, &extra).await
 }
 
 /// A ready reservation-svc whose `PAYMENT_URL` is `payment_url`, with no payment-svc
@@ -183,43 +105,38 @@ pub async fn spawn_app_without_payment(
     payment_timeout: &str,
 ) -> TestApp {
     let broker = TestBroker::create().await;
-    spawn_with(backend, broker, None, payment_url, payment_timeout, &[]).await
+    start(backend, broker, None, payment_url, payment_timeout, &[]).await
 }
 
 async fn spawn_payment(backend: Backend, exchange: &str) -> PaymentApp {
-    let db = TestDatabase::create(backend).await;
-    let s = payment_svc::Settings::try_parse_from([
-        "payment-svc",
-        "--grpc-addr",
-        "127.0.0.1:0",
-        "--database-url",
-        db.url(),
-        "--events-exchange",
+    let app = Dependency::spawn(
+        backend,
         exchange,
-        "--amqp-url",
-        &testkit::amqp_url(),
-        "--outbox-poll-interval",
-        "200ms",
-        "--shutdown-grace",
-        "5s",
-    ])
-    .expect("payment test settings parse");
-    let shutdown = CancellationToken::new();
-    let running = payment_svc::start(s, shutdown.clone())
-        .await
-        .expect("start payment-svc");
-    let channel = connect(running.local_addr).await;
-    wait_ready(&channel, payment_svc::SERVICE_NAME).await;
+        payment_svc::SERVICE_NAME,
+        payment_svc::start,
+    )
+    .await;
     PaymentApp {
-        client: PaymentServiceClient::new(channel),
-        db,
-        shutdown,
-        running,
+        app,
         own_broker: None,
     }
 }
 
+/// A ready reservation-svc calling `payment` directly.
 async fn spawn_with(
+    backend: Backend,
+    broker: TestBroker,
+    payment: PaymentApp,
+    payment_timeout: &str,
+    extra: &[&str],
+) -> TestApp {
+    let url = payment.app.service.url();
+    start(backend, broker, Some(payment), &url, payment_timeout, extra).await
+}
+
+/// A ready reservation-svc on a fresh database of `backend`, calling payment-svc at
+/// `payment_url`, as [`MANAGER`], with `extra` flags.
+async fn start(
     backend: Backend,
     broker: TestBroker,
     payment: Option<PaymentApp>,
@@ -229,51 +146,35 @@ async fn spawn_with(
 ) -> TestApp {
     let db = TestDatabase::create(backend).await;
     let identity = TestIdentity::create();
-    let s = settings(
-        db.url(),
-        broker.exchange(),
-        payment_url,
-        payment_timeout,
-        &identity,
-        extra,
-    );
-    let shutdown = CancellationToken::new();
-    let running = reservation_svc::start(s, shutdown.clone())
-        .await
-        .expect("start reservation-svc");
-    let channel = connect(running.local_addr).await;
-    wait_ready(&channel, reservation_svc::SERVICE_NAME).await;
+    let settings = ServiceFlags::new(db.url(), broker.exchange())
+        .args([
+            "--payment-url",
+            payment_url,
+            "--payment-timeout",
+            payment_timeout,
+        ])
+        .args(identity.args())
+        .args(extra)
+        .parse();
+    let service = testkit::spawn(
+        reservation_svc::SERVICE_NAME,
+        settings,
+        reservation_svc::start,
+    )
+    .await;
     TestApp {
         client: ReservationServiceClient::new(identity.as_manager(
-            channel.clone(),
+            service.channel.clone(),
             MANAGER,
             MANAGED,
         )),
-        channel,
+        channel: service.channel.clone(),
         identity,
         db,
         broker,
         payment,
-        shutdown,
-        running: Some(running),
+        service,
     }
-}
-
-async fn connect(addr: std::net::SocketAddr) -> Channel {
-    Channel::from_shared(format!("http://{addr}"))
-        .expect("a valid URI")
-        .connect()
-        .await
-        .expect("connect to the service")
-}
-
-/// Waits until readiness of `service` says SERVING.
-pub async fn wait_ready(channel: &Channel, service: &str) {
-    wait_until("readiness SERVING", Duration::from_secs(20), || async {
-        (testkit::health::check(channel.clone(), service).await == Ok(ServingStatus::Serving))
-            .then_some(())
-    })
-    .await;
 }
 
 /// A `payment.approved` payload for made-up payment `payment_id` booking `talent_id`.
@@ -292,14 +193,6 @@ pub fn approval(payment_id: &str, talent_id: &str) -> Payload {
     })
 }
 
-/// A URL on which nothing listens: the port was free a moment ago.
-pub fn closed_port_url() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    let addr = listener.local_addr().expect("local addr");
-    drop(listener);
-    format!("http://{addr}")
-}
-
 impl TestApp {
     /// reservation-svc as customer `id`.
     pub fn as_customer(&self, id: &str) -> ReservationServiceClient<AuthChannel> {
@@ -313,11 +206,15 @@ impl TestApp {
 
     /// A client of the real payment-svc (panics in tests that run without one).
     pub fn payments(&self) -> PaymentServiceClient<Channel> {
-        self.payment
+        PaymentServiceClient::new(self.payment_app().service.channel.clone())
+    }
+
+    fn payment_app(&self) -> &Dependency {
+        &self
+            .payment
             .as_ref()
             .expect("this test runs payment-svc")
-            .client
-            .clone()
+            .app
     }
 
     /// Pays for a new order of `customer-1` booking `talent_id`, through the real
@@ -352,25 +249,7 @@ impl TestApp {
             .into_inner()
             .payment
             .expect("a payment");
-        let payment_db = &self
-            .payment
-            .as_ref()
-            .expect("this test runs payment-svc")
-            .db;
-        wait_until(
-            "payment-svc's outbox drained",
-            Duration::from_secs(10),
-            || async {
-                let conn = payment_db.connect().await;
-                let n = platform::outbox::entity::Entity::find()
-                    .count(&conn)
-                    .await
-                    .expect("count payment outbox");
-                let _ = conn.close().await;
-                (n == 0).then_some(())
-            },
-        )
-        .await;
+        self.payment_app().db.wait_outbox_drained().await;
         payment
     }
 
@@ -494,17 +373,14 @@ impl TestApp {
 
     /// The queue mypage-svc would read (bound to every event).
     pub fn all_events_queue(&self) -> String {
-        self.broker.topology.queue("mypage")
+        self.broker.all_events_queue()
     }
 
     /// Every event on the bus since the last call, once this service's outbox is
     /// empty (a row leaves it only after the broker confirmed it). payment-svc's
     /// events are among them only as far as its own relay has published them.
     pub async fn all_events(&self) -> Vec<ReceivedEvent> {
-        wait_until("outbox drained", Duration::from_secs(10), || async {
-            (self.outbox_len().await == 0).then_some(())
-        })
-        .await;
+        self.db.wait_outbox_drained().await;
         self.broker.drain(&self.all_events_queue()).await
     }
 
@@ -524,13 +400,7 @@ impl TestApp {
 
     /// Rows in `reservations`.
     pub async fn rows(&self) -> Vec<entity::Model> {
-        let conn = self.db().await;
-        let rows = entity::Entity::find()
-            .all(&conn)
-            .await
-            .expect("read reservations");
-        let _ = conn.close().await;
-        rows
+        self.db.rows::<entity::Entity>().await
     }
 
     /// Rows of one order (the schema allows at most one).
@@ -552,24 +422,13 @@ impl TestApp {
         let store = ReservationStore::new(conn.clone(), OutboxSignal::new());
         // On SQLite this second connection competes with the service's own one: a
         // write that lost the race (SQLITE_BUSY_SNAPSHOT) is simply tried again.
-        let mut tries = 0;
-        let claimed = loop {
-            match store
-                .claim_rejection(
-                    uuid::Uuid::parse_str(reservation_id).expect("a reservation id"),
-                    &ExternalId::try_from(manager_id.to_owned()).expect("a manager id"),
-                    &RejectReason::try_from(reason.to_owned()).expect("a reason"),
-                )
-                .await
-            {
-                Ok(c) => break c,
-                Err(_) if tries < 50 => {
-                    tries += 1;
-                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-                }
-                Err(e) => panic!("record the rejection: {e:?}"),
-            }
-        };
+        let reservation_id = uuid::Uuid::parse_str(reservation_id).expect("a reservation id");
+        let manager_id = ExternalId::try_from(manager_id.to_owned()).expect("a manager id");
+        let reason = RejectReason::try_from(reason.to_owned()).expect("a reason");
+        let claimed = testkit::retry_write("record the rejection", || {
+            store.claim_rejection(reservation_id, &manager_id, &reason)
+        })
+        .await;
         assert!(
             matches!(claimed, Claimed::Pending(..)),
             "a pending rejection: {claimed:?}"
@@ -594,25 +453,14 @@ impl TestApp {
 
     /// Rows still waiting in the outbox.
     pub async fn outbox_len(&self) -> u64 {
-        let conn = self.db().await;
-        let n = platform::outbox::entity::Entity::find()
-            .count(&conn)
-            .await
-            .expect("count outbox");
-        let _ = conn.close().await;
-        n
+        self.db.outbox_len().await
     }
 
     /// Stops both services (graceful shutdown) and cleans up databases and topology.
-    pub async fn stop(mut self) {
-        self.shutdown.cancel();
-        if let Some(r) = self.running.take() {
-            r.wait().await.expect("reservation-svc stopped cleanly");
-        }
-        if let Some(p) = self.payment.take() {
-            p.shutdown.cancel();
-            p.running.wait().await.expect("payment-svc stopped cleanly");
-            p.db.drop_database().await;
+    pub async fn stop(self) {
+        self.service.stop().await;
+        if let Some(p) = self.payment {
+            p.app.stop().await;
             if let Some(b) = p.own_broker {
                 b.delete().await;
             }

@@ -41,7 +41,7 @@ async fn the_binary_consumes_approvals_while_payment_is_down_and_drains_on_sigte
     let (mut process, _dir, broker, identity) =
         spawn_binary(&[("SHUTDOWN_DELAY", "1s".into())]).await;
     let channel = process.channel().await;
-    crate::helpers::wait_ready(&channel, reservation_svc::SERVICE_NAME).await;
+    health::wait_ready(&channel, reservation_svc::SERVICE_NAME).await;
 
     let approval = NewEvent {
         aggregate_id: uuid::Uuid::now_v7().to_string(),
@@ -178,7 +178,7 @@ async fn a_bad_setting_stops_start_up_with_a_message_naming_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpcurl_lists_describes_and_calls_the_service_through_reflection() {
     let (mut process, _dir, broker, identity) = spawn_binary(&[]).await;
-    crate::helpers::wait_ready(&process.channel().await, reservation_svc::SERVICE_NAME).await;
+    health::wait_ready(&process.channel().await, reservation_svc::SERVICE_NAME).await;
     let target = process.addr.to_string();
     let grpcurl = |args: &[&str]| {
         let out = std::process::Command::new(testkit::grpcurl())

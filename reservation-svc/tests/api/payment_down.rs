@@ -7,9 +7,9 @@ use tonic::Code;
 
 use crate::confirm::confirm;
 use crate::helpers::{TestApp, closed_port_url, spawn_app_without_payment};
-use crate::on_both_backends;
 use crate::reject::reject;
 use testkit::Backend;
+use testkit::on_both_backends;
 
 on_both_backends!(
     confirm_and_reject_return_unavailable_and_change_nothing_when_payment_is_down,

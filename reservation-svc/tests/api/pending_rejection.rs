@@ -13,9 +13,9 @@ use tonic::Code;
 
 use crate::confirm::confirm;
 use crate::helpers::{spawn_app, spawn_app_reconciling, wait_until};
-use crate::on_both_backends;
 use crate::reject::reject;
 use testkit::Backend;
+use testkit::on_both_backends;
 
 on_both_backends!(
     confirm_reservation_returns_failed_precondition_while_a_rejection_is_pending_and_a_repeated_reject_completes_it,

@@ -6,9 +6,9 @@ use talentshare_proto::reservation::{
 use tonic::Code;
 
 use crate::helpers::spawn_app;
-use crate::on_both_backends;
 use crate::reject::reject;
 use testkit::Backend;
+use testkit::on_both_backends;
 
 on_both_backends!(
     get_reservation_returns_permission_denied_for_an_unknown_reservation,

@@ -10,8 +10,8 @@ use tonic::Code;
 use crate::confirm::confirm;
 use crate::helpers::MANAGED;
 use crate::helpers::{TestApp, spawn_app};
-use crate::on_both_backends;
 use testkit::Backend;
+use testkit::on_both_backends;
 
 on_both_backends!(
     reject_reservation_refunds_the_payment_and_announces_the_rejection_once,

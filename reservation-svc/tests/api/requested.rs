@@ -6,8 +6,8 @@ use talentshare_proto::events::{PaymentApproved, event_envelope::Payload};
 use talentshare_proto::reservation::ReservationStatus;
 
 use crate::helpers::{SESSION_START_SECONDS, spawn_app};
-use crate::on_both_backends;
 use testkit::Backend;
+use testkit::on_both_backends;
 
 on_both_backends!(
     payment_approved_creates_a_requested_reservation_and_announces_it,

@@ -10,8 +10,8 @@ use tonic::Code;
 use tonic_types::StatusExt;
 
 use crate::helpers::spawn_app;
-use crate::on_both_backends;
 use testkit::Backend;
+use testkit::on_both_backends;
 
 on_both_backends!(bad_input_is_invalid_argument_naming_the_field_and_changes_nothing);
 
