@@ -148,10 +148,7 @@ impl MyPageService for MyPageApi {
             .page(&customer, after, limit)
             .await
             .map_err(ApiError::from)?;
-        let next_page_token = match (more, entries.last()) {
-            (true, Some(last)) => paging::encode_token(&last.order_id),
-            _ => String::new(),
-        };
+        let next_page_token = paging::next_token(more, entries.last().map(|r| &r.order_id));
         Ok(Response::new(GetMyPageResponse {
             entries: entries.iter().map(to_proto).collect(),
             next_page_token,

@@ -28,7 +28,7 @@ use std::time::Duration;
 use chrono::TimeDelta;
 use payment_client::AntiEntropySettings;
 use platform::BackgroundTask;
-use platform::walk::Walk;
+use platform::walk::{self, Walk};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -37,18 +37,7 @@ use crate::service::{OrderError, Orders};
 
 /// The pass as a task the host starts once ready and stops at shutdown.
 pub fn task(orders: Orders, settings: AntiEntropySettings) -> BackgroundTask {
-    BackgroundTask::new("anti-entropy pass", move |stop| async move {
-        let mut pass = Pass::new(orders, settings);
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = tokio::time::sleep(pass.settings.anti_entropy_interval) => {}
-            }
-            if let Err(e) = pass.step(&stop).await {
-                tracing::warn!(error = %e, "anti-entropy batch stopped; the next one retries");
-            }
-        }
-    })
+    platform::walk::periodic("anti-entropy pass", Pass::new(orders, settings))
 }
 
 /// Where the walk stands, across batches.
@@ -66,49 +55,6 @@ impl Pass {
             settings,
             walk: Walk::new("orders"),
         }
-    }
-
-    /// Checks the next batch; returns how many orders it repaired. At the end of the window the
-    /// next call starts a new pass.
-    ///
-    /// # Errors
-    ///
-    /// The store failed, or payment-svc is away (the batch stops; the same orders are
-    /// checked again next time).
-    pub async fn step(&mut self, stop: &CancellationToken) -> Result<usize, OrderError> {
-        let now = platform::time::now();
-        let since = now - delta(self.settings.anti_entropy_window);
-        let quiet_since = now - delta(self.settings.anti_entropy_quiet);
-        // A session that started a day ago is over; its booking can no longer change.
-        let sessions_after = now - TimeDelta::days(1);
-        let (batch, next) = self
-            .orders
-            .settled_between(
-                since,
-                quiet_since,
-                sessions_after,
-                self.walk.cursor(),
-                self.settings.anti_entropy_batch,
-            )
-            .await?;
-        let mut repaired = 0;
-        for order in batch {
-            if stop.is_cancelled() {
-                return Ok(repaired);
-            }
-            match self.check(&order, quiet_since).await {
-                Ok(true) => repaired += 1,
-                Ok(false) => {}
-                Err(OrderError::Payment(e)) if e.is_outage() => return Err(e.into()),
-                Err(e) => {
-                    tracing::error!(order_id = %order.order_id, error = %e,
-                        "anti-entropy cannot check this order");
-                }
-            }
-            self.walk.checked(order.order_id);
-        }
-        self.walk.end_batch(next, repaired);
-        Ok(repaired)
     }
 
     async fn check(
@@ -154,6 +100,49 @@ impl Pass {
     }
 }
 
+impl walk::Pass for Pass {
+    type Error = OrderError;
+
+    fn interval(&self) -> Duration {
+        self.settings.anti_entropy_interval
+    }
+
+    /// Checks the next batch; returns how many orders it repaired. At the end of the
+    /// window the next call starts a new pass. The store failing, or payment-svc away,
+    /// stops the batch: the same orders are checked again next time.
+    async fn step(&mut self, stop: &CancellationToken) -> Result<usize, OrderError> {
+        let now = platform::time::now();
+        let since = now - delta(self.settings.anti_entropy_window);
+        let quiet_since = now - delta(self.settings.anti_entropy_quiet);
+        // A session that started a day ago is over; its booking can no longer change.
+        let sessions_after = now - TimeDelta::days(1);
+        let (batch, next) = self
+            .orders
+            .settled_between(
+                since,
+                quiet_since,
+                sessions_after,
+                self.walk.cursor(),
+                self.settings.anti_entropy_batch,
+            )
+            .await?;
+        for order in batch {
+            if stop.is_cancelled() {
+                break;
+            }
+            let outcome = self.check(&order, quiet_since).await;
+            self.walk.tally(order.order_id, outcome, is_outage)?;
+        }
+        Ok(self.walk.end_batch(next))
+    }
+}
+
 fn delta(d: Duration) -> TimeDelta {
     TimeDelta::from_std(d).unwrap_or(TimeDelta::MAX)
+}
+
+/// Whether the error says payment-svc is away (the batch stops) rather than that one
+/// order cannot be checked (it is reported and passed).
+fn is_outage(e: &OrderError) -> bool {
+    matches!(e, OrderError::Payment(p) if p.is_outage())
 }

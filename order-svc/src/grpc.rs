@@ -191,10 +191,7 @@ impl OrderService for OrderApi {
         as_caller(&caller, &mut req.customer_id)?;
         let query = list_query(req)?;
         let (orders, more) = self.orders.list(&query).await.map_err(ApiError::from)?;
-        let next_page_token = match (more, orders.last()) {
-            (true, Some(last)) => paging::encode_token(&last.order_id),
-            _ => String::new(),
-        };
+        let next_page_token = paging::next_token(more, orders.last().map(|r| &r.order_id));
         Ok(Response::new(ListOrdersResponse {
             orders: orders.iter().map(to_proto).collect(),
             next_page_token,

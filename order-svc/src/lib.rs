@@ -31,7 +31,7 @@ pub mod store;
 use std::net::SocketAddr;
 
 use clap::Parser;
-use payment_client::PaymentClientSettings;
+use payment_client::PaymentCallerSettings;
 use platform::{Host, PlatformSettings, RunningService, ServiceDef};
 use talentshare_proto::order::order_service_server::OrderServiceServer;
 use tokio_util::sync::CancellationToken;
@@ -64,23 +64,7 @@ pub struct Settings {
     #[command(flatten)]
     pub auth: platform::auth::AuthSettings,
     #[command(flatten)]
-    pub payment: PaymentClientSettings,
-    #[command(flatten)]
-    pub reconcile: payment_client::ReconcileSettings,
-    #[command(flatten)]
-    pub anti_entropy: payment_client::AntiEntropySettings,
-}
-
-impl Settings {
-    /// Checks what clap cannot check one flag at a time.
-    ///
-    /// # Errors
-    ///
-    /// A message naming the settings that disagree.
-    pub fn validate(&self) -> anyhow::Result<()> {
-        self.reconcile.validate(&self.payment)?;
-        self.anti_entropy.validate()
-    }
+    pub payments: PaymentCallerSettings,
 }
 
 /// Binds, then runs order-svc until `shutdown` fires.
@@ -94,9 +78,9 @@ pub async fn start(
     settings: Settings,
     shutdown: CancellationToken,
 ) -> anyhow::Result<RunningService> {
-    settings.validate()?;
+    settings.payments.validate()?;
     let max_message = settings.platform.server.max_message_bytes as usize;
-    let payments = payment::PaymentGateway::new(settings.payment.channel()?);
+    let payments = payment::PaymentGateway::new(settings.payments.payment.channel()?);
     let host = Host::bind(
         SERVICE,
         settings.grpc_addr,
@@ -105,14 +89,17 @@ pub async fn start(
     )
     .await?;
     let store = store::OrderStore::new(host.db().clone(), host.outbox_signal().clone());
-    let orders = service::Orders::new(store, payments, settings.reconcile.reconcile_after);
+    let orders = service::Orders::new(store, payments, settings.payments.reconcile.reconcile_after);
     let service = OrderServiceServer::new(grpc::OrderApi::new(orders.clone()))
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(max_message);
     let tasks = vec![
         host.consumer(consumer::QUEUE, consumer::Handler).into(),
-        reconciler::task(orders.clone(), settings.reconcile.reconcile_interval),
-        anti_entropy::task(orders, settings.anti_entropy),
+        reconciler::task(
+            orders.clone(),
+            settings.payments.reconcile.reconcile_interval,
+        ),
+        anti_entropy::task(orders, settings.payments.anti_entropy),
     ];
     Ok(host.start::<store::Migrator>(Routes::new(service), tasks, shutdown))
 }

@@ -5,8 +5,8 @@
 //! - [`ResilientChannel`]: the channel under the gateway, built from tower layers
 //!   (breaker, deadline, concurrency limit, budgeted retries, time-left per attempt;
 //!   see [`channel`]);
-//! - [`PaymentClientSettings`], [`ReconcileSettings`], [`AntiEntropySettings`]: the
-//!   settings of a caller.
+//! - [`PaymentCallerSettings`] ([`PaymentClientSettings`], [`ReconcileSettings`],
+//!   [`AntiEntropySettings`]): the settings of a caller.
 //!
 //! The deadline rule, which the callers' reconcilers rely on: a call ends by its
 //! deadline (PAYMENT_TIMEOUT, or the caller's shorter `grpc-timeout`) on the caller's
@@ -29,7 +29,9 @@ pub use breaker::{BreakerSettings, BreakerState};
 pub use channel::{CallPolicy, ResilientChannel, lazy_channel};
 pub use gateway::{Charge, Closing, Lookup, Payment, PaymentError, PaymentGateway, PaymentStatus};
 pub use retry::RetrySettings;
-pub use settings::{AntiEntropySettings, PaymentClientSettings, ReconcileSettings};
+pub use settings::{
+    AntiEntropySettings, PaymentCallerSettings, PaymentClientSettings, ReconcileSettings,
+};
 
 /// The error type of the layers: a transport error or a body error, boxed as tonic
 /// expects.

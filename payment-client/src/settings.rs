@@ -1,4 +1,4 @@
-//! The settings of a payment-svc caller: how to reach it and how patient to be
+//! The settings of a payment-svc caller ([`PaymentCallerSettings`]): how to reach it and how patient to be
 //! ([`PaymentClientSettings`]), when to settle work a failed call left unfinished
 //! ([`ReconcileSettings`]), and how the anti-entropy pass compares with payment-svc
 //! ([`AntiEntropySettings`]).
@@ -11,6 +11,30 @@ use platform::settings::parse_duration;
 use crate::breaker::BreakerSettings;
 use crate::channel::{CallPolicy, ResilientChannel, lazy_channel};
 use crate::retry::RetrySettings;
+
+/// Everything a service that calls payment-svc and settles with it is set by:
+/// flattened into order-svc's and reservation-svc's settings.
+#[derive(Args, Clone, Debug)]
+pub struct PaymentCallerSettings {
+    #[command(flatten)]
+    pub payment: PaymentClientSettings,
+    #[command(flatten)]
+    pub reconcile: ReconcileSettings,
+    #[command(flatten)]
+    pub anti_entropy: AntiEntropySettings,
+}
+
+impl PaymentCallerSettings {
+    /// Checks what clap cannot check one flag at a time.
+    ///
+    /// # Errors
+    ///
+    /// A message naming the settings that disagree.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        self.reconcile.validate(&self.payment)?;
+        self.anti_entropy.validate()
+    }
+}
 
 /// How to reach payment-svc.
 #[derive(Args, Clone, Debug)]

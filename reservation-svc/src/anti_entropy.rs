@@ -30,7 +30,7 @@ use std::time::Duration;
 use chrono::TimeDelta;
 use payment_client::AntiEntropySettings;
 use platform::BackgroundTask;
-use platform::walk::Walk;
+use platform::walk::{self, Walk};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -53,18 +53,7 @@ pub fn task(
     payments: PaymentGateway,
     settings: AntiEntropySettings,
 ) -> BackgroundTask {
-    BackgroundTask::new("anti-entropy pass", move |stop| async move {
-        let mut pass = Pass::new(store, payments, settings);
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = tokio::time::sleep(pass.settings.anti_entropy_interval) => {}
-            }
-            if let Err(e) = pass.step(&stop).await {
-                tracing::warn!(error = %e, "anti-entropy batch stopped; the next one retries");
-            }
-        }
-    })
+    platform::walk::periodic("anti-entropy pass", Pass::new(store, payments, settings))
 }
 
 /// Where the walk stands, across batches.
@@ -93,28 +82,6 @@ impl Pass {
         }
     }
 
-    /// Checks the next batch of each walk; returns how many records it repaired. The
-    /// two walks stop independently: one blocked by an outage leaves the other going.
-    ///
-    /// # Errors
-    ///
-    /// Both walks stopped (the store failed, or payment-svc is away); the same
-    /// records are checked again next time.
-    pub async fn step(&mut self, stop: &CancellationToken) -> Result<usize, PassError> {
-        let now = platform::time::now();
-        let quiet_since = now - delta(self.settings.anti_entropy_quiet);
-        let approvals = self.step_approvals(now, quiet_since, stop).await;
-        let bookings = self.step_bookings(now, quiet_since, stop).await;
-        match (approvals, bookings) {
-            (Ok(a), Ok(b)) => Ok(a + b),
-            (Ok(n), Err(e)) | (Err(e), Ok(n)) => {
-                tracing::warn!(error = %e, "one anti-entropy walk stopped; the next batch retries");
-                Ok(n)
-            }
-            (Err(e), Err(_)) => Err(e),
-        }
-    }
-
     /// Checks the next batch of active bookings against their payments.
     async fn step_bookings(
         &mut self,
@@ -133,24 +100,15 @@ impl Pass {
                 self.settings.anti_entropy_batch,
             )
             .await?;
-        let mut repaired = 0;
         for reservation in batch {
             if stop.is_cancelled() {
-                return Ok(repaired);
+                break;
             }
-            match self.check(&reservation, quiet_since).await {
-                Ok(true) => repaired += 1,
-                Ok(false) => {}
-                Err(e) if is_outage(&e) => return Err(e),
-                Err(e) => {
-                    tracing::error!(reservation_id = %reservation.reservation_id, error = %e,
-                        "anti-entropy cannot check this reservation");
-                }
-            }
-            self.bookings.checked(reservation.reservation_id);
+            let outcome = self.check(&reservation, quiet_since).await;
+            self.bookings
+                .tally(reservation.reservation_id, outcome, is_outage)?;
         }
-        self.bookings.end_batch(next, repaired);
-        Ok(repaired)
+        Ok(self.bookings.end_batch(next))
     }
 
     /// Books the paid orders of one page of approved payments that have no
@@ -243,6 +201,36 @@ impl Pass {
                     "anti-entropy: active booking without an approved payment");
                 Ok(false)
             }
+        }
+    }
+}
+
+impl walk::Pass for Pass {
+    type Error = PassError;
+
+    fn interval(&self) -> Duration {
+        self.settings.anti_entropy_interval
+    }
+
+    /// Checks the next batch of each walk; returns how many records it repaired. The
+    /// two walks stop independently: one blocked by an outage leaves the other going.
+    ///
+    /// # Errors
+    ///
+    /// Both walks stopped (the store failed, or payment-svc is away); the same
+    /// records are checked again next time.
+    async fn step(&mut self, stop: &CancellationToken) -> Result<usize, PassError> {
+        let now = platform::time::now();
+        let quiet_since = now - delta(self.settings.anti_entropy_quiet);
+        let approvals = self.step_approvals(now, quiet_since, stop).await;
+        let bookings = self.step_bookings(now, quiet_since, stop).await;
+        match (approvals, bookings) {
+            (Ok(a), Ok(b)) => Ok(a + b),
+            (Ok(n), Err(e)) | (Err(e), Ok(n)) => {
+                tracing::warn!(error = %e, "one anti-entropy walk stopped; the next batch retries");
+                Ok(n)
+            }
+            (Err(e), Err(_)) => Err(e),
         }
     }
 }

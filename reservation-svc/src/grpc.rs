@@ -277,10 +277,8 @@ impl ReservationApi {
             limit: limit.unwrap_or(paging::DEFAULT_PAGE_SIZE),
         };
         let (reservations, more) = self.reservations.list(&query).await?;
-        let next_page_token = match (more, reservations.last()) {
-            (true, Some(last)) => paging::encode_token(&last.reservation_id),
-            _ => String::new(),
-        };
+        let next_page_token =
+            paging::next_token(more, reservations.last().map(|r| &r.reservation_id));
         Ok(ListReservationsResponse {
             reservations: reservations.iter().map(to_proto).collect(),
             next_page_token,

@@ -34,7 +34,7 @@ pub mod store;
 use std::net::SocketAddr;
 
 use clap::Parser;
-use payment_client::PaymentClientSettings;
+use payment_client::PaymentCallerSettings;
 use platform::{Host, PlatformSettings, RunningService, ServiceDef};
 use talentshare_proto::reservation::reservation_service_server::ReservationServiceServer;
 use tokio_util::sync::CancellationToken;
@@ -67,23 +67,7 @@ pub struct Settings {
     #[command(flatten)]
     pub auth: platform::auth::AuthSettings,
     #[command(flatten)]
-    pub payment: PaymentClientSettings,
-    #[command(flatten)]
-    pub reconcile: payment_client::ReconcileSettings,
-    #[command(flatten)]
-    pub anti_entropy: payment_client::AntiEntropySettings,
-}
-
-impl Settings {
-    /// Checks what clap cannot check one flag at a time.
-    ///
-    /// # Errors
-    ///
-    /// A message naming the settings that disagree.
-    pub fn validate(&self) -> anyhow::Result<()> {
-        self.reconcile.validate(&self.payment)?;
-        self.anti_entropy.validate()
-    }
+    pub payments: PaymentCallerSettings,
 }
 
 /// Binds, then runs reservation-svc until `shutdown` fires. The event consumer and
@@ -97,9 +81,9 @@ pub async fn start(
     settings: Settings,
     shutdown: CancellationToken,
 ) -> anyhow::Result<RunningService> {
-    settings.validate()?;
+    settings.payments.validate()?;
     let max_message = settings.platform.server.max_message_bytes as usize;
-    let payment = payment::PaymentGateway::new(settings.payment.channel()?);
+    let payment = payment::PaymentGateway::new(settings.payments.payment.channel()?);
     let host = Host::bind(
         SERVICE,
         settings.grpc_addr,
@@ -109,13 +93,13 @@ pub async fn start(
     .await?;
     let store = store::ReservationStore::new(host.db().clone(), host.outbox_signal().clone());
     let reservations = service::Reservations::new(store.clone(), payment.clone());
-    let pass = anti_entropy::task(store, payment, settings.anti_entropy);
+    let pass = anti_entropy::task(store, payment, settings.payments.anti_entropy);
     let service = ReservationServiceServer::new(grpc::ReservationApi::new(reservations.clone()))
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(max_message);
     let tasks = vec![
         host.consumer(consumer::QUEUE, consumer::Handler).into(),
-        reconciler::task(reservations, settings.reconcile),
+        reconciler::task(reservations, settings.payments.reconcile),
         pass,
     ];
     Ok(host.start::<store::Migrator>(Routes::new(service), tasks, shutdown))

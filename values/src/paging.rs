@@ -36,6 +36,15 @@ pub fn encode_token(last_id: &uuid::Uuid) -> String {
     URL_SAFE_NO_PAD.encode(format!("v1:{last_id}"))
 }
 
+/// The token of the page after one whose last row is `last`: empty when no more
+/// rows follow (`more` false) or the page is empty.
+pub fn next_token(more: bool, last: Option<&uuid::Uuid>) -> String {
+    match (more, last) {
+        (true, Some(last)) => encode_token(last),
+        _ => String::new(),
+    }
+}
+
 /// Decodes a page token; an empty token means the first page.
 pub fn decode_token(token: &str) -> Result<Option<uuid::Uuid>, PagingError> {
     if token.is_empty() {

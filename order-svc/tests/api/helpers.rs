@@ -30,7 +30,7 @@ pub const DECLINED_CARD: &str = "4000000000000002";
 
 /// Settings that let the reconciler act within a test's patience: Pay attempts
 /// count as over after 500 ms (the Pay deadline must be shorter, see
-/// `Settings::validate`), and it looks every 100 ms.
+/// `PaymentCallerSettings::validate`), and it looks every 100 ms.
 pub const FAST_RECONCILER: &[&str] = &[
     "--payment-timeout",
     "250ms",
