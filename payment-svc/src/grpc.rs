@@ -1,6 +1,6 @@
 //! The gRPC adapter: converts `talentshare.payment.v1` messages into domain types at
-//! the edge, calls the store, and turns every error into a status in one `match`
-//! ([`ApiError`] → [`Status`]).
+//! the edge, calls the use cases ([`Payments`]), and turns every error into a status
+//! in one `match` ([`ApiError`] → [`Status`]).
 
 use platform::paging;
 use platform::time::{from_proto as timestamp, to_proto as to_timestamp};
@@ -19,7 +19,8 @@ use uuid::Uuid;
 use crate::domain::{
     Booking, ChargeRequest, DeclineReason, Payment, PaymentStatus, SESSION_MINUTES,
 };
-use crate::store::{ListQuery, Lookup, PaymentStore, StoreError};
+use crate::service::{PaymentError, Payments};
+use crate::store::{ListQuery, Lookup, StoreError};
 
 /// Every way a payment call can fail, as the caller can act on it.
 #[derive(Debug, thiserror::Error)]
@@ -32,10 +33,10 @@ pub enum ApiError {
     AlreadyExists(String),
     #[error("{0}")]
     FailedPrecondition(String),
-    #[error("database unavailable: {0}")]
-    Unavailable(String),
-    #[error("{0}")]
-    Internal(String),
+    #[error("database unavailable")]
+    Unavailable(#[source] sea_orm::DbErr),
+    #[error("payment storage failed")]
+    Internal(#[source] StoreError),
 }
 
 impl From<ApiError> for Status {
@@ -45,42 +46,43 @@ impl From<ApiError> for Status {
             ApiError::NotFound(m) => Status::not_found(m),
             ApiError::AlreadyExists(m) => Status::already_exists(m),
             ApiError::FailedPrecondition(m) => Status::failed_precondition(m),
-            ApiError::Unavailable(m) => {
-                tracing::warn!(error = %m, "database unavailable");
+            ApiError::Unavailable(e) => {
+                tracing::warn!(error = %e, "database unavailable");
                 Status::unavailable("payment storage is temporarily unavailable; retry")
             }
-            ApiError::Internal(m) => platform::status::internal("payment call failed", &m),
+            ApiError::Internal(e) => platform::status::internal("payment call failed", &e),
         }
     }
 }
 
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
+impl From<PaymentError> for ApiError {
+    fn from(e: PaymentError) -> Self {
         match e {
-            StoreError::Conflict(order) => ApiError::AlreadyExists(format!(
+            PaymentError::Conflict(order) => ApiError::AlreadyExists(format!(
                 "order {order} already has a payment with a different amount, currency, customer or card"
             )),
-            e @ StoreError::VoidConflict(_) => ApiError::AlreadyExists(e.to_string()),
-            StoreError::NotFound => ApiError::NotFound("payment not found".into()),
-            StoreError::Refused(r) => ApiError::FailedPrecondition(r.to_string()),
-            StoreError::Db(e) if platform::status::is_unavailable(&e) => {
-                ApiError::Unavailable(e.to_string())
+            e @ PaymentError::VoidConflict(_) => ApiError::AlreadyExists(e.to_string()),
+            PaymentError::Refused(r) => ApiError::FailedPrecondition(r.to_string()),
+            PaymentError::Store(StoreError::NotFound) => {
+                ApiError::NotFound("payment not found".into())
             }
-            StoreError::Db(e) => ApiError::Internal(e.to_string()),
-            StoreError::Corrupt(m) => ApiError::Internal(m),
+            PaymentError::Store(StoreError::Db(e)) if platform::status::is_unavailable(&e) => {
+                ApiError::Unavailable(e)
+            }
+            PaymentError::Store(e) => ApiError::Internal(e),
         }
     }
 }
 
 /// The `PaymentService` implementation.
 pub struct PaymentApi {
-    store: PaymentStore,
+    payments: Payments,
 }
 
 impl PaymentApi {
-    /// An API over `store`.
-    pub fn new(store: PaymentStore) -> Self {
-        Self { store }
+    /// An API over the use cases `payments`.
+    pub fn new(payments: Payments) -> Self {
+        Self { payments }
     }
 }
 
@@ -89,7 +91,11 @@ impl PaymentService for PaymentApi {
     #[tracing::instrument(skip_all, fields(order_id = %request.get_ref().order_id))]
     async fn pay(&self, request: Request<PayRequest>) -> Result<Response<PayResponse>, Status> {
         let charge = charge_request(request.into_inner())?;
-        let (payment, created) = self.store.charge(&charge).await.map_err(ApiError::from)?;
+        let (payment, created) = self
+            .payments
+            .charge(&charge)
+            .await
+            .map_err(ApiError::from)?;
         tracing::info!(payment_id = %payment.payment_id, status = ?payment.status, created, "pay");
         Ok(Response::new(PayResponse {
             payment: Some(to_proto(&payment)),
@@ -110,7 +116,7 @@ impl PaymentService for PaymentApi {
             return Err(ApiError::Invalid(v).into());
         };
         let payment = self
-            .store
+            .payments
             .refund(id, reason)
             .await
             .map_err(ApiError::from)?;
@@ -123,7 +129,7 @@ impl PaymentService for PaymentApi {
     #[tracing::instrument(skip_all, fields(order_id = %request.get_ref().order_id))]
     async fn void(&self, request: Request<VoidRequest>) -> Result<Response<VoidResponse>, Status> {
         let void = void_request(request.into_inner())?;
-        let payment = self.store.void(&void).await.map_err(ApiError::from)?;
+        let payment = self.payments.void(&void).await.map_err(ApiError::from)?;
         tracing::info!(payment_id = %payment.payment_id, status = ?payment.status, "void");
         Ok(Response::new(VoidResponse {
             payment: Some(to_proto(&payment)),
@@ -147,7 +153,7 @@ impl PaymentService for PaymentApi {
                 Err(ApiError::Invalid(v))
             }
         }?;
-        let payment = self.store.get(lookup).await.map_err(ApiError::from)?;
+        let payment = self.payments.get(lookup).await.map_err(ApiError::from)?;
         Ok(Response::new(GetPaymentResponse {
             payment: Some(to_proto(&payment)),
         }))
@@ -187,7 +193,7 @@ impl PaymentService for PaymentApi {
             after: after.flatten(),
             limit: limit.unwrap_or(paging::DEFAULT_PAGE_SIZE),
         };
-        let (payments, more) = self.store.list(&query).await.map_err(ApiError::from)?;
+        let (payments, more) = self.payments.list(&query).await.map_err(ApiError::from)?;
         let next_page_token = match (more, payments.last()) {
             (true, Some(last)) => paging::encode_token(&last.payment_id),
             _ => String::new(),
