@@ -8,6 +8,11 @@
 //! primary key, so text order is creation order on every backend; the paging helpers
 //! rely on that and take their cursor as a [`Uuid`].
 //!
+//! Times compare in SQL on both backends: on SQLite sea-orm keeps a `DateTimeUtc` as
+//! RFC 3339 text ending in `+00:00`, and such text sorts in time order even when the
+//! fraction has a varying number of digits ('+' sorts before every digit), so a store
+//! may filter a time column with `<` and `>` (NULL never passes either).
+//!
 //! Nothing here knows a table or a business rule: the stores say which rows, and how a
 //! row becomes a domain value (`convert`, which reports a row it cannot read).
 
@@ -225,6 +230,15 @@ pub fn readable_rows<M, T, E: Display>(
                 .ok()
         })
         .collect()
+}
+
+/// Reads a nullable UUID text column.
+///
+/// # Errors
+///
+/// The parse error of text that is not a UUID.
+pub fn optional_uuid(text: Option<&str>) -> Result<Option<Uuid>, uuid::Error> {
+    text.map(Uuid::parse_str).transpose()
 }
 
 /// The primary key of `model` as text, for a log line.
