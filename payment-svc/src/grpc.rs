@@ -1,6 +1,6 @@
 //! The gRPC adapter: converts `talentshare.payment.v1` messages into domain types at
-//! the edge, calls the store, and turns every error into a status in one `match`
-//! ([`ApiError`] → [`Status`]).
+//! the edge, calls the use cases ([`Payments`]), and turns every error into a status
+//! in one `match` ([`ApiError`] → [`Status`]).
 
 use platform::paging;
 use platform::time::{from_proto as timestamp, to_proto as to_timestamp};
@@ -19,7 +19,8 @@ use uuid::Uuid;
 use crate::domain::{
     Booking, ChargeRequest, DeclineReason, Payment, PaymentStatus, SESSION_MINUTES,
 };
-use crate::store::{ListQuery, Lookup, PaymentStore, StoreError};
+use crate::service::{PaymentError, Payments};
+use crate::store::{ListQuery, Lookup, StoreError};
 
 /// Every way a payment call can fail, as the caller can act on it. Failures of this
 /// service keep their cause as the source, which `platform::outcome` logs once per
@@ -35,9 +36,9 @@ pub enum ApiError {
     #[error("{0}")]
     FailedPrecondition(String),
     #[error("the database is unavailable")]
-    Unavailable(#[source] StoreError),
+    Unavailable(#[source] sea_orm::DbErr),
     #[error("payment call failed")]
-    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+    Internal(#[source] StoreError),
 }
 
 impl From<ApiError> for Status {
@@ -56,32 +57,34 @@ impl From<ApiError> for Status {
     }
 }
 
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
+impl From<PaymentError> for ApiError {
+    fn from(e: PaymentError) -> Self {
         match e {
-            StoreError::Conflict(order) => ApiError::AlreadyExists(format!(
+            PaymentError::Conflict(order) => ApiError::AlreadyExists(format!(
                 "order {order} already has a payment with a different amount, currency, customer or card"
             )),
-            e @ StoreError::VoidConflict(_) => ApiError::AlreadyExists(e.to_string()),
-            StoreError::NotFound => ApiError::NotFound("payment not found".into()),
-            StoreError::Refused(r) => ApiError::FailedPrecondition(r.to_string()),
-            StoreError::Db(ref db) if platform::status::is_unavailable(db) => {
+            e @ PaymentError::VoidConflict(_) => ApiError::AlreadyExists(e.to_string()),
+            PaymentError::Refused(r) => ApiError::FailedPrecondition(r.to_string()),
+            PaymentError::Store(StoreError::NotFound) => {
+                ApiError::NotFound("payment not found".into())
+            }
+            PaymentError::Store(StoreError::Db(e)) if platform::status::is_unavailable(&e) => {
                 ApiError::Unavailable(e)
             }
-            e @ (StoreError::Db(_) | StoreError::Corrupt(_)) => ApiError::Internal(e.into()),
+            PaymentError::Store(e) => ApiError::Internal(e),
         }
     }
 }
 
 /// The `PaymentService` implementation.
 pub struct PaymentApi {
-    store: PaymentStore,
+    payments: Payments,
 }
 
 impl PaymentApi {
-    /// An API over `store`.
-    pub fn new(store: PaymentStore) -> Self {
-        Self { store }
+    /// An API over the use cases `payments`.
+    pub fn new(payments: Payments) -> Self {
+        Self { payments }
     }
 }
 
@@ -90,7 +93,11 @@ impl PaymentService for PaymentApi {
     #[tracing::instrument(skip_all, fields(order_id = %request.get_ref().order_id))]
     async fn pay(&self, request: Request<PayRequest>) -> Result<Response<PayResponse>, Status> {
         let charge = charge_request(request.into_inner())?;
-        let (payment, created) = self.store.charge(&charge).await.map_err(ApiError::from)?;
+        let (payment, created) = self
+            .payments
+            .charge(&charge)
+            .await
+            .map_err(ApiError::from)?;
         tracing::info!(payment_id = %payment.payment_id, status = ?payment.status, created, "pay");
         Ok(Response::new(PayResponse {
             payment: Some(to_proto(&payment)),
@@ -111,7 +118,7 @@ impl PaymentService for PaymentApi {
             return Err(ApiError::Invalid(v).into());
         };
         let payment = self
-            .store
+            .payments
             .refund(id, reason)
             .await
             .map_err(ApiError::from)?;
@@ -124,7 +131,7 @@ impl PaymentService for PaymentApi {
     #[tracing::instrument(skip_all, fields(order_id = %request.get_ref().order_id))]
     async fn void(&self, request: Request<VoidRequest>) -> Result<Response<VoidResponse>, Status> {
         let void = void_request(request.into_inner())?;
-        let payment = self.store.void(&void).await.map_err(ApiError::from)?;
+        let payment = self.payments.void(&void).await.map_err(ApiError::from)?;
         tracing::info!(payment_id = %payment.payment_id, status = ?payment.status, "void");
         Ok(Response::new(VoidResponse {
             payment: Some(to_proto(&payment)),
@@ -148,7 +155,7 @@ impl PaymentService for PaymentApi {
                 Err(ApiError::Invalid(v))
             }
         }?;
-        let payment = self.store.get(lookup).await.map_err(ApiError::from)?;
+        let payment = self.payments.get(lookup).await.map_err(ApiError::from)?;
         Ok(Response::new(GetPaymentResponse {
             payment: Some(to_proto(&payment)),
         }))
@@ -188,11 +195,8 @@ impl PaymentService for PaymentApi {
             after: after.flatten(),
             limit: limit.unwrap_or(paging::DEFAULT_PAGE_SIZE),
         };
-        let (payments, more) = self.store.list(&query).await.map_err(ApiError::from)?;
-        let next_page_token = match (more, payments.last()) {
-            (true, Some(last)) => paging::encode_token(&last.payment_id),
-            _ => String::new(),
-        };
+        let (payments, more) = self.payments.list(&query).await.map_err(ApiError::from)?;
+        let next_page_token = paging::next_token(more, payments.last().map(|p| &p.payment_id));
         Ok(Response::new(ListPaymentsResponse {
             payments: payments.iter().map(to_proto).collect(),
             next_page_token,

@@ -3,7 +3,8 @@
 //! announces every state change through the transactional outbox.
 //!
 //! - [`domain`]: the pure core (charge decision, refund transition);
-//! - [`store`]: sea-orm storage and migrations;
+//! - [`service`]: the use cases (charge, void, refund, reads);
+//! - [`store`]: sea-orm storage and migrations, persistence only;
 //! - [`grpc`]: the gRPC adapter and the error-to-status `match`;
 //! - [`events`]: domain events to `talentshare.events.v1` payloads.
 //!
@@ -13,6 +14,7 @@
 pub mod domain;
 pub mod events;
 pub mod grpc;
+pub mod service;
 pub mod store;
 
 use std::net::SocketAddr;
@@ -57,7 +59,8 @@ pub async fn start(
     let max_message = settings.platform.server.max_message_bytes as usize;
     let host = Host::bind(SERVICE, settings.grpc_addr, settings.platform, None).await?;
     let store = store::PaymentStore::new(host.db().clone(), host.outbox_signal().clone());
-    let service = PaymentServiceServer::new(grpc::PaymentApi::new(store))
+    let payments = service::Payments::new(store);
+    let service = PaymentServiceServer::new(grpc::PaymentApi::new(payments))
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(max_message);
     Ok(host.start::<store::Migrator>(Routes::new(service), Vec::new(), shutdown))

@@ -107,24 +107,3 @@ pub async fn migrate<M: MigratorTrait>(
 pub fn is_postgres(db: &DatabaseConnection) -> bool {
     db.get_database_backend() == DbBackend::Postgres
 }
-
-/// Converts the rows a background pass read into domain values, skipping each one that
-/// cannot be read and reporting it by id, so one bad row cannot stop every later pass
-/// (it stays in the table for an operator; the pass goes on with the others).
-pub fn readable_rows<M, T, E: std::fmt::Display>(
-    pass: &str,
-    rows: Vec<M>,
-    id: impl Fn(&M) -> String,
-    convert: impl Fn(M) -> Result<T, E>,
-) -> Vec<T> {
-    rows.into_iter()
-        .filter_map(|row| {
-            let row_id = id(&row);
-            convert(row)
-                .map_err(|e| {
-                    tracing::error!(pass, id = %row_id, error = %e, "unreadable row skipped");
-                })
-                .ok()
-        })
-        .collect()
-}

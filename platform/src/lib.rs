@@ -6,6 +6,8 @@
 //! - [`host`] and [`server`]: the gRPC server with health, reflection, limits, a
 //!   readiness gate and graceful shutdown ([`shutdown`] turns signals into a token);
 //! - [`db`] and [`migrations`]: sea-orm connection, migrations, platform tables;
+//! - [`store`]: the persistence steps every service's store shares (row lock,
+//!   insert-once, version-checked update, keyset paging, background batches);
 //! - [`outbox`]: the transactional outbox and its relay to RabbitMQ;
 //! - [`consumer`]: the event consumer with an idempotent inbox and dead-lettering;
 //! - [`amqp`] and [`envelope`]: broker topology and the event envelope codec;
@@ -31,6 +33,7 @@ pub mod server;
 pub mod settings;
 pub mod shutdown;
 pub mod status;
+pub mod store;
 pub mod telemetry;
 pub mod walk;
 

@@ -1,0 +1,166 @@
+//! Persistence for my page: the `my_page_entries` table, one row per order
+//! ([`schema`]), the conversion between an entry and its row ([`rows`]), the read
+//! queries, and [`apply_event`], which folds one event into its row inside the
+//! consumer's transaction.
+//!
+//! mypage-svc publishes nothing, so no write here enqueues an outbox event; the
+//! outbox table exists only because every service's platform migrations create it.
+
+mod rows;
+mod schema;
+
+use platform::store::{self as shared, Lock};
+use platform::values::ExternalId;
+use sea_orm::entity::prelude::*;
+use sea_orm::{Condition, DatabaseConnection};
+use uuid::Uuid;
+
+use crate::domain::{self, Conflict, DomainEvent, Entry};
+use rows::{from_row, to_row};
+
+pub use schema::{
+    Migrator, StoredOrderStatus, StoredPaymentStatus, StoredReservationStatus, entity,
+};
+
+/// Errors of the store. Unexpected database failures stay `Db`.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Db(#[from] DbErr),
+    #[error("stored row is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// Why an event could not be folded into its row.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error(transparent)]
+    Conflict(#[from] Conflict),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<DbErr> for ApplyError {
+    fn from(e: DbErr) -> Self {
+        ApplyError::Store(StoreError::Db(e))
+    }
+}
+
+/// Folds `event` into its order's row (creating the row for the order's first
+/// event). Runs inside the consumer's transaction, which also holds the inbox row,
+/// so the change and "this event was handled" commit together.
+///
+/// Returns the entry as it now stands.
+pub async fn apply_event<C: ConnectionTrait>(
+    txn: &C,
+    event: &DomainEvent,
+) -> Result<Entry, ApplyError> {
+    let current = match find(txn, event.order_id, Lock::ForUpdate).await? {
+        Some(row) => row,
+        None => {
+            let created = domain::apply(None, event);
+            if shared::insert_once(txn, to_row(&created), entity::Column::OrderId).await? {
+                return Ok(created);
+            }
+            // Another replica created the row since we looked: fold into theirs.
+            find(txn, event.order_id, Lock::ForUpdate)
+                .await?
+                .ok_or_else(|| {
+                    StoreError::Corrupt(format!(
+                        "order {} conflicted on insert but has no row",
+                        event.order_id
+                    ))
+                })?
+        }
+    };
+    domain::check(&current, event)?;
+    let next = domain::apply(Some(current.clone()), event);
+    if next != current {
+        // Over the versions read: under the row lock they still hold, and without it
+        // a lost race is an error (the event is retried), never a lost update.
+        let (order, payment, reservation) = (
+            current.order.map_or(0, |v| v.version),
+            current.payment.map_or(0, |v| v.version),
+            current.reservation.map_or(0, |v| v.version),
+        );
+        shared::update_if_unchanged(
+            txn,
+            to_row(&next),
+            Condition::all()
+                .add(entity::Column::OrderVersion.eq(order))
+                .add(entity::Column::PaymentVersion.eq(payment))
+                .add(entity::Column::ReservationVersion.eq(reservation)),
+        )
+        .await?;
+    }
+    Ok(next)
+}
+
+/// Reads one row; [`Lock::ForUpdate`] makes replicas folding events of the same order
+/// take turns.
+async fn find<C: ConnectionTrait>(
+    conn: &C,
+    order_id: Uuid,
+    lock: Lock,
+) -> Result<Option<Entry>, StoreError> {
+    shared::find_one(
+        conn,
+        entity::Entity::find_by_id(order_id.to_string()),
+        lock,
+        from_row,
+    )
+    .await
+}
+
+/// Read access to my page. Cheap to clone.
+#[derive(Clone)]
+pub struct MyPageStore {
+    db: DatabaseConnection,
+}
+
+impl MyPageStore {
+    /// A store over `db`.
+    pub fn new(db: DatabaseConnection) -> Self {
+        Self { db }
+    }
+
+    /// The entry of one order, if any event about it has arrived.
+    pub async fn get(&self, order_id: Uuid) -> Result<Option<Entry>, StoreError> {
+        find(&self.db, order_id, Lock::Unlocked).await
+    }
+
+    /// One page of `customer`'s entries, newest order first, starting after the
+    /// order `after`; and whether more follow.
+    pub async fn page(
+        &self,
+        customer: &ExternalId,
+        after: Option<Uuid>,
+        limit: u64,
+    ) -> Result<(Vec<Entry>, bool), StoreError> {
+        let select =
+            entity::Entity::find().filter(entity::Column::CustomerId.eq(customer.as_ref()));
+        shared::page_newest_first(
+            &self.db,
+            select,
+            entity::Column::OrderId,
+            after,
+            limit,
+            from_row,
+        )
+        .await
+    }
+
+    /// Whether `order_id` is one of `customer`'s entries: a page token is only
+    /// valid for the customer whose page issued it.
+    pub async fn belongs_to(
+        &self,
+        order_id: Uuid,
+        customer: &ExternalId,
+    ) -> Result<bool, StoreError> {
+        let n = entity::Entity::find_by_id(order_id.to_string())
+            .filter(entity::Column::CustomerId.eq(customer.as_ref()))
+            .count(&self.db)
+            .await?;
+        Ok(n > 0)
+    }
+}

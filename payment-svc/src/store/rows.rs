@@ -1,0 +1,68 @@
+//! A payment as a `payments` row and back. Reading parses every column again: a row
+//! that does not parse is reported as corrupt, never trusted.
+
+use platform::values::{AmountMinor, Currency, ExternalId, Money};
+use sea_orm::Set;
+use uuid::Uuid;
+
+use super::StoreError;
+use super::schema::{StoredDeclineReason, entity};
+use crate::domain::{Booking, DeclineReason, Payment};
+
+/// The stored name of a decline reason, which the `payment.declined` event carries.
+pub(crate) fn reason_str(r: DeclineReason) -> &'static str {
+    StoredDeclineReason::from(r).as_str()
+}
+
+pub(super) fn to_row(p: &Payment) -> entity::ActiveModel {
+    entity::ActiveModel {
+        payment_id: Set(p.payment_id.to_string()),
+        order_id: Set(p.order_id.to_string()),
+        customer_id: Set(p.customer_id.to_string()),
+        amount_minor: Set(p.money.amount.get()),
+        currency: Set(p.money.currency.code().to_owned()),
+        status: Set(p.status.into()),
+        decline_reason: Set(p.decline_reason.map(Into::into)),
+        card_last4: Set(p.card_last4.clone()),
+        talent_id: Set(p.booking.as_ref().map(|b| b.talent_id.to_string())),
+        session_start_time: Set(p.booking.as_ref().map(|b| b.session_start)),
+        session_minutes: Set(p.booking.as_ref().map(|b| b.session_minutes)),
+        refund_reason: Set(p.refund_reason.clone()),
+        void_reason: Set(p.void_reason.clone()),
+        version: Set(p.version),
+        created_at: Set(p.created_at),
+        updated_at: Set(p.updated_at),
+    }
+}
+
+pub(super) fn from_row(m: entity::Model) -> Result<Payment, StoreError> {
+    let corrupt = |what: &str| StoreError::Corrupt(format!("payment {}: {what}", m.payment_id));
+    Ok(Payment {
+        payment_id: Uuid::parse_str(&m.payment_id).map_err(|_| corrupt("payment_id"))?,
+        order_id: Uuid::parse_str(&m.order_id).map_err(|_| corrupt("order_id"))?,
+        customer_id: ExternalId::try_from(m.customer_id.clone())
+            .map_err(|_| corrupt("customer_id"))?,
+        money: Money {
+            amount: AmountMinor::try_from(m.amount_minor).map_err(|_| corrupt("amount_minor"))?,
+            currency: Currency::try_from(m.currency.as_str()).map_err(|_| corrupt("currency"))?,
+        },
+        status: m.status.into(),
+        decline_reason: m.decline_reason.map(Into::into),
+        card_last4: m.card_last4.clone(),
+        booking: match (&m.talent_id, m.session_start_time, m.session_minutes) {
+            (Some(talent_id), Some(session_start), Some(session_minutes)) => Some(Booking {
+                talent_id: ExternalId::try_from(talent_id.clone())
+                    .map_err(|_| corrupt("talent_id"))?,
+                session_start,
+                session_minutes,
+            }),
+            (None, None, None) => None,
+            _ => return Err(corrupt("booking columns partly set")),
+        },
+        refund_reason: m.refund_reason.clone(),
+        void_reason: m.void_reason.clone(),
+        version: m.version,
+        created_at: m.created_at,
+        updated_at: m.updated_at,
+    })
+}
