@@ -6,7 +6,8 @@
 //! - [`domain`]: the pure core (order terms, the status state machine, versions);
 //! - [`store`]: sea-orm storage, migrations and conditional changes;
 //! - [`service`]: the use cases that span storage and payment-svc;
-//! - [`payment`]: the client side of payment-svc (deadline, error classes);
+//! - [`payment`]: what payment-svc's answers mean for an order, over the shared
+//!   `payment-client` gateway;
 //! - [`grpc`]: the gRPC adapter and the error-to-status `match`;
 //! - [`consumer`]: the `reservation.rejected` event handler;
 //! - [`reconciler`]: the background task that settles orders left PENDING_PAYMENT

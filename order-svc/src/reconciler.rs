@@ -49,7 +49,7 @@ pub fn task(orders: Orders, interval: Duration) -> BackgroundTask {
                 Ok(0) => {}
                 Ok(settled) => tracing::info!(settled, "reconciled orders"),
                 Err(e) => {
-                    tracing::warn!(error = %e, "reconciliation round stopped; next round retries")
+                    tracing::warn!(error = %platform::outcome::chain(&e), "reconciliation round stopped; next round retries")
                 }
             }
         }
@@ -78,7 +78,7 @@ async fn pay_back_owed(orders: &Orders, stop: &CancellationToken) -> Result<usiz
             Ok(_) => paid += 1,
             Err(OrderError::Payment(e)) if e.is_outage() => return Err(e.into()),
             Err(e) => {
-                tracing::error!(order_id = %order.order_id, error = %e, "cannot pay back an owed refund");
+                tracing::error!(order_id = %order.order_id, error = %platform::outcome::chain(&e), "cannot pay back an owed refund");
             }
         }
     }
@@ -102,7 +102,7 @@ async fn settle_pending(orders: &Orders, stop: &CancellationToken) -> Result<usi
             Ok(_) => {}
             Err(OrderError::Payment(e)) if e.is_outage() => return Err(e.into()),
             Err(e) => {
-                tracing::warn!(order_id = %order.order_id, error = %e, "cannot settle pending order");
+                tracing::warn!(order_id = %order.order_id, error = %platform::outcome::chain(&e), "cannot settle pending order");
             }
         }
     }
@@ -130,7 +130,7 @@ async fn finish_cancellations(
             }
             Err(OrderError::Payment(e)) if e.is_outage() => return Err(e.into()),
             Err(e) => {
-                tracing::warn!(order_id = %order.order_id, error = %e, "cannot finish cancellation");
+                tracing::warn!(order_id = %order.order_id, error = %platform::outcome::chain(&e), "cannot finish cancellation");
             }
         }
     }

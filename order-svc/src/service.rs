@@ -252,7 +252,7 @@ impl Orders {
         match self.pay_back(&owing).await {
             Ok(order) => Ok(order),
             Err(e) => {
-                tracing::warn!(order_id = %owing.order_id, error = %e,
+                tracing::warn!(order_id = %owing.order_id, error = %platform::outcome::chain(&e),
                     "refund owed stays recorded; the reconciler retries it");
                 Ok(owing)
             }

@@ -15,8 +15,10 @@ use tower::{Layer, Service};
 use crate::BoxError;
 use crate::deadline::grpc_timeout_header;
 
-/// A call's request, buffered, with the call's deadline.
-#[derive(Clone, Debug)]
+/// A call's request, buffered, with the call's deadline. Its `Debug` shows the method
+/// and the body's size only: the body of a Pay holds a card number, and the headers a
+/// caller's token.
+#[derive(Clone)]
 pub struct BufferedCall {
     method: http::Method,
     uri: http::Uri,
@@ -24,6 +26,16 @@ pub struct BufferedCall {
     headers: http::HeaderMap,
     body: Bytes,
     deadline: Instant,
+}
+
+impl std::fmt::Debug for BufferedCall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BufferedCall")
+            .field("path", &self.uri.path())
+            .field("body_bytes", &self.body.len())
+            .field("deadline", &self.deadline)
+            .finish_non_exhaustive()
+    }
 }
 
 impl BufferedCall {

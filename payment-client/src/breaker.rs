@@ -74,6 +74,14 @@ impl Breaker {
         }
     }
 
+    /// A call let through ended without an outcome (its caller dropped it): a
+    /// half-open breaker's probe slot frees at once.
+    fn abandon(&mut self) {
+        if self.state == BreakerState::HalfOpen {
+            self.open_until = Instant::now();
+        }
+    }
+
     fn record(&mut self, callee: &str, success: bool, now: Instant) {
         if success {
             if self.state != BreakerState::Closed {
@@ -180,17 +188,44 @@ where
             return Box::pin(std::future::ready(Ok(status.into_http())));
         }
         let call = self.inner.call(req);
-        let breaker = self.breaker.clone();
-        let callee = self.callee;
+        let mut outcome_due = OutcomeDue {
+            breaker: self.breaker.clone(),
+            callee: self.callee,
+            recorded: false,
+        };
         Box::pin(async move {
             let outcome = call.await.map_err(Into::into);
-            let success = verdict(&outcome) == Verdict::Done;
-            breaker
-                .lock()
-                .expect("breaker lock")
-                .record(callee, success, Instant::now());
+            outcome_due.record(verdict(&outcome) == Verdict::Done);
             outcome
         })
+    }
+}
+
+/// A call the breaker let through, whose outcome it is owed.
+struct OutcomeDue {
+    breaker: Arc<Mutex<Breaker>>,
+    callee: &'static str,
+    recorded: bool,
+}
+
+impl OutcomeDue {
+    fn record(&mut self, success: bool) {
+        self.recorded = true;
+        self.breaker
+            .lock()
+            .expect("breaker lock")
+            .record(self.callee, success, Instant::now());
+    }
+}
+
+impl Drop for OutcomeDue {
+    fn drop(&mut self) {
+        // Dropped unanswered: the caller gave up, which says nothing of the callee.
+        // A probe must not hold the half-open breaker for a whole cool-down, so the
+        // next call may probe at once.
+        if !self.recorded {
+            self.breaker.lock().expect("breaker lock").abandon();
+        }
     }
 }
 
@@ -234,10 +269,15 @@ mod tests {
         assert!(b.admit("x", later), "one probe after the cool-down");
         assert_eq!(b.state, BreakerState::HalfOpen);
         assert!(!b.admit("x", later), "only one probe at a time");
-        // A probe whose outcome never comes back (its caller dropped it) does not
-        // wedge the breaker: after another cool-down a new probe goes.
+        // A probe whose outcome never comes back does not wedge the breaker: after
+        // another cool-down a new probe goes, and at once if its caller dropped it.
         let lost = later + Duration::from_secs(6);
         assert!(b.admit("x", lost), "a lost probe is replaced");
+        b.abandon();
+        assert!(
+            b.admit("x", lost),
+            "an abandoned probe frees its slot at once"
+        );
         b.record("x", false, lost);
         assert_eq!(b.state, BreakerState::Open, "a failed probe re-opens");
         let much_later = lost + Duration::from_secs(6);

@@ -23,10 +23,10 @@ use crate::channel::ResilientChannel;
 pub enum PaymentError {
     /// Unreachable, overloaded, without its database, or the breaker is open: retrying
     /// later may work.
-    #[error("payment-svc is unavailable: {}", .0.message())]
+    #[error("payment-svc is unavailable")]
     Unavailable(#[source] Status),
     /// No answer within the call's deadline: the call may or may not have taken effect.
-    #[error("payment-svc did not answer in time: {}", .0.message())]
+    #[error("payment-svc did not answer in time")]
     DeadlineExceeded(#[source] Status),
     /// payment-svc holds no such payment.
     #[error("payment-svc has no such payment: {}", .0.message())]
@@ -36,7 +36,7 @@ pub enum PaymentError {
     #[error("payment-svc refused: {}", .0.message())]
     Refused(#[source] Status),
     /// An error this caller cannot have caused (a bug on one side or the other).
-    #[error("payment-svc answered {:?}: {}", .0.code(), .0.message())]
+    #[error("payment-svc answered unexpectedly")]
     Unexpected(#[source] Status),
     /// An answer that does not parse: not trusted.
     #[error("payment-svc answered a malformed payment: {0}")]
@@ -60,8 +60,8 @@ impl From<Status> for PaymentError {
             // UNKNOWN is how tonic reports a broken connection (h2 and hyper errors it
             // cannot map); RESOURCE_EXHAUSTED is the callee shedding load.
             Code::Unavailable | Code::Unknown | Code::ResourceExhausted => Self::Unavailable(s),
-            // tonic reports an attempt cut by its own grpc-timeout as CANCELLED; these
-            // callers never cancel a call any other way.
+            // payment-svc's server cuts an attempt at its grpc-timeout (the time left)
+            // with CANCELLED; these callers never cancel a call any other way.
             Code::DeadlineExceeded | Code::Cancelled => Self::DeadlineExceeded(s),
             Code::NotFound => Self::NotFound(s),
             Code::FailedPrecondition => Self::Refused(s),

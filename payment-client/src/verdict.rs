@@ -21,7 +21,9 @@ pub(crate) enum Verdict {
 /// the headers whenever the call failed before any message.
 pub(crate) fn verdict<B, E>(outcome: &Result<http::Response<B>, E>) -> Verdict {
     match outcome {
-        // No connection (refused, reset, DNS): nothing reached the callee.
+        // No connection (refused, DNS), or one lost mid-call: usually nothing reached
+        // the callee; when something did, repeating is still safe, since only
+        // idempotent methods are retried.
         Err(_) => Verdict::Retryable,
         Ok(response) => match grpc_status(response) {
             Some(Code::Unavailable | Code::ResourceExhausted) => Verdict::Retryable,

@@ -2,11 +2,16 @@
 //!
 //! The services' error → status conversions log nothing: they hand the cause of a
 //! server-side failure to [`cause`], which files its whole chain (`a: b: c`, from the
-//! `#[source]` links) with the call in progress. The [`OutcomeLayer`] around every
-//! service then writes one line per failed call: its method, code, message and cause.
-//! Server-side failures (INTERNAL, UNKNOWN, DATA_LOSS) are ERROR, a dependency away
-//! (UNAVAILABLE, DEADLINE_EXCEEDED) WARN, and the caller's own mistakes DEBUG. The
-//! cause never reaches the client: INTERNAL answers say only "internal error".
+//! `#[source]` links) with the call in progress, together with the handler's span (so
+//! the line carries its order, payment or reservation id). The [`OutcomeLayer`]
+//! around every service then writes one line per failed call: its method, code,
+//! message and cause. Server-side failures (INTERNAL, UNKNOWN, DATA_LOSS) are ERROR;
+//! a failure with a filed cause (a dependency away: UNAVAILABLE, DEADLINE_EXCEEDED)
+//! WARN; the caller's own mistakes, and answers the server gives by design with no
+//! cause (not ready yet, no valid token), DEBUG. A call that never answers, because
+//! its deadline cut it or its client went away, is logged at WARN when it is dropped,
+//! with any cause filed by then. The cause never reaches the client: INTERNAL answers
+//! say only "internal error".
 
 use std::error::Error;
 use std::future::Future;
@@ -17,15 +22,26 @@ use std::task::{Context, Poll};
 use tonic::{Code, Status};
 use tower::{Layer, Service};
 
+/// The cause of a failed call, and the span it was filed in.
+struct Filed {
+    chain: String,
+    span: tracing::Span,
+}
+
+type Slot = Arc<Mutex<Option<Filed>>>;
+
 tokio::task_local! {
-    static CAUSE: Arc<Mutex<Option<String>>>;
+    static CAUSE: Slot;
 }
 
 /// Files `error`'s chain as the cause of the call in progress and returns `status`
 /// unchanged; outside a call (a background task) it does nothing.
 pub fn cause(status: Status, error: &(dyn Error + 'static)) -> Status {
-    let chain = chain(error);
-    let _ = CAUSE.try_with(|slot| *slot.lock().expect("cause lock") = Some(chain));
+    let filed = Filed {
+        chain: chain(error),
+        span: tracing::Span::current(),
+    };
+    let _ = CAUSE.try_with(|slot| *slot.lock().expect("cause lock") = Some(filed));
     status
 }
 
@@ -82,34 +98,70 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let method = req.uri().path().to_owned();
-        let slot = Arc::new(Mutex::new(None));
-        let call = CAUSE.scope(slot.clone(), self.inner.call(req));
+        let mut pending = Pending {
+            method: req.uri().path().to_owned(),
+            slot: Arc::new(Mutex::new(None)),
+            answered: false,
+        };
+        let call = CAUSE.scope(pending.slot.clone(), self.inner.call(req));
         Box::pin(async move {
             let result = call.await;
+            pending.answered = true;
             if let Ok(response) = &result
                 && let Some(status) = Status::from_header_map(response.headers())
             {
-                let cause = slot.lock().expect("cause lock").take();
-                log(&method, &status, cause.as_deref());
+                log(&pending.method, &status, pending.take());
             }
             result
         })
     }
 }
 
-fn log(method: &str, status: &Status, cause: Option<&str>) {
+/// A call on its way; logs it if it is dropped before it answers.
+struct Pending {
+    method: String,
+    slot: Slot,
+    answered: bool,
+}
+
+impl Pending {
+    fn take(&self) -> Option<Filed> {
+        self.slot.lock().expect("cause lock").take()
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if self.answered {
+            return;
+        }
+        let filed = self.take();
+        let cause = filed.as_ref().map(|f| f.chain.as_str());
+        let span = filed
+            .as_ref()
+            .map_or_else(tracing::Span::none, |f| f.span.clone());
+        span.in_scope(|| {
+            tracing::warn!(method = %self.method, cause,
+                "call dropped before it answered (deadline passed or client gone)");
+        });
+    }
+}
+
+fn log(method: &str, status: &Status, filed: Option<Filed>) {
     let code = status.code();
     let message = status.message();
+    let cause = filed.as_ref().map(|f| f.chain.as_str());
+    let span = filed
+        .as_ref()
+        .map_or_else(tracing::Span::none, |f| f.span.clone());
+    let _in_call = span.enter();
     match code {
         Code::Ok => {}
         Code::Internal | Code::Unknown | Code::DataLoss => {
             tracing::error!(method, ?code, message, cause, "call failed");
         }
-        Code::Unavailable | Code::DeadlineExceeded => {
-            tracing::warn!(method, ?code, message, cause, "call failed");
-        }
-        _ => tracing::debug!(method, ?code, message, cause, "call refused"),
+        _ if cause.is_some() => tracing::warn!(method, ?code, message, cause, "call failed"),
+        _ => tracing::debug!(method, ?code, message, "call refused"),
     }
 }
 
@@ -141,7 +193,7 @@ mod tests {
             .await;
         assert_eq!(status.message(), "internal error", "no cause to the client");
         assert_eq!(
-            slot.lock().unwrap().as_deref(),
+            slot.lock().unwrap().as_ref().map(|f| f.chain.as_str()),
             Some("stored row is corrupt: disk gone")
         );
         // Outside a call nothing is filed and nothing panics.

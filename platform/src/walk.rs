@@ -16,7 +16,7 @@ use crate::BackgroundTask;
 /// A pass run one batch at a time.
 pub trait Pass: Send + 'static {
     /// Why a batch stopped.
-    type Error: Display;
+    type Error: std::error::Error + 'static;
 
     /// How long to wait before each batch.
     fn interval(&self) -> Duration;
@@ -40,7 +40,8 @@ pub fn periodic<P: Pass>(name: &'static str, mut pass: P) -> BackgroundTask {
                 _ = tokio::time::sleep(pass.interval()) => {}
             }
             if let Err(e) = pass.step(&stop).await {
-                tracing::warn!(task = name, error = %e, "batch stopped; the next one retries");
+                let error = crate::outcome::chain(&e);
+                tracing::warn!(task = name, error, "batch stopped; the next one retries");
             }
         }
     })
@@ -89,7 +90,7 @@ impl<K: Copy + Display> Walk<K> {
     /// # Errors
     ///
     /// The error, when `stops` says so.
-    pub fn tally<E: Display>(
+    pub fn tally<E: std::error::Error + 'static>(
         &mut self,
         key: K,
         outcome: Result<bool, E>,
@@ -99,7 +100,7 @@ impl<K: Copy + Display> Walk<K> {
             Ok(repaired) => self.batch_repaired += usize::from(repaired),
             Err(e) if stops(&e) => return Err(e),
             Err(e) => {
-                tracing::error!(walk = self.what, record = %key, error = %e,
+                tracing::error!(walk = self.what, record = %key, error = %crate::outcome::chain(&e),
                     "anti-entropy cannot check this record");
             }
         }
@@ -141,8 +142,9 @@ mod tests {
     fn a_walk_moves_past_each_batch_and_starts_over_at_the_end() {
         let mut walk = Walk::new("things");
         assert_eq!(walk.cursor(), None);
-        walk.tally(1, Ok::<_, String>(true), |_| false).unwrap();
-        walk.tally(2, Err("unreadable".to_owned()), |_| false)
+        walk.tally(1, Ok::<_, std::io::Error>(true), |_| false)
+            .unwrap();
+        walk.tally(2, Err(std::io::Error::other("unreadable")), |_| false)
             .unwrap();
         assert_eq!(walk.cursor(), Some(2), "a record that fails is passed");
         assert_eq!(walk.end_batch(Some(3)), 1);
@@ -151,9 +153,9 @@ mod tests {
             Some(3),
             "a skipped unreadable row still moves it"
         );
-        assert_eq!(
-            walk.tally(4, Err("payment-svc away".to_owned()), |_| true),
-            Err("payment-svc away".to_owned()),
+        assert!(
+            walk.tally(4, Err(std::io::Error::other("payment-svc away")), |_| true)
+                .is_err(),
             "an outage stops the batch"
         );
         assert_eq!(walk.cursor(), Some(3), "and the record is checked again");

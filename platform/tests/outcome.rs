@@ -19,8 +19,11 @@ struct Failing;
 impl Health for Failing {
     async fn check(
         &self,
-        _: tonic::Request<HealthCheckRequest>,
+        request: tonic::Request<HealthCheckRequest>,
     ) -> Result<tonic::Response<HealthCheckResponse>, tonic::Status> {
+        if request.get_ref().service == "slow" {
+            tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+        }
         Err(platform::status::internal(&Corrupt(std::io::Error::other(
             "disk gone",
         ))))
@@ -55,6 +58,7 @@ impl Write for Captured {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_call_is_logged_once_with_its_cause_and_the_client_sees_none_of_it() {
+    // One test: the log subscriber is global to the test binary.
     let logs = Captured::default();
     let writer = logs.clone();
     tracing::subscriber::set_global_default(
@@ -74,7 +78,7 @@ async fn a_failed_call_is_logged_once_with_its_cause_and_the_client_sees_none_of
     );
     let channel = testkit::connect(addr).await;
 
-    let err = HealthClient::new(channel)
+    let err = HealthClient::new(channel.clone())
         .check(HealthCheckRequest::default())
         .await
         .unwrap_err();
@@ -95,4 +99,34 @@ async fn a_failed_call_is_logged_once_with_its_cause_and_the_client_sees_none_of
         line.contains("stored row is corrupt: disk gone"),
         "the whole chain: {line}"
     );
+
+    // A call its deadline cuts never answers; the server drops it, and says so once.
+    let mut slow = tonic::Request::new(HealthCheckRequest {
+        service: "slow".into(),
+    });
+    slow.set_timeout(std::time::Duration::from_millis(200));
+    let err = HealthClient::new(channel).check(slow).await.unwrap_err();
+    assert!(
+        matches!(err.code(), Code::Cancelled | Code::DeadlineExceeded),
+        "{err:?}"
+    );
+    let dropped = testkit::wait_until(
+        "the dropped call is logged",
+        std::time::Duration::from_secs(5),
+        || {
+            let logs = logs.clone();
+            async move {
+                let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+                let lines: Vec<String> = text
+                    .lines()
+                    .filter(|l| l.contains("call dropped"))
+                    .map(str::to_owned)
+                    .collect();
+                (!lines.is_empty()).then_some(lines)
+            }
+        },
+    )
+    .await;
+    assert_eq!(dropped.len(), 1, "{dropped:?}");
+    assert!(dropped[0].contains("WARN"), "{dropped:?}");
 }

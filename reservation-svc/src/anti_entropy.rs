@@ -158,7 +158,7 @@ impl Pass {
                     if is_outage(&e) {
                         return Err(e);
                     }
-                    tracing::error!(order_id = %approval.order_id, error = %e,
+                    tracing::error!(order_id = %approval.order_id, error = %platform::outcome::chain(&e),
                         "anti-entropy cannot book this approved payment");
                 }
             }
@@ -227,7 +227,7 @@ impl walk::Pass for Pass {
         match (approvals, bookings) {
             (Ok(a), Ok(b)) => Ok(a + b),
             (Ok(n), Err(e)) | (Err(e), Ok(n)) => {
-                tracing::warn!(error = %e, "one anti-entropy walk stopped; the next batch retries");
+                tracing::warn!(error = %platform::outcome::chain(&e), "one anti-entropy walk stopped; the next batch retries");
                 Ok(n)
             }
             (Err(e), Err(_)) => Err(e),

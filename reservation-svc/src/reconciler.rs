@@ -40,7 +40,7 @@ pub fn task(rejections: Reservations, settings: ReconcileSettings) -> Background
                 Ok(0) => {}
                 Ok(finished) => tracing::info!(finished, "reconciled pending rejections"),
                 Err(e) => {
-                    tracing::warn!(error = %e, "reconciliation round stopped; next round retries")
+                    tracing::warn!(error = %platform::outcome::chain(&e), "reconciliation round stopped; next round retries")
                 }
             }
         }
@@ -88,7 +88,7 @@ pub async fn run_once(
                 return Err(ReservationError::Store(StoreError::Db(e)));
             }
             Err(e) => {
-                tracing::warn!(reservation_id = %id, error = %e, "cannot finish pending rejection");
+                tracing::warn!(reservation_id = %id, error = %platform::outcome::chain(&e), "cannot finish pending rejection");
             }
         }
     }
