@@ -325,7 +325,7 @@ fn to_proto(p: &Payment) -> pb::Payment {
         update_time: Some(to_timestamp(p.updated_at())),
         refund_reason: p.refund_reason().unwrap_or_default().to_owned(),
         void_reason: p.void_reason().unwrap_or_default().to_owned(),
-        booking: p.booking().as_ref().map(|b| pb::BookingDetails {
+        booking: p.booking().map(|b| pb::BookingDetails {
             talent_id: b.talent_id.to_string(),
             session_start_time: Some(to_timestamp(b.session_start)),
             session_minutes: b.session_minutes,
