@@ -148,7 +148,8 @@ impl MyPageService for MyPageApi {
             .page(&customer, after, limit)
             .await
             .map_err(ApiError::from)?;
-        let next_page_token = paging::next_token(more, entries.last().map(|r| &r.order_id));
+        let last = entries.last().map(Entry::order_id);
+        let next_page_token = paging::next_token(more, last.as_ref());
         Ok(Response::new(GetMyPageResponse {
             entries: entries.iter().map(to_proto).collect(),
             next_page_token,
@@ -170,7 +171,7 @@ impl MyPageService for MyPageApi {
             .entry(order_id)
             .await
             .map_err(ApiError::from)?
-            .filter(|e| caller.owns(e.customer_id.as_ref()))
+            .filter(|e| caller.owns(e.customer_id().as_ref()))
             .ok_or_else(|| {
                 ApiError::PermissionDenied(format!(
                     "order {order_id} is not on the caller's my page (not theirs, or no event about it has arrived yet)"
@@ -206,7 +207,7 @@ impl MyPageService for MyPageApi {
 
 /// An entry as the API (and WatchMyPage) shows it.
 pub fn to_proto(e: &Entry) -> MyPageEntry {
-    let order_status = match e.order.map(|v| v.status) {
+    let order_status = match e.order().map(|v| v.status) {
         None => order_pb::OrderStatus::Unspecified,
         Some(OrderStatus::PendingPayment) => order_pb::OrderStatus::PendingPayment,
         Some(OrderStatus::Paid) => order_pb::OrderStatus::Paid,
@@ -214,13 +215,13 @@ pub fn to_proto(e: &Entry) -> MyPageEntry {
         Some(OrderStatus::Cancelled) => order_pb::OrderStatus::Cancelled,
         Some(OrderStatus::Rejected) => order_pb::OrderStatus::Rejected,
     };
-    let payment_status = match e.payment.map(|v| v.status) {
+    let payment_status = match e.payment().map(|v| v.status) {
         None => payment_pb::PaymentStatus::Unspecified,
         Some(PaymentStatus::Approved) => payment_pb::PaymentStatus::Approved,
         Some(PaymentStatus::Declined) => payment_pb::PaymentStatus::Declined,
         Some(PaymentStatus::Refunded) => payment_pb::PaymentStatus::Refunded,
     };
-    let reservation_status = match e.reservation.map(|v| v.status) {
+    let reservation_status = match e.reservation().map(|v| v.status) {
         None => reservation_pb::ReservationStatus::Unspecified,
         Some(ReservationStatus::Requested) => reservation_pb::ReservationStatus::Requested,
         Some(ReservationStatus::Confirmed) => reservation_pb::ReservationStatus::Confirmed,
@@ -228,29 +229,29 @@ pub fn to_proto(e: &Entry) -> MyPageEntry {
         Some(ReservationStatus::Cancelled) => reservation_pb::ReservationStatus::Cancelled,
     };
     MyPageEntry {
-        order_id: e.order_id.to_string(),
-        customer_id: e.customer_id.to_string(),
+        order_id: e.order_id().to_string(),
+        customer_id: e.customer_id().to_string(),
         talent_id: e
-            .booking
+            .booking()
             .as_ref()
             .map(|b| b.talent_id.to_string())
             .unwrap_or_default(),
-        session_start_time: e.booking.as_ref().map(|b| to_timestamp(b.session_start)),
-        session_minutes: e.booking.as_ref().map_or(0, |b| b.session_minutes),
-        amount_minor: e.price.map_or(0, |m| m.amount.get()),
+        session_start_time: e.booking().map(|b| to_timestamp(b.session_start)),
+        session_minutes: e.booking().map_or(0, |b| b.session_minutes),
+        amount_minor: e.price().map_or(0, |m| m.amount.get()),
         currency: e
-            .price
+            .price()
             .map(|m| m.currency.code().to_owned())
             .unwrap_or_default(),
         order_status: order_status as i32,
         payment_status: payment_status as i32,
         reservation_status: reservation_status as i32,
-        payment_id: e.payment_id.map(|id| id.to_string()).unwrap_or_default(),
+        payment_id: e.payment_id().map(|id| id.to_string()).unwrap_or_default(),
         reservation_id: e
-            .reservation_id
+            .reservation_id()
             .map(|id| id.to_string())
             .unwrap_or_default(),
-        update_time: Some(to_timestamp(e.updated_at)),
-        decline_reason: e.decline_reason.clone().unwrap_or_default(),
+        update_time: Some(to_timestamp(e.updated_at())),
+        decline_reason: e.decline_reason().unwrap_or_default().to_owned(),
     }
 }

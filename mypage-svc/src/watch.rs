@@ -237,7 +237,7 @@ impl Producer {
                 .page(&self.customer, after, INITIAL_PAGE)
                 .await
                 .map_err(|e| End::Failed(e.into()))?;
-            after = entries.last().map(|e| e.order_id);
+            after = entries.last().map(|e| e.order_id());
             for entry in &entries {
                 if !self.send(entry).await {
                     return Err(End::ClientGone);

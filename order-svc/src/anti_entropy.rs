@@ -62,39 +62,39 @@ impl Pass {
         order: &Order,
         quiet_since: chrono::DateTime<chrono::Utc>,
     ) -> Result<bool, OrderError> {
-        let Some(payment) = self.orders.inspect_payment(order.order_id).await? else {
-            if order.status == OrderStatus::Paid {
-                tracing::error!(order_id = %order.order_id,
+        let Some(payment) = self.orders.inspect_payment(order.order_id()).await? else {
+            if order.status() == OrderStatus::Paid {
+                tracing::error!(order_id = %order.order_id(),
                     "anti-entropy: PAID order without any payment at payment-svc");
             }
             return Ok(false);
         };
         if order.owe_refund(&payment.outcome, Seen::Now).is_some() {
-            tracing::warn!(order_id = %order.order_id, status = ?order.status,
+            tracing::warn!(order_id = %order.order_id(), status = ?order.status(),
                 repair = "refund kept payment",
                 "anti-entropy: ended order still holds an approved payment; refunding it");
             let order = self
                 .orders
                 .owe_refund(order.clone(), &payment.outcome, Seen::Now)
                 .await?;
-            return Ok(order.refund_due.is_none());
+            return Ok(order.refund_due().is_none());
         }
-        let refunded_by_rejection = order.status == OrderStatus::Paid
-            && order.cancel_request.is_none()
+        let refunded_by_rejection = order.status() == OrderStatus::Paid
+            && order.cancel_request().is_none()
             && matches!(payment.outcome, PaymentOutcome::Refunded { payment_id }
-                if order.payment_id == Some(payment_id))
+                if order.payment_id() == Some(payment_id))
             && payment.updated_at < quiet_since;
         if refunded_by_rejection {
-            tracing::warn!(order_id = %order.order_id, repair = "record rejection",
+            tracing::warn!(order_id = %order.order_id(), repair = "record rejection",
                 "anti-entropy: PAID order whose payment was refunded; recording its rejection");
             let reason = payment
                 .refund_reason
                 .unwrap_or_else(|| "rejected by the talent's manager".to_owned());
             let order = self
                 .orders
-                .record_rejection(order.order_id, &reason)
+                .record_rejection(order.order_id(), &reason)
                 .await?;
-            return Ok(order.status == OrderStatus::Rejected);
+            return Ok(order.status() == OrderStatus::Rejected);
         }
         Ok(false)
     }
@@ -131,7 +131,7 @@ impl walk::Pass for Pass {
                 break;
             }
             let outcome = self.check(&order, quiet_since).await;
-            self.walk.tally(order.order_id, outcome, is_outage)?;
+            self.walk.tally(order.order_id(), outcome, is_outage)?;
         }
         Ok(self.walk.end_batch(next))
     }

@@ -59,7 +59,7 @@ async fn apply_rejection(
     .await;
     match result {
         Ok((order, changed)) => {
-            tracing::info!(%order_id, status = ?order.status, changed, "reservation rejected");
+            tracing::info!(%order_id, status = ?order.status(), changed, "reservation rejected");
             Ok(())
         }
         Err(StoreError::Db(e)) => Err(e.into()),

@@ -135,7 +135,7 @@ impl OrderApi {
     /// The order `order_id`, if it is the caller's.
     async fn owned(&self, caller: &Caller, order_id: Uuid) -> Result<Order, ApiError> {
         match self.orders.get(order_id).await {
-            Ok(o) if caller.owns(o.customer_id.as_ref()) => Ok(o),
+            Ok(o) if caller.owns(o.customer_id().as_ref()) => Ok(o),
             Ok(_) | Err(OrderError::Store(StoreError::NotFound)) => {
                 Err(ApiError::PermissionDenied(format!(
                     "order {order_id} does not exist or is not the caller's"
@@ -163,7 +163,7 @@ impl OrderService for OrderApi {
             .place(&new, &card, now)
             .await
             .map_err(ApiError::from)?;
-        tracing::info!(order_id = %order.order_id, status = ?order.status, "place order");
+        tracing::info!(order_id = %order.order_id(), status = ?order.status(), "place order");
         Ok(Response::new(PlaceOrderResponse {
             order: Some(to_proto(&order)),
         }))
@@ -191,7 +191,8 @@ impl OrderService for OrderApi {
         as_caller(&caller, &mut req.customer_id)?;
         let query = list_query(req)?;
         let (orders, more) = self.orders.list(&query).await.map_err(ApiError::from)?;
-        let next_page_token = paging::next_token(more, orders.last().map(|r| &r.order_id));
+        let last = orders.last().map(Order::order_id);
+        let next_page_token = paging::next_token(more, last.as_ref());
         Ok(Response::new(ListOrdersResponse {
             orders: orders.iter().map(to_proto).collect(),
             next_page_token,
@@ -218,7 +219,7 @@ impl OrderService for OrderApi {
             .cancel(order_id, reason)
             .await
             .map_err(ApiError::from)?;
-        tracing::info!(status = ?order.status, "cancel order");
+        tracing::info!(status = ?order.status(), "cancel order");
         Ok(Response::new(CancelOrderResponse {
             order: Some(to_proto(&order)),
         }))
@@ -383,22 +384,22 @@ fn to_proto_status(s: OrderStatus) -> pb::OrderStatus {
 
 fn to_proto(o: &Order) -> pb::Order {
     pb::Order {
-        order_id: o.order_id.to_string(),
-        request_id: o.request_id.to_string(),
-        customer_id: o.customer_id.to_string(),
-        talent_id: o.booking.talent_id.to_string(),
-        session_start_time: Some(timestamp(o.booking.session_start)),
-        session_minutes: o.booking.session_minutes,
-        amount_minor: o.money.amount.get(),
-        currency: o.money.currency.code().to_owned(),
-        status: to_proto_status(o.status) as i32,
-        payment_id: o.payment_id.map(|p| p.to_string()).unwrap_or_default(),
-        card_last4: o.card_last4.clone(),
-        decline_reason: o.decline_reason.clone().unwrap_or_default(),
-        refunded: o.refunded,
-        create_time: Some(timestamp(o.created_at)),
-        update_time: Some(timestamp(o.updated_at)),
-        reason: o.reason.clone().unwrap_or_default(),
+        order_id: o.order_id().to_string(),
+        request_id: o.request_id().to_string(),
+        customer_id: o.customer_id().to_string(),
+        talent_id: o.booking().talent_id.to_string(),
+        session_start_time: Some(timestamp(o.booking().session_start)),
+        session_minutes: o.booking().session_minutes,
+        amount_minor: o.money().amount.get(),
+        currency: o.money().currency.code().to_owned(),
+        status: to_proto_status(o.status()) as i32,
+        payment_id: o.payment_id().map(|p| p.to_string()).unwrap_or_default(),
+        card_last4: o.card_last4().to_owned(),
+        decline_reason: o.decline_reason().unwrap_or_default().to_owned(),
+        refunded: o.refunded(),
+        create_time: Some(timestamp(o.created_at())),
+        update_time: Some(timestamp(o.updated_at())),
+        reason: o.reason().unwrap_or_default().to_owned(),
     }
 }
 

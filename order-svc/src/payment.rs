@@ -31,11 +31,11 @@ pub async fn pay(
     card: &CardNumber,
 ) -> Result<PaymentOutcome, PaymentError> {
     let charge = Charge {
-        order_id: order.order_id,
-        customer_id: &order.customer_id,
-        money: order.money,
+        order_id: order.order_id(),
+        customer_id: order.customer_id(),
+        money: order.money(),
         card,
-        booking: &order.booking,
+        booking: order.booking(),
     };
     Ok(outcome(&payments.pay(charge).await?))
 }
@@ -48,9 +48,9 @@ pub async fn void(
     reason: Option<&str>,
 ) -> Result<PaymentOutcome, PaymentError> {
     let closing = Closing {
-        order_id: order.order_id,
-        customer_id: &order.customer_id,
-        money: order.money,
+        order_id: order.order_id(),
+        customer_id: order.customer_id(),
+        money: order.money(),
         reason,
     };
     Ok(outcome(&payments.void(closing).await?))

@@ -78,7 +78,7 @@ async fn pay_back_owed(orders: &Orders, stop: &CancellationToken) -> Result<usiz
             Ok(_) => paid += 1,
             Err(OrderError::Payment(e)) if e.is_outage() => return Err(e.into()),
             Err(e) => {
-                tracing::error!(order_id = %order.order_id, error = %platform::outcome::chain(&e), "cannot pay back an owed refund");
+                tracing::error!(order_id = %order.order_id(), error = %platform::outcome::chain(&e), "cannot pay back an owed refund");
             }
         }
     }
@@ -95,14 +95,14 @@ async fn settle_pending(orders: &Orders, stop: &CancellationToken) -> Result<usi
             .resolve_pending(&order, Some(ABANDONED_REASON.to_owned()))
             .await
         {
-            Ok(o) if o.status != OrderStatus::PendingPayment => {
-                tracing::info!(order_id = %o.order_id, status = ?o.status, "pending order settled");
+            Ok(o) if o.status() != OrderStatus::PendingPayment => {
+                tracing::info!(order_id = %o.order_id(), status = ?o.status(), "pending order settled");
                 settled += 1;
             }
             Ok(_) => {}
             Err(OrderError::Payment(e)) if e.is_outage() => return Err(e.into()),
             Err(e) => {
-                tracing::warn!(order_id = %order.order_id, error = %platform::outcome::chain(&e), "cannot settle pending order");
+                tracing::warn!(order_id = %order.order_id(), error = %platform::outcome::chain(&e), "cannot settle pending order");
             }
         }
     }
@@ -119,18 +119,18 @@ async fn finish_cancellations(
             break;
         }
         match orders.finish_cancellation(&order).await {
-            Ok(o) if o.status == OrderStatus::Cancelled => {
-                tracing::info!(order_id = %o.order_id, "interrupted cancellation finished");
+            Ok(o) if o.status() == OrderStatus::Cancelled => {
+                tracing::info!(order_id = %o.order_id(), "interrupted cancellation finished");
                 finished += 1;
             }
             // Ended another way since it was read (REJECTED); nothing left to do.
             Ok(o) => {
-                tracing::info!(order_id = %o.order_id, status = ?o.status,
+                tracing::info!(order_id = %o.order_id(), status = ?o.status(),
                     "order with a pending cancellation ended otherwise");
             }
             Err(OrderError::Payment(e)) if e.is_outage() => return Err(e.into()),
             Err(e) => {
-                tracing::warn!(order_id = %order.order_id, error = %platform::outcome::chain(&e), "cannot finish cancellation");
+                tracing::warn!(order_id = %order.order_id(), error = %platform::outcome::chain(&e), "cannot finish cancellation");
             }
         }
     }

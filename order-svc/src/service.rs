@@ -86,7 +86,7 @@ impl Orders {
         let order = match self.store.place(new, now).await? {
             Placed::Created(order) => order,
             Placed::Existing(order) => {
-                let (order, to_pay) = self.store.begin_payment_attempt(order.order_id).await?;
+                let (order, to_pay) = self.store.begin_payment_attempt(order.order_id()).await?;
                 if !to_pay {
                     return Ok(order);
                 }
@@ -94,7 +94,7 @@ impl Orders {
             }
         };
         let outcome = payment::pay(&self.payments, &order, card).await?;
-        self.apply(order.order_id, &outcome).await
+        self.apply(order.order_id(), &outcome).await
     }
 
     /// One order.
@@ -126,14 +126,14 @@ impl Orders {
         reason: Option<String>,
     ) -> Result<Order, OrderError> {
         let mut order = self.store.get(order_id).await?;
-        if order.status == OrderStatus::PendingPayment {
+        if order.status() == OrderStatus::PendingPayment {
             order = self.resolve_pending(&order, reason.clone()).await?;
         }
-        if order.status == OrderStatus::Paid {
+        if order.status() == OrderStatus::Paid {
             let requested = self.store.request_cancellation(order_id, reason).await?;
             order = self.finish_cancellation(&requested).await?;
         }
-        match order.status {
+        match order.status() {
             OrderStatus::Cancelled => Ok(order),
             OrderStatus::PendingPayment => Err(OrderError::FailedPrecondition(
                 "the order's payment is in progress; retry shortly".into(),
@@ -158,21 +158,19 @@ impl Orders {
     /// is not PAID or has no request is returned as it stands, as is one that ended
     /// another way meanwhile (REJECTED: reservation-svc refunded the same payment).
     pub async fn finish_cancellation(&self, order: &Order) -> Result<Order, OrderError> {
-        let (OrderStatus::Paid, Some(request)) = (order.status, &order.cancel_request) else {
+        let (OrderStatus::Paid, Some(request)) = (order.status(), order.cancel_request()) else {
             return Ok(order.clone());
         };
-        let payment_id = order.payment_id.ok_or_else(|| {
+        let payment_id = order.payment_id().ok_or_else(|| {
             StoreError::Corrupt(format!(
                 "order {} is paid without a payment",
-                order.order_id
+                order.order_id()
             ))
         })?;
-        self.payments
-            .refund(payment_id, request.reason.as_deref())
-            .await?;
+        self.payments.refund(payment_id, request.reason()).await?;
         Ok(self
             .store
-            .change(order.order_id, |o, now| {
+            .change(order.order_id(), |o, now| {
                 o.finish_cancellation(payment_id, now)
             })
             .await?)
@@ -188,7 +186,7 @@ impl Orders {
         order: &Order,
         abandon_reason: Option<String>,
     ) -> Result<Order, OrderError> {
-        let order_id = order.order_id;
+        let order_id = order.order_id();
         let outcome = match payment::find_for_order(&self.payments, order_id).await? {
             // Voided by an earlier attempt that stopped before recording CANCELLED:
             // finish it with this request's reason.
@@ -202,7 +200,7 @@ impl Orders {
             None => {
                 // Read again: a retried PlaceOrder may have started a new attempt since.
                 let current = self.store.get(order_id).await?;
-                if current.status != OrderStatus::PendingPayment
+                if current.status() != OrderStatus::PendingPayment
                     || !current.payment_attempt_expired(platform::time::now(), self.grace)
                 {
                     return Ok(current);
@@ -245,14 +243,14 @@ impl Orders {
         }
         let (owing, _) = self
             .store
-            .amend(order.order_id, |o, _| o.owe_refund(outcome, seen))
+            .amend(order.order_id(), |o, _| o.owe_refund(outcome, seen))
             .await?;
-        tracing::error!(order_id = %owing.order_id, payment_id = ?owing.refund_due,
-            status = ?owing.status, "an ended order holds an approved payment; refund recorded as owed");
+        tracing::error!(order_id = %owing.order_id(), payment_id = ?owing.refund_due(),
+            status = ?owing.status(), "an ended order holds an approved payment; refund recorded as owed");
         match self.pay_back(&owing).await {
             Ok(order) => Ok(order),
             Err(e) => {
-                tracing::warn!(order_id = %owing.order_id, error = %platform::outcome::chain(&e),
+                tracing::warn!(order_id = %owing.order_id(), error = %platform::outcome::chain(&e),
                     "refund owed stays recorded; the reconciler retries it");
                 Ok(owing)
             }
@@ -262,7 +260,7 @@ impl Orders {
     /// Refunds the payment the order owes back (idempotent per payment id) and clears
     /// the debt. An order that owes nothing is returned as it is.
     pub async fn pay_back(&self, order: &Order) -> Result<Order, OrderError> {
-        let Some(payment_id) = order.refund_due else {
+        let Some(payment_id) = order.refund_due() else {
             return Ok(order.clone());
         };
         self.payments
@@ -270,9 +268,12 @@ impl Orders {
             .await?;
         let order = self
             .store
-            .change(order.order_id, |o, now| Ok(o.refund_paid(payment_id, now)))
+            .change(
+                order.order_id(),
+                |o, now| Ok(o.refund_paid(payment_id, now)),
+            )
             .await?;
-        tracing::info!(order_id = %order.order_id, %payment_id, "owed refund paid back");
+        tracing::info!(order_id = %order.order_id(), %payment_id, "owed refund paid back");
         Ok(order)
     }
 

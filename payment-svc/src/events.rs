@@ -14,10 +14,10 @@ pub fn to_outbox(event: &PaymentEvent) -> NewEvent {
         PaymentEvent::Approved { payment, booking } => (
             payment,
             Payload::PaymentApproved(PaymentApproved {
-                payment_id: payment.payment_id.to_string(),
-                amount_minor: payment.money.amount.get(),
-                currency: payment.money.currency.code().to_owned(),
-                card_last4: payment.card_last4.clone(),
+                payment_id: payment.payment_id().to_string(),
+                amount_minor: payment.money().amount.get(),
+                currency: payment.money().currency.code().to_owned(),
+                card_last4: payment.card_last4().to_owned(),
                 talent_id: booking.talent_id.to_string(),
                 session_start_time: Some(platform::time::to_proto(booking.session_start)),
                 session_minutes: booking.session_minutes,
@@ -26,11 +26,11 @@ pub fn to_outbox(event: &PaymentEvent) -> NewEvent {
         PaymentEvent::Declined { payment } => (
             payment,
             Payload::PaymentDeclined(PaymentDeclined {
-                payment_id: payment.payment_id.to_string(),
-                amount_minor: payment.money.amount.get(),
-                currency: payment.money.currency.code().to_owned(),
+                payment_id: payment.payment_id().to_string(),
+                amount_minor: payment.money().amount.get(),
+                currency: payment.money().currency.code().to_owned(),
                 decline_reason: payment
-                    .decline_reason
+                    .decline_reason()
                     .map(|r| format!("DECLINE_REASON_{}", reason_str(r)))
                     .unwrap_or_default(),
             }),
@@ -38,10 +38,10 @@ pub fn to_outbox(event: &PaymentEvent) -> NewEvent {
         PaymentEvent::Refunded { payment } => (
             payment,
             Payload::PaymentRefunded(PaymentRefunded {
-                payment_id: payment.payment_id.to_string(),
-                amount_minor: payment.money.amount.get(),
-                currency: payment.money.currency.code().to_owned(),
-                reason: payment.refund_reason.clone().unwrap_or_default(),
+                payment_id: payment.payment_id().to_string(),
+                amount_minor: payment.money().amount.get(),
+                currency: payment.money().currency.code().to_owned(),
+                reason: payment.refund_reason().unwrap_or_default().to_owned(),
             }),
         ),
     };
@@ -50,10 +50,10 @@ pub fn to_outbox(event: &PaymentEvent) -> NewEvent {
 
 fn envelope_for(payment: &Payment, payload: Payload) -> NewEvent {
     NewEvent {
-        aggregate_id: payment.payment_id.to_string(),
-        aggregate_version: payment.version,
-        order_id: payment.order_id.to_string(),
-        customer_id: payment.customer_id.to_string(),
+        aggregate_id: payment.payment_id().to_string(),
+        aggregate_version: payment.version(),
+        order_id: payment.order_id().to_string(),
+        customer_id: payment.customer_id().to_string(),
         payload,
     }
 }

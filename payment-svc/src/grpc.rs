@@ -98,7 +98,7 @@ impl PaymentService for PaymentApi {
             .charge(&charge)
             .await
             .map_err(ApiError::from)?;
-        tracing::info!(payment_id = %payment.payment_id, status = ?payment.status, created, "pay");
+        tracing::info!(payment_id = %payment.payment_id(), status = ?payment.status(), created, "pay");
         Ok(Response::new(PayResponse {
             payment: Some(to_proto(&payment)),
         }))
@@ -122,7 +122,7 @@ impl PaymentService for PaymentApi {
             .refund(id, reason)
             .await
             .map_err(ApiError::from)?;
-        tracing::info!(status = ?payment.status, "refund");
+        tracing::info!(status = ?payment.status(), "refund");
         Ok(Response::new(RefundResponse {
             payment: Some(to_proto(&payment)),
         }))
@@ -132,7 +132,7 @@ impl PaymentService for PaymentApi {
     async fn void(&self, request: Request<VoidRequest>) -> Result<Response<VoidResponse>, Status> {
         let void = void_request(request.into_inner())?;
         let payment = self.payments.void(&void).await.map_err(ApiError::from)?;
-        tracing::info!(payment_id = %payment.payment_id, status = ?payment.status, "void");
+        tracing::info!(payment_id = %payment.payment_id(), status = ?payment.status(), "void");
         Ok(Response::new(VoidResponse {
             payment: Some(to_proto(&payment)),
         }))
@@ -196,7 +196,8 @@ impl PaymentService for PaymentApi {
             limit: limit.unwrap_or(paging::DEFAULT_PAGE_SIZE),
         };
         let (payments, more) = self.payments.list(&query).await.map_err(ApiError::from)?;
-        let next_page_token = paging::next_token(more, payments.last().map(|p| &p.payment_id));
+        let last = payments.last().map(Payment::payment_id);
+        let next_page_token = paging::next_token(more, last.as_ref());
         Ok(Response::new(ListPaymentsResponse {
             payments: payments.iter().map(to_proto).collect(),
             next_page_token,
@@ -298,13 +299,13 @@ pub fn charge_request(req: PayRequest) -> Result<ChargeRequest, ApiError> {
 }
 
 fn to_proto(p: &Payment) -> pb::Payment {
-    let status = match p.status {
+    let status = match p.status() {
         PaymentStatus::Approved => pb::PaymentStatus::Approved,
         PaymentStatus::Declined => pb::PaymentStatus::Declined,
         PaymentStatus::Refunded => pb::PaymentStatus::Refunded,
         PaymentStatus::Voided => pb::PaymentStatus::Voided,
     };
-    let decline_reason = match p.decline_reason {
+    let decline_reason = match p.decline_reason() {
         None => pb::DeclineReason::Unspecified,
         Some(DeclineReason::CardDeclined) => pb::DeclineReason::CardDeclined,
         Some(DeclineReason::InsufficientFunds) => pb::DeclineReason::InsufficientFunds,
@@ -312,19 +313,19 @@ fn to_proto(p: &Payment) -> pb::Payment {
         Some(DeclineReason::LimitExceeded) => pb::DeclineReason::LimitExceeded,
     };
     pb::Payment {
-        payment_id: p.payment_id.to_string(),
-        order_id: p.order_id.to_string(),
-        customer_id: p.customer_id.to_string(),
-        amount_minor: p.money.amount.get(),
-        currency: p.money.currency.code().to_owned(),
+        payment_id: p.payment_id().to_string(),
+        order_id: p.order_id().to_string(),
+        customer_id: p.customer_id().to_string(),
+        amount_minor: p.money().amount.get(),
+        currency: p.money().currency.code().to_owned(),
         status: status as i32,
         decline_reason: decline_reason as i32,
-        card_last4: p.card_last4.clone(),
-        create_time: Some(to_timestamp(p.created_at)),
-        update_time: Some(to_timestamp(p.updated_at)),
-        refund_reason: p.refund_reason.clone().unwrap_or_default(),
-        void_reason: p.void_reason.clone().unwrap_or_default(),
-        booking: p.booking.as_ref().map(|b| pb::BookingDetails {
+        card_last4: p.card_last4().to_owned(),
+        create_time: Some(to_timestamp(p.created_at())),
+        update_time: Some(to_timestamp(p.updated_at())),
+        refund_reason: p.refund_reason().unwrap_or_default().to_owned(),
+        void_reason: p.void_reason().unwrap_or_default().to_owned(),
+        booking: p.booking().map(|b| pb::BookingDetails {
             talent_id: b.talent_id.to_string(),
             session_start_time: Some(to_timestamp(b.session_start)),
             session_minutes: b.session_minutes,

@@ -106,7 +106,7 @@ impl Pass {
             }
             let outcome = self.check(&reservation, quiet_since).await;
             self.bookings
-                .tally(reservation.reservation_id, outcome, is_outage)?;
+                .tally(reservation.reservation_id(), outcome, is_outage)?;
         }
         Ok(self.bookings.end_batch(next))
     }
@@ -173,7 +173,7 @@ impl Pass {
         quiet_since: chrono::DateTime<chrono::Utc>,
     ) -> Result<bool, PassError> {
         // `active_between` returns only reservations with a payment.
-        let Some(payment_id) = reservation.payment_id else {
+        let Some(payment_id) = reservation.payment_id() else {
             return Ok(false);
         };
         let payment = payment::facts(&self.payments, payment_id).await?;
@@ -181,8 +181,8 @@ impl Pass {
             PaymentState::Approved => Ok(false),
             PaymentState::Refunded if payment.updated_at < quiet_since => {
                 let cancelled = OrderEvent::Cancelled(Cancellation {
-                    order_id: reservation.order_id,
-                    customer_id: reservation.customer_id.clone(),
+                    order_id: reservation.order_id(),
+                    customer_id: reservation.customer_id().clone(),
                     payment_id: Some(payment_id),
                     reason: payment.refund_reason,
                 });
@@ -190,14 +190,14 @@ impl Pass {
                 if applied == Applied::Unchanged {
                     return Ok(false);
                 }
-                tracing::warn!(reservation_id = %reservation.reservation_id,
-                    order_id = %reservation.order_id, repair = "cancel booking",
+                tracing::warn!(reservation_id = %reservation.reservation_id(),
+                    order_id = %reservation.order_id(), repair = "cancel booking",
                     "anti-entropy: active booking whose payment was refunded; cancelled it");
                 Ok(true)
             }
             PaymentState::Refunded => Ok(false),
             other => {
-                tracing::error!(reservation_id = %reservation.reservation_id, payment = ?other,
+                tracing::error!(reservation_id = %reservation.reservation_id(), payment = ?other,
                     "anti-entropy: active booking without an approved payment");
                 Ok(false)
             }

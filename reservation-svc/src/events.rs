@@ -18,7 +18,7 @@ pub fn to_outbox(event: &ReservationEvent) -> NewEvent {
         } => (
             reservation,
             Payload::ReservationRequested(ReservationRequested {
-                reservation_id: reservation.reservation_id.to_string(),
+                reservation_id: reservation.reservation_id().to_string(),
                 payment_id: payment_id.to_string(),
                 talent_id: booking.talent_id.to_string(),
                 session_start_time: Some(prost_types::Timestamp {
@@ -34,7 +34,7 @@ pub fn to_outbox(event: &ReservationEvent) -> NewEvent {
         } => (
             reservation,
             Payload::ReservationConfirmed(ReservationConfirmed {
-                reservation_id: reservation.reservation_id.to_string(),
+                reservation_id: reservation.reservation_id().to_string(),
                 manager_id: manager_id.to_string(),
             }),
         ),
@@ -45,12 +45,12 @@ pub fn to_outbox(event: &ReservationEvent) -> NewEvent {
         } => (
             reservation,
             Payload::ReservationRejected(ReservationRejected {
-                reservation_id: reservation.reservation_id.to_string(),
+                reservation_id: reservation.reservation_id().to_string(),
                 manager_id: manager_id.to_string(),
                 reason: reason.as_ref().to_owned(),
                 // Always set: only a CANCELLED tombstone can lack a payment.
                 payment_id: reservation
-                    .payment_id
+                    .payment_id()
                     .map(|p| p.to_string())
                     .unwrap_or_default(),
             }),
@@ -58,8 +58,8 @@ pub fn to_outbox(event: &ReservationEvent) -> NewEvent {
         ReservationEvent::Cancelled { reservation } => (
             reservation,
             Payload::ReservationCancelled(ReservationCancelled {
-                reservation_id: reservation.reservation_id.to_string(),
-                reason: reservation.reason.clone().unwrap_or_default(),
+                reservation_id: reservation.reservation_id().to_string(),
+                reason: reservation.reason().unwrap_or_default().to_owned(),
             }),
         ),
     };
@@ -68,10 +68,10 @@ pub fn to_outbox(event: &ReservationEvent) -> NewEvent {
 
 fn envelope_for(reservation: &Reservation, payload: Payload) -> NewEvent {
     NewEvent {
-        aggregate_id: reservation.reservation_id.to_string(),
-        aggregate_version: reservation.version,
-        order_id: reservation.order_id.to_string(),
-        customer_id: reservation.customer_id.to_string(),
+        aggregate_id: reservation.reservation_id().to_string(),
+        aggregate_version: reservation.version(),
+        order_id: reservation.order_id().to_string(),
+        customer_id: reservation.customer_id().to_string(),
         payload,
     }
 }

@@ -146,13 +146,13 @@ fn check_manager_field(field: &str, caller: &Caller) -> Result<(), ApiError> {
 
 /// Whether the caller may see `r`: its customer, or a manager of its talent.
 fn may_see(caller: &Caller, r: &Reservation) -> bool {
-    caller.owns(r.customer_id.as_ref()) || may_manage(caller, r)
+    caller.owns(r.customer_id().as_ref()) || may_manage(caller, r)
 }
 
 /// Whether the caller manages the talent `r` is booked with (a tombstone without a
 /// booking belongs to no manager).
 fn may_manage(caller: &Caller, r: &Reservation) -> bool {
-    r.booking
+    r.booking()
         .as_ref()
         .is_some_and(|b| caller.manages(b.talent_id.as_ref()))
 }
@@ -277,8 +277,8 @@ impl ReservationApi {
             limit: limit.unwrap_or(paging::DEFAULT_PAGE_SIZE),
         };
         let (reservations, more) = self.reservations.list(&query).await?;
-        let next_page_token =
-            paging::next_token(more, reservations.last().map(|r| &r.reservation_id));
+        let last = reservations.last().map(Reservation::reservation_id);
+        let next_page_token = paging::next_token(more, last.as_ref());
         Ok(ListReservationsResponse {
             reservations: reservations.iter().map(to_proto).collect(),
             next_page_token,
@@ -295,7 +295,7 @@ impl ReservationService for ReservationApi {
     ) -> Result<Response<ConfirmReservationResponse>, Status> {
         let caller = caller_of(&request)?;
         let reservation = self.confirm(&caller, request.into_inner()).await?;
-        tracing::info!(status = ?reservation.status, "confirm");
+        tracing::info!(status = ?reservation.status(), "confirm");
         Ok(Response::new(ConfirmReservationResponse {
             reservation: Some(to_proto(&reservation)),
         }))
@@ -308,7 +308,7 @@ impl ReservationService for ReservationApi {
     ) -> Result<Response<RejectReservationResponse>, Status> {
         let caller = caller_of(&request)?;
         let reservation = self.reject(&caller, request.into_inner()).await?;
-        tracing::info!(status = ?reservation.status, "reject");
+        tracing::info!(status = ?reservation.status(), "reject");
         Ok(Response::new(RejectReservationResponse {
             reservation: Some(to_proto(&reservation)),
         }))
@@ -352,30 +352,30 @@ fn uuid_field(field: &str, s: &str) -> Result<Uuid, ApiError> {
 }
 
 fn to_proto(r: &Reservation) -> pb::Reservation {
-    let status = match r.status {
+    let status = match r.status() {
         ReservationStatus::Requested => pb::ReservationStatus::Requested,
         ReservationStatus::Confirmed => pb::ReservationStatus::Confirmed,
         ReservationStatus::Rejected => pb::ReservationStatus::Rejected,
         ReservationStatus::Cancelled => pb::ReservationStatus::Cancelled,
     };
-    let booking = r.booking.as_ref();
+    let booking = r.booking();
     pb::Reservation {
-        reservation_id: r.reservation_id.to_string(),
-        order_id: r.order_id.to_string(),
-        customer_id: r.customer_id.to_string(),
+        reservation_id: r.reservation_id().to_string(),
+        order_id: r.order_id().to_string(),
+        customer_id: r.customer_id().to_string(),
         // A tombstone whose approval never came has no booking to show.
         talent_id: booking.map(|b| b.talent_id.to_string()).unwrap_or_default(),
         session_start_time: booking.map(|b| to_timestamp(b.session_start)),
         session_minutes: booking.map_or(0, |b| b.session_minutes),
-        payment_id: r.payment_id.map(|p| p.to_string()).unwrap_or_default(),
+        payment_id: r.payment_id().map(|p| p.to_string()).unwrap_or_default(),
         status: status as i32,
         manager_id: r
-            .manager_id
+            .manager_id()
             .as_ref()
             .map(ToString::to_string)
             .unwrap_or_default(),
-        reason: r.reason.clone().unwrap_or_default(),
-        create_time: Some(to_timestamp(r.created_at)),
-        update_time: Some(to_timestamp(r.updated_at)),
+        reason: r.reason().unwrap_or_default().to_owned(),
+        create_time: Some(to_timestamp(r.created_at())),
+        update_time: Some(to_timestamp(r.updated_at())),
     }
 }

@@ -70,13 +70,13 @@ pub async fn run_once(
             break;
         }
         // `stale` returns only reservations with a pending rejection.
-        let Some(pending) = reservation.rejecting.clone() else {
+        let Some(pending) = reservation.rejecting() else {
             continue;
         };
-        let id = reservation.reservation_id;
-        match rejections.finish(&reservation, &pending).await {
+        let id = reservation.reservation_id();
+        match rejections.finish(&reservation, pending).await {
             Ok(r) => {
-                tracing::info!(reservation_id = %id, status = %r.status, "pending rejection finished");
+                tracing::info!(reservation_id = %id, status = %r.status(), "pending rejection finished");
                 finished += 1;
             }
             Err(ReservationError::RefundPending(

@@ -99,7 +99,7 @@ impl Reservations {
         domain::require_approved(state)?;
         Ok(self
             .store
-            .confirm(current.reservation_id, manager_id)
+            .confirm(current.reservation_id(), manager_id)
             .await?)
     }
 
@@ -151,13 +151,13 @@ impl Reservations {
         reservation: &Reservation,
         pending: &PendingRejection,
     ) -> Result<Reservation, ReservationError> {
-        let id = reservation.reservation_id;
+        let id = reservation.reservation_id();
         let payment_id = paid_with(reservation)?;
-        match payment::refund(&self.payment, payment_id, &pending.reason).await {
+        match payment::refund(&self.payment, payment_id, pending.reason()).await {
             Ok(()) => {}
             Err(e @ (PaymentError::NotFound(_) | PaymentError::Refused(_))) => {
                 self.store
-                    .release_rejection(id, pending.requested_at)
+                    .release_rejection(id, pending.requested_at())
                     .await?;
                 return Err(ReservationError::RefundRefused(e));
             }
@@ -165,7 +165,7 @@ impl Reservations {
         }
         Ok(self
             .store
-            .reject(id, &pending.manager_id, &pending.reason)
+            .reject(id, pending.manager_id(), pending.reason())
             .await?)
     }
 }
@@ -173,10 +173,11 @@ impl Reservations {
 /// The payment behind a reservation a manager may still act on. Storage guarantees
 /// one (only a CANCELLED tombstone may lack it), so a miss is a corrupt row.
 fn paid_with(r: &Reservation) -> Result<Uuid, StoreError> {
-    r.payment_id.ok_or_else(|| {
+    r.payment_id().ok_or_else(|| {
         StoreError::Corrupt(format!(
             "reservation {} is {} without a payment",
-            r.reservation_id, r.status
+            r.reservation_id(),
+            r.status()
         ))
     })
 }

@@ -45,12 +45,12 @@ impl EventHandler for Handler {
         let parsed = decode::parse(event).map_err(|e| HandlerError::Permanent(e.into()))?;
         match store::apply_event(txn, &parsed).await {
             Ok(entry) => {
-                tracing::debug!(order_id = %entry.order_id, order = ?entry.order,
-                    payment = ?entry.payment, reservation = ?entry.reservation, "entry updated");
+                tracing::debug!(order_id = %entry.order_id(), order = ?entry.order(),
+                    payment = ?entry.payment(), reservation = ?entry.reservation(), "entry updated");
                 if self.changes.is_via_database() {
                     // Delivered to every replica's listener if, and only when, this
                     // transaction commits.
-                    changes::publish(txn, &entry.customer_id, entry.order_id).await?;
+                    changes::publish(txn, entry.customer_id(), entry.order_id()).await?;
                 }
                 Ok(())
             }

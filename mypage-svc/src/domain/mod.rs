@@ -69,27 +69,164 @@ pub struct Versioned<S> {
 
 pub use values::Booking;
 
-/// One customer's view of one order.
+/// One customer's view of one order. Its fields are private so that only [`apply`]
+/// (folding events) and [`Entry::restore`] make one, and the fold's rules (a status
+/// only with the version that announced it, ids filled once) cannot be bypassed;
+/// read it through the accessors named after the fields.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Entry {
     /// The order: the key of the entry.
-    pub order_id: Uuid,
+    order_id: Uuid,
     /// The customer, from the first event of the order; never changes.
+    customer_id: ExternalId,
+    booking: Option<Booking>,
+    price: Option<Money>,
+    /// From `order.*` events.
+    order: Option<Versioned<OrderStatus>>,
+    /// From `payment.*` events (and `order.paid`/`order.payment_declined`, see [`apply`]).
+    payment: Option<Versioned<PaymentStatus>>,
+    /// From `reservation.*` events.
+    reservation: Option<Versioned<ReservationStatus>>,
+    payment_id: Option<Uuid>,
+    reservation_id: Option<Uuid>,
+    /// A `talentshare.payment.v1.DeclineReason` value name, kept as text.
+    decline_reason: Option<String>,
+    /// The latest `occurred_at` among the events folded in.
+    updated_at: DateTime<Utc>,
+}
+
+/// An entry's stored parts, for [`Entry::restore`] only: the store parses its
+/// columns into this and hands it over, and `restore` checks what ties the parts
+/// together. Plain data with public fields, so it checks nothing itself; nothing
+/// else should build one. Each status comes with its version as stored, version 0
+/// standing for "no event yet", since whether the two agree is what `restore` checks.
+#[derive(Clone, Debug)]
+pub struct EntryRecord {
+    pub order_id: Uuid,
     pub customer_id: ExternalId,
     pub booking: Option<Booking>,
     pub price: Option<Money>,
-    /// From `order.*` events.
-    pub order: Option<Versioned<OrderStatus>>,
-    /// From `payment.*` events (and `order.paid`/`order.payment_declined`, see [`apply`]).
-    pub payment: Option<Versioned<PaymentStatus>>,
-    /// From `reservation.*` events.
-    pub reservation: Option<Versioned<ReservationStatus>>,
+    pub order_status: Option<OrderStatus>,
+    pub order_version: i64,
+    pub payment_status: Option<PaymentStatus>,
+    pub payment_version: i64,
+    pub reservation_status: Option<ReservationStatus>,
+    pub reservation_version: i64,
     pub payment_id: Option<Uuid>,
     pub reservation_id: Option<Uuid>,
-    /// A `talentshare.payment.v1.DeclineReason` value name, kept as text.
     pub decline_reason: Option<String>,
-    /// The latest `occurred_at` among the events folded in.
     pub updated_at: DateTime<Utc>,
+}
+
+/// Why stored parts do not make an entry: a status and its version disagree (a
+/// status without a version of at least 1, or a version without a status).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Invalid {
+    #[error("order_status/order_version")]
+    Order,
+    #[error("payment_status/payment_version")]
+    Payment,
+    #[error("reservation_status/reservation_version")]
+    Reservation,
+}
+
+impl Entry {
+    /// Rebuilds an entry from its stored parts, checking that each status came with
+    /// the version that announced it (at least 1) and that no version stands without
+    /// its status: [`apply`] keeps statuses by version, so a mismatched pair would
+    /// make it keep the wrong one.
+    ///
+    /// # Errors
+    ///
+    /// [`Invalid`] names the status whose version disagrees; the store reports it as
+    /// corrupt.
+    pub fn restore(r: EntryRecord) -> Result<Entry, Invalid> {
+        Ok(Entry {
+            order_id: r.order_id,
+            customer_id: r.customer_id,
+            booking: r.booking,
+            price: r.price,
+            order: versioned(r.order_status, r.order_version).ok_or(Invalid::Order)?,
+            payment: versioned(r.payment_status, r.payment_version).ok_or(Invalid::Payment)?,
+            reservation: versioned(r.reservation_status, r.reservation_version)
+                .ok_or(Invalid::Reservation)?,
+            payment_id: r.payment_id,
+            reservation_id: r.reservation_id,
+            decline_reason: r.decline_reason,
+            updated_at: r.updated_at,
+        })
+    }
+
+    /// The order: the key of the entry.
+    #[must_use]
+    pub fn order_id(&self) -> Uuid {
+        self.order_id
+    }
+
+    /// The customer, from the first event of the order; never changes.
+    #[must_use]
+    pub fn customer_id(&self) -> &ExternalId {
+        &self.customer_id
+    }
+
+    #[must_use]
+    pub fn booking(&self) -> Option<&Booking> {
+        self.booking.as_ref()
+    }
+
+    #[must_use]
+    pub fn price(&self) -> Option<Money> {
+        self.price
+    }
+
+    /// From `order.*` events.
+    #[must_use]
+    pub fn order(&self) -> Option<Versioned<OrderStatus>> {
+        self.order
+    }
+
+    /// From `payment.*` events (and `order.paid`/`order.payment_declined`).
+    #[must_use]
+    pub fn payment(&self) -> Option<Versioned<PaymentStatus>> {
+        self.payment
+    }
+
+    /// From `reservation.*` events.
+    #[must_use]
+    pub fn reservation(&self) -> Option<Versioned<ReservationStatus>> {
+        self.reservation
+    }
+
+    #[must_use]
+    pub fn payment_id(&self) -> Option<Uuid> {
+        self.payment_id
+    }
+
+    #[must_use]
+    pub fn reservation_id(&self) -> Option<Uuid> {
+        self.reservation_id
+    }
+
+    /// A `talentshare.payment.v1.DeclineReason` value name, kept as text.
+    #[must_use]
+    pub fn decline_reason(&self) -> Option<&str> {
+        self.decline_reason.as_deref()
+    }
+
+    /// The latest `occurred_at` among the events folded in.
+    #[must_use]
+    pub fn updated_at(&self) -> DateTime<Utc> {
+        self.updated_at
+    }
+}
+
+/// A stored status and its version; `None` when they disagree.
+fn versioned<S>(status: Option<S>, version: i64) -> Option<Option<Versioned<S>>> {
+    match status {
+        None if version == 0 => Some(None),
+        Some(status) if version >= 1 => Some(Some(Versioned { version, status })),
+        _ => None,
+    }
 }
 
 /// One event about an order, parsed from the wire.

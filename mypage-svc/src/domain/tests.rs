@@ -1,4 +1,5 @@
-//! One test per rule of [`super::apply`] and [`super::check`], and the convergence
+//! One test per rule of [`super::apply`], [`super::check`] and [`Entry::restore`],
+//! and the convergence
 //! property: any permutation of a story, with any repetitions, folds to the entry
 //! the story gives in order.
 
@@ -210,6 +211,71 @@ fn fold<'a>(events: impl IntoIterator<Item = &'a DomainEvent>) -> Option<Entry> 
 
 fn story(n: usize) -> Story {
     stories().swap_remove(n)
+}
+
+fn record_of(e: &Entry) -> EntryRecord {
+    let e = e.clone();
+    EntryRecord {
+        order_id: e.order_id,
+        customer_id: e.customer_id,
+        booking: e.booking,
+        price: e.price,
+        order_status: e.order.map(|v| v.status),
+        order_version: e.order.map_or(0, |v| v.version),
+        payment_status: e.payment.map(|v| v.status),
+        payment_version: e.payment.map_or(0, |v| v.version),
+        reservation_status: e.reservation.map(|v| v.status),
+        reservation_version: e.reservation.map_or(0, |v| v.version),
+        payment_id: e.payment_id,
+        reservation_id: e.reservation_id,
+        decline_reason: e.decline_reason,
+        updated_at: e.updated_at,
+    }
+}
+
+#[test]
+fn restoring_what_the_fold_made_gives_the_same_entry() {
+    for (n, s) in stories().iter().enumerate() {
+        for len in 1..=s.events.len() {
+            let entry = fold(&s.events[..len]).expect("at least one event");
+            assert_eq!(
+                Entry::restore(record_of(&entry)),
+                Ok(entry),
+                "story {n}, {len} events"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_status_is_not_restored_without_a_version_nor_a_version_without_its_status() {
+    let entry = fold(&story(0).events).expect("story 0 has events");
+    let cases = [
+        (
+            EntryRecord {
+                order_version: 0,
+                ..record_of(&entry)
+            },
+            Invalid::Order,
+        ),
+        (
+            EntryRecord {
+                payment_status: None,
+                ..record_of(&entry)
+            },
+            Invalid::Payment,
+        ),
+        (
+            EntryRecord {
+                reservation_version: -1,
+                ..record_of(&entry)
+            },
+            Invalid::Reservation,
+        ),
+    ];
+    for (record, invalid) in cases {
+        assert_eq!(Entry::restore(record), Err(invalid), "{invalid:?}");
+    }
 }
 
 #[test]

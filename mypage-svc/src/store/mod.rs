@@ -79,9 +79,9 @@ pub async fn apply_event<C: ConnectionTrait>(
         // Over the versions read: under the row lock they still hold, and without it
         // a lost race is an error (the event is retried), never a lost update.
         let (order, payment, reservation) = (
-            current.order.map_or(0, |v| v.version),
-            current.payment.map_or(0, |v| v.version),
-            current.reservation.map_or(0, |v| v.version),
+            current.order().map_or(0, |v| v.version),
+            current.payment().map_or(0, |v| v.version),
+            current.reservation().map_or(0, |v| v.version),
         );
         shared::update_if_unchanged(
             txn,

@@ -113,51 +113,104 @@ impl fmt::Display for OrderStatus {
     }
 }
 
-/// An order as stored.
+/// An order as stored. Its fields are private so that only [`Order::place`], the
+/// transitions and [`Order::restore`] make one, and an order cannot be put into a
+/// state the machine above does not allow; read it through the accessors named
+/// after the fields.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Order {
+    order_id: Uuid,
+    request_id: Uuid,
+    customer_id: ExternalId,
+    booking: Booking,
+    money: Money,
+    /// Last four digits of the card the order was placed with; the only card data kept.
+    card_last4: String,
+    status: OrderStatus,
+    /// The decided payment; set from PAID / PAYMENT_DECLINED on (and on CANCELLED or
+    /// REJECTED when there was one).
+    payment_id: Option<Uuid>,
+    /// The `talentshare.payment.v1.DeclineReason` value name, kept opaque.
+    decline_reason: Option<String>,
+    /// True once the payment was refunded (cancellation or rejection).
+    refunded: bool,
+    /// Why the order ended (CANCELLED or REJECTED).
+    reason: Option<String>,
+    /// The customer's request to cancel, recorded on a PAID order before its refund
+    /// was asked for; kept once the order has ended.
+    cancel_request: Option<CancelRequest>,
+    /// A payment approved for this order after it had ended without it, which must be
+    /// refunded: recorded before the refund is asked for, cleared once it is done, so
+    /// the money goes back even if this process stops in between.
+    refund_due: Option<Uuid>,
+    /// Starts at 1, +1 per change; the events' `aggregate_version`.
+    version: i64,
+    /// When the latest call to payment-svc's Pay for this order started. No Pay can
+    /// be in flight once it is older than the Pay deadline, which is what lets an
+    /// order whose payment never happened be given up safely (see [`Order::abandon`]).
+    payment_attempted_at: DateTime<Utc>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+/// A customer's request to cancel a PAID order. It is stored before payment-svc is
+/// asked for the refund, so a refund whose CANCELLED was never recorded (a crash, a
+/// database error) is found and finished later, with this reason. Part of an
+/// [`Order`], so only the order makes one (its reason clipped).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CancelRequest {
+    requested_at: DateTime<Utc>,
+    /// The customer's reason, clipped; the refund and the CANCELLED order carry it.
+    reason: Option<String>,
+}
+
+impl CancelRequest {
+    #[must_use]
+    pub fn requested_at(&self) -> DateTime<Utc> {
+        self.requested_at
+    }
+
+    /// The customer's reason, clipped; the refund and the CANCELLED order carry it.
+    #[must_use]
+    pub fn reason(&self) -> Option<&str> {
+        self.reason.as_deref()
+    }
+}
+
+/// An order's stored parts, for [`Order::restore`] only: the store parses its
+/// columns into this and hands it over, and `restore` checks what ties the parts
+/// together. Plain data with public fields, so it checks nothing itself; nothing
+/// else should build one. The cancellation request comes as its two columns, since
+/// whether they make a request is one of the rules `restore` checks.
+#[derive(Clone, Debug)]
+pub struct OrderRecord {
     pub order_id: Uuid,
     pub request_id: Uuid,
     pub customer_id: ExternalId,
     pub booking: Booking,
     pub money: Money,
-    /// Last four digits of the card the order was placed with; the only card data kept.
     pub card_last4: String,
     pub status: OrderStatus,
-    /// The decided payment; set from PAID / PAYMENT_DECLINED on (and on CANCELLED or
-    /// REJECTED when there was one).
     pub payment_id: Option<Uuid>,
-    /// The `talentshare.payment.v1.DeclineReason` value name, kept opaque.
     pub decline_reason: Option<String>,
-    /// True once the payment was refunded (cancellation or rejection).
     pub refunded: bool,
-    /// Why the order ended (CANCELLED or REJECTED).
     pub reason: Option<String>,
-    /// The customer's request to cancel, recorded on a PAID order before its refund
-    /// was asked for; kept once the order has ended.
-    pub cancel_request: Option<CancelRequest>,
-    /// A payment approved for this order after it had ended without it, which must be
-    /// refunded: recorded before the refund is asked for, cleared once it is done, so
-    /// the money goes back even if this process stops in between.
+    pub cancel_requested_at: Option<DateTime<Utc>>,
+    pub cancel_reason: Option<String>,
     pub refund_due: Option<Uuid>,
-    /// Starts at 1, +1 per change; the events' `aggregate_version`.
     pub version: i64,
-    /// When the latest call to payment-svc's Pay for this order started. No Pay can
-    /// be in flight once it is older than the Pay deadline, which is what lets an
-    /// order whose payment never happened be given up safely (see [`Order::abandon`]).
     pub payment_attempted_at: DateTime<Utc>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
 
-/// A customer's request to cancel a PAID order. It is stored before payment-svc is
-/// asked for the refund, so a refund whose CANCELLED was never recorded (a crash, a
-/// database error) is found and finished later, with this reason.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CancelRequest {
-    pub requested_at: DateTime<Utc>,
-    /// The customer's reason, clipped; the refund and the CANCELLED order carry it.
-    pub reason: Option<String>,
+/// Why stored parts do not make an order: they break a rule the transitions keep.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Invalid {
+    #[error("decided without a payment_id")]
+    DecidedWithoutPayment,
+    #[error("cancel_reason without cancel_requested_at")]
+    CancelReasonWithoutRequest,
 }
 
 /// What a change announces; the adapter turns it, with the order after the change,
@@ -227,6 +280,143 @@ pub enum Refused {
 }
 
 impl Order {
+    /// Rebuilds an order from its stored parts, checking the rules the transitions
+    /// keep and later code relies on: a decided order (PAID, PAYMENT_DECLINED) has
+    /// its payment, and a cancellation reason comes only with its request.
+    ///
+    /// # Errors
+    ///
+    /// [`Invalid`] names the rule the parts break; the store reports it as corrupt.
+    pub fn restore(r: OrderRecord) -> Result<Order, Invalid> {
+        if matches!(r.status, OrderStatus::Paid | OrderStatus::PaymentDeclined)
+            && r.payment_id.is_none()
+        {
+            return Err(Invalid::DecidedWithoutPayment);
+        }
+        let cancel_request = match (r.cancel_requested_at, r.cancel_reason) {
+            (Some(requested_at), reason) => Some(CancelRequest {
+                requested_at,
+                reason,
+            }),
+            (None, None) => None,
+            (None, Some(_)) => return Err(Invalid::CancelReasonWithoutRequest),
+        };
+        Ok(Order {
+            order_id: r.order_id,
+            request_id: r.request_id,
+            customer_id: r.customer_id,
+            booking: r.booking,
+            money: r.money,
+            card_last4: r.card_last4,
+            status: r.status,
+            payment_id: r.payment_id,
+            decline_reason: r.decline_reason,
+            refunded: r.refunded,
+            reason: r.reason,
+            cancel_request,
+            refund_due: r.refund_due,
+            version: r.version,
+            payment_attempted_at: r.payment_attempted_at,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        })
+    }
+
+    #[must_use]
+    pub fn order_id(&self) -> Uuid {
+        self.order_id
+    }
+
+    /// The client's idempotency key the order was placed with.
+    #[must_use]
+    pub fn request_id(&self) -> Uuid {
+        self.request_id
+    }
+
+    #[must_use]
+    pub fn customer_id(&self) -> &ExternalId {
+        &self.customer_id
+    }
+
+    #[must_use]
+    pub fn booking(&self) -> &Booking {
+        &self.booking
+    }
+
+    #[must_use]
+    pub fn money(&self) -> Money {
+        self.money
+    }
+
+    /// Last four digits of the card the order was placed with.
+    #[must_use]
+    pub fn card_last4(&self) -> &str {
+        &self.card_last4
+    }
+
+    #[must_use]
+    pub fn status(&self) -> OrderStatus {
+        self.status
+    }
+
+    /// The decided payment, from PAID / PAYMENT_DECLINED on.
+    #[must_use]
+    pub fn payment_id(&self) -> Option<Uuid> {
+        self.payment_id
+    }
+
+    /// The `talentshare.payment.v1.DeclineReason` value name, kept opaque.
+    #[must_use]
+    pub fn decline_reason(&self) -> Option<&str> {
+        self.decline_reason.as_deref()
+    }
+
+    /// Whether the payment was refunded (cancellation or rejection).
+    #[must_use]
+    pub fn refunded(&self) -> bool {
+        self.refunded
+    }
+
+    /// Why the order ended (CANCELLED or REJECTED).
+    #[must_use]
+    pub fn reason(&self) -> Option<&str> {
+        self.reason.as_deref()
+    }
+
+    /// The customer's request to cancel, once recorded.
+    #[must_use]
+    pub fn cancel_request(&self) -> Option<&CancelRequest> {
+        self.cancel_request.as_ref()
+    }
+
+    /// A payment approved after the order ended, still to be refunded.
+    #[must_use]
+    pub fn refund_due(&self) -> Option<Uuid> {
+        self.refund_due
+    }
+
+    /// Starts at 1, +1 per change; the events' `aggregate_version`.
+    #[must_use]
+    pub fn version(&self) -> i64 {
+        self.version
+    }
+
+    /// When the latest call to payment-svc's Pay for this order started.
+    #[must_use]
+    pub fn payment_attempted_at(&self) -> DateTime<Utc> {
+        self.payment_attempted_at
+    }
+
+    #[must_use]
+    pub fn created_at(&self) -> DateTime<Utc> {
+        self.created_at
+    }
+
+    #[must_use]
+    pub fn updated_at(&self) -> DateTime<Utc> {
+        self.updated_at
+    }
+
     /// Places an order in PENDING_PAYMENT at version 1.
     pub fn place(
         new: &NewOrder,
@@ -946,5 +1136,70 @@ mod tests {
         );
         let requested = paid().request_cancellation(Some(String::new()), later());
         assert_eq!(requested.unwrap().cancel_request.unwrap().reason, None);
+    }
+
+    fn record_of(o: &Order) -> OrderRecord {
+        let o = o.clone();
+        OrderRecord {
+            order_id: o.order_id,
+            request_id: o.request_id,
+            customer_id: o.customer_id,
+            booking: o.booking,
+            money: o.money,
+            card_last4: o.card_last4,
+            status: o.status,
+            payment_id: o.payment_id,
+            decline_reason: o.decline_reason,
+            refunded: o.refunded,
+            reason: o.reason,
+            cancel_requested_at: o.cancel_request.as_ref().map(|r| r.requested_at),
+            cancel_reason: o.cancel_request.and_then(|r| r.reason),
+            refund_due: o.refund_due,
+            version: o.version,
+            payment_attempted_at: o.payment_attempted_at,
+            created_at: o.created_at,
+            updated_at: o.updated_at,
+        }
+    }
+
+    #[test]
+    fn restoring_what_the_transitions_made_gives_the_same_order() {
+        let requested = paid()
+            .request_cancellation(Some("changed my mind".into()), later())
+            .unwrap();
+        for order in [pending(), paid(), requested] {
+            assert_eq!(
+                Order::restore(record_of(&order)),
+                Ok(order.clone()),
+                "{order:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_decided_order_is_not_restored_without_its_payment() {
+        for status in [OrderStatus::Paid, OrderStatus::PaymentDeclined] {
+            let record = OrderRecord {
+                payment_id: None,
+                ..record_of(&in_status(status))
+            };
+            assert_eq!(
+                Order::restore(record),
+                Err(Invalid::DecidedWithoutPayment),
+                "{status}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_cancel_reason_is_not_restored_without_its_request() {
+        let record = OrderRecord {
+            cancel_reason: Some("why".into()),
+            ..record_of(&paid())
+        };
+        assert_eq!(
+            Order::restore(record),
+            Err(Invalid::CancelReasonWithoutRequest)
+        );
     }
 }

@@ -312,8 +312,8 @@ async fn update<C: ConnectionTrait>(conn: &C, current: &Order, next: &Order) -> 
         conn,
         to_row(next),
         Condition::all()
-            .add(entity::Column::Version.eq(current.version))
-            .add(entity::Column::Status.eq(StoredOrderStatus::from(current.status))),
+            .add(entity::Column::Version.eq(current.version()))
+            .add(entity::Column::Status.eq(StoredOrderStatus::from(current.status()))),
     )
     .await
 }

@@ -385,7 +385,7 @@ impl TestApp {
             store.request_cancellation(order_id, Some(reason.into()))
         })
         .await;
-        assert!(order.cancel_request.is_some(), "a paid order records it");
+        assert!(order.cancel_request().is_some(), "a paid order records it");
         let _ = conn.close().await;
     }
 

@@ -88,23 +88,45 @@ pub fn decide(card: &CardNumber, money: &Money) -> Decision {
     }
 }
 
-/// A payment as stored.
+/// A payment as stored. Its fields are private so that only [`Payment::charge`],
+/// [`Payment::void`], [`Payment::refund`] and [`Payment::restore`] make one; read it
+/// through the accessors named after the fields.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Payment {
+    payment_id: Uuid,
+    order_id: Uuid,
+    customer_id: ExternalId,
+    money: Money,
+    status: PaymentStatus,
+    decline_reason: Option<DeclineReason>,
+    /// Empty for a voided payment: it never saw a card.
+    card_last4: String,
+    /// What the charge pays for, as the first Pay gave it; `None` for a void (and
+    /// for payments stored before bookings were kept).
+    booking: Option<Booking>,
+    refund_reason: Option<String>,
+    void_reason: Option<String>,
+    /// Starts at 1, +1 per change; the events' `aggregate_version`.
+    version: i64,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+/// A payment's stored parts, for [`Payment::restore`] only: the store parses its
+/// columns into this and hands it over. Plain data with public fields, so it checks
+/// nothing itself; nothing else should build one.
+#[derive(Clone, Debug)]
+pub struct PaymentRecord {
     pub payment_id: Uuid,
     pub order_id: Uuid,
     pub customer_id: ExternalId,
     pub money: Money,
     pub status: PaymentStatus,
     pub decline_reason: Option<DeclineReason>,
-    /// Empty for a voided payment: it never saw a card.
     pub card_last4: String,
-    /// What the charge pays for, as the first Pay gave it; `None` for a void (and
-    /// for payments stored before bookings were kept).
     pub booking: Option<Booking>,
     pub refund_reason: Option<String>,
     pub void_reason: Option<String>,
-    /// Starts at 1, +1 per change; the events' `aggregate_version`.
     pub version: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -119,6 +141,98 @@ pub enum PaymentEvent {
 }
 
 impl Payment {
+    /// Rebuilds a payment from its stored parts. Infallible: every part is already a
+    /// parsed domain value, and a payment has no rule across its parts that the
+    /// store checked before fields became private (the one it does check, a booking
+    /// stored in part, is about columns and stays in the store).
+    #[must_use]
+    pub fn restore(r: PaymentRecord) -> Payment {
+        Payment {
+            payment_id: r.payment_id,
+            order_id: r.order_id,
+            customer_id: r.customer_id,
+            money: r.money,
+            status: r.status,
+            decline_reason: r.decline_reason,
+            card_last4: r.card_last4,
+            booking: r.booking,
+            refund_reason: r.refund_reason,
+            void_reason: r.void_reason,
+            version: r.version,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        }
+    }
+
+    #[must_use]
+    pub fn payment_id(&self) -> Uuid {
+        self.payment_id
+    }
+
+    /// The idempotency key: one payment per order.
+    #[must_use]
+    pub fn order_id(&self) -> Uuid {
+        self.order_id
+    }
+
+    #[must_use]
+    pub fn customer_id(&self) -> &ExternalId {
+        &self.customer_id
+    }
+
+    #[must_use]
+    pub fn money(&self) -> Money {
+        self.money
+    }
+
+    #[must_use]
+    pub fn status(&self) -> PaymentStatus {
+        self.status
+    }
+
+    #[must_use]
+    pub fn decline_reason(&self) -> Option<DeclineReason> {
+        self.decline_reason
+    }
+
+    /// Empty for a voided payment: it never saw a card.
+    #[must_use]
+    pub fn card_last4(&self) -> &str {
+        &self.card_last4
+    }
+
+    /// `None` for a void, and for payments stored before bookings were kept.
+    #[must_use]
+    pub fn booking(&self) -> Option<&Booking> {
+        self.booking.as_ref()
+    }
+
+    #[must_use]
+    pub fn refund_reason(&self) -> Option<&str> {
+        self.refund_reason.as_deref()
+    }
+
+    #[must_use]
+    pub fn void_reason(&self) -> Option<&str> {
+        self.void_reason.as_deref()
+    }
+
+    /// Starts at 1, +1 per change; the events' `aggregate_version`.
+    #[must_use]
+    pub fn version(&self) -> i64 {
+        self.version
+    }
+
+    #[must_use]
+    pub fn created_at(&self) -> DateTime<Utc> {
+        self.created_at
+    }
+
+    #[must_use]
+    pub fn updated_at(&self) -> DateTime<Utc> {
+        self.updated_at
+    }
+
     /// Charges: decides and builds the new payment with the event announcing it.
     pub fn charge(
         req: &ChargeRequest,

@@ -100,12 +100,12 @@ impl PaymentStore {
             return Ok(Inserted::New);
         }
         // The insert waited for the winner to commit, so it is there to read.
-        let existing = find(&txn, Lookup::ByOrderId(payment.order_id), Lock::Unlocked).await?;
+        let existing = find(&txn, Lookup::ByOrderId(payment.order_id()), Lock::Unlocked).await?;
         txn.commit().await?;
         existing.map(Inserted::Existing).ok_or_else(|| {
             StoreError::Corrupt(format!(
                 "order {} conflicted but has no payment",
-                payment.order_id
+                payment.order_id()
             ))
         })
     }
@@ -134,7 +134,7 @@ impl PaymentStore {
         shared::update_if_unchanged(
             &txn,
             to_row(&next),
-            Condition::all().add(entity::Column::Version.eq(current.version)),
+            Condition::all().add(entity::Column::Version.eq(current.version())),
         )
         .await
         .map_err(db)?;

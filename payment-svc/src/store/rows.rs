@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use super::StoreError;
 use super::schema::{StoredDeclineReason, entity};
-use crate::domain::{Booking, DeclineReason, Payment};
+use crate::domain::{Booking, DeclineReason, Payment, PaymentRecord};
 
 /// The stored name of a decline reason, which the `payment.declined` event carries.
 pub(crate) fn reason_str(r: DeclineReason) -> &'static str {
@@ -16,28 +16,28 @@ pub(crate) fn reason_str(r: DeclineReason) -> &'static str {
 
 pub(super) fn to_row(p: &Payment) -> entity::ActiveModel {
     entity::ActiveModel {
-        payment_id: Set(p.payment_id.to_string()),
-        order_id: Set(p.order_id.to_string()),
-        customer_id: Set(p.customer_id.to_string()),
-        amount_minor: Set(p.money.amount.get()),
-        currency: Set(p.money.currency.code().to_owned()),
-        status: Set(p.status.into()),
-        decline_reason: Set(p.decline_reason.map(Into::into)),
-        card_last4: Set(p.card_last4.clone()),
-        talent_id: Set(p.booking.as_ref().map(|b| b.talent_id.to_string())),
-        session_start_time: Set(p.booking.as_ref().map(|b| b.session_start)),
-        session_minutes: Set(p.booking.as_ref().map(|b| b.session_minutes)),
-        refund_reason: Set(p.refund_reason.clone()),
-        void_reason: Set(p.void_reason.clone()),
-        version: Set(p.version),
-        created_at: Set(p.created_at),
-        updated_at: Set(p.updated_at),
+        payment_id: Set(p.payment_id().to_string()),
+        order_id: Set(p.order_id().to_string()),
+        customer_id: Set(p.customer_id().to_string()),
+        amount_minor: Set(p.money().amount.get()),
+        currency: Set(p.money().currency.code().to_owned()),
+        status: Set(p.status().into()),
+        decline_reason: Set(p.decline_reason().map(Into::into)),
+        card_last4: Set(p.card_last4().to_owned()),
+        talent_id: Set(p.booking().map(|b| b.talent_id.to_string())),
+        session_start_time: Set(p.booking().map(|b| b.session_start)),
+        session_minutes: Set(p.booking().map(|b| b.session_minutes)),
+        refund_reason: Set(p.refund_reason().map(str::to_owned)),
+        void_reason: Set(p.void_reason().map(str::to_owned)),
+        version: Set(p.version()),
+        created_at: Set(p.created_at()),
+        updated_at: Set(p.updated_at()),
     }
 }
 
 pub(super) fn from_row(m: entity::Model) -> Result<Payment, StoreError> {
     let corrupt = |what: &str| StoreError::Corrupt(format!("payment {}: {what}", m.payment_id));
-    Ok(Payment {
+    Ok(Payment::restore(PaymentRecord {
         payment_id: Uuid::parse_str(&m.payment_id).map_err(|_| corrupt("payment_id"))?,
         order_id: Uuid::parse_str(&m.order_id).map_err(|_| corrupt("order_id"))?,
         customer_id: ExternalId::try_from(m.customer_id.clone())
@@ -64,5 +64,5 @@ pub(super) fn from_row(m: entity::Model) -> Result<Payment, StoreError> {
         version: m.version,
         created_at: m.created_at,
         updated_at: m.updated_at,
-    })
+    }))
 }

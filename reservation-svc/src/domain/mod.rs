@@ -56,40 +56,100 @@ impl fmt::Display for ReservationStatus {
     }
 }
 
-/// A reservation as stored.
+/// A reservation as stored. Its fields are private so that only the constructors
+/// ([`Reservation::request`], [`Reservation::tombstone`]), the transitions and
+/// [`Reservation::restore`] make one; read it through the accessors named after the
+/// fields.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Reservation {
-    pub reservation_id: Uuid,
+    reservation_id: Uuid,
     /// Unique: one reservation per order.
-    pub order_id: Uuid,
-    pub customer_id: ExternalId,
+    order_id: Uuid,
+    customer_id: ExternalId,
     /// `None` only for a tombstone whose approval has not arrived (yet, or ever).
-    pub booking: Option<Booking>,
+    booking: Option<Booking>,
     /// The approved payment; `None` only for such a tombstone when the cancellation
     /// did not name a payment either.
-    pub payment_id: Option<Uuid>,
-    pub status: ReservationStatus,
+    payment_id: Option<Uuid>,
+    status: ReservationStatus,
     /// The manager who confirmed or rejected it.
-    pub manager_id: Option<ExternalId>,
+    manager_id: Option<ExternalId>,
     /// The manager's reason when REJECTED, the customer's when CANCELLED.
-    pub reason: Option<String>,
+    reason: Option<String>,
     /// A rejection recorded but not finished (refund not yet confirmed); only ever on
     /// a REQUESTED reservation. Not a change of state: no event, no new version.
-    pub rejecting: Option<PendingRejection>,
+    rejecting: Option<PendingRejection>,
     /// Starts at 1, +1 per announced change; the events' `aggregate_version`.
+    version: i64,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+/// A manager's rejection recorded before its refund, so that it survives a failed
+/// call or a crash and is finished with exactly this manager and reason. State of a
+/// [`Reservation`], so only the reservation makes one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PendingRejection {
+    manager_id: ExternalId,
+    reason: RejectReason,
+    /// When it was recorded: the reconciler finishes claims older than its grace.
+    requested_at: DateTime<Utc>,
+}
+
+impl PendingRejection {
+    /// The manager who rejected first; the rejection is finished in their name.
+    #[must_use]
+    pub fn manager_id(&self) -> &ExternalId {
+        &self.manager_id
+    }
+
+    #[must_use]
+    pub fn reason(&self) -> &RejectReason {
+        &self.reason
+    }
+
+    /// When it was recorded: the reconciler finishes claims older than its grace.
+    #[must_use]
+    pub fn requested_at(&self) -> DateTime<Utc> {
+        self.requested_at
+    }
+}
+
+/// A reservation's stored parts, for [`Reservation::restore`] only: the store parses
+/// its columns into this and hands it over, and `restore` checks what ties the parts
+/// together. Plain data with public fields, so it checks nothing itself; nothing
+/// else should build one. The pending rejection comes as its three columns, since
+/// whether they make one is among the rules `restore` checks.
+#[derive(Clone, Debug)]
+pub struct ReservationRecord {
+    pub reservation_id: Uuid,
+    pub order_id: Uuid,
+    pub customer_id: ExternalId,
+    pub booking: Option<Booking>,
+    pub payment_id: Option<Uuid>,
+    pub status: ReservationStatus,
+    pub manager_id: Option<ExternalId>,
+    pub reason: Option<String>,
+    pub reject_requested_at: Option<DateTime<Utc>>,
+    pub reject_manager_id: Option<ExternalId>,
+    pub reject_reason: Option<RejectReason>,
     pub version: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
 
-/// A manager's rejection recorded before its refund, so that it survives a failed
-/// call or a crash and is finished with exactly this manager and reason.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PendingRejection {
-    pub manager_id: ExternalId,
-    pub reason: RejectReason,
-    /// When it was recorded: the reconciler finishes claims older than its grace.
-    pub requested_at: DateTime<Utc>,
+/// Why stored parts do not make a reservation: they break a rule the constructors
+/// and transitions keep. The messages are the ones the store has always reported.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Invalid {
+    /// The session length is outside [`SESSION_MINUTES`].
+    #[error("booking columns")]
+    SessionMinutes,
+    #[error("booking or payment missing outside a tombstone")]
+    MissingOutsideTombstone,
+    /// Only part of a pending rejection, or one on a reservation not REQUESTED.
+    #[error("pending rejection columns")]
+    Rejecting,
 }
 
 /// What a `payment.approved` event tells about an order.
@@ -203,6 +263,121 @@ pub fn apply(
 }
 
 impl Reservation {
+    /// Rebuilds a reservation from its stored parts, checking the rules the
+    /// constructors and transitions keep and later code relies on: a booking lasts
+    /// [`SESSION_MINUTES`], only a CANCELLED tombstone may lack its booking or
+    /// payment, and a pending rejection is whole and only on a REQUESTED reservation.
+    ///
+    /// # Errors
+    ///
+    /// [`Invalid`] names the rule the parts break; the store reports it as corrupt.
+    pub fn restore(r: ReservationRecord) -> Result<Reservation, Invalid> {
+        if let Some(b) = &r.booking
+            && !SESSION_MINUTES.contains(&b.session_minutes)
+        {
+            return Err(Invalid::SessionMinutes);
+        }
+        if r.status != ReservationStatus::Cancelled
+            && (r.booking.is_none() || r.payment_id.is_none())
+        {
+            return Err(Invalid::MissingOutsideTombstone);
+        }
+        let rejecting = match (r.reject_requested_at, r.reject_manager_id, r.reject_reason) {
+            (None, None, None) => None,
+            (Some(requested_at), Some(manager_id), Some(reason))
+                if r.status == ReservationStatus::Requested =>
+            {
+                Some(PendingRejection {
+                    manager_id,
+                    reason,
+                    requested_at,
+                })
+            }
+            _ => return Err(Invalid::Rejecting),
+        };
+        Ok(Reservation {
+            reservation_id: r.reservation_id,
+            order_id: r.order_id,
+            customer_id: r.customer_id,
+            booking: r.booking,
+            payment_id: r.payment_id,
+            status: r.status,
+            manager_id: r.manager_id,
+            reason: r.reason,
+            rejecting,
+            version: r.version,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        })
+    }
+
+    #[must_use]
+    pub fn reservation_id(&self) -> Uuid {
+        self.reservation_id
+    }
+
+    /// Unique: one reservation per order.
+    #[must_use]
+    pub fn order_id(&self) -> Uuid {
+        self.order_id
+    }
+
+    #[must_use]
+    pub fn customer_id(&self) -> &ExternalId {
+        &self.customer_id
+    }
+
+    /// `None` only for a tombstone whose approval has not arrived (yet, or ever).
+    #[must_use]
+    pub fn booking(&self) -> Option<&Booking> {
+        self.booking.as_ref()
+    }
+
+    /// The approved payment; `None` only for a tombstone that never learnt it.
+    #[must_use]
+    pub fn payment_id(&self) -> Option<Uuid> {
+        self.payment_id
+    }
+
+    #[must_use]
+    pub fn status(&self) -> ReservationStatus {
+        self.status
+    }
+
+    /// The manager who confirmed or rejected it.
+    #[must_use]
+    pub fn manager_id(&self) -> Option<&ExternalId> {
+        self.manager_id.as_ref()
+    }
+
+    /// The manager's reason when REJECTED, the customer's when CANCELLED.
+    #[must_use]
+    pub fn reason(&self) -> Option<&str> {
+        self.reason.as_deref()
+    }
+
+    /// A rejection recorded but not finished; only ever on a REQUESTED reservation.
+    #[must_use]
+    pub fn rejecting(&self) -> Option<&PendingRejection> {
+        self.rejecting.as_ref()
+    }
+
+    /// Starts at 1, +1 per announced change; the events' `aggregate_version`.
+    #[must_use]
+    pub fn version(&self) -> i64 {
+        self.version
+    }
+
+    #[must_use]
+    pub fn created_at(&self) -> DateTime<Utc> {
+        self.created_at
+    }
+
+    #[must_use]
+    pub fn updated_at(&self) -> DateTime<Utc> {
+        self.updated_at
+    }
+
     /// A new REQUESTED reservation for an approved payment.
     pub fn request(
         approval: &Approval,
@@ -1004,6 +1179,78 @@ mod tests {
             | ReservationEvent::Confirmed { reservation, .. }
             | ReservationEvent::Rejected { reservation, .. }
             | ReservationEvent::Cancelled { reservation } => reservation.version,
+        }
+    }
+
+    fn record_of(r: &Reservation) -> ReservationRecord {
+        let r = r.clone();
+        ReservationRecord {
+            reservation_id: r.reservation_id,
+            order_id: r.order_id,
+            customer_id: r.customer_id,
+            booking: r.booking,
+            payment_id: r.payment_id,
+            status: r.status,
+            manager_id: r.manager_id,
+            reason: r.reason,
+            reject_requested_at: r.rejecting.as_ref().map(|p| p.requested_at),
+            reject_manager_id: r.rejecting.as_ref().map(|p| p.manager_id.clone()),
+            reject_reason: r.rejecting.map(|p| p.reason),
+            version: r.version,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        }
+    }
+
+    #[test]
+    fn restoring_what_the_transitions_made_gives_the_same_reservation() {
+        let tombstone =
+            Reservation::tombstone(&cancellation(Uuid::now_v7()), Uuid::now_v7(), Utc::now()).0;
+        for r in [requested(), being_rejected(), tombstone] {
+            assert_eq!(Reservation::restore(record_of(&r)), Ok(r.clone()), "{r:?}");
+        }
+    }
+
+    #[test]
+    fn a_booking_outside_the_session_limits_is_not_restored() {
+        let mut record = record_of(&requested());
+        if let Some(b) = record.booking.as_mut() {
+            b.session_minutes = SESSION_MINUTES.end() + 1;
+        }
+        assert_eq!(Reservation::restore(record), Err(Invalid::SessionMinutes));
+    }
+
+    #[test]
+    fn only_a_tombstone_is_restored_without_its_booking_or_payment() {
+        for record in [
+            ReservationRecord {
+                booking: None,
+                ..record_of(&requested())
+            },
+            ReservationRecord {
+                payment_id: None,
+                ..record_of(&in_status(ReservationStatus::Confirmed))
+            },
+        ] {
+            assert_eq!(
+                Reservation::restore(record),
+                Err(Invalid::MissingOutsideTombstone)
+            );
+        }
+    }
+
+    #[test]
+    fn a_pending_rejection_is_restored_only_whole_and_only_on_a_requested_reservation() {
+        let partial = ReservationRecord {
+            reject_reason: None,
+            ..record_of(&being_rejected())
+        };
+        let confirmed = ReservationRecord {
+            status: ReservationStatus::Confirmed,
+            ..record_of(&being_rejected())
+        };
+        for record in [partial, confirmed] {
+            assert_eq!(Reservation::restore(record), Err(Invalid::Rejecting));
         }
     }
 }

@@ -309,7 +309,7 @@ pub async fn apply_event<C: ConnectionTrait>(
             Change::Create(created, announced) => {
                 if shared::insert_once(conn, to_row(&created), entity::Column::OrderId).await? {
                     outbox::enqueue(conn, events::to_outbox(&announced)).await?;
-                    return Ok(Applied::Created(created.status));
+                    return Ok(Applied::Created(created.status()));
                 }
             }
             Change::Update(changed, announced) => {
@@ -321,7 +321,7 @@ pub async fn apply_event<C: ConnectionTrait>(
                 if let Some(announced) = announced {
                     outbox::enqueue(conn, events::to_outbox(&announced)).await?;
                 }
-                return Ok(Applied::Updated(changed.status));
+                return Ok(Applied::Updated(changed.status()));
             }
             Change::Unchanged => return Ok(Applied::Unchanged),
         }
@@ -339,13 +339,13 @@ async fn update<C: ConnectionTrait>(
     current: &Reservation,
     changed: &Reservation,
 ) -> Result<(), StoreError> {
-    let claimed_at = current.rejecting.as_ref().map(|p| p.requested_at);
+    let claimed_at = current.rejecting().map(|p| p.requested_at());
     shared::update_if_unchanged(
         conn,
         to_row(changed),
         Condition::all()
-            .add(entity::Column::Version.eq(current.version))
-            .add(entity::Column::Status.eq(StoredReservationStatus::from(current.status)))
+            .add(entity::Column::Version.eq(current.version()))
+            .add(entity::Column::Status.eq(StoredReservationStatus::from(current.status())))
             .add(match claimed_at {
                 Some(at) => entity::Column::RejectRequestedAt.eq(at),
                 None => entity::Column::RejectRequestedAt.is_null(),
