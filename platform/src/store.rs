@@ -13,6 +13,11 @@
 //! fraction has a varying number of digits ('+' sorts before every digit), so a store
 //! may filter a time column with `<` and `>` (NULL never passes either).
 //!
+//! Status columns are sea-orm active enums ([`stored`], [`read_stored`]) kept in plain
+//! text columns: filters name the enum, and a row whose text no variant has is one
+//! corrupt row, reported and skipped like any other, not a query that fails for every
+//! row of its page.
+//!
 //! Nothing here knows a table or a business rule: the stores say which rows, and how a
 //! row becomes a domain value (`convert`, which reports a row it cannot read).
 
@@ -250,4 +255,14 @@ fn row_key<M: ModelTrait>(model: &M) -> String {
         })
         .collect::<Vec<_>>()
         .join("/")
+}
+
+/// The text an active enum is stored as.
+pub fn stored<E: sea_orm::ActiveEnum<Value = String>>(value: impl Into<E>) -> String {
+    value.into().to_value()
+}
+
+/// Reads a stored active enum; `None` for text no variant has (a corrupt row).
+pub fn read_stored<E: sea_orm::ActiveEnum<Value = String>>(text: &str) -> Option<E> {
+    E::try_from_value(&text.to_owned()).ok()
 }

@@ -3,19 +3,21 @@
 //! Reading parses every column again: a row that does not parse, or whose parts
 //! [`Entry::restore`] refuses, is reported as corrupt, never trusted.
 
-use platform::store::optional_uuid;
+use platform::store::{optional_uuid, read_stored, stored};
 use platform::values::{AmountMinor, Currency, ExternalId, Money};
 use sea_orm::Set;
 use uuid::Uuid;
 
 use super::StoreError;
-use super::schema::entity;
+use super::schema::{StoredOrderStatus, StoredPaymentStatus, StoredReservationStatus, entity};
 use crate::domain::{Booking, Entry, EntryRecord, Versioned};
 
 pub(super) fn to_row(e: &Entry) -> entity::ActiveModel {
-    let (order_status, order_version) = versioned_columns(e.order());
-    let (payment_status, payment_version) = versioned_columns(e.payment());
-    let (reservation_status, reservation_version) = versioned_columns(e.reservation());
+    let (order_status, order_version) = versioned_columns::<_, StoredOrderStatus>(e.order());
+    let (payment_status, payment_version) =
+        versioned_columns::<_, StoredPaymentStatus>(e.payment());
+    let (reservation_status, reservation_version) =
+        versioned_columns::<_, StoredReservationStatus>(e.reservation());
     entity::ActiveModel {
         order_id: Set(e.order_id().to_string()),
         customer_id: Set(e.customer_id().to_string()),
@@ -62,11 +64,23 @@ pub(super) fn from_row(m: entity::Model) -> Result<Entry, StoreError> {
             .map_err(|_| corrupt("customer_id"))?,
         booking,
         price,
-        order_status: m.order_status.map(Into::into),
+        order_status: status_column::<StoredOrderStatus, _>(
+            m.order_status.as_deref(),
+            "order_status",
+        )
+        .map_err(|c| corrupt(&c))?,
         order_version: m.order_version,
-        payment_status: m.payment_status.map(Into::into),
+        payment_status: status_column::<StoredPaymentStatus, _>(
+            m.payment_status.as_deref(),
+            "payment_status",
+        )
+        .map_err(|c| corrupt(&c))?,
         payment_version: m.payment_version,
-        reservation_status: m.reservation_status.map(Into::into),
+        reservation_status: status_column::<StoredReservationStatus, _>(
+            m.reservation_status.as_deref(),
+            "reservation_status",
+        )
+        .map_err(|c| corrupt(&c))?,
         reservation_version: m.reservation_version,
         payment_id: optional_uuid(m.payment_id.as_deref()).map_err(|_| corrupt("payment_id"))?,
         reservation_id: optional_uuid(m.reservation_id.as_deref())
@@ -78,9 +92,25 @@ pub(super) fn from_row(m: entity::Model) -> Result<Entry, StoreError> {
 }
 
 /// A status column and its version column: `(None, 0)` for "not yet".
-fn versioned_columns<S, Stored: From<S>>(v: Option<Versioned<S>>) -> (Option<Stored>, i64) {
+fn versioned_columns<S, Stored>(v: Option<Versioned<S>>) -> (Option<String>, i64)
+where
+    Stored: sea_orm::ActiveEnum<Value = String> + From<S>,
+{
     match v {
         None => (None, 0),
-        Some(v) => (Some(v.status.into()), v.version),
+        Some(v) => (Some(stored::<Stored>(v.status)), v.version),
     }
+}
+
+/// A stored status column; text no variant has is a corrupt row.
+fn status_column<Stored, S>(text: Option<&str>, column: &str) -> Result<Option<S>, String>
+where
+    Stored: sea_orm::ActiveEnum<Value = String> + Into<S>,
+{
+    text.map(|t| {
+        read_stored::<Stored>(t)
+            .map(Into::into)
+            .ok_or_else(|| column.to_owned())
+    })
+    .transpose()
 }

@@ -14,8 +14,6 @@ use crate::domain::{MAX_REASON_CHARS, OrderStatus, PaymentStatus, ReservationSta
 pub mod entity {
     use sea_orm::entity::prelude::*;
 
-    use super::{StoredOrderStatus, StoredPaymentStatus, StoredReservationStatus};
-
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
     #[sea_orm(table_name = "my_page_entries")]
     pub struct Model {
@@ -27,13 +25,13 @@ pub mod entity {
         pub session_minutes: Option<i32>,
         pub amount_minor: Option<i64>,
         pub currency: Option<String>,
-        pub order_status: Option<StoredOrderStatus>,
+        pub order_status: Option<String>,
         /// Version of the order aggregate behind `order_status`; 0 while it is empty.
         pub order_version: i64,
-        pub payment_status: Option<StoredPaymentStatus>,
+        pub payment_status: Option<String>,
         /// Version of the payment aggregate behind `payment_status`; 0 while it is empty.
         pub payment_version: i64,
-        pub reservation_status: Option<StoredReservationStatus>,
+        pub reservation_status: Option<String>,
         /// Version of the reservation aggregate behind `reservation_status`; 0 while it is empty.
         pub reservation_version: i64,
         pub payment_id: Option<String>,

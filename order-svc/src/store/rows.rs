@@ -2,14 +2,14 @@
 //! the invariants the domain relies on: a row that does not parse is reported as
 //! corrupt, never trusted.
 
-use platform::store::optional_uuid;
+use platform::store::{optional_uuid, read_stored, stored};
 use platform::values::{AmountMinor, Currency, ExternalId, Money};
 use sea_orm::Set;
 use uuid::Uuid;
 
 use super::StoreError;
-use super::schema::entity;
-use crate::domain::{Booking, Order, OrderRecord, OrderStatus};
+use super::schema::{StoredOrderStatus, entity};
+use crate::domain::{Booking, Order, OrderRecord};
 
 pub(super) fn to_row(o: &Order) -> entity::ActiveModel {
     entity::ActiveModel {
@@ -22,7 +22,7 @@ pub(super) fn to_row(o: &Order) -> entity::ActiveModel {
         amount_minor: Set(o.money().amount.get()),
         currency: Set(o.money().currency.code().to_owned()),
         card_last4: Set(o.card_last4().to_owned()),
-        status: Set(o.status().into()),
+        status: Set(stored::<StoredOrderStatus>(o.status())),
         payment_id: Set(o.payment_id().map(|p| p.to_string())),
         decline_reason: Set(o.decline_reason().map(str::to_owned)),
         refunded: Set(o.refunded()),
@@ -60,7 +60,9 @@ pub(super) fn from_row(m: entity::Model) -> Result<Order, StoreError> {
             currency: Currency::try_from(m.currency.as_str()).map_err(|_| corrupt("currency"))?,
         },
         card_last4: m.card_last4.clone(),
-        status: OrderStatus::from(m.status),
+        status: read_stored::<StoredOrderStatus>(&m.status)
+            .ok_or_else(|| corrupt("status"))?
+            .into(),
         payment_id: optional_uuid(m.payment_id.as_deref()).map_err(|_| corrupt("payment_id"))?,
         decline_reason: m.decline_reason.clone(),
         refunded: m.refunded,

@@ -14,8 +14,6 @@ use crate::domain::OrderStatus;
 pub mod entity {
     use sea_orm::entity::prelude::*;
 
-    use super::StoredOrderStatus;
-
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
     #[sea_orm(table_name = "orders")]
     pub struct Model {
@@ -30,7 +28,7 @@ pub mod entity {
         pub amount_minor: i64,
         pub currency: String,
         pub card_last4: String,
-        pub status: StoredOrderStatus,
+        pub status: String,
         pub payment_id: Option<String>,
         pub decline_reason: Option<String>,
         pub refunded: bool,
@@ -66,26 +64,6 @@ pub enum StoredOrderStatus {
     Cancelled,
     #[sea_orm(string_value = "REJECTED")]
     Rejected,
-}
-
-impl StoredOrderStatus {
-    /// The stored text, for tests and operators comparing rows with what they read in
-    /// the table (`ActiveEnum::to_value` gives the same, as an owned `String`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::PendingPayment => "PENDING_PAYMENT",
-            Self::Paid => "PAID",
-            Self::PaymentDeclined => "PAYMENT_DECLINED",
-            Self::Cancelled => "CANCELLED",
-            Self::Rejected => "REJECTED",
-        }
-    }
-}
-
-impl PartialEq<&str> for StoredOrderStatus {
-    fn eq(&self, other: &&str) -> bool {
-        self.as_str() == *other
-    }
 }
 
 impl From<OrderStatus> for StoredOrderStatus {
@@ -298,18 +276,5 @@ impl MigrationTrait for AddRefundDue {
                     .to_owned(),
             )
             .await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use sea_orm::Iterable;
-
-    #[test]
-    fn as_str_is_the_stored_text() {
-        for s in StoredOrderStatus::iter() {
-            assert_eq!(s.as_str(), s.to_value(), "{s:?}");
-        }
     }
 }

@@ -1,17 +1,18 @@
 //! A payment as a `payments` row and back. Reading parses every column again: a row
 //! that does not parse is reported as corrupt, never trusted.
 
+use platform::store::{read_stored, stored};
 use platform::values::{AmountMinor, Currency, ExternalId, Money};
 use sea_orm::Set;
 use uuid::Uuid;
 
 use super::StoreError;
-use super::schema::{StoredDeclineReason, entity};
+use super::schema::{StoredDeclineReason, StoredPaymentStatus, entity};
 use crate::domain::{Booking, DeclineReason, Payment, PaymentRecord};
 
 /// The stored name of a decline reason, which the `payment.declined` event carries.
-pub(crate) fn reason_str(r: DeclineReason) -> &'static str {
-    StoredDeclineReason::from(r).as_str()
+pub(crate) fn reason_str(r: DeclineReason) -> String {
+    stored::<StoredDeclineReason>(r)
 }
 
 pub(super) fn to_row(p: &Payment) -> entity::ActiveModel {
@@ -21,8 +22,8 @@ pub(super) fn to_row(p: &Payment) -> entity::ActiveModel {
         customer_id: Set(p.customer_id().to_string()),
         amount_minor: Set(p.money().amount.get()),
         currency: Set(p.money().currency.code().to_owned()),
-        status: Set(p.status().into()),
-        decline_reason: Set(p.decline_reason().map(Into::into)),
+        status: Set(stored::<StoredPaymentStatus>(p.status())),
+        decline_reason: Set(p.decline_reason().map(stored::<StoredDeclineReason>)),
         card_last4: Set(p.card_last4().to_owned()),
         talent_id: Set(p.booking().map(|b| b.talent_id.to_string())),
         session_start_time: Set(p.booking().map(|b| b.session_start)),
@@ -46,8 +47,15 @@ pub(super) fn from_row(m: entity::Model) -> Result<Payment, StoreError> {
             amount: AmountMinor::try_from(m.amount_minor).map_err(|_| corrupt("amount_minor"))?,
             currency: Currency::try_from(m.currency.as_str()).map_err(|_| corrupt("currency"))?,
         },
-        status: m.status.into(),
-        decline_reason: m.decline_reason.map(Into::into),
+        status: read_stored::<StoredPaymentStatus>(&m.status)
+            .ok_or_else(|| corrupt("status"))?
+            .into(),
+        decline_reason: m
+            .decline_reason
+            .as_deref()
+            .map(|r| read_stored::<StoredDeclineReason>(r).ok_or_else(|| corrupt("decline_reason")))
+            .transpose()?
+            .map(Into::into),
         card_last4: m.card_last4.clone(),
         booking: match (&m.talent_id, m.session_start_time, m.session_minutes) {
             (Some(talent_id), Some(session_start), Some(session_minutes)) => Some(Booking {

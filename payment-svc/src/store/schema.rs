@@ -14,8 +14,6 @@ use crate::domain::{DeclineReason, PaymentStatus};
 pub mod entity {
     use sea_orm::entity::prelude::*;
 
-    use super::{StoredDeclineReason, StoredPaymentStatus};
-
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
     #[sea_orm(table_name = "payments")]
     pub struct Model {
@@ -26,8 +24,8 @@ pub mod entity {
         pub customer_id: String,
         pub amount_minor: i64,
         pub currency: String,
-        pub status: StoredPaymentStatus,
-        pub decline_reason: Option<StoredDeclineReason>,
+        pub status: String,
+        pub decline_reason: Option<String>,
         pub card_last4: String,
         /// The booking columns are all set, or all null (a void, an older row).
         pub talent_id: Option<String>,
@@ -59,25 +57,6 @@ pub enum StoredPaymentStatus {
     Refunded,
     #[sea_orm(string_value = "VOIDED")]
     Voided,
-}
-
-impl StoredPaymentStatus {
-    /// The stored text, for tests and operators comparing rows with what they read in
-    /// the table (`ActiveEnum::to_value` gives the same, as an owned `String`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Approved => "APPROVED",
-            Self::Declined => "DECLINED",
-            Self::Refunded => "REFUNDED",
-            Self::Voided => "VOIDED",
-        }
-    }
-}
-
-impl PartialEq<&str> for StoredPaymentStatus {
-    fn eq(&self, other: &&str) -> bool {
-        self.as_str() == *other
-    }
 }
 
 impl From<PaymentStatus> for StoredPaymentStatus {
@@ -115,18 +94,6 @@ pub enum StoredDeclineReason {
     ExpiredCard,
     #[sea_orm(string_value = "LIMIT_EXCEEDED")]
     LimitExceeded,
-}
-
-impl StoredDeclineReason {
-    /// The stored text, which the `payment.declined` event also carries.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::CardDeclined => "CARD_DECLINED",
-            Self::InsufficientFunds => "INSUFFICIENT_FUNDS",
-            Self::ExpiredCard => "EXPIRED_CARD",
-            Self::LimitExceeded => "LIMIT_EXCEEDED",
-        }
-    }
 }
 
 impl From<DeclineReason> for StoredDeclineReason {
@@ -288,21 +255,5 @@ impl MigrationTrait for AddBooking {
                 .await?;
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use sea_orm::Iterable;
-
-    #[test]
-    fn as_str_is_the_stored_text() {
-        for s in StoredPaymentStatus::iter() {
-            assert_eq!(s.as_str(), s.to_value(), "{s:?}");
-        }
-        for r in StoredDeclineReason::iter() {
-            assert_eq!(r.as_str(), r.to_value(), "{r:?}");
-        }
     }
 }

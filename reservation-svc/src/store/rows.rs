@@ -2,14 +2,14 @@
 //! and checks the invariants the domain relies on: a row that does not parse is
 //! reported as corrupt, never trusted.
 
-use platform::store::optional_uuid;
+use platform::store::{optional_uuid, read_stored, stored};
 use platform::values::ExternalId;
 use sea_orm::Set;
 use uuid::Uuid;
 
 use super::StoreError;
-use super::schema::entity;
-use crate::domain::{Booking, RejectReason, Reservation, ReservationRecord, ReservationStatus};
+use super::schema::{StoredReservationStatus, entity};
+use crate::domain::{Booking, RejectReason, Reservation, ReservationRecord};
 
 pub(super) fn to_row(r: &Reservation) -> entity::ActiveModel {
     let booking = r.booking();
@@ -21,7 +21,7 @@ pub(super) fn to_row(r: &Reservation) -> entity::ActiveModel {
         session_start_time: Set(booking.map(|b| b.session_start)),
         session_minutes: Set(booking.map(|b| b.session_minutes)),
         payment_id: Set(r.payment_id().map(|p| p.to_string())),
-        status: Set(r.status().into()),
+        status: Set(stored::<StoredReservationStatus>(r.status())),
         manager_id: Set(r.manager_id().map(ToString::to_string)),
         reason: Set(r.reason().map(str::to_owned)),
         reject_requested_at: Set(r.rejecting().map(|p| p.requested_at())),
@@ -60,7 +60,9 @@ pub(super) fn from_row(m: entity::Model) -> Result<Reservation, StoreError> {
             .map_err(|_| corrupt("customer_id"))?,
         booking,
         payment_id: optional_uuid(m.payment_id.as_deref()).map_err(|_| corrupt("payment_id"))?,
-        status: ReservationStatus::from(m.status),
+        status: read_stored::<StoredReservationStatus>(&m.status)
+            .ok_or_else(|| corrupt("status"))?
+            .into(),
         manager_id: m
             .manager_id
             .clone()

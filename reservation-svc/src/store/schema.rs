@@ -14,8 +14,6 @@ use crate::domain::ReservationStatus;
 pub mod entity {
     use sea_orm::entity::prelude::*;
 
-    use super::StoredReservationStatus;
-
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
     #[sea_orm(table_name = "reservations")]
     pub struct Model {
@@ -29,7 +27,7 @@ pub mod entity {
         pub session_start_time: Option<DateTimeUtc>,
         pub session_minutes: Option<i32>,
         pub payment_id: Option<String>,
-        pub status: StoredReservationStatus,
+        pub status: String,
         pub manager_id: Option<String>,
         pub reason: Option<String>,
         /// The pending rejection: all three set, or all null.
@@ -60,25 +58,6 @@ pub enum StoredReservationStatus {
     Rejected,
     #[sea_orm(string_value = "CANCELLED")]
     Cancelled,
-}
-
-impl StoredReservationStatus {
-    /// The stored text, for tests and operators comparing rows with what they read in
-    /// the table (`ActiveEnum::to_value` gives the same, as an owned `String`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Requested => "REQUESTED",
-            Self::Confirmed => "CONFIRMED",
-            Self::Rejected => "REJECTED",
-            Self::Cancelled => "CANCELLED",
-        }
-    }
-}
-
-impl PartialEq<&str> for StoredReservationStatus {
-    fn eq(&self, other: &&str) -> bool {
-        self.as_str() == *other
-    }
 }
 
 impl From<ReservationStatus> for StoredReservationStatus {
@@ -233,18 +212,5 @@ impl MigrationTrait for AddRejectIntent {
                     .to_owned(),
             )
             .await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use sea_orm::Iterable;
-
-    #[test]
-    fn as_str_is_the_stored_text() {
-        for s in StoredReservationStatus::iter() {
-            assert_eq!(s.as_str(), s.to_value(), "{s:?}");
-        }
     }
 }
