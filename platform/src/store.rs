@@ -266,3 +266,24 @@ pub fn stored<E: sea_orm::ActiveEnum<Value = String>>(value: impl Into<E>) -> St
 pub fn read_stored<E: sea_orm::ActiveEnum<Value = String>>(text: &str) -> Option<E> {
     E::try_from_value(&text.to_owned()).ok()
 }
+
+/// The booking kept in three nullable columns (talent, session start, minutes): all
+/// three or none. Returns the column at fault for a row that breaks that.
+pub fn booking_columns(
+    talent_id: Option<&str>,
+    session_start: Option<chrono::DateTime<chrono::Utc>>,
+    session_minutes: Option<i32>,
+) -> Result<Option<crate::values::Booking>, &'static str> {
+    match (talent_id, session_start, session_minutes) {
+        (None, None, None) => Ok(None),
+        (Some(talent), Some(session_start), Some(session_minutes)) => {
+            Ok(Some(crate::values::Booking {
+                talent_id: crate::values::ExternalId::try_from(talent.to_owned())
+                    .map_err(|_| "talent_id")?,
+                session_start,
+                session_minutes,
+            }))
+        }
+        _ => Err("booking columns are partly empty"),
+    }
+}

@@ -3,14 +3,14 @@
 //! Reading parses every column again: a row that does not parse, or whose parts
 //! [`Entry::restore`] refuses, is reported as corrupt, never trusted.
 
-use platform::store::{optional_uuid, read_stored, stored};
+use platform::store::{booking_columns, optional_uuid, read_stored, stored};
 use platform::values::{AmountMinor, Currency, ExternalId, Money};
 use sea_orm::Set;
 use uuid::Uuid;
 
 use super::StoreError;
 use super::schema::{StoredOrderStatus, StoredPaymentStatus, StoredReservationStatus, entity};
-use crate::domain::{Booking, Entry, EntryRecord, Versioned};
+use crate::domain::{Entry, EntryRecord, Versioned};
 
 pub(super) fn to_row(e: &Entry) -> entity::ActiveModel {
     let (order_status, order_version) = versioned_columns::<_, StoredOrderStatus>(e.order());
@@ -41,15 +41,12 @@ pub(super) fn to_row(e: &Entry) -> entity::ActiveModel {
 
 pub(super) fn from_row(m: entity::Model) -> Result<Entry, StoreError> {
     let corrupt = |what: &str| StoreError::Corrupt(format!("entry {}: {what}", m.order_id));
-    let booking = match (&m.talent_id, m.session_start_time, m.session_minutes) {
-        (None, None, None) => None,
-        (Some(talent), Some(session_start), Some(session_minutes)) => Some(Booking {
-            talent_id: ExternalId::try_from(talent.clone()).map_err(|_| corrupt("talent_id"))?,
-            session_start,
-            session_minutes,
-        }),
-        _ => return Err(corrupt("booking columns are partly empty")),
-    };
+    let booking = booking_columns(
+        m.talent_id.as_deref(),
+        m.session_start_time,
+        m.session_minutes,
+    )
+    .map_err(corrupt)?;
     let price = match (m.amount_minor, &m.currency) {
         (None, None) => None,
         (Some(amount), Some(currency)) => Some(Money {

@@ -1,14 +1,14 @@
 //! A payment as a `payments` row and back. Reading parses every column again: a row
 //! that does not parse is reported as corrupt, never trusted.
 
-use platform::store::{read_stored, stored};
+use platform::store::{booking_columns, read_stored, stored};
 use platform::values::{AmountMinor, Currency, ExternalId, Money};
 use sea_orm::Set;
 use uuid::Uuid;
 
 use super::StoreError;
 use super::schema::{StoredDeclineReason, StoredPaymentStatus, entity};
-use crate::domain::{Booking, DeclineReason, Payment, PaymentRecord};
+use crate::domain::{DeclineReason, Payment, PaymentRecord};
 
 /// The stored name of a decline reason, which the `payment.declined` event carries.
 pub(crate) fn reason_str(r: DeclineReason) -> String {
@@ -57,16 +57,12 @@ pub(super) fn from_row(m: entity::Model) -> Result<Payment, StoreError> {
             .transpose()?
             .map(Into::into),
         card_last4: m.card_last4.clone(),
-        booking: match (&m.talent_id, m.session_start_time, m.session_minutes) {
-            (Some(talent_id), Some(session_start), Some(session_minutes)) => Some(Booking {
-                talent_id: ExternalId::try_from(talent_id.clone())
-                    .map_err(|_| corrupt("talent_id"))?,
-                session_start,
-                session_minutes,
-            }),
-            (None, None, None) => None,
-            _ => return Err(corrupt("booking columns partly set")),
-        },
+        booking: booking_columns(
+            m.talent_id.as_deref(),
+            m.session_start_time,
+            m.session_minutes,
+        )
+        .map_err(corrupt)?,
         refund_reason: m.refund_reason.clone(),
         void_reason: m.void_reason.clone(),
         version: m.version,

@@ -2,14 +2,14 @@
 //! and checks the invariants the domain relies on: a row that does not parse is
 //! reported as corrupt, never trusted.
 
-use platform::store::{optional_uuid, read_stored, stored};
+use platform::store::{booking_columns, optional_uuid, read_stored, stored};
 use platform::values::ExternalId;
 use sea_orm::Set;
 use uuid::Uuid;
 
 use super::StoreError;
 use super::schema::{StoredReservationStatus, entity};
-use crate::domain::{Booking, RejectReason, Reservation, ReservationRecord};
+use crate::domain::{RejectReason, Reservation, ReservationRecord};
 
 pub(super) fn to_row(r: &Reservation) -> entity::ActiveModel {
     let booking = r.booking();
@@ -43,15 +43,12 @@ pub(super) fn to_row(r: &Reservation) -> entity::ActiveModel {
 pub(super) fn from_row(m: entity::Model) -> Result<Reservation, StoreError> {
     let corrupt =
         |what: &str| StoreError::Corrupt(format!("reservation {}: {what}", m.reservation_id));
-    let booking = match (&m.talent_id, m.session_start_time, m.session_minutes) {
-        (None, None, None) => None,
-        (Some(talent), Some(session_start), Some(session_minutes)) => Some(Booking {
-            talent_id: ExternalId::try_from(talent.clone()).map_err(|_| corrupt("talent_id"))?,
-            session_start,
-            session_minutes,
-        }),
-        _ => return Err(corrupt("booking columns")),
-    };
+    let booking = booking_columns(
+        m.talent_id.as_deref(),
+        m.session_start_time,
+        m.session_minutes,
+    )
+    .map_err(corrupt)?;
     Reservation::restore(ReservationRecord {
         reservation_id: Uuid::parse_str(&m.reservation_id)
             .map_err(|_| corrupt("reservation_id"))?,
