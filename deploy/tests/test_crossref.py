@@ -95,21 +95,52 @@ def test_help_parsing_finds_env_names():
     assert set(binaries.ENV_IN_HELP.findall(text)) == {"GRPC_ADDR", "DATABASE_URL"}
 
 
-# The PaymentService client calls in each caller's source: `.pay(`, `.get_payment(`, ….
-PAYMENT_CALL = {
+# The callers reach PaymentService through the shared gateway (payment-client): each
+# gateway method and the RPC it sends.
+GATEWAY_CALL = {
     "pay": "Pay",
     "void": "Void",
+    "get": "GetPayment",
+    "find": "GetPayment",
     "refund": "Refund",
-    "get_payment": "GetPayment",
-    "list_payments": "ListPayments",
+    "approved_page": "ListPayments",
 }
+
+# The generated client's method for each RPC, as the gateway calls it.
+RPC_METHOD = {
+    "Pay": "pay",
+    "Void": "void",
+    "GetPayment": "get_payment",
+    "Refund": "refund",
+    "ListPayments": "list_payments",
+}
+
+
+def test_each_gateway_method_sends_the_rpc_it_is_mapped_to():
+    """GATEWAY_CALL is what the gateway's code does: each method sends its RPC (or
+    delegates to the method that does), so the allow-list check below rests on facts."""
+    import re
+
+    from deploycheck.paths import ROOT
+
+    text = (ROOT / "payment-client" / "src" / "gateway.rs").read_text()
+    bodies = dict(re.findall(r"pub async fn (\w+)\((.*?)\n    }\n", text, re.S))
+    assert set(bodies) == set(GATEWAY_CALL), f"gateway methods {sorted(bodies)}"
+    for method, rpc in GATEWAY_CALL.items():
+        body = bodies[method]
+        sends = f".{RPC_METHOD[rpc]}(request)" in body
+        delegates = any(
+            f"self.{other}(" in body for other, r in GATEWAY_CALL.items() if r == rpc and other != method
+        )
+        assert sends or delegates, f"gateway {method} does not send {rpc}"
 
 
 @pytest.mark.parametrize("caller", ["order", "reservation"])
 def test_each_payment_caller_may_call_exactly_the_methods_its_code_calls(caller):
     """The mesh's allow-list for PaymentService (values `paymentCallers`) matches the
-    calls the caller's code makes: a missing method is a call the mesh denies in
-    production only (no test without Istio sees it); an extra one is privilege unused."""
+    calls the caller's code makes through the gateway: a missing method is a call the
+    mesh denies in production only (no test without Istio sees it); an extra one is
+    privilege unused."""
     import re
 
     import yaml
@@ -121,10 +152,8 @@ def test_each_payment_caller_may_call_exactly_the_methods_its_code_calls(caller)
     called = set()
     for path in (ROOT / f"{caller}-svc" / "src").rglob("*.rs"):
         text = path.read_text()
-        if "PaymentServiceClient" not in text:
-            continue
-        for method, rpc in PAYMENT_CALL.items():
-            if re.search(rf"\.{method}\(", text):
+        for method, rpc in GATEWAY_CALL.items():
+            if re.search(rf"\bpayments?\s*\.{method}\(", text):
                 called.add(rpc)
     assert called, f"{caller}-svc calls payment-svc"
     assert allowed == called, f"{caller}: allowed {sorted(allowed)}, called {sorted(called)}"
