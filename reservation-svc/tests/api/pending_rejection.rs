@@ -275,7 +275,10 @@ async fn reject_reservation_returns_failed_precondition_and_drops_the_claim_when
 }
 
 async fn the_reconciler_skips_an_unreadable_reservation_and_finishes_the_others(backend: Backend) {
-    let app = spawn_app_reconciling(backend, "200ms", "100ms", "150ms").await;
+    // Claims are left alone for 3 s: time to corrupt the first one's row before the
+    // reconciler may touch it, however loaded the machine (at 200 ms it sometimes
+    // finished the claim first).
+    let app = spawn_app_reconciling(backend, "3s", "100ms", "150ms").await;
     let (_, bad) = app.book("talent-7").await;
     let (_, good) = app.book("talent-7").await;
     app.reservation_events().await;
