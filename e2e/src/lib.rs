@@ -297,6 +297,17 @@ impl System {
         self.addrs[&svc]
     }
 
+    /// The process id of a running service, to read its CPU time and memory from
+    /// `/proc`; `None` while it is stopped.
+    pub fn pid(&self, svc: Svc) -> Option<u32> {
+        self.processes.get(&svc).map(|p| p.pid())
+    }
+
+    /// The name of the run's events exchange (every queue name derives from it).
+    pub fn exchange(&self) -> &str {
+        self.broker.exchange()
+    }
+
     /// A connection to a service's database.
     pub async fn db(&self, svc: Svc) -> sea_orm::DatabaseConnection {
         self.databases[&svc].connect().await

@@ -1,0 +1,188 @@
+//! `bench`: a load generator and measuring tool for the whole system, run as
+//! `cargo run --release -p bench -- --spawn postgres --concurrency 64 --duration 30s`.
+//!
+//! - [`settings`]: the command line;
+//! - `target`: the system under load, spawned through [`e2e::System`] or already
+//!   running on loopback, and one order-svc client per customer;
+//! - `load`: the closed and open loops and the HDR recorder;
+//! - `sample`: queue depths, outbox backlogs, CPU and RSS once a second;
+//! - `report`: the Markdown and JSON report.
+//!
+//! Every loop is bounded: the load by `--duration` and `--max-orders`, each call by
+//! `--request-timeout`, the open loop's in-flight calls by `--max-in-flight`, the
+//! final wait for the backlog by `--drain-timeout`.
+
+pub mod settings;
+
+mod load;
+mod report;
+mod sample;
+mod target;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+pub use report::Report;
+pub use settings::BenchArgs;
+
+use load::{Bounds, Recorder};
+use sample::Sampler;
+use target::Target;
+
+/// Runs the bench the arguments describe, writes its report, and returns it with
+/// whether the run was steady (no growing queue, everything consumed).
+///
+/// # Errors
+/// When the system cannot be reached or the report cannot be written; a failing
+/// call is a figure in the report, not an error.
+pub async fn run(args: &BenchArgs) -> anyhow::Result<(Report, PathBuf)> {
+    let (target, customers) = target::Target::open(args).await?;
+    let result = measure(args, &target, customers).await;
+    // Torn down whatever happened, so a failed run leaves no processes, databases
+    // or queues behind.
+    target.close().await;
+    let report = result?;
+    let out = args.out.clone().unwrap_or_else(|| {
+        PathBuf::from("target/bench").join(chrono::Local::now().format("%Y%m%d-%H%M%S").to_string())
+    });
+    report.write(&out)?;
+    Ok((report, out))
+}
+
+async fn measure(
+    args: &BenchArgs,
+    target: &Target,
+    customers: Vec<target::Customer>,
+) -> anyhow::Result<Report> {
+    let start = Instant::now();
+    let recorder = Recorder::new(start);
+    let sampler = Sampler::new(target.system(), start).await;
+    let backlog_sampled = target.system().is_some();
+
+    let (stop, stopped) = oneshot::channel();
+    let sampling = tokio::spawn(sample_every_second(sampler, recorder.clone(), stopped));
+
+    let bounds = Bounds {
+        deadline: start + args.duration,
+        max_orders: args.max_orders.unwrap_or(u64::MAX),
+        request_timeout: args.request_timeout,
+        max_in_flight: args.max_in_flight.clamp(1, u32::MAX as usize),
+    };
+    let load = load::run(args.mode(), Arc::new(customers), recorder.clone(), bounds);
+    tokio::select! {
+        () = load => {}
+        _ = tokio::signal::ctrl_c() => eprintln!("bench: interrupted; reporting what was measured"),
+    }
+    let load_seconds = start.elapsed().as_secs_f64();
+    let _ = stop.send(());
+    let (mut sampler, mut samples) = sampling.await?;
+
+    let (last, waited) = if backlog_sampled {
+        eprintln!(
+            "bench: load done; waiting up to {:?} for queues and outboxes to empty",
+            args.drain_timeout
+        );
+        sample::wait_consumed(&mut sampler, args.drain_timeout).await
+    } else {
+        (sampler.sample().await, Duration::ZERO)
+    };
+    sampler.close().await;
+    samples.push(last.clone());
+
+    let load_samples: Vec<_> = samples
+        .iter()
+        .filter(|s| s.t <= load_seconds + 0.5)
+        .cloned()
+        .collect();
+    let report = recorder.with(|r| {
+        let answered: u64 = r.outcomes.values().sum();
+        let paid = r.outcomes.get("PAID").copied().unwrap_or(0);
+        Report {
+            command: std::env::args().collect::<Vec<_>>().join(" "),
+            date: chrono::Local::now().to_rfc3339(),
+            machine: report::Machine::this(),
+            system: match args.spawn {
+                Some(s) => format!("spawned ({s:?})").to_lowercase(),
+                None => format!(
+                    "running services (order {}, mypage {})",
+                    args.target_order.map(|a| a.to_string()).unwrap_or_default(),
+                    args.target_mypage
+                        .map(|a| a.to_string())
+                        .unwrap_or_default()
+                ),
+            },
+            mode: args.mode(),
+            load_seconds,
+            answered,
+            paid,
+            answered_per_second: answered as f64 / load_seconds,
+            paid_per_second: paid as f64 / load_seconds,
+            latency_ms: report::Percentiles::of(&r.latency),
+            outcomes: r.outcomes.clone(),
+            errors_total: r.errors.values().sum(),
+            errors: r.errors.clone(),
+            timeline: report::timeline(r, &samples),
+            processes: report::processes(&samples),
+            backlog_sampled,
+            max_queue_depth: samples.iter().map(|s| s.queue_depth()).max().unwrap_or(0),
+            max_outbox_backlog: samples
+                .iter()
+                .map(|s| s.outbox_backlog())
+                .max()
+                .unwrap_or(0),
+            queue_depth_grows: sample::queue_depth_grows(&load_samples),
+            drain: report::Drain {
+                consumed: !backlog_sampled || last.all_consumed(),
+                waited_seconds: waited.as_secs_f64(),
+                queue_depth_left: last.queue_depth(),
+                dead_letters: last.dead_letters(),
+                outbox_left: last.outbox_backlog(),
+            },
+            samples,
+        }
+    });
+    Ok(report)
+}
+
+/// Samples once a second until told to stop, printing one progress line each time;
+/// returns the sampler and its samples.
+async fn sample_every_second(
+    mut sampler: Sampler,
+    recorder: Arc<Recorder>,
+    mut stop: oneshot::Receiver<()>,
+) -> (Sampler, Vec<sample::Sample>) {
+    let mut samples = Vec::new();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await; // the first tick is immediate
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = &mut stop => return (sampler, samples),
+        }
+        let s = sampler.sample().await;
+        let line = recorder.with(|r| {
+            let answered = r.latency.len();
+            let errors: u64 = r.errors.values().sum();
+            // The second that just closed, not the one still filling.
+            let last = r.seconds.len().checked_sub(2).and_then(|i| r.seconds.get(i));
+            let (rate, p50, p99) = last.map_or((0, 0.0, 0.0), |sec| {
+                let p = report::Percentiles::of(&sec.latency);
+                (sec.latency.len(), p.p50, p.p99)
+            });
+            format!(
+                "bench: {:>5.1}s answered {answered} ({rate}/s) p50 {p50:.1} ms p99 {p99:.1} ms errors {errors} in-flight {} queue {} outbox {}",
+                s.t,
+                recorder.in_flight(),
+                s.queue_depth(),
+                s.outbox_backlog()
+            )
+        });
+        eprintln!("{line}");
+        samples.push(s);
+    }
+}

@@ -1,0 +1,142 @@
+//! The bench's command line: where the system comes from (`--spawn` or `--target-*`),
+//! the shape of the load (closed loop at `--concurrency`, or open loop at `--rate`),
+//! its bounds, and where the report goes. Parsed once, into typed values, before
+//! anything starts.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{ArgGroup, Parser, ValueEnum};
+
+/// Which storage a spawned system runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Spawn {
+    /// The four release binaries, each on its own fresh PostgreSQL database, on a
+    /// topology of their own on the local RabbitMQ.
+    Postgres,
+}
+
+/// `bench`: load the system with PlaceOrder and measure it.
+#[derive(Debug, Parser)]
+#[command(name = "bench", version, about)]
+#[command(group(ArgGroup::new("system").required(true).args(["spawn", "target_order"])))]
+pub struct BenchArgs {
+    /// Start the system itself (the release binaries next to this one) and tear it
+    /// down at the end.
+    #[arg(long, value_enum)]
+    pub spawn: Option<Spawn>,
+    /// A running order-svc to load instead (loopback addresses only).
+    #[arg(long, value_parser = loopback, requires = "target_mypage")]
+    pub target_order: Option<SocketAddr>,
+    /// The running mypage-svc that goes with `--target-order` (loopback only).
+    #[arg(long, value_parser = loopback, requires = "target_order")]
+    pub target_mypage: Option<SocketAddr>,
+    /// A customer token for `--target-*`: every order is placed as that customer.
+    /// Without it, tokens are minted per customer with the development key of
+    /// `--data-dir` (as `talentshare up` and `talentshare token` do).
+    #[arg(long, env = "BENCH_TOKEN", conflicts_with = "spawn")]
+    pub token: Option<String>,
+    /// The data directory of `talentshare up` (its development signing key).
+    #[arg(long, env = "DATA_DIR", default_value = "data")]
+    pub data_dir: PathBuf,
+    /// Closed loop: this many workers, each placing its next order as soon as the
+    /// previous one is answered.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub concurrency: u32,
+    /// Open loop instead: this many orders per second, sent on a fixed schedule
+    /// whatever the answers take.
+    #[arg(long, conflicts_with = "concurrency", value_parser = rate)]
+    pub rate: Option<f64>,
+    /// Open loop: at most this many requests in flight; a request due while the
+    /// limit is reached is not sent and counts as the error `shed`.
+    #[arg(long, default_value_t = 2_000)]
+    pub max_in_flight: usize,
+    /// How long to load.
+    #[arg(long, default_value = "30s", value_parser = platform::settings::parse_duration)]
+    pub duration: Duration,
+    /// Stop after this many orders even if time is left.
+    #[arg(long)]
+    pub max_orders: Option<u64>,
+    /// A call not answered within this counts as the error `timeout`.
+    #[arg(long, default_value = "10s", value_parser = platform::settings::parse_duration)]
+    pub request_timeout: Duration,
+    /// After the load, how long to wait for every queue and outbox to empty.
+    #[arg(long, default_value = "60s", value_parser = platform::settings::parse_duration)]
+    pub drain_timeout: Duration,
+    /// Exit non-zero when the queue depth grows through the run or anything is
+    /// left unconsumed at the end.
+    #[arg(long)]
+    pub require_steady: bool,
+    /// Where the report goes (default `target/bench/<timestamp>/`).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+impl BenchArgs {
+    /// The load's shape.
+    pub fn mode(&self) -> Mode {
+        match self.rate {
+            Some(rate) => Mode::Open { rate },
+            None => Mode::Closed {
+                concurrency: self.concurrency,
+            },
+        }
+    }
+}
+
+/// Closed or open loop.
+#[derive(Clone, Copy, Debug, serde::Serialize)]
+#[serde(tag = "loop", rename_all = "lowercase")]
+pub enum Mode {
+    Closed { concurrency: u32 },
+    Open { rate: f64 },
+}
+
+/// Accepts loopback socket addresses only: the bench is a load generator, and
+/// pointing it at someone else's machine by mistake must be impossible.
+fn loopback(s: &str) -> Result<SocketAddr, String> {
+    let addr: SocketAddr = s
+        .parse()
+        .map_err(|e| format!("`{s}` is not an address like 127.0.0.1:50051 ({e})"))?;
+    if addr.ip().is_loopback() {
+        Ok(addr)
+    } else {
+        Err(format!(
+            "`{s}` is not a loopback address: the bench only loads services on this machine (127.0.0.0/8 or [::1])"
+        ))
+    }
+}
+
+fn rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r > 0.0 && r <= 100_000.0 => Ok(r),
+        _ => Err(format!("`{s}` is not a rate between 0 and 100000 orders/s")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_accepts_ipv4_and_ipv6_loopback() {
+        assert!(loopback("127.0.0.1:1").is_ok());
+        assert!(loopback("[::1]:1").is_ok());
+    }
+
+    #[test]
+    fn loopback_refuses_other_addresses_naming_the_rule() {
+        let e = loopback("10.0.0.1:50051").unwrap_err();
+        assert!(e.contains("not a loopback address"), "{e}");
+        assert!(loopback("example.com:1").is_err());
+    }
+
+    #[test]
+    fn rate_must_be_positive() {
+        assert!(rate("0").is_err());
+        assert!(rate("-1").is_err());
+        assert_eq!(rate("200").unwrap(), 200.0);
+    }
+}
