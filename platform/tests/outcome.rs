@@ -33,13 +33,14 @@ impl Health for Failing {
         Box<dyn futures::Stream<Item = Result<HealthCheckResponse, tonic::Status>> + Send>,
     >;
 
+    // A failing callee fails every call: Watch gets the same answer as Check.
     async fn watch(
         &self,
         _: tonic::Request<HealthCheckRequest>,
     ) -> Result<tonic::Response<Self::WatchStream>, tonic::Status> {
-        Err(tonic::Status::unimplemented(
-            "a failing callee does not watch",
-        ))
+        Err(platform::status::internal(&Corrupt(std::io::Error::other(
+            "disk gone",
+        ))))
     }
 }
 
