@@ -42,6 +42,7 @@ pub const SERVICE: ServiceDef = ServiceDef {
     grpc_service: SERVICE_NAME,
     descriptor_sets: &[talentshare_proto::FILE_DESCRIPTOR_SET],
     access: platform::Access::EndUsers,
+    broker: platform::amqp::MYPAGE_SVC,
 };
 
 /// How many committed changes the fan-out to WatchMyPage streams keeps for a

@@ -94,7 +94,7 @@ impl Orders {
             }
         };
         let outcome = payment::pay(&self.payments, &order, card).await?;
-        self.apply(order.order_id(), &outcome).await
+        self.apply(&order, &outcome).await
     }
 
     /// One order.
@@ -217,15 +217,16 @@ impl Orders {
                 }
             }
         };
-        self.apply(order_id, &outcome).await
+        self.apply(order, &outcome).await
     }
 
-    /// Records payment-svc's answer on the order. An approval the order can no longer
-    /// take (it ended without it) becomes a refund owed, recorded, then asked for.
-    async fn apply(&self, order_id: Uuid, outcome: &PaymentOutcome) -> Result<Order, OrderError> {
+    /// Records payment-svc's answer on the order, `seen` as this call last read or
+    /// wrote it. An approval the order can no longer take (it ended without it)
+    /// becomes a refund owed, recorded, then asked for.
+    async fn apply(&self, seen: &Order, outcome: &PaymentOutcome) -> Result<Order, OrderError> {
         let settled = self
             .store
-            .change(order_id, |o, now| Ok(o.settle(outcome, now)))
+            .change_from(seen, |o, now| Ok(o.settle(outcome, now)))
             .await?;
         self.owe_refund(settled, outcome, Seen::InAnswer).await
     }

@@ -34,6 +34,7 @@ pub const SERVICE: ServiceDef = ServiceDef {
     grpc_service: SERVICE_NAME,
     descriptor_sets: &[talentshare_proto::FILE_DESCRIPTOR_SET],
     access: platform::Access::Internal,
+    broker: platform::amqp::PAYMENT_SVC,
 };
 
 /// payment-svc settings: flags, each with an environment-variable fallback.

@@ -76,28 +76,35 @@ pub struct ServiceAccess {
 
 /// Every service and its broker access. A service publishes only its own
 /// aggregate's events (see `envelope::routing_key`).
-pub const SERVICES: &[ServiceAccess] = &[
-    ServiceAccess {
-        service: "order-svc",
-        publishes: Some("order"),
-        consumes: Some("order"),
-    },
-    ServiceAccess {
-        service: "payment-svc",
-        publishes: Some("payment"),
-        consumes: None,
-    },
-    ServiceAccess {
-        service: "reservation-svc",
-        publishes: Some("reservation"),
-        consumes: Some("reservation"),
-    },
-    ServiceAccess {
-        service: "mypage-svc",
-        publishes: None,
-        consumes: Some("mypage"),
-    },
-];
+pub const SERVICES: &[ServiceAccess] = &[ORDER_SVC, PAYMENT_SVC, RESERVATION_SVC, MYPAGE_SVC];
+
+/// order-svc on the broker.
+pub const ORDER_SVC: ServiceAccess = ServiceAccess {
+    service: "order-svc",
+    publishes: Some("order"),
+    consumes: Some("order"),
+};
+
+/// payment-svc on the broker.
+pub const PAYMENT_SVC: ServiceAccess = ServiceAccess {
+    service: "payment-svc",
+    publishes: Some("payment"),
+    consumes: None,
+};
+
+/// reservation-svc on the broker.
+pub const RESERVATION_SVC: ServiceAccess = ServiceAccess {
+    service: "reservation-svc",
+    publishes: Some("reservation"),
+    consumes: Some("reservation"),
+};
+
+/// mypage-svc on the broker: a read model, it publishes nothing.
+pub const MYPAGE_SVC: ServiceAccess = ServiceAccess {
+    service: "mypage-svc",
+    publishes: None,
+    consumes: Some("mypage"),
+};
 
 /// The RabbitMQ permissions of one service user on the deployment's vhost: regular
 /// expressions, as `rabbitmqctl set_permissions` / `set_topic_permissions` take them.

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use lapin::message::Delivery;
 use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
@@ -36,7 +36,7 @@ use tracing::Instrument;
 
 use crate::amqp::{self, Topology};
 use crate::backoff::Backoff;
-use crate::envelope;
+use crate::envelope::{self, EnvelopeError};
 use crate::outbox::OutboxSignal;
 use crate::settings::MessagingSettings;
 
@@ -113,6 +113,8 @@ pub struct ConsumerStats {
     pub duplicates: AtomicU64,
     pub dead_lettered: AtomicU64,
     pub requeued: AtomicU64,
+    /// Transactions that applied a batch of several deliveries together.
+    pub batches: AtomicU64,
 }
 
 impl ConsumerStats {
@@ -145,7 +147,6 @@ pub struct Consumer<H> {
     db: DatabaseConnection,
     settings: MessagingSettings,
     signal: OutboxSignal,
-    prefetch: u16,
     stats: Arc<ConsumerStats>,
 }
 
@@ -165,7 +166,6 @@ impl<H: EventHandler> Consumer<H> {
             db,
             settings,
             signal,
-            prefetch: 16,
             stats: Arc::default(),
         }
     }
@@ -195,20 +195,41 @@ impl<H: EventHandler> Consumer<H> {
             backoff.reset();
             let (conn, channel, mut stream) = session;
             loop {
-                tokio::select! {
+                let first = tokio::select! {
                     biased;
                     _ = shutdown.cancelled() => break,
-                    next = stream.next() => match next {
-                        // The message in hand is finished even if shutdown fires meanwhile.
-                        Some(Ok(delivery)) => { self.process(delivery, &shutdown).await; }
-                        Some(Err(e)) => {
-                            tracing::warn!(error = %e, queue, "consumer lost its channel; reconnecting");
-                            break;
-                        }
-                        None => {
-                            tracing::warn!(queue, "consumer cancelled by the broker; reconnecting");
-                            break;
-                        }
+                    next = stream.next() => next,
+                };
+                let mut batch = Vec::new();
+                let mut end = match first {
+                    Some(Ok(delivery)) => {
+                        batch.push(delivery);
+                        None
+                    }
+                    other => Some(other),
+                };
+                // Whatever else is already here joins the batch; nothing waits for more,
+                // so a quiet queue still handles each event the moment it arrives.
+                while end.is_none() && batch.len() < usize::from(self.settings.consumer_prefetch) {
+                    match stream.next().now_or_never() {
+                        Some(Some(Ok(delivery))) => batch.push(delivery),
+                        Some(other) => end = Some(other),
+                        None => break,
+                    }
+                }
+                // The messages in hand are finished even if shutdown fires meanwhile.
+                if !batch.is_empty() {
+                    self.process_batch(batch, &shutdown).await;
+                }
+                match end {
+                    None => {}
+                    Some(Some(Err(e))) => {
+                        tracing::warn!(error = %e, queue, "consumer lost its channel; reconnecting");
+                        break;
+                    }
+                    Some(_) => {
+                        tracing::warn!(queue, "consumer cancelled by the broker; reconnecting");
+                        break;
                     }
                 }
             }
@@ -249,7 +270,7 @@ impl<H: EventHandler> Consumer<H> {
     ) -> Result<(lapin::Channel, lapin::Consumer), amqp::SetupError> {
         let channel = amqp::prepare(conn, topology, self.settings.amqp_declare_topology).await?;
         channel
-            .basic_qos(self.prefetch, BasicQosOptions::default())
+            .basic_qos(self.settings.consumer_prefetch, BasicQosOptions::default())
             .await?;
         let tag = format!("{}-{}", self.name, uuid::Uuid::now_v7());
         let stream = channel
@@ -270,19 +291,88 @@ impl<H: EventHandler> Consumer<H> {
         outcome
     }
 
+    /// Handles deliveries that arrived together: every event applied in one database
+    /// transaction (each with its inbox row) and acknowledged with one multiple-ack
+    /// after the commit. Poison is dead-lettered first, one by one. If anything in
+    /// the batch fails, nothing of it is kept: the transaction is rolled back and each
+    /// delivery goes through [`Self::process`] alone, so retries, dead-lettering and
+    /// the pause during a database outage stay exactly what they are for one event.
+    pub async fn process_batch(
+        &self,
+        deliveries: Vec<Delivery>,
+        shutdown: &CancellationToken,
+    ) -> Vec<Outcome> {
+        if deliveries.len() == 1 {
+            let delivery = deliveries.into_iter().next().expect("one delivery");
+            return vec![self.process(delivery, shutdown).await];
+        }
+        let mut events = Vec::with_capacity(deliveries.len());
+        let mut outcomes = Vec::with_capacity(deliveries.len());
+        for delivery in deliveries {
+            match envelope::decode(&delivery.data) {
+                Ok(event) => events.push((delivery, event)),
+                Err(e) => {
+                    let outcome = self.dead_letter_poison(delivery, &e).await;
+                    self.stats.record(outcome);
+                    outcomes.push(outcome);
+                }
+            }
+        }
+        let span = tracing::info_span!("consume_batch", queue = self.name, events = events.len());
+        let applied = self.apply_all(&events).instrument(span).await;
+        match applied {
+            Ok(applied) => {
+                self.stats.batches.fetch_add(1, Ordering::Relaxed);
+                // Delivery tags grow along the channel and every earlier delivery of
+                // this batch is still unsettled (poison was rejected above, before
+                // this), so one multiple-ack settles exactly the batch.
+                if let Some((last, _)) = events.last() {
+                    let multiple = BasicAckOptions { multiple: true };
+                    if let Err(e) = last.ack(multiple).await {
+                        // The broker will redeliver; the inbox makes that harmless.
+                        tracing::warn!(error = %e, queue = self.name, "ack failed after commit");
+                    }
+                }
+                for ((_, event), outcome) in events.iter().zip(&applied) {
+                    if *outcome == Outcome::Applied {
+                        self.handler.committed(event);
+                    }
+                    self.stats.record(*outcome);
+                    tracing::debug!(event_id = %event.event_id, event_type = %event.event_type,
+                        ?outcome, "event handled");
+                }
+                outcomes.extend(applied);
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, queue = self.name,
+                    "batch not applied; handling its events one by one");
+                for (delivery, event) in events {
+                    let span = consume_span(&delivery, &event);
+                    let outcome = self
+                        .settle_event(delivery, event, shutdown)
+                        .instrument(span)
+                        .await;
+                    self.stats.record(outcome);
+                    outcomes.push(outcome);
+                }
+            }
+        }
+        outcomes
+    }
+
+    async fn dead_letter_poison(&self, delivery: Delivery, error: &EnvelopeError) -> Outcome {
+        tracing::warn!(error = %error, queue = self.name, routing_key = %delivery.routing_key,
+            "poison message: dead-lettering");
+        let _ = delivery.reject(BasicRejectOptions { requeue: false }).await;
+        Outcome::DeadLettered
+    }
+
     async fn settle(&self, delivery: Delivery, shutdown: &CancellationToken) -> Outcome {
         let event = match envelope::decode(&delivery.data) {
             Ok(e) => e,
-            Err(e) => {
-                tracing::warn!(error = %e, queue = self.name, routing_key = %delivery.routing_key,
-                    "poison message: dead-lettering");
-                let _ = delivery.reject(BasicRejectOptions { requeue: false }).await;
-                return Outcome::DeadLettered;
-            }
+            Err(e) => return self.dead_letter_poison(delivery, &e).await,
         };
-        let span = tracing::info_span!("consume", event_id = %event.event_id,
-            event_type = %event.event_type, order_id = %event.order_id,
-            traceparent = traceparent(&delivery).as_deref().unwrap_or(""));
+        let span = consume_span(&delivery, &event);
         self.settle_event(delivery, event, shutdown)
             .instrument(span)
             .await
@@ -378,19 +468,7 @@ impl<H: EventHandler> Consumer<H> {
 
     async fn apply(&self, event: &EventEnvelope) -> Result<Outcome, HandlerError> {
         let txn = self.db.begin().await?;
-        let inserted = entity::Entity::insert(entity::ActiveModel {
-            event_id: Set(event.event_id.clone()),
-            event_type: Set(event.event_type.clone()),
-            handled_at: Set(chrono::Utc::now()),
-        })
-        .on_conflict(
-            OnConflict::column(entity::Column::EventId)
-                .do_nothing()
-                .to_owned(),
-        )
-        .exec_without_returning(&txn)
-        .await?;
-        if inserted == 0 {
+        if !record_in_inbox(&txn, event).await? {
             txn.rollback().await?;
             return Ok(Outcome::Duplicate);
         }
@@ -400,6 +478,56 @@ impl<H: EventHandler> Consumer<H> {
         self.handler.committed(event);
         Ok(Outcome::Applied)
     }
+
+    /// Applies every event of a batch in one transaction; any failure rolls all of
+    /// it back (the caller then takes the events one by one).
+    async fn apply_all(
+        &self,
+        events: &[(Delivery, EventEnvelope)],
+    ) -> Result<Vec<Outcome>, HandlerError> {
+        let txn = self.db.begin().await?;
+        let mut outcomes = Vec::with_capacity(events.len());
+        for (_, event) in events {
+            // The inbox row also catches a redelivery of an event earlier in this batch.
+            if record_in_inbox(&txn, event).await? {
+                self.handler.handle(&txn, event).await?;
+                outcomes.push(Outcome::Applied);
+            } else {
+                outcomes.push(Outcome::Duplicate);
+            }
+        }
+        txn.commit().await?;
+        if outcomes.contains(&Outcome::Applied) {
+            self.signal.wake();
+        }
+        Ok(outcomes)
+    }
+}
+
+/// Inserts the event's inbox row; false when it was already there (a redelivery).
+async fn record_in_inbox(
+    txn: &DatabaseTransaction,
+    event: &EventEnvelope,
+) -> Result<bool, sea_orm::DbErr> {
+    let inserted = entity::Entity::insert(entity::ActiveModel {
+        event_id: Set(event.event_id.clone()),
+        event_type: Set(event.event_type.clone()),
+        handled_at: Set(chrono::Utc::now()),
+    })
+    .on_conflict(
+        OnConflict::column(entity::Column::EventId)
+            .do_nothing()
+            .to_owned(),
+    )
+    .exec_without_returning(txn)
+    .await?;
+    Ok(inserted > 0)
+}
+
+fn consume_span(delivery: &Delivery, event: &EventEnvelope) -> tracing::Span {
+    tracing::info_span!("consume", event_id = %event.event_id,
+        event_type = %event.event_type, order_id = %event.order_id,
+        traceparent = traceparent(delivery).as_deref().unwrap_or(""))
 }
 
 /// Quorum queues count deliveries in `x-delivery-count` (absent on the first one).

@@ -43,6 +43,10 @@ pub struct ServiceDef {
     pub descriptor_sets: &'static [&'static [u8]],
     /// Who may call it.
     pub access: Access,
+    /// What it publishes and consumes on the broker. Only a service that publishes
+    /// runs an outbox relay: one that never has rows would still claim the empty
+    /// table each time a commit wakes it.
+    pub broker: crate::amqp::ServiceAccess,
 }
 
 /// Who may call a service.
@@ -236,13 +240,15 @@ impl Host {
                 settings.database.database_check_interval,
                 checks_stop.clone(),
             )));
-            let r = Relay::new(
-                db.clone(),
-                settings.messaging.clone(),
-                signal.clone(),
-                def.slug,
-            );
-            relay = Some(tokio::spawn(r.run(relay_stop.clone())));
+            if def.broker.publishes.is_some() {
+                let r = Relay::new(
+                    db.clone(),
+                    settings.messaging.clone(),
+                    signal.clone(),
+                    def.slug,
+                );
+                relay = Some(tokio::spawn(r.run(relay_stop.clone())));
+            }
             for task in tasks {
                 let token = tasks_stop.clone();
                 tracing::debug!(task = task.name, "starting background task");

@@ -245,6 +245,13 @@ pub struct MessagingSettings {
     /// the message goes to the dead-letter queue.
     #[arg(long, env = "CONSUMER_RETRY_MAX_DELAY", default_value = "5s", value_parser = parse_duration)]
     pub consumer_retry_max_delay: Duration,
+    /// Deliveries a consumer holds unacknowledged at once (AMQP prefetch). Those
+    /// already waiting when it takes the next one are applied together, in one
+    /// database transaction and one acknowledgement, so a backlog drains in batches
+    /// while a quiet queue still handles each event as it arrives.
+    #[arg(long, env = "CONSUMER_PREFETCH", default_value_t = 64,
+          value_parser = clap::value_parser!(u16).range(1..=1_000))]
+    pub consumer_prefetch: u16,
 }
 
 /// Everything a service needs from the platform, flattened into its own settings.

@@ -80,11 +80,13 @@ fn event(n: i64) -> NewEvent {
 }
 
 /// Fails as told per aggregate id: `Permanent` for "agg-perm", transient for the
-/// first `flaky` tries of "agg-flaky", transient forever for "agg-broken".
+/// first two tries of "agg-flaky", transient forever for "agg-broken". Counts what
+/// committed (a handler's effects live in the transaction: one rolled back with
+/// its batch never happened).
 #[derive(Clone, Default)]
 struct ScriptedHandler {
     applied: Arc<Mutex<HashMap<String, u32>>>,
-    flaky_tries: Arc<AtomicU32>,
+    flaky_failures: Arc<AtomicU32>,
 }
 
 impl EventHandler for ScriptedHandler {
@@ -94,24 +96,25 @@ impl EventHandler for ScriptedHandler {
         e: &EventEnvelope,
     ) -> Result<(), HandlerError> {
         match e.aggregate_id.as_str() {
-            "agg-perm" => {
-                return Err(HandlerError::Permanent(anyhow::anyhow!(
-                    "contradicts state"
-                )));
+            "agg-perm" => Err(HandlerError::Permanent(anyhow::anyhow!(
+                "contradicts state"
+            ))),
+            "agg-broken" => Err(HandlerError::Transient(anyhow::anyhow!("always down"))),
+            "agg-flaky" if self.flaky_failures.load(Ordering::SeqCst) < 2 => {
+                self.flaky_failures.fetch_add(1, Ordering::SeqCst);
+                Err(HandlerError::Transient(anyhow::anyhow!("briefly down")))
             }
-            "agg-broken" => return Err(HandlerError::Transient(anyhow::anyhow!("always down"))),
-            "agg-flaky" if self.flaky_tries.fetch_add(1, Ordering::SeqCst) < 2 => {
-                return Err(HandlerError::Transient(anyhow::anyhow!("briefly down")));
-            }
-            _ => {}
+            _ => Ok(()),
         }
+    }
+
+    fn committed(&self, e: &EventEnvelope) {
         *self
             .applied
             .lock()
             .unwrap()
             .entry(e.event_id.clone())
             .or_default() += 1;
-        Ok(())
     }
 }
 
@@ -175,8 +178,8 @@ async fn consumer_dead_letters_poison_and_failing_events_and_goes_on() {
     .await;
     assert!(handler.applied.lock().unwrap().values().all(|&n| n == 1));
     assert_eq!(
-        handler.flaky_tries.load(Ordering::SeqCst),
-        3,
+        handler.flaky_failures.load(Ordering::SeqCst),
+        2,
         "failed twice, then applied"
     );
     // The broker dead-letters "transient forever" after its delivery limit.
@@ -280,6 +283,87 @@ async fn a_database_outage_longer_than_the_delivery_limit_pauses_the_consumer_an
     running.await.unwrap();
     broker.delete().await;
     db.drop_database().await;
+}
+
+/// A backlog is applied in batches (one transaction and one multiple-ack each),
+/// and a batch holding poison, a permanently failing event and a redelivered
+/// duplicate keeps every other event exactly once and dead-letters exactly the bad
+/// ones, as one-by-one handling would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_is_applied_in_batches_and_a_bad_event_in_a_batch_costs_nothing_else() {
+    for backend in [Backend::Postgres, Backend::Sqlite] {
+        let broker = TestBroker::create().await;
+        let (_db, conn) = migrated(backend).await;
+        // Everything is queued before the consumer starts, so deliveries arrive
+        // together and are taken as batches.
+        let fine: Vec<Vec<u8>> = (0..300)
+            .map(|n| event(n).into_envelope().encode_to_vec())
+            .collect();
+        let bad = [
+            b"\xff\x00 not protobuf at all".to_vec(),
+            sealed("agg-perm"),
+        ];
+        for (i, body) in fine.iter().enumerate() {
+            broker
+                .publish_raw("payment.refunded", body, Default::default())
+                .await;
+            if i == 100 || i == 200 {
+                // A redelivery of an event already in this stretch of the queue.
+                broker
+                    .publish_raw("payment.refunded", &fine[i - 1], Default::default())
+                    .await;
+            }
+            if i == 150 {
+                for body in &bad {
+                    broker
+                        .publish_raw("payment.refunded", body, Default::default())
+                        .await;
+                }
+            }
+        }
+        let handler = ScriptedHandler::default();
+        let consumer = Consumer::new(
+            "mypage",
+            handler.clone(),
+            conn.clone(),
+            messaging(broker.exchange(), &testkit::amqp_url()),
+            OutboxSignal::new(),
+        );
+        let stats = consumer.stats();
+        let stop = CancellationToken::new();
+        let running = tokio::spawn(consumer.run(stop.clone()));
+
+        let dlq = broker.topology.dead_letter_queue("mypage");
+        let dead = broker.collect(&dlq, bad.len(), Duration::from_secs(30)).await;
+        assert_eq!(dead.len(), bad.len(), "{backend:?}: exactly the bad ones dead-lettered");
+        wait_until("every good event applied", Duration::from_secs(30), || async {
+            (handler.applied.lock().unwrap().len() == fine.len()).then_some(())
+        })
+        .await;
+        assert!(
+            handler.applied.lock().unwrap().values().all(|&n| n == 1),
+            "{backend:?}: each good event committed once"
+        );
+        assert_eq!(stats.get(Outcome::Applied), fine.len() as u64);
+        assert_eq!(stats.get(Outcome::Duplicate), 2, "{backend:?}: both redeliveries seen");
+        assert_eq!(stats.get(Outcome::DeadLettered), bad.len() as u64);
+        let batches = stats.batches.load(Ordering::Relaxed);
+        assert!(
+            batches > 0 && batches < fine.len() as u64 / 4,
+            "{backend:?}: 300 queued events took {batches} batch transactions"
+        );
+        let inbox = sea_orm::EntityTrait::find(platform::consumer::entity::Entity)
+            .all(&conn)
+            .await
+            .unwrap();
+        assert_eq!(inbox.len(), fine.len(), "{backend:?}: one inbox row per good event");
+        // Nothing is left unacknowledged: the queue is empty once all is applied.
+        assert!(broker.drain(&broker.all_events_queue()).await.is_empty());
+
+        stop.cancel();
+        running.await.unwrap();
+        broker.delete().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

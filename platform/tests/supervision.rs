@@ -30,6 +30,7 @@ const DEF: ServiceDef = ServiceDef {
     grpc_service: "talentshare.test.v1.Probe",
     descriptor_sets: &[],
     access: Access::Internal,
+    broker: platform::amqp::ORDER_SVC,
 };
 
 #[derive(Parser)]

@@ -49,6 +49,7 @@ pub const SERVICE: ServiceDef = ServiceDef {
     grpc_service: SERVICE_NAME,
     descriptor_sets: &[talentshare_proto::FILE_DESCRIPTOR_SET],
     access: platform::Access::EndUsers,
+    broker: platform::amqp::RESERVATION_SVC,
 };
 
 /// reservation-svc settings: flags, each with an environment-variable fallback.

@@ -93,26 +93,31 @@ impl OrderStore {
         // arrived: time spent waiting for a connection must not age it towards the
         // reconciler's grace.
         let now = Ord::max(now, platform::time::now());
-        if let Some(existing) = find(&txn, Key::Request(new.request_id), Lock::Unlocked).await? {
-            txn.commit().await?;
-            return same_terms(existing, new);
-        }
-        let (order, event) = Order::place(new, Uuid::now_v7(), now)?;
-        if shared::insert_once(&txn, to_row(&order), entity::Column::RequestId).await? {
-            outbox::enqueue(&txn, events::to_outbox(&order, &event)).await?;
+        // Insert first and look only when the request id is taken: a repeat is rare,
+        // and this keeps a new order to two statements. The domain still checks the
+        // terms before anything is written; a repeat whose session has started since
+        // is then answered from the existing order below, not refused.
+        let placed = Order::place(new, Uuid::now_v7(), now);
+        if let Ok((order, event)) = &placed
+            && shared::insert_once(&txn, to_row(order), entity::Column::RequestId).await?
+        {
+            outbox::enqueue(&txn, events::to_outbox(order, event)).await?;
             txn.commit().await?;
             self.signal.wake();
-            return Ok(Placed::Created(order));
+            return Ok(Placed::Created(order.clone()));
         }
-        // A concurrent call with the same request id committed first.
+        // The request id was used before (perhaps by a concurrent call that committed
+        // first), or the terms are refused: an earlier order with this request id
+        // answers the call; without one, the refusal stands.
         let existing = find(&txn, Key::Request(new.request_id), Lock::Unlocked).await?;
         txn.commit().await?;
-        let existing = existing.ok_or_else(|| {
-            StoreError::Corrupt(format!(
+        let Some(existing) = existing else {
+            placed?;
+            return Err(StoreError::Corrupt(format!(
                 "request {} conflicted but has no order",
                 new.request_id
-            ))
-        })?;
+            )));
+        };
         same_terms(existing, new)
     }
 
@@ -276,6 +281,34 @@ impl OrderStore {
             self.signal.wake();
         }
         Ok(order)
+    }
+}
+
+impl OrderStore {
+    /// [`Self::change`] starting from `seen`, the order as this call itself just
+    /// wrote it: the change is decided on `seen` and written only if the row still
+    /// has its version, which saves the locked read on the hot path (settling the
+    /// payment of the order just placed). If anything changed the row meanwhile, or
+    /// `seen` leads to no change or a refusal, it is decided again on the row as it
+    /// stands, exactly as [`Self::change`] does.
+    pub async fn change_from<F>(&self, seen: &Order, decide: F) -> Result<Order, StoreError>
+    where
+        F: Fn(&Order, DateTime<Utc>) -> Result<Change, Refused>,
+    {
+        if let Ok(Some((next, event))) = decide(seen, now()) {
+            let txn = self.db.begin().await?;
+            match update(&txn, seen, &next).await {
+                Ok(()) => {
+                    outbox::enqueue(&txn, events::to_outbox(&next, &event)).await?;
+                    txn.commit().await?;
+                    self.signal.wake();
+                    return Ok(next);
+                }
+                Err(DbErr::RecordNotUpdated) => txn.rollback().await?,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        self.change(seen.order_id(), decide).await
     }
 }
 
