@@ -4,6 +4,7 @@
 mod access;
 mod broker_users;
 mod flows;
+mod pgbouncer;
 mod resilience;
 
 use talentshare_proto::order::PlaceOrderRequest;
