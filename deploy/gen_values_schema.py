@@ -12,6 +12,8 @@ PAYMENT_METHODS = ["Pay", "Void", "Refund", "GetPayment", "ListPayments"]
 # Settings the chart computes itself; values may not set them.
 CHART_OWNED_ENV = [
     "GRPC_ADDR", "PAYMENT_URL", "SHUTDOWN_DELAY", "SHUTDOWN_GRACE", "DATABASE_URL", "AMQP_URL",
+    # The pool: from `database`, so the connection budget counts the real sizes.
+    "DATABASE_MAX_CONNECTIONS", "DATABASE_IDLE_TIMEOUT", "DATABASE_MAX_LIFETIME",
     "AMQP_DECLARE_TOPOLOGY", "AUTH_JWKS", "AUTH_ISSUER", "AUTH_AUDIENCE", "AUTH_JWKS_REFRESH", "AUTH_LEEWAY",
 ]
 BROKER_USERS = SERVICES + ["admin"]
@@ -43,6 +45,12 @@ env_config = {
     "propertyNames": {"pattern": "^[A-Z][A-Z0-9_]*$", "not": {"enum": CHART_OWNED_ENV}},
     "additionalProperties": {"type": ["string", "integer", "boolean"]},
 }
+# The binaries accept 1..=1000 (DATABASE_MAX_CONNECTIONS).
+pool_fields = {
+    "poolSize": {"type": "integer", "minimum": 1, "maximum": 1000},
+    "idleTimeout": DURATION,
+    "maxLifetime": DURATION,
+}
 autoscaling_fields = {
     "enabled": {"type": "boolean"},
     "minReplicas": {"type": "integer", "minimum": 1},
@@ -64,6 +72,7 @@ service = obj(
         "replicaCount": {"type": "integer", "minimum": 1},
         "resources": resources,
         "autoscaling": obj(autoscaling_fields),
+        "database": obj(pool_fields),
         "podAnnotations": string_map,
     },
     required=["port"],
@@ -167,6 +176,10 @@ SCHEMA = obj(
             required=["issuer", "audience", "jwksUri", "jwksConfigMap", "jwksConfigMapKey", "jwksCaConfigMap", "jwksCaConfigMapKey", "rolesClaim", "talentsClaim", "jwksRefresh", "leeway"],
         ),
         "config": env_config,
+        "database": obj(
+            {"maxConnections": {"type": "integer", "minimum": 1}, **pool_fields},
+            required=["maxConnections", *pool_fields],
+        ),
         "shutdown": obj(
             {
                 "delaySeconds": {"type": "integer", "minimum": 0, "maximum": 120},
@@ -293,7 +306,7 @@ SCHEMA = obj(
             required=["enabled", "trustDomain"],
         ),
     },
-    required=["image", "connections", "auth", "config", "shutdown", "services", "probes", "podSecurityContext", "istio"],
+    required=["image", "connections", "auth", "database", "config", "shutdown", "services", "probes", "podSecurityContext", "istio"],
 )
 SCHEMA = {"$schema": "http://json-schema.org/draft-07/schema#", "title": "talentshare chart values", **SCHEMA}
 

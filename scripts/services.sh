@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Makes sure the local PostgreSQL (127.0.0.1:5432) and RabbitMQ (127.0.0.1:5672)
-# the tests use are running, starting them if they are not. Never stops them.
+# the tests use are running, starting them if they are not, and that PgBouncer is
+# installed. Never stops them.
 set -euo pipefail
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -34,3 +35,8 @@ if command -v rabbitmqctl >/dev/null; then
   done
 fi
 echo "services: PostgreSQL and RabbitMQ are up"
+
+# PgBouncer is installed only (e2e/tests/e2e/pgbouncer.rs starts its own on a free port);
+# that test installs it too, so a failure here is reported and not fatal.
+"$(dirname "$0")/pgbouncer.sh" >/dev/null ||
+  echo "services: could not install pgbouncer; the PgBouncer e2e test will fail" >&2

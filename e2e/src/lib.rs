@@ -83,6 +83,14 @@ pub fn binary_path(name: &str) -> PathBuf {
     path
 }
 
+/// `url` with its host and port replaced by `via`'s.
+fn url_via(url: &str, via: SocketAddr) -> String {
+    let mut url = url::Url::parse(url).expect("database URL");
+    url.set_host(Some(&via.ip().to_string())).expect("host");
+    url.set_port(Some(via.port())).expect("port");
+    url.to_string()
+}
+
 fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
@@ -102,6 +110,9 @@ pub struct System {
     identity: Arc<TestIdentity>,
     /// Extra order-svc processes on order-svc's database ([`System::start_order_replica`]).
     replicas: Vec<ServiceProcess>,
+    /// Where the services reach their databases, when not at the server itself
+    /// ([`System::start_with_database_via`]).
+    database_via: Option<SocketAddr>,
 }
 
 impl System {
@@ -112,7 +123,14 @@ impl System {
 
     /// Starts all four with extra environment for every service.
     pub async fn start_with_env(extra: &[(&str, &str)]) -> Self {
-        Self::start_with(extra, HashMap::new()).await
+        Self::start_with(extra, HashMap::new(), None).await
+    }
+
+    /// Starts all four reaching their databases through `via` (a PgBouncer, say)
+    /// instead of the server, with `extra` environment for every service. The
+    /// audit and [`System::db`] still read the server directly.
+    pub async fn start_with_database_via(via: SocketAddr, extra: &[(&str, &str)]) -> Self {
+        Self::start_with(extra, HashMap::new(), Some(via)).await
     }
 
     /// Starts all four as production runs them on the broker: each service connects as
@@ -134,12 +152,13 @@ impl System {
                 (*svc, env)
             })
             .collect();
-        Self::start_with(&[], service_env).await
+        Self::start_with(&[], service_env, None).await
     }
 
     async fn start_with(
         extra: &[(&str, &str)],
         service_env: HashMap<Svc, Vec<(String, String)>>,
+        database_via: Option<SocketAddr>,
     ) -> Self {
         let broker = TestBroker::create().await;
         let mut databases = HashMap::new();
@@ -158,6 +177,7 @@ impl System {
                 .collect(),
             service_env,
             replicas: Vec::new(),
+            database_via,
         };
         for svc in Svc::ALL {
             system.start_service(svc).await;
@@ -166,11 +186,13 @@ impl System {
     }
 
     fn env_for(&self, svc: Svc) -> Vec<(String, String)> {
+        let url = self.databases[&svc].url();
+        let url = match self.database_via {
+            Some(via) => url_via(url, via),
+            None => url.to_owned(),
+        };
         let mut env = vec![
-            (
-                "DATABASE_URL".to_owned(),
-                self.databases[&svc].url().to_owned(),
-            ),
+            ("DATABASE_URL".to_owned(), url),
             ("AMQP_URL".to_owned(), testkit::amqp_url()),
             (
                 "EVENTS_EXCHANGE".to_owned(),
@@ -246,14 +268,11 @@ impl System {
         .parse()
         .expect("database address");
         let proxy = TcpProxy::start(server).await;
-        let mut via = url.clone();
-        via.set_host(Some(&proxy.addr().ip().to_string()))
-            .expect("host");
-        via.set_port(Some(proxy.addr().port())).expect("port");
+        let via = url_via(url.as_str(), proxy.addr());
         self.service_env
             .entry(svc)
             .or_default()
-            .push(("DATABASE_URL".to_owned(), via.to_string()));
+            .push(("DATABASE_URL".to_owned(), via));
         self.stop_service(svc).await;
         self.start_service(svc).await;
         proxy
@@ -306,6 +325,12 @@ impl System {
     /// The name of the run's events exchange (every queue name derives from it).
     pub fn exchange(&self) -> &str {
         self.broker.exchange()
+    }
+
+    /// The name of a service's database on the server.
+    pub fn database_name(&self, svc: Svc) -> String {
+        let url = url::Url::parse(self.databases[&svc].url()).expect("database URL");
+        url.path().trim_start_matches('/').to_owned()
     }
 
     /// A connection to a service's database.

@@ -4,6 +4,10 @@
 //! The pool is lazy on purpose: the process starts, binds and answers liveness even
 //! while the database is still coming up, and readiness turns SERVING only once
 //! [`migrate`] has succeeded.
+//!
+//! The PostgreSQL pool also shrinks on purpose ([`PoolSettings`]): a pool keeps what a
+//! burst made it open, and every replica of every service holding its full pool is
+//! what exhausts the server's `max_connections` when the deployment scales out.
 
 use std::time::Duration;
 
@@ -13,7 +17,7 @@ use sea_orm_migration::MigratorTrait;
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
-use crate::settings::{DatabaseSettings, SecretUrl};
+use crate::settings::{DatabaseSettings, PoolSettings, SecretUrl};
 
 /// Opens a lazy pool for the service named `slug` (used for the default file name).
 pub async fn connect(
@@ -21,13 +25,26 @@ pub async fn connect(
     slug: &str,
 ) -> anyhow::Result<DatabaseConnection> {
     let url = settings.url_for(slug)?;
-    connect_url(&url, settings.database_max_connections).await
+    connect_pool(&url, &settings.pool()).await
 }
 
-/// Opens a lazy pool on `url`.
+/// Opens a lazy pool on `url` of at most `max_connections`, shrinking as the
+/// `DATABASE_*` defaults say.
 pub async fn connect_url(
     url: &SecretUrl,
     max_connections: u32,
+) -> anyhow::Result<DatabaseConnection> {
+    let pool = PoolSettings {
+        max_connections,
+        ..PoolSettings::default()
+    };
+    connect_pool(url, &pool).await
+}
+
+/// Opens a lazy pool on `url`, sized and shrunk by `pool` (PostgreSQL only).
+pub async fn connect_pool(
+    url: &SecretUrl,
+    pool: &PoolSettings,
 ) -> anyhow::Result<DatabaseConnection> {
     let mut opts = ConnectOptions::new(url.expose().to_owned());
     opts.connect_lazy(true)
@@ -48,7 +65,17 @@ pub async fn connect_url(
                     .foreign_keys(true)
             });
     } else {
-        opts.max_connections(max_connections).min_connections(0);
+        // No minimum: an idle service holds no connection it does not use. Both
+        // limits are needed, because sqlx hands out the idle connection that waited
+        // longest: the service's own periodic queries (outbox poll, readiness check,
+        // reconcilers) cycle through every pooled connection, so after a burst none
+        // stays unused for long and the idle timeout alone would keep them all. The
+        // lifetime retires them anyway; a replacement is opened only when no idle one
+        // is left, so the pool settles at what the load needs at once.
+        opts.max_connections(pool.max_connections)
+            .min_connections(0)
+            .idle_timeout(pool.idle_timeout)
+            .max_lifetime(pool.max_lifetime);
     }
     Database::connect(opts)
         .await

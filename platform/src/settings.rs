@@ -206,9 +206,58 @@ pub struct DatabaseSettings {
     #[arg(long, env = "DATABASE_CHECK_INTERVAL", default_value = "5s", value_parser = parse_duration)]
     pub database_check_interval: Duration,
     /// Connection pool size (PostgreSQL; SQLite always uses one writer connection).
+    /// Every replica may hold this many connections at once: on Kubernetes the chart
+    /// sets it and checks replicas × pool size against the server's budget.
     #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 10,
           value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub database_max_connections: u32,
+    /// How long a pooled connection may sit unused before the pool closes it
+    /// (PostgreSQL), so a pool that grew under a burst gives its connections back.
+    #[arg(long, env = "DATABASE_IDLE_TIMEOUT", default_value = "1m", value_parser = parse_pool_duration)]
+    pub database_idle_timeout: Duration,
+    /// Longest life of a pooled connection (PostgreSQL), used or not. Needed besides
+    /// the idle timeout: the pool hands out its idle connections oldest first, so the
+    /// service's own periodic queries (outbox poll, readiness check) touch every one
+    /// in turn and none ever counts as idle; retiring them by age lets the pool shrink
+    /// to what the load needs.
+    #[arg(long, env = "DATABASE_MAX_LIFETIME", default_value = "5m", value_parser = parse_pool_duration)]
+    pub database_max_lifetime: Duration,
+}
+
+/// The shortest and longest idle timeout or lifetime a pool accepts: below a second
+/// the pool would reconnect all the time, and past a day it would never shrink.
+const POOL_DURATIONS: std::ops::RangeInclusive<Duration> =
+    Duration::from_secs(1)..=Duration::from_secs(24 * 60 * 60);
+
+fn parse_pool_duration(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if POOL_DURATIONS.contains(&d) {
+        Ok(d)
+    } else {
+        Err(format!("`{s}` is out of range: use 1s to 24h"))
+    }
+}
+
+/// How a PostgreSQL pool grows and shrinks ([`crate::db::connect_url`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolSettings {
+    /// Most connections open at once.
+    pub max_connections: u32,
+    /// An unused connection is closed after this long.
+    pub idle_timeout: Duration,
+    /// Any connection is closed (when next returned or checked) after this long.
+    pub max_lifetime: Duration,
+}
+
+impl Default for PoolSettings {
+    /// The defaults of the `DATABASE_*` settings (a test checks they agree).
+    fn default() -> Self {
+        Self {
+            max_connections: 10,
+            idle_timeout: Duration::from_secs(60),
+            max_lifetime: Duration::from_secs(5 * 60),
+        }
+    }
 }
 
 /// How the service reaches RabbitMQ and what it calls things there.
@@ -268,6 +317,15 @@ pub struct PlatformSettings {
 }
 
 impl DatabaseSettings {
+    /// The pool's size and how it shrinks.
+    pub fn pool(&self) -> PoolSettings {
+        PoolSettings {
+            max_connections: self.database_max_connections,
+            idle_timeout: self.database_idle_timeout,
+            max_lifetime: self.database_max_lifetime,
+        }
+    }
+
     /// The URL to connect to: the configured one, or `sqlite://<DATA_DIR>/<slug>.db`.
     pub fn url_for(&self, slug: &str) -> anyhow::Result<SecretUrl> {
         if let Some(url) = &self.database_url {
@@ -358,6 +416,30 @@ mod tests {
         let p = Probe::try_parse_from(["x", "--amqp-declare-topology", "false"]).unwrap();
         assert!(!p.platform.messaging.amqp_declare_topology);
         assert!(Probe::try_parse_from(["x", "--amqp-declare-topology", "maybe"]).is_err());
+    }
+
+    #[test]
+    fn pool_defaults_agree_with_the_flags() {
+        let p = Probe::try_parse_from(["x"]).unwrap();
+        assert_eq!(p.platform.database.pool(), PoolSettings::default());
+    }
+
+    #[test]
+    fn pool_durations_out_of_range_are_rejected_by_name() {
+        let p = Probe::try_parse_from(["x", "--database-idle-timeout", "2s"]).unwrap();
+        assert_eq!(
+            p.platform.database.pool().idle_timeout,
+            Duration::from_secs(2)
+        );
+        for (flag, bad) in [
+            ("--database-idle-timeout", "0s"),
+            ("--database-idle-timeout", "500ms"),
+            ("--database-max-lifetime", "2d"),
+            ("--database-max-lifetime", "soon"),
+        ] {
+            let err = Probe::try_parse_from(["x", flag, bad]).unwrap_err();
+            assert!(err.to_string().contains(flag), "{flag} {bad}: {err}");
+        }
     }
 
     #[test]

@@ -25,7 +25,7 @@ mod spawn;
 
 pub use broker::{ReceivedEvent, TestBroker};
 pub use broker_users::{BrokerUsers, USERS_EXCHANGE};
-pub use database::{Backend, TestDatabase, retry_write};
+pub use database::{Backend, TestDatabase, postgres_server_url, retry_write};
 pub use identity::{AuthChannel, Bearer, TEST_ONLY_RSA_KEY_PEM, TestIdentity};
 pub use process::{ServiceProcess, grpcurl};
 pub use proxy::TcpProxy;

@@ -4,6 +4,8 @@
 mod access;
 mod broker_users;
 mod flows;
+mod pgbouncer;
+mod pool;
 mod resilience;
 
 use talentshare_proto::order::PlaceOrderRequest;

@@ -2,7 +2,8 @@
 Facts about the four services that are fixed by the binaries and the .proto contracts,
 not tunable: the binary each Deployment runs, the gRPC service name (also the readiness
 health-check name), whether it calls PaymentService, whether it is public (reachable from
-the ingress gateway, with an end-user JWT), the methods only managers may call, and the retry class of each method (see values.yaml istio.routes).
+the ingress gateway, with an end-user JWT), the methods only managers may call, the retry class of each method (see values.yaml istio.routes), and the PostgreSQL
+connections a replica holds outside its pool (listenConnections).
 The offline checks (deploy/tests) compare these with what the binaries report.
 */}}
 {{- define "talentshare.catalog" -}}
@@ -44,6 +45,8 @@ mypage:
   grpcService: talentshare.mypage.v1.MyPageService
   callsPayment: false
   public: true
+  # The change feed of WatchMyPage: one LISTEN connection per replica, besides the pool.
+  listenConnections: 1
   methods:
     GetMyPage: read
     GetMyPageEntry: read
@@ -230,6 +233,10 @@ passwords, an incomplete ingress. Included once (deployment.yaml).
 {{- end }}
 {{- end }}
 {{- end }}
+{{- $budget := include "talentshare.connectionBudget" . | fromJson }}
+{{- if gt ($budget.total | int) ($budget.limit | int) }}
+{{- fail (printf "database.maxConnections %d is less than the %d PostgreSQL connections the services may hold at full scale (%s; pods = autoscaling.maxReplicas, or replicaCount without autoscaling, plus 1 of rollout surge; per pod = database.poolSize or services.<name>.database.poolSize, plus mypage's LISTEN connection): lower database.poolSize or autoscaling.maxReplicas, or raise database.maxConnections if the server allows it" ($budget.limit | int) ($budget.total | int) (include "talentshare.connectionBudgetTerms" $budget)) }}
+{{- end }}
 {{- if .Values.ingress.enabled }}
 {{- if not .Values.ingress.host }}{{ fail "ingress.host is required when ingress.enabled is true" }}{{ end }}
 {{- if not .Values.ingress.tlsSecretName }}{{ fail "ingress.tlsSecretName is required when ingress.enabled is true (the gateway terminates TLS)" }}{{ end }}
@@ -252,6 +259,52 @@ passwords, an incomplete ingress. Included once (deployment.yaml).
 {{- $values := index .root.Values.services .svc }}
 {{- $autoscaling := merge (deepCopy ($values.autoscaling | default dict)) (deepCopy .root.Values.autoscaling) }}
 {{- if $autoscaling.enabled }}{{ $autoscaling.minReplicas }}{{ else }}{{ include "talentshare.setting" (dict "root" .root "svc" .svc "key" "replicaCount") }}{{ end }}
+{{- end }}
+
+{{/* The most replicas a service runs (autoscaling.maxReplicas or replicaCount). */}}
+{{- define "talentshare.maxReplicas" -}}
+{{- $values := index .root.Values.services .svc }}
+{{- $autoscaling := merge (deepCopy ($values.autoscaling | default dict)) (deepCopy .root.Values.autoscaling) }}
+{{- if $autoscaling.enabled }}{{ $autoscaling.maxReplicas }}{{ else }}{{ include "talentshare.setting" (dict "root" .root "svc" .svc "key" "replicaCount") }}{{ end }}
+{{- end }}
+
+{{/* Pods a rollout adds over the replica count (the Deployments' maxSurge). */}}
+{{- define "talentshare.maxSurge" -}}1{{- end }}
+
+{{/* One service's pool settings, services.<svc>.database over database (JSON). */}}
+{{- define "talentshare.database" -}}
+{{- $values := index .root.Values.services .svc }}
+{{- merge (deepCopy ($values.database | default dict)) (deepCopy .root.Values.database) | toJson }}
+{{- end }}
+
+{{/*
+The PostgreSQL connection budget at full scale (JSON): per service the most pods
+(maximum replicas plus the rollout surge: old pods hold their pools until they are gone),
+the connections of one pod (its pool plus the catalog's listenConnections) and their
+product; the total over the services, and the limit database.maxConnections.
+*/}}
+{{- define "talentshare.connectionBudget" -}}
+{{- $services := include "talentshare.services" . | fromJson }}
+{{- $rows := dict }}
+{{- $total := 0 }}
+{{- range $svc, $facts := $services }}
+{{- $ctx := dict "root" $ "svc" $svc }}
+{{- $pods := add (include "talentshare.maxReplicas" $ctx | int) (include "talentshare.maxSurge" $ | int) }}
+{{- $pool := (include "talentshare.database" $ctx | fromJson).poolSize | int }}
+{{- $perPod := add $pool ($facts.listenConnections | default 0 | int) }}
+{{- $_ := set $rows $svc (dict "pods" $pods "poolSize" $pool "perPod" $perPod "connections" (mul $pods $perPod)) }}
+{{- $total = add $total (mul $pods $perPod) }}
+{{- end }}
+{{- dict "services" $rows "total" $total "limit" (.Values.database.maxConnections | int) | toJson }}
+{{- end }}
+
+{{/* The budget in words: "order 6 pods x 3 = 18, ..." (one entry per service). */}}
+{{- define "talentshare.connectionBudgetTerms" -}}
+{{- $terms := list }}
+{{- range $svc, $row := .services }}
+{{- $terms = append $terms (printf "%s %d pods x %d = %d" $svc ($row.pods | int) ($row.perPod | int) ($row.connections | int)) }}
+{{- end }}
+{{- join ", " $terms }}
 {{- end }}
 
 {{/* Where the JWKS ConfigMap is mounted. */}}
