@@ -12,6 +12,9 @@ use plotters::prelude::*;
 use crate::report::TimelineRow;
 
 const WIDTH: u32 = 960;
+
+/// One line of a panel: its legend, colour and (second, value) points.
+type Series<'a> = (&'a str, &'a RGBColor, Vec<(f64, f64)>);
 const PANEL_HEIGHT: u32 = 260;
 
 /// Writes the chart of `timeline` to `path`.
@@ -84,7 +87,7 @@ fn panel(
     title: &str,
     unit: &str,
     seconds: f64,
-    series: &[(&str, &RGBColor, Vec<(f64, f64)>)],
+    series: &[Series<'_>],
 ) -> Result<(), Box<dyn std::error::Error>> {
     let top = series
         .iter()

@@ -62,6 +62,9 @@ fn a_short_closed_loop_has_no_errors_and_consumes_everything() {
             "4",
             "--duration",
             "3s",
+            // Short: the reference step runs before the load and delays it.
+            "--reference-duration",
+            "200ms",
         ],
     );
     let reference = &report["reference"];
