@@ -2,21 +2,32 @@
 //! `cargo run --release -p bench -- --spawn postgres --concurrency 64 --duration 30s`.
 //!
 //! - [`settings`]: the command line;
-//! - `target`: the system under load, spawned through [`e2e::System`] or already
-//!   running on loopback, and one order-svc client per customer;
+//! - `reference`: what the machine allows at best (bare gRPC round trips, single-row
+//!   PostgreSQL commits), measured before the load;
+//! - `target`: the system under load, spawned through [`e2e::System`] (on PostgreSQL
+//!   or SQLite) or already running on loopback, and each customer's clients;
 //! - `load`: the closed and open loops and the HDR recorder;
+//! - `story`: what a worker does after PlaceOrder in the mixed story;
+//! - `lag`: the event lag, seen through WatchMyPage streams;
 //! - `sample`: queue depths, outbox backlogs, CPU and RSS once a second;
-//! - `report`: the Markdown and JSON report.
+//! - `progress`: a progress bar on a terminal, plain lines otherwise;
+//! - `report` and `chart`: the Markdown and JSON report, and its SVG chart.
 //!
 //! Every loop is bounded: the load by `--duration` and `--max-orders`, each call by
 //! `--request-timeout`, the open loop's in-flight calls by `--max-in-flight`, the
-//! final wait for the backlog by `--drain-timeout`.
+//! final wait for the backlog and the lag samples by `--drain-timeout`, the
+//! reference step by `--reference-duration`.
 
 pub mod settings;
 
+mod chart;
+mod lag;
 mod load;
+mod progress;
+mod reference;
 mod report;
 mod sample;
+mod story;
 mod target;
 
 use std::path::PathBuf;
@@ -29,9 +40,12 @@ use tokio::time::Instant;
 pub use report::Report;
 pub use settings::BenchArgs;
 
-use load::{Bounds, Recorder};
+use lag::{Lag, Watchers};
+use load::{Bounds, Load, Recorder};
+use progress::Progress;
+use reference::Reference;
 use sample::Sampler;
-use target::Target;
+use target::{Clients, Target};
 
 /// Runs the bench the arguments describe, writes its report, and returns it with
 /// whether the run was steady (no growing queue, everything consumed).
@@ -40,8 +54,20 @@ use target::Target;
 /// When the system cannot be reached or the report cannot be written; a failing
 /// call is a figure in the report, not an error.
 pub async fn run(args: &BenchArgs) -> anyhow::Result<(Report, PathBuf)> {
-    let (target, customers) = target::Target::open(args).await?;
-    let result = measure(args, &target, customers).await;
+    // Before the system starts, so its idle processes take nothing from it.
+    let reference = if args.reference() {
+        eprintln!(
+            "bench: reference step ({:?} per measurement)",
+            args.reference_duration
+        );
+        let r = reference::measure(args.reference_duration).await?;
+        eprintln!("bench: {}", report::reference_line(&r));
+        Some(r)
+    } else {
+        None
+    };
+    let (target, clients) = target::Target::open(args).await?;
+    let result = measure(args, &target, clients, reference).await;
     // Torn down whatever happened, so a failed run leaves no processes, databases
     // or queues behind.
     target.close().await;
@@ -56,31 +82,57 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<(Report, PathBuf)> {
 async fn measure(
     args: &BenchArgs,
     target: &Target,
-    customers: Vec<target::Customer>,
+    clients: Clients,
+    reference: Option<Reference>,
 ) -> anyhow::Result<Report> {
+    let Clients { customers, manager } = clients;
+    // The watchers are open before the first order, so they see its every change.
+    let (lag, watchers) = if args.lag_sample > 0 {
+        let lag = Arc::new(Lag::new(args.lag_sample, &customers, args.story));
+        let watchers = Watchers::open(&lag, &customers, args.request_timeout).await?;
+        (Some(lag), Some(watchers))
+    } else {
+        (None, None)
+    };
+
     let start = Instant::now();
     let recorder = Recorder::new(start);
     let sampler = Sampler::new(target.system(), start).await;
     let backlog_sampled = target.system().is_some();
+    let progress = Arc::new(Progress::new(args.duration));
 
     let (stop, stopped) = oneshot::channel();
-    let sampling = tokio::spawn(sample_every_second(sampler, recorder.clone(), stopped));
+    let sampling = tokio::spawn(sample_every_second(
+        sampler,
+        recorder.clone(),
+        lag.clone(),
+        progress.clone(),
+        stopped,
+    ));
 
     let bounds = Bounds {
         deadline: start + args.duration,
         max_orders: args.max_orders.unwrap_or(u64::MAX),
-        request_timeout: args.request_timeout,
         max_in_flight: args.max_in_flight.clamp(1, u32::MAX as usize),
     };
-    let load = load::run(args.mode(), Arc::new(customers), recorder.clone(), bounds);
+    let load = Arc::new(Load {
+        recorder: recorder.clone(),
+        customers,
+        story: args.story,
+        lag: lag.clone(),
+        manager,
+        request_timeout: args.request_timeout,
+    });
     tokio::select! {
-        () = load => {}
-        _ = tokio::signal::ctrl_c() => eprintln!("bench: interrupted; reporting what was measured"),
+        () = load::run(args.mode(), load, bounds) => {}
+        _ = tokio::signal::ctrl_c() => progress.note("interrupted; reporting what was measured"),
     }
     let load_seconds = start.elapsed().as_secs_f64();
     let _ = stop.send(());
     let (mut sampler, mut samples) = sampling.await?;
+    progress.finish();
 
+    let drain_start = Instant::now();
     let (last, waited) = if backlog_sampled {
         eprintln!(
             "bench: load done; waiting up to {:?} for queues and outboxes to empty",
@@ -92,6 +144,16 @@ async fn measure(
     };
     sampler.close().await;
     samples.push(last.clone());
+    // The last events may still be on their way from my page to the streams.
+    let lag_report = match (&lag, watchers) {
+        (Some(lag), Some(watchers)) => {
+            lag.wait_settled(drain_start + args.drain_timeout).await;
+            let report = lag.report(watchers.len());
+            watchers.close().await;
+            Some(report)
+        }
+        _ => None,
+    };
 
     let load_samples: Vec<_> = samples
         .iter()
@@ -101,6 +163,9 @@ async fn measure(
     let report = recorder.with(|r| {
         let answered: u64 = r.outcomes.values().sum();
         let paid = r.outcomes.get("PAID").copied().unwrap_or(0);
+        let latency_ms = report::Percentiles::of(&r.latency);
+        let answered_per_second = answered as f64 / load_seconds;
+        let rpcs = report::rpcs(r);
         Report {
             command: std::env::args().collect::<Vec<_>>().join(" "),
             date: chrono::Local::now().to_rfc3339(),
@@ -116,15 +181,27 @@ async fn measure(
                 ),
             },
             mode: args.mode(),
+            story: args.story,
             load_seconds,
             answered,
             paid,
-            answered_per_second: answered as f64 / load_seconds,
+            answered_per_second,
             paid_per_second: paid as f64 / load_seconds,
-            latency_ms: report::Percentiles::of(&r.latency),
+            ratios: reference
+                .as_ref()
+                .map(|r| report::Ratios::of(r, &latency_ms, answered_per_second)),
+            reference,
+            latency_ms,
             outcomes: r.outcomes.clone(),
             errors_total: r.errors.values().sum(),
             errors: r.errors.clone(),
+            story_errors_total: rpcs
+                .iter()
+                .filter(|(name, _)| name.as_str() != "PlaceOrder")
+                .map(|(_, c)| c.errors.values().sum::<u64>())
+                .sum(),
+            rpcs,
+            lag: lag_report,
             timeline: report::timeline(r, &samples),
             processes: report::processes(&samples),
             backlog_sampled,
@@ -148,11 +225,13 @@ async fn measure(
     Ok(report)
 }
 
-/// Samples once a second until told to stop, printing one progress line each time;
+/// Samples once a second until told to stop, showing the progress each time;
 /// returns the sampler and its samples.
 async fn sample_every_second(
     mut sampler: Sampler,
     recorder: Arc<Recorder>,
+    lag: Option<Arc<Lag>>,
+    progress: Arc<Progress>,
     mut stop: oneshot::Receiver<()>,
 ) -> (Sampler, Vec<sample::Sample>) {
     let mut samples = Vec::new();
@@ -165,7 +244,7 @@ async fn sample_every_second(
             _ = &mut stop => return (sampler, samples),
         }
         let s = sampler.sample().await;
-        let line = recorder.with(|r| {
+        let mut figures = recorder.with(|r| {
             let answered = r.latency.len();
             let errors: u64 = r.errors.values().sum();
             // The second that just closed, not the one still filling.
@@ -175,14 +254,17 @@ async fn sample_every_second(
                 (sec.latency.len(), p.p50, p.p99)
             });
             format!(
-                "bench: {:>5.1}s answered {answered} ({rate}/s) p50 {p50:.1} ms p99 {p99:.1} ms errors {errors} in-flight {} queue {} outbox {}",
-                s.t,
+                "answered {answered} ({rate}/s) p50 {p50:.1} ms p99 {p99:.1} ms errors {errors} in-flight {} queue {} outbox {}",
                 recorder.in_flight(),
                 s.queue_depth(),
                 s.outbox_backlog()
             )
         });
-        eprintln!("{line}");
+        if let Some(lag) = &lag {
+            let (measured, p50) = lag.progress();
+            figures.push_str(&format!(" lag {measured} p50 {p50:.1} ms"));
+        }
+        progress.update(s.t, &figures);
         samples.push(s);
     }
 }

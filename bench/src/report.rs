@@ -1,5 +1,6 @@
 //! The report of one run, built from the recorder and the samples, written as JSON
-//! (everything, for tools) and Markdown (the tables a person reads).
+//! (everything, for tools), Markdown (the tables a person reads) and an SVG chart
+//! of the timeline.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -8,9 +9,11 @@ use std::path::Path;
 use anyhow::Context;
 use hdrhistogram::Histogram;
 
+use crate::lag::LagReport;
 use crate::load::Recorded;
+use crate::reference::Reference;
 use crate::sample::Sample;
-use crate::settings::Mode;
+use crate::settings::{Mode, Story};
 
 /// The whole report.
 #[derive(Debug, serde::Serialize)]
@@ -20,6 +23,7 @@ pub struct Report {
     pub machine: Machine,
     pub system: String,
     pub mode: Mode,
+    pub story: Story,
     /// Seconds the load ran (first send to last answer).
     pub load_seconds: f64,
     /// Calls answered with an order, whatever its status.
@@ -30,7 +34,18 @@ pub struct Report {
     pub latency_ms: Percentiles,
     pub outcomes: BTreeMap<String, u64>,
     pub errors: BTreeMap<String, u64>,
+    /// PlaceOrder errors.
     pub errors_total: u64,
+    /// Errors of the story's other RPCs (the mixed story's).
+    pub story_errors_total: u64,
+    /// Every RPC the story called, PlaceOrder included.
+    pub rpcs: BTreeMap<String, RpcSummary>,
+    /// The event lag through WatchMyPage, unless `--lag-sample 0`.
+    pub lag: Option<LagReport>,
+    /// The reference step's figures, unless `--no-reference`.
+    pub reference: Option<Reference>,
+    /// The run's figures over the reference's.
+    pub ratios: Option<Ratios>,
     pub timeline: Vec<TimelineRow>,
     pub processes: BTreeMap<String, ProcessSummary>,
     /// Whether queue depths and outboxes were sampled (a spawned system only).
@@ -100,6 +115,83 @@ impl Percentiles {
             mean: h.mean() / 1000.0,
         }
     }
+}
+
+/// One RPC over the run.
+#[derive(Debug, serde::Serialize)]
+pub struct RpcSummary {
+    pub latency_ms: Percentiles,
+    /// Answers by what they meant (`ok`, or an expected answer such as `not yet on
+    /// my page`).
+    pub outcomes: BTreeMap<String, u64>,
+    /// Errors by gRPC code (or `timeout`).
+    pub errors: BTreeMap<String, u64>,
+}
+
+/// The run's figures over what the machine allows at best.
+#[derive(Debug, serde::Serialize)]
+pub struct Ratios {
+    /// PlaceOrder p50 over a bare gRPC round trip's p50: how many "empty calls" one
+    /// order costs in latency.
+    pub placeorder_p50_over_echo_p50: Option<f64>,
+    /// Orders answered per second over single-row PostgreSQL commits per second on
+    /// the reference's connection count: the share of the machine's commit rate the
+    /// system turns into orders.
+    pub orders_per_pg_commit: Option<f64>,
+}
+
+impl Ratios {
+    pub fn of(reference: &Reference, latency: &Percentiles, orders_per_second: f64) -> Self {
+        let ratio = |a: f64, b: f64| (a > 0.0 && b > 0.0).then(|| a / b);
+        Ratios {
+            placeorder_p50_over_echo_p50: ratio(latency.p50, reference.echo_latency_ms.p50),
+            orders_per_pg_commit: reference
+                .pg
+                .as_ref()
+                .and_then(|pg| ratio(orders_per_second, pg.commits_per_second_n)),
+        }
+    }
+}
+
+/// Each RPC's figures.
+pub fn rpcs(recorded: &Recorded) -> BTreeMap<String, RpcSummary> {
+    recorded
+        .rpcs
+        .iter()
+        .map(|(name, calls)| {
+            let summary = RpcSummary {
+                latency_ms: Percentiles::of(&calls.latency),
+                outcomes: calls.outcomes.clone(),
+                errors: calls.errors.clone(),
+            };
+            ((*name).to_owned(), summary)
+        })
+        .collect()
+}
+
+/// The reference step in one line.
+pub fn reference_line(r: &Reference) -> String {
+    let pg = match (&r.pg, &r.pg_missing) {
+        (Some(pg), _) => format!(
+            "PostgreSQL commits p50 {:.2} ms, {:.0}/s on 1 connection, {:.0}/s on {}",
+            pg.commit_latency_ms.p50,
+            pg.commits_per_second_1,
+            pg.commits_per_second_n,
+            pg.connections
+        ),
+        (None, why) => format!(
+            "PostgreSQL commits not measured ({})",
+            why.as_deref().unwrap_or("?")
+        ),
+    };
+    format!(
+        "reference: gRPC echo p50 {:.3} ms, {:.0}/s at concurrency {}; {pg}",
+        r.echo_latency_ms.p50, r.echo_per_second, r.echo_concurrency
+    )
+}
+
+fn ratio(r: Option<f64>) -> String {
+    r.map_or_else(|| "n/a".to_owned(), |r| format!("{r:.2}"))
 }
 
 /// One second of the run.
@@ -186,7 +278,7 @@ pub fn processes(samples: &[Sample]) -> BTreeMap<String, ProcessSummary> {
 }
 
 impl Report {
-    /// Writes `report.json` and `report.md` into `dir`.
+    /// Writes `report.json`, `report.md` and `chart.svg` into `dir`.
     ///
     /// # Errors
     /// When the directory or a file cannot be written.
@@ -195,6 +287,7 @@ impl Report {
         let json = serde_json::to_string_pretty(self).context("serialising the report")?;
         std::fs::write(dir.join("report.json"), json).context("writing report.json")?;
         std::fs::write(dir.join("report.md"), self.markdown()).context("writing report.md")?;
+        crate::chart::write(&dir.join("chart.svg"), &self.timeline)?;
         Ok(())
     }
 
@@ -207,9 +300,13 @@ impl Report {
         };
         let l = &self.latency_ms;
         let _ = writeln!(m, "| figure | value |\n|---|---|");
+        let story = match self.story {
+            Story::Place => "PlaceOrder",
+            Story::Mixed => "mixed story",
+        };
         let _ = writeln!(
             m,
-            "| load | {mode}, {:.1} s, {} |",
+            "| load | {mode}, {story}, {:.1} s, {} |",
             self.load_seconds, self.system
         );
         let _ = writeln!(
@@ -232,6 +329,42 @@ impl Report {
                 .join(", ")
         };
         let _ = writeln!(m, "| errors | {} ({errors}) |", self.errors_total);
+        if self.story == Story::Mixed {
+            let _ = writeln!(
+                m,
+                "| other RPCs | {} |",
+                self.rpcs
+                    .iter()
+                    .filter(|(name, _)| name.as_str() != "PlaceOrder")
+                    .map(|(name, c)| format!(
+                        "{name} {} p50 {:.2} ms, {} errors",
+                        c.latency_ms.count,
+                        c.latency_ms.p50,
+                        c.errors.values().sum::<u64>()
+                    ))
+                    .collect::<Vec<_>>()
+                    .join(" · ")
+            );
+        }
+        if let Some(lag) = &self.lag {
+            let l = &lag.latency_ms;
+            let _ = writeln!(
+                m,
+                "| event lag ms (WatchMyPage) | p50 {:.2} · p90 {:.2} · p99 {:.2} · p99.9 {:.2} · max {:.2} ({} of {} samples reached, {} NEVER) |",
+                l.p50, l.p90, l.p99, l.p999, l.max, lag.reached, lag.samples, lag.never_reached
+            );
+        }
+        if let Some(r) = &self.reference {
+            let _ = writeln!(m, "| {} |", reference_line(r).replacen(": ", " | ", 1));
+        }
+        if let Some(r) = &self.ratios {
+            let _ = writeln!(
+                m,
+                "| ratios | PlaceOrder p50 / echo p50 {} · orders/s per PG commit/s {} |",
+                ratio(r.placeorder_p50_over_echo_p50),
+                ratio(r.orders_per_pg_commit)
+            );
+        }
         if self.backlog_sampled {
             let _ = writeln!(
                 m,
@@ -269,6 +402,10 @@ impl Report {
             self.machine.cores, self.machine.memory_mib, self.machine.cpu
         );
         let _ = writeln!(m, "## Summary\n\n{}", self.summary());
+        let _ = writeln!(
+            m,
+            "![throughput, latency and backlog over time](chart.svg)\n\n[chart.svg](chart.svg)\n"
+        );
         let l = &self.latency_ms;
         let _ = writeln!(m, "## PlaceOrder latency (ms, {} calls)\n", l.count);
         let _ = writeln!(
@@ -280,7 +417,75 @@ impl Report {
             "| {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |\n",
             l.p50, l.p90, l.p99, l.p999, l.max, l.mean
         );
-        let _ = writeln!(m, "## Outcomes\n\n| outcome | count |\n|---|---|");
+        if let Some(lag) = &self.lag {
+            let l = &lag.latency_ms;
+            let _ = writeln!(
+                m,
+                "## Event lag (ms): PlaceOrder answer → final my page entry on WatchMyPage\n\n\
+                 1 in {} customers watched ({} streams, {} restarts); {} sampled orders, {} reached, {} never reached.\n",
+                lag.sample_every,
+                lag.watchers,
+                lag.watch_restarts,
+                lag.samples,
+                lag.reached,
+                lag.never_reached
+            );
+            let _ = writeln!(
+                m,
+                "| p50 | p90 | p99 | p99.9 | max | mean |\n|---|---|---|---|---|---|"
+            );
+            let _ = writeln!(
+                m,
+                "| {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |\n",
+                l.p50, l.p90, l.p99, l.p999, l.max, l.mean
+            );
+        }
+        if let Some(r) = &self.reference {
+            let _ = writeln!(
+                m,
+                "## Reference ({:.1} s per measurement)\n\n{}\n",
+                r.seconds_each,
+                reference_line(r)
+            );
+            if let Some(ratios) = &self.ratios {
+                let _ = writeln!(
+                    m,
+                    "- PlaceOrder p50 / echo p50: {}\n- orders/s per PostgreSQL commit/s: {}\n",
+                    ratio(ratios.placeorder_p50_over_echo_p50),
+                    ratio(ratios.orders_per_pg_commit)
+                );
+            }
+        }
+        let _ = writeln!(
+            m,
+            "## RPCs (ms, from each call's send)\n\n| RPC | calls | p50 | p90 | p99 | p99.9 | max | outcomes | errors |\n|---|---|---|---|---|---|---|---|---|"
+        );
+        let counts = |m: &BTreeMap<String, u64>| {
+            if m.is_empty() {
+                "none".to_owned()
+            } else {
+                m.iter()
+                    .map(|(k, v)| format!("{k} {v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
+        };
+        for (name, c) in &self.rpcs {
+            let l = &c.latency_ms;
+            let _ = writeln!(
+                m,
+                "| {name} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} |",
+                l.count,
+                l.p50,
+                l.p90,
+                l.p99,
+                l.p999,
+                l.max,
+                counts(&c.outcomes),
+                counts(&c.errors)
+            );
+        }
+        let _ = writeln!(m, "\n## Outcomes\n\n| outcome | count |\n|---|---|");
         for (k, v) in &self.outcomes {
             let _ = writeln!(m, "| {k} | {v} |");
         }

@@ -16,6 +16,20 @@ pub enum Spawn {
     /// The four release binaries, each on its own fresh PostgreSQL database, on a
     /// topology of their own on the local RabbitMQ.
     Postgres,
+    /// The four release binaries on SQLite files in a temporary `DATA_DIR`, as
+    /// `talentshare up` runs them by default, on a topology of their own.
+    Sqlite,
+}
+
+/// What each worker does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Story {
+    /// PlaceOrder only.
+    Place,
+    /// PlaceOrder, then sometimes the customer cancels or the manager confirms or
+    /// rejects the booking, and sometimes the customer reads their page.
+    Mixed,
 }
 
 /// `bench`: load the system with PlaceOrder and measure it.
@@ -33,6 +47,10 @@ pub struct BenchArgs {
     /// The running mypage-svc that goes with `--target-order` (loopback only).
     #[arg(long, value_parser = loopback, requires = "target_order")]
     pub target_mypage: Option<SocketAddr>,
+    /// The running reservation-svc that goes with `--target-order` (loopback only);
+    /// needed by `--story mixed`, whose manager confirms and rejects bookings there.
+    #[arg(long, value_parser = loopback, requires = "target_order")]
+    pub target_reservation: Option<SocketAddr>,
     /// A customer token for `--target-*`: every order is placed as that customer.
     /// Without it, tokens are minted per customer with the development key of
     /// `--data-dir` (as `talentshare up` and `talentshare token` do).
@@ -49,6 +67,26 @@ pub struct BenchArgs {
     /// whatever the answers take.
     #[arg(long, conflicts_with = "concurrency", value_parser = rate)]
     pub rate: Option<f64>,
+    /// What each worker does: `place` (PlaceOrder only) or `mixed` (PlaceOrder,
+    /// then cancellations, the manager's confirmations and rejections, my page reads).
+    #[arg(long, value_enum, default_value_t = Story::Place)]
+    pub story: Story,
+    /// Measure the event lag on 1 in this many orders: the time from PlaceOrder's
+    /// answer until WatchMyPage shows the order's entry in its final state. Each
+    /// sampled customer gets one watcher (at most 200); 0 turns it off.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(0..=1000))]
+    pub lag_sample: u32,
+    /// Before the load, measure what the machine itself allows: bare gRPC round
+    /// trips and single-row PostgreSQL commits. On by default; the flag only
+    /// undoes an earlier `--no-reference`.
+    #[arg(long, overrides_with = "no_reference")]
+    pub reference: bool,
+    /// Skip the reference step.
+    #[arg(long, overrides_with = "reference")]
+    pub no_reference: bool,
+    /// How long each of the reference step's four measurements runs.
+    #[arg(long, default_value = "1s", value_parser = reference_duration)]
+    pub reference_duration: Duration,
     /// Open loop: at most this many requests in flight; a request due while the
     /// limit is reached is not sent and counts as the error `shed`.
     #[arg(long, default_value_t = 2_000)]
@@ -75,6 +113,11 @@ pub struct BenchArgs {
 }
 
 impl BenchArgs {
+    /// Whether the reference step runs.
+    pub fn reference(&self) -> bool {
+        !self.no_reference
+    }
+
     /// The load's shape.
     pub fn mode(&self) -> Mode {
         match self.rate {
@@ -109,6 +152,17 @@ fn loopback(s: &str) -> Result<SocketAddr, String> {
     }
 }
 
+/// The reference step runs before the load and delays it, so each of its
+/// measurements is bounded to a few seconds.
+fn reference_duration(s: &str) -> Result<Duration, String> {
+    let d = platform::settings::parse_duration(s)?;
+    if d >= Duration::from_millis(100) && d <= Duration::from_secs(10) {
+        Ok(d)
+    } else {
+        Err(format!("`{s}` is not between 100ms and 10s"))
+    }
+}
+
 fn rate(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(r) if r > 0.0 && r <= 100_000.0 => Ok(r),
@@ -131,6 +185,17 @@ mod tests {
         let e = loopback("10.0.0.1:50051").unwrap_err();
         assert!(e.contains("not a loopback address"), "{e}");
         assert!(loopback("example.com:1").is_err());
+    }
+
+    #[test]
+    fn the_reference_step_is_on_unless_turned_off_last() {
+        let parse = |extra: &[&str]| {
+            let base = ["bench", "--spawn", "postgres"];
+            BenchArgs::try_parse_from(base.iter().chain(extra)).unwrap()
+        };
+        assert!(parse(&[]).reference());
+        assert!(!parse(&["--no-reference"]).reference());
+        assert!(parse(&["--no-reference", "--reference"]).reference());
     }
 
     #[test]

@@ -1,20 +1,25 @@
 //! The system under load: either spawned here through [`e2e::System`] (own databases,
 //! own exchange, a test identity, torn down at the end) or services already running
-//! on this machine. Either way it hands out order-svc clients, one per customer, each
-//! with that customer's token, and says what can be sampled (queues, outboxes,
+//! on this machine. Either way it hands out order-svc and mypage-svc clients, one
+//! pair per customer, each with that customer's token, a manager's reservation-svc
+//! client for the mixed story, and says what can be sampled (queues, outboxes,
 //! processes).
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context;
 use e2e::{Svc, System};
 use platform::auth::dev::{DevIssuer, TokenSpec};
+use talentshare_proto::mypage::my_page_service_client::MyPageServiceClient;
 use talentshare_proto::order::order_service_client::OrderServiceClient;
+use talentshare_proto::reservation::reservation_service_client::ReservationServiceClient;
 use testkit::{AuthChannel, Bearer};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
-use crate::settings::BenchArgs;
+use crate::load::TALENTS;
+use crate::settings::{BenchArgs, Spawn, Story};
 
 /// How many distinct customers the load spreads over: enough that no customer's rows
 /// are a hot spot, few enough that minting their tokens up front is instant.
@@ -22,13 +27,29 @@ pub const CUSTOMERS: usize = 200;
 
 /// How many HTTP/2 connections the clients share: a real client population opens
 /// many; one connection would serialise every frame through one socket.
-const CONNECTIONS: usize = 8;
+pub const CONNECTIONS: usize = 8;
 
-/// One customer's order-svc client; `id` is empty when the token's subject is used.
+/// The manager's id: the subject of its token, which manages every talent the load
+/// books.
+const MANAGER_ID: &str = "bench-manager";
+
+/// Tokens live this long: longer than any bench, since a WatchMyPage stream ends
+/// when the token that opened it expires.
+const TOKEN_TTL: Duration = Duration::from_secs(6 * 3600);
+
+/// One customer's clients; `id` is empty when the token's subject is used.
 #[derive(Clone)]
 pub struct Customer {
     pub id: String,
     pub client: OrderServiceClient<AuthChannel>,
+    pub mypage: MyPageServiceClient<AuthChannel>,
+}
+
+/// Every client the load uses.
+pub struct Clients {
+    pub customers: Vec<Customer>,
+    /// A manager of every talent the load books; only for `--story mixed`.
+    pub manager: Option<ReservationServiceClient<AuthChannel>>,
 }
 
 /// The system being measured.
@@ -43,46 +64,73 @@ impl Target {
     ///
     /// # Errors
     /// When the development key cannot be read, or an address is not a valid URI.
-    pub async fn open(args: &BenchArgs) -> anyhow::Result<(Target, Vec<Customer>)> {
-        if args.spawn.is_some() {
-            let system = System::start().await;
-            let order = system.addr(Svc::Order);
-            let identity = system.identity().clone();
-            let customers = customers(order, |id| Ok(identity.customer(id)))?;
-            return Ok((Target::Spawned(Box::new(system)), customers));
+    pub async fn open(args: &BenchArgs) -> anyhow::Result<(Target, Clients)> {
+        if let Some(spawn) = args.spawn {
+            let system = match spawn {
+                Spawn::Postgres => System::start().await,
+                Spawn::Sqlite => System::start_sqlite().await,
+            };
+            let addrs = Addrs {
+                order: system.addr(Svc::Order),
+                mypage: system.addr(Svc::MyPage),
+                reservation: Some(system.addr(Svc::Reservation)),
+            };
+            let issuer = system.identity().issuer();
+            let customers = customers(&addrs, |id| {
+                issuer.mint(&TokenSpec::customer(id), TOKEN_TTL)
+            })?;
+            let manager = manager(args, &addrs, || issuer.mint(&manager_spec(), TOKEN_TTL))?;
+            let clients = Clients { customers, manager };
+            return Ok((Target::Spawned(Box::new(system)), clients));
         }
-        let order = args
-            .target_order
-            .context("--target-order or --spawn is required")?;
+        let addrs = Addrs {
+            order: args
+                .target_order
+                .context("--target-order or --spawn is required")?,
+            mypage: args
+                .target_mypage
+                .context("--target-mypage goes with --target-order")?,
+            reservation: args.target_reservation,
+        };
+        // Read lazily: a run with `--token` and the place story needs no key.
+        let issuer = || {
+            DevIssuer::load_or_create(&args.data_dir).with_context(|| {
+                format!(
+                    "reading the development key under {}",
+                    args.data_dir.display()
+                )
+            })
+        };
         let customers = match &args.token {
             Some(token) => {
                 // One customer: the token's subject (an empty customer_id means "the
                 // caller"), so the bench need not parse the token.
-                let channels = channels(order)?;
-                channels
+                let (order, mypage) = (channels(addrs.order)?, channels(addrs.mypage)?);
+                order
                     .into_iter()
-                    .map(|ch| Customer {
+                    .zip(mypage)
+                    .map(|(order, mypage)| Customer {
                         id: String::new(),
                         client: OrderServiceClient::new(InterceptedService::new(
-                            ch,
+                            order,
+                            Bearer::new(token),
+                        )),
+                        mypage: MyPageServiceClient::new(InterceptedService::new(
+                            mypage,
                             Bearer::new(token),
                         )),
                     })
                     .collect()
             }
             None => {
-                let issuer = DevIssuer::load_or_create(&args.data_dir).with_context(|| {
-                    format!(
-                        "reading the development key under {}",
-                        args.data_dir.display()
-                    )
-                })?;
-                customers(order, |id| {
-                    issuer.mint(&TokenSpec::customer(id), Duration::from_secs(3600))
+                let issuer = issuer()?;
+                customers(&addrs, |id| {
+                    issuer.mint(&TokenSpec::customer(id), TOKEN_TTL)
                 })?
             }
         };
-        Ok((Target::Running, customers))
+        let manager = manager(args, &addrs, || issuer()?.mint(&manager_spec(), TOKEN_TTL))?;
+        Ok((Target::Running, Clients { customers, manager }))
     }
 
     /// The spawned system, if this run started one.
@@ -101,7 +149,21 @@ impl Target {
     }
 }
 
-fn channels(addr: std::net::SocketAddr) -> anyhow::Result<Vec<Channel>> {
+/// Where the services the load calls listen.
+struct Addrs {
+    order: SocketAddr,
+    mypage: SocketAddr,
+    reservation: Option<SocketAddr>,
+}
+
+/// The manager's token claims: every talent the load books.
+fn manager_spec() -> TokenSpec {
+    let talents: Vec<String> = (0..TALENTS).map(|i| format!("talent-{i}")).collect();
+    let talents: Vec<&str> = talents.iter().map(String::as_str).collect();
+    TokenSpec::manager(MANAGER_ID, &talents)
+}
+
+fn channels(addr: SocketAddr) -> anyhow::Result<Vec<Channel>> {
     (0..CONNECTIONS)
         .map(|_| {
             Ok(Channel::from_shared(format!("http://{addr}"))?
@@ -112,22 +174,40 @@ fn channels(addr: std::net::SocketAddr) -> anyhow::Result<Vec<Channel>> {
 }
 
 fn customers(
-    order: std::net::SocketAddr,
+    addrs: &Addrs,
     mut mint: impl FnMut(&str) -> anyhow::Result<String>,
 ) -> anyhow::Result<Vec<Customer>> {
-    let channels = channels(order)?;
+    let (order, mypage) = (channels(addrs.order)?, channels(addrs.mypage)?);
     (0..CUSTOMERS)
         .map(|i| {
             let id = format!("bench-c{i}");
             let token = mint(&id)?;
-            let channel = channels[i % channels.len()].clone();
+            let with_token = |ch: &[Channel]| {
+                InterceptedService::new(ch[i % ch.len()].clone(), Bearer::new(&token))
+            };
             Ok(Customer {
-                client: OrderServiceClient::new(InterceptedService::new(
-                    channel,
-                    Bearer::new(&token),
-                )),
+                client: OrderServiceClient::new(with_token(&order)),
+                mypage: MyPageServiceClient::new(with_token(&mypage)),
                 id,
             })
         })
         .collect()
+}
+
+/// The manager's client, for the mixed story only.
+fn manager(
+    args: &BenchArgs,
+    addrs: &Addrs,
+    mint: impl FnOnce() -> anyhow::Result<String>,
+) -> anyhow::Result<Option<ReservationServiceClient<AuthChannel>>> {
+    if args.story != Story::Mixed {
+        return Ok(None);
+    }
+    let addr = addrs
+        .reservation
+        .context("--story mixed against running services needs --target-reservation")?;
+    let channel = channels(addr)?.remove(0);
+    Ok(Some(ReservationServiceClient::new(
+        InterceptedService::new(channel, Bearer::new(&mint()?)),
+    )))
 }

@@ -1,7 +1,7 @@
 //! The whole system as real processes for end-to-end tests and the fault harness:
 //! [`System`] starts the four service binaries, each on its own fresh PostgreSQL
-//! database, all on one per-run broker topology, and can stop and restart any of them
-//! on the same port. The three public services trust one [`TestIdentity`] per system,
+//! database (or, [`System::start_sqlite`], its own SQLite file), all on one per-run
+//! broker topology, and can stop and restart any of them on the same port. The three public services trust one [`TestIdentity`] per system,
 //! so clients call them with that identity's tokens ([`System::order_as`] …).
 //! [`audit`] checks the services' databases against each other and [`load`] drives
 //! them like real clients; the `faults` binary combines the three.
@@ -39,6 +39,16 @@ pub enum Svc {
 impl Svc {
     /// All four, in start order (payment first: the others need its address).
     pub const ALL: [Svc; 4] = [Svc::Payment, Svc::Order, Svc::Reservation, Svc::MyPage];
+
+    /// The name of its default SQLite file under `DATA_DIR` (`<slug>.db`).
+    pub fn slug(self) -> &'static str {
+        match self {
+            Svc::Order => "order",
+            Svc::Payment => "payment",
+            Svc::Reservation => "reservation",
+            Svc::MyPage => "mypage",
+        }
+    }
 
     /// The binary's name.
     pub fn binary(self) -> &'static str {
@@ -100,6 +110,9 @@ fn tail(text: &str, lines: usize) -> String {
 pub struct System {
     pub broker: TestBroker,
     databases: HashMap<Svc, TestDatabase>,
+    /// On SQLite ([`System::start_sqlite`]): the `DATA_DIR` every service keeps its
+    /// default file in, as `talentshare up` runs them; `databases` is then empty.
+    data_dir: Option<tempfile::TempDir>,
     processes: HashMap<Svc, ServiceProcess>,
     addrs: HashMap<Svc, SocketAddr>,
     extra_env: Vec<(String, String)>,
@@ -155,19 +168,41 @@ impl System {
         Self::start_with(&[], service_env, None).await
     }
 
+    /// Starts all four on SQLite as `talentshare up` does by default: no
+    /// `DATABASE_URL`, one temporary `DATA_DIR` holding each service's own file.
+    pub async fn start_sqlite() -> Self {
+        Self::start_on(Backend::Sqlite, &[], HashMap::new(), None).await
+    }
+
     async fn start_with(
+        extra: &[(&str, &str)],
+        service_env: HashMap<Svc, Vec<(String, String)>>,
+        database_via: Option<SocketAddr>,
+    ) -> Self {
+        Self::start_on(Backend::Postgres, extra, service_env, database_via).await
+    }
+
+    async fn start_on(
+        backend: Backend,
         extra: &[(&str, &str)],
         service_env: HashMap<Svc, Vec<(String, String)>>,
         database_via: Option<SocketAddr>,
     ) -> Self {
         let broker = TestBroker::create().await;
         let mut databases = HashMap::new();
-        for svc in Svc::ALL {
-            databases.insert(svc, TestDatabase::create(Backend::Postgres).await);
+        let mut data_dir = None;
+        match backend {
+            Backend::Postgres => {
+                for svc in Svc::ALL {
+                    databases.insert(svc, TestDatabase::create(Backend::Postgres).await);
+                }
+            }
+            Backend::Sqlite => data_dir = Some(tempfile::tempdir().expect("temp dir")),
         }
         let mut system = System {
             broker,
             databases,
+            data_dir,
             processes: HashMap::new(),
             addrs: HashMap::new(),
             identity: Arc::new(TestIdentity::create()),
@@ -186,13 +221,19 @@ impl System {
     }
 
     fn env_for(&self, svc: Svc) -> Vec<(String, String)> {
-        let url = self.databases[&svc].url();
-        let url = match self.database_via {
-            Some(via) => url_via(url, via),
-            None => url.to_owned(),
+        let database = match &self.data_dir {
+            Some(dir) => ("DATA_DIR".to_owned(), dir.path().display().to_string()),
+            None => {
+                let url = self.databases[&svc].url();
+                let url = match self.database_via {
+                    Some(via) => url_via(url, via),
+                    None => url.to_owned(),
+                };
+                ("DATABASE_URL".to_owned(), url)
+            }
         };
         let mut env = vec![
-            ("DATABASE_URL".to_owned(), url),
+            database,
             ("AMQP_URL".to_owned(), testkit::amqp_url()),
             (
                 "EVENTS_EXCHANGE".to_owned(),
@@ -257,7 +298,8 @@ impl System {
     }
 
     /// Restarts `svc` reaching its database through a proxy the caller can cut, and
-    /// returns the proxy. The audit still reads the database directly.
+    /// returns the proxy. The audit still reads the database directly. PostgreSQL
+    /// only: a SQLite file has no connection to cut.
     pub async fn route_database_through_proxy(&mut self, svc: Svc) -> TcpProxy {
         let url = url::Url::parse(self.databases[&svc].url()).expect("database URL");
         let server: SocketAddr = format!(
@@ -335,7 +377,17 @@ impl System {
 
     /// A connection to a service's database.
     pub async fn db(&self, svc: Svc) -> sea_orm::DatabaseConnection {
-        self.databases[&svc].connect().await
+        match &self.data_dir {
+            Some(dir) => {
+                // The service created the file and set WAL mode, which persists in
+                // the file, so this reader never blocks the service's writer.
+                let path = dir.path().join(format!("{}.db", svc.slug()));
+                sea_orm::Database::connect(format!("sqlite://{}?mode=rw", path.display()))
+                    .await
+                    .expect("open a service's SQLite file")
+            }
+            None => self.databases[&svc].connect().await,
+        }
     }
 
     /// Everything a service printed.
