@@ -219,9 +219,21 @@ async fn measure(
                 dead_letters: last.dead_letters(),
                 outbox_left: last.outbox_backlog(),
             },
+            audit: None,
             samples,
         }
     });
+    let mut report = report;
+    if let Some(system) = target.system() {
+        // After the drain, so a clean audit means every event arrived where it should.
+        report.audit = match e2e::audit::audit(system).await {
+            Ok(a) => Some((&a).into()),
+            Err(e) => {
+                eprintln!("bench: the audit could not read the databases: {e:#}");
+                None
+            }
+        };
+    }
     Ok(report)
 }
 

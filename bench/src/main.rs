@@ -1,5 +1,5 @@
 //! The `bench` binary: parses the command line, runs the bench, prints the summary
-//! and exits non-zero when `--require-steady` is not met.
+//! and exits non-zero when `--require-steady` or `--require-clean` is not met.
 
 use std::process::ExitCode;
 
@@ -21,6 +21,23 @@ async fn main() -> ExitCode {
                 eprintln!(
                     "bench: not steady (queue depth grows: {}, everything consumed: {}, lag samples never reached: {never_reached})",
                     report.queue_depth_grows, report.drain.consumed
+                );
+                return ExitCode::FAILURE;
+            }
+            let audit_clean = report.audit.as_ref().is_none_or(|a| a.clean);
+            let clean = report.errors_total == 0
+                && report.story_errors_total == 0
+                && report.drain.consumed
+                && report.drain.dead_letters == 0
+                && never_reached == 0
+                && audit_clean;
+            if args.require_clean && !clean {
+                eprintln!(
+                    "bench: not clean (errors: {}, story errors: {}, everything consumed: {}, dead letters: {}, lag samples never reached: {never_reached}, audit clean: {audit_clean})",
+                    report.errors_total,
+                    report.story_errors_total,
+                    report.drain.consumed,
+                    report.drain.dead_letters
                 );
                 return ExitCode::FAILURE;
             }

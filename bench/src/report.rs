@@ -54,6 +54,9 @@ pub struct Report {
     pub max_outbox_backlog: u64,
     pub queue_depth_grows: bool,
     pub drain: Drain,
+    /// The audit of the four databases against each other after the drain (spawned
+    /// systems only): lost events, double charges, money kept without a booking.
+    pub audit: Option<AuditSummary>,
     pub samples: Vec<Sample>,
 }
 
@@ -226,6 +229,34 @@ pub struct Drain {
     pub outbox_left: u64,
 }
 
+/// What `e2e::audit` found after the run; every count but `orders` must be zero.
+#[derive(Debug, serde::Serialize)]
+pub struct AuditSummary {
+    pub clean: bool,
+    pub orders: usize,
+    pub lost_events: usize,
+    pub double_charges: usize,
+    pub kept_charges: usize,
+    pub stuck_orders: usize,
+    pub mypage_mismatches: usize,
+    pub problems: Vec<String>,
+}
+
+impl From<&e2e::audit::Audit> for AuditSummary {
+    fn from(a: &e2e::audit::Audit) -> Self {
+        Self {
+            clean: a.clean(),
+            orders: a.orders,
+            lost_events: a.lost_events,
+            double_charges: a.double_charges,
+            kept_charges: a.kept_charges,
+            stuck_orders: a.stuck_orders,
+            mypage_mismatches: a.mypage_mismatches,
+            problems: a.problems.clone(),
+        }
+    }
+}
+
 /// Builds the report's derived figures.
 pub fn timeline(recorded: &Recorded, samples: &[Sample]) -> Vec<TimelineRow> {
     recorded
@@ -386,6 +417,19 @@ impl Report {
                 d.queue_depth_left,
                 d.dead_letters,
                 d.outbox_left
+            );
+        }
+        if let Some(a) = &self.audit {
+            let _ = writeln!(
+                m,
+                "| audit | {}: orders {}, lost events {}, double charges {}, kept charges {}, stuck orders {}, my page mismatches {} |",
+                if a.clean { "clean" } else { "NOT CLEAN" },
+                a.orders,
+                a.lost_events,
+                a.double_charges,
+                a.kept_charges,
+                a.stuck_orders,
+                a.mypage_mismatches
             );
         }
         m

@@ -107,6 +107,12 @@ pub struct BenchArgs {
     /// left unconsumed at the end.
     #[arg(long)]
     pub require_steady: bool,
+    /// Exit non-zero on anything but a clean run, whatever the timings: a failed
+    /// call, an event not consumed by the end of the drain, a dead letter, a sampled
+    /// order my page never showed final, or (spawned systems) an audit finding. For
+    /// CI: it never fails on a figure.
+    #[arg(long)]
+    pub require_clean: bool,
     /// Where the report goes (default `target/bench/<timestamp>/`).
     #[arg(long)]
     pub out: Option<PathBuf>,

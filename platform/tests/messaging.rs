@@ -299,10 +299,7 @@ async fn a_backlog_is_applied_in_batches_and_a_bad_event_in_a_batch_costs_nothin
         let fine: Vec<Vec<u8>> = (0..300)
             .map(|n| event(n).into_envelope().encode_to_vec())
             .collect();
-        let bad = [
-            b"\xff\x00 not protobuf at all".to_vec(),
-            sealed("agg-perm"),
-        ];
+        let bad = [b"\xff\x00 not protobuf at all".to_vec(), sealed("agg-perm")];
         for (i, body) in fine.iter().enumerate() {
             broker
                 .publish_raw("payment.refunded", body, Default::default())
@@ -334,29 +331,45 @@ async fn a_backlog_is_applied_in_batches_and_a_bad_event_in_a_batch_costs_nothin
         let running = tokio::spawn(consumer.run(stop.clone()));
 
         let dlq = broker.topology.dead_letter_queue("mypage");
-        let dead = broker.collect(&dlq, bad.len(), Duration::from_secs(30)).await;
-        assert_eq!(dead.len(), bad.len(), "{backend:?}: exactly the bad ones dead-lettered");
-        wait_until("every good event applied", Duration::from_secs(30), || async {
-            (handler.applied.lock().unwrap().len() == fine.len()).then_some(())
-        })
+        let dead = broker
+            .collect(&dlq, bad.len(), Duration::from_secs(30))
+            .await;
+        assert_eq!(
+            dead.len(),
+            bad.len(),
+            "{backend:?}: exactly the bad ones dead-lettered"
+        );
+        wait_until(
+            "every good event applied",
+            Duration::from_secs(30),
+            || async { (handler.applied.lock().unwrap().len() == fine.len()).then_some(()) },
+        )
         .await;
         assert!(
             handler.applied.lock().unwrap().values().all(|&n| n == 1),
             "{backend:?}: each good event committed once"
         );
         assert_eq!(stats.get(Outcome::Applied), fine.len() as u64);
-        assert_eq!(stats.get(Outcome::Duplicate), 2, "{backend:?}: both redeliveries seen");
+        assert_eq!(
+            stats.get(Outcome::Duplicate),
+            2,
+            "{backend:?}: both redeliveries seen"
+        );
         assert_eq!(stats.get(Outcome::DeadLettered), bad.len() as u64);
         let batches = stats.batches.load(Ordering::Relaxed);
         assert!(
             batches > 0 && batches < fine.len() as u64 / 4,
             "{backend:?}: 300 queued events took {batches} batch transactions"
         );
-        let inbox = sea_orm::EntityTrait::find(platform::consumer::entity::Entity)
+        let inbox = <platform::consumer::entity::Entity as sea_orm::EntityTrait>::find()
             .all(&conn)
             .await
             .unwrap();
-        assert_eq!(inbox.len(), fine.len(), "{backend:?}: one inbox row per good event");
+        assert_eq!(
+            inbox.len(),
+            fine.len(),
+            "{backend:?}: one inbox row per good event"
+        );
         // Nothing is left unacknowledged: the queue is empty once all is applied.
         assert!(broker.drain(&broker.all_events_queue()).await.is_empty());
 
