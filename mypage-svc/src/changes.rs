@@ -172,6 +172,27 @@ pub async fn publish<C: ConnectionTrait>(
     Ok(())
 }
 
+/// [`publish`] for several changes in one statement.
+pub async fn publish_all<C: ConnectionTrait>(
+    txn: &C,
+    changed: impl IntoIterator<Item = (&ExternalId, Uuid)>,
+) -> Result<(), DbErr> {
+    let payloads: Vec<String> = changed
+        .into_iter()
+        .map(|(customer, order_id)| payload(customer.as_ref(), order_id))
+        .collect();
+    if payloads.is_empty() {
+        return Ok(());
+    }
+    let stmt = Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        "SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p",
+        [CHANNEL.into(), payloads.into()],
+    );
+    txn.execute_raw(stmt).await?;
+    Ok(())
+}
+
 /// `<customer_id> <order_id>`: an order id never holds a space, so the last one
 /// splits the two whatever the customer id holds.
 fn payload(customer: &str, order_id: Uuid) -> String {

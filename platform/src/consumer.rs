@@ -16,6 +16,7 @@
 //! - On a broker restart or a lost connection the runner reconnects with backoff.
 //! - On shutdown it finishes (and acks) the message in hand, then stops.
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,7 +30,10 @@ use lapin::options::{
 };
 use lapin::types::{AMQPValue, FieldTable};
 use sea_orm::sea_query::OnConflict;
-use sea_orm::{DatabaseConnection, DatabaseTransaction, EntityTrait, Set, TransactionTrait};
+use sea_orm::{
+    ColumnTrait, DatabaseConnection, DatabaseTransaction, EntityTrait, QueryFilter, QuerySelect,
+    Set, TransactionTrait,
+};
 use talentshare_proto::events::EventEnvelope;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -86,6 +90,25 @@ pub trait EventHandler: Send + Sync + 'static {
         txn: &'a DatabaseTransaction,
         event: &'a EventEnvelope,
     ) -> impl Future<Output = Result<(), HandlerError>> + Send + 'a;
+
+    /// Applies events that arrived together, in their order, inside one transaction
+    /// (`txn` already holds their inbox rows). The default applies them one after
+    /// the other through [`Self::handle`]; a handler may fold them with fewer
+    /// statements. Any error rolls back the whole batch, and the runner then applies
+    /// each event alone through [`Self::handle`], so a batch version only has to be
+    /// right when everything succeeds.
+    fn handle_batch<'a>(
+        &'a self,
+        txn: &'a DatabaseTransaction,
+        events: &'a [&'a EventEnvelope],
+    ) -> impl Future<Output = Result<(), HandlerError>> + Send + 'a {
+        async move {
+            for event in events {
+                self.handle(txn, event).await?;
+            }
+            Ok(())
+        }
+    }
 
     /// Called after the transaction that applied `event` committed (not for
     /// duplicates): the place to notify in-process watchers, since anything they
@@ -486,17 +509,26 @@ impl<H: EventHandler> Consumer<H> {
         events: &[(Delivery, EventEnvelope)],
     ) -> Result<Vec<Outcome>, HandlerError> {
         let txn = self.db.begin().await?;
-        let mut outcomes = Vec::with_capacity(events.len());
-        for (_, event) in events {
-            // The inbox row also catches a redelivery of an event earlier in this batch.
-            if record_in_inbox(&txn, event).await? {
-                self.handler.handle(&txn, event).await?;
-                outcomes.push(Outcome::Applied);
-            } else {
-                outcomes.push(Outcome::Duplicate);
-            }
+        let fresh = record_all_in_inbox(&txn, events).await?;
+        let to_apply: Vec<&EventEnvelope> = events
+            .iter()
+            .zip(&fresh)
+            .filter_map(|((_, event), &fresh)| fresh.then_some(event))
+            .collect();
+        if !to_apply.is_empty() {
+            self.handler.handle_batch(&txn, &to_apply).await?;
         }
         txn.commit().await?;
+        let outcomes: Vec<Outcome> = fresh
+            .into_iter()
+            .map(|fresh| {
+                if fresh {
+                    Outcome::Applied
+                } else {
+                    Outcome::Duplicate
+                }
+            })
+            .collect();
         if outcomes.contains(&Outcome::Applied) {
             self.signal.wake();
         }
@@ -522,6 +554,50 @@ async fn record_in_inbox(
     .exec_without_returning(txn)
     .await?;
     Ok(inserted > 0)
+}
+
+/// Inserts the inbox rows of a batch with one read and one write; for each event,
+/// whether it is new (false for one already handled, or repeated earlier in the
+/// batch). The insert has no `ON CONFLICT`: should another replica record one of
+/// these events between the read and the write, the insert fails, and the runner
+/// takes the batch one event at a time, where [`record_in_inbox`] decides exactly.
+async fn record_all_in_inbox(
+    txn: &DatabaseTransaction,
+    events: &[(Delivery, EventEnvelope)],
+) -> Result<Vec<bool>, sea_orm::DbErr> {
+    let ids: Vec<&str> = events.iter().map(|(_, e)| e.event_id.as_str()).collect();
+    let handled: HashSet<String> = entity::Entity::find()
+        .select_only()
+        .column(entity::Column::EventId)
+        .filter(entity::Column::EventId.is_in(ids))
+        .into_tuple::<String>()
+        .all(txn)
+        .await?
+        .into_iter()
+        .collect();
+    let mut in_batch = HashSet::new();
+    let mut rows = Vec::new();
+    let now = chrono::Utc::now();
+    let fresh = events
+        .iter()
+        .map(|(_, e)| {
+            let fresh = !handled.contains(&e.event_id) && in_batch.insert(e.event_id.as_str());
+            if fresh {
+                rows.push(entity::ActiveModel {
+                    event_id: Set(e.event_id.clone()),
+                    event_type: Set(e.event_type.clone()),
+                    handled_at: Set(now),
+                });
+            }
+            fresh
+        })
+        .collect();
+    if !rows.is_empty() {
+        entity::Entity::insert_many(rows)
+            .exec_without_returning(txn)
+            .await?;
+    }
+    Ok(fresh)
 }
 
 fn consume_span(delivery: &Delivery, event: &EventEnvelope) -> tracing::Span {

@@ -67,6 +67,33 @@ where
     select.one(conn).await?.map(convert).transpose()
 }
 
+/// Reads every row `select` finds, locked as `lock` says, and converts them. Give
+/// `select` an order when it locks several rows, so that transactions locking
+/// overlapping sets take them in the same order and wait instead of deadlocking.
+///
+/// # Errors
+///
+/// The database's error, or `convert`'s for a row it cannot read.
+pub async fn find_all<E, C, T, Err>(
+    conn: &C,
+    select: Select<E>,
+    lock: Lock,
+    convert: impl Fn(E::Model) -> Result<T, Err>,
+) -> Result<Vec<T>, Err>
+where
+    E: EntityTrait,
+    C: ConnectionTrait,
+    Err: From<DbErr>,
+{
+    let select = match lock {
+        Lock::ForUpdate if conn.get_database_backend() == DbBackend::Postgres => {
+            select.lock(LockType::Update)
+        }
+        _ => select,
+    };
+    select.all(conn).await?.into_iter().map(convert).collect()
+}
+
 /// Inserts `row` unless a row with the same `unique` value exists
 /// (`ON CONFLICT (unique) DO NOTHING`). Returns whether this call inserted it: of any
 /// number of concurrent calls with one key exactly one does, and the others (which

@@ -43,26 +43,39 @@ impl EventHandler for Handler {
         event: &EventEnvelope,
     ) -> Result<(), HandlerError> {
         let parsed = decode::parse(event).map_err(|e| HandlerError::Permanent(e.into()))?;
-        match store::apply_event(txn, &parsed).await {
-            Ok(entry) => {
-                tracing::debug!(order_id = %entry.order_id(), order = ?entry.order(),
-                    payment = ?entry.payment(), reservation = ?entry.reservation(), "entry updated");
-                if self.changes.is_via_database() {
-                    // Delivered to every replica's listener if, and only when, this
-                    // transaction commits.
-                    changes::publish(txn, entry.customer_id(), entry.order_id()).await?;
-                }
-                Ok(())
-            }
-            // The event names another customer, payment or reservation than the row:
-            // no later event can make it fit.
-            Err(ApplyError::Conflict(c)) => Err(HandlerError::Permanent(c.into())),
-            Err(ApplyError::Store(StoreError::Db(e))) => Err(HandlerError::Transient(e.into())),
-            // A row we cannot read back is a bug to look at, not something a retry fixes.
-            Err(ApplyError::Store(e @ StoreError::Corrupt(_))) => {
-                Err(HandlerError::Permanent(e.into()))
-            }
+        let entry = store::apply_event(txn, &parsed)
+            .await
+            .map_err(handler_error)?;
+        tracing::debug!(order_id = %entry.order_id(), order = ?entry.order(),
+            payment = ?entry.payment(), reservation = ?entry.reservation(), "entry updated");
+        if self.changes.is_via_database() {
+            // Delivered to every replica's listener if, and only when, this
+            // transaction commits.
+            changes::publish(txn, entry.customer_id(), entry.order_id()).await?;
         }
+        Ok(())
+    }
+
+    /// The batch: one locked read, one write per order and one notification
+    /// statement for all the events that arrived together.
+    async fn handle_batch(
+        &self,
+        txn: &DatabaseTransaction,
+        events: &[&EventEnvelope],
+    ) -> Result<(), HandlerError> {
+        let parsed = events
+            .iter()
+            .map(|e| decode::parse(e))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| HandlerError::Permanent(e.into()))?;
+        let changed = store::apply_events(txn, &parsed)
+            .await
+            .map_err(handler_error)?;
+        if self.changes.is_via_database() {
+            changes::publish_all(txn, changed.iter().map(|e| (e.customer_id(), e.order_id())))
+                .await?;
+        }
+        Ok(())
     }
 
     fn committed(&self, event: &EventEnvelope) {
@@ -78,5 +91,16 @@ impl EventHandler for Handler {
                 order_id,
             });
         }
+    }
+}
+
+fn handler_error(e: ApplyError) -> HandlerError {
+    match e {
+        // The event names another customer, payment or reservation than the row: no
+        // later event can make it fit.
+        ApplyError::Conflict(c) => HandlerError::Permanent(c.into()),
+        ApplyError::Store(StoreError::Db(e)) => HandlerError::Transient(e.into()),
+        // A row we cannot read back is a bug to look at, not something a retry fixes.
+        e @ ApplyError::Store(StoreError::Corrupt(_)) => HandlerError::Permanent(e.into()),
     }
 }

@@ -1,7 +1,7 @@
 //! Persistence for my page: the `my_page_entries` table, one row per order
 //! ([`schema`]), the conversion between an entry and its row ([`rows`]), the read
-//! queries, and [`apply_event`], which folds one event into its row inside the
-//! consumer's transaction.
+//! queries, and [`apply_event`] / [`apply_events`], which fold one event, or a batch,
+//! into their rows inside the consumer's transaction.
 //!
 //! mypage-svc publishes nothing, so no write here enqueues an outbox event; the
 //! outbox table exists only because every service's platform migrations create it.
@@ -9,10 +9,12 @@
 mod rows;
 mod schema;
 
+use std::collections::HashMap;
+
 use platform::store::{self as shared, Lock};
 use platform::values::ExternalId;
 use sea_orm::entity::prelude::*;
-use sea_orm::{Condition, DatabaseConnection};
+use sea_orm::{Condition, DatabaseConnection, QueryOrder};
 use uuid::Uuid;
 
 use crate::domain::{self, Conflict, DomainEvent, Entry};
@@ -76,24 +78,97 @@ pub async fn apply_event<C: ConnectionTrait>(
     domain::check(&current, event)?;
     let next = domain::apply(Some(current.clone()), event);
     if next != current {
-        // Over the versions read: under the row lock they still hold, and without it
-        // a lost race is an error (the event is retried), never a lost update.
-        let (order, payment, reservation) = (
-            current.order().map_or(0, |v| v.version),
-            current.payment().map_or(0, |v| v.version),
-            current.reservation().map_or(0, |v| v.version),
-        );
-        shared::update_if_unchanged(
-            txn,
-            to_row(&next),
-            Condition::all()
-                .add(entity::Column::OrderVersion.eq(order))
-                .add(entity::Column::PaymentVersion.eq(payment))
-                .add(entity::Column::ReservationVersion.eq(reservation)),
-        )
-        .await?;
+        write_over(txn, &current, &next).await?;
     }
     Ok(next)
+}
+
+/// Folds events that arrived together into their rows, in order: one locked read
+/// of every row they touch, the fold in memory, then one write per order that
+/// changed. What it leaves is what [`apply_event`] would leave event by event; the
+/// difference is the number of statements (a backlog of four events per order
+/// costs about a quarter of the round trips).
+///
+/// Returns the entries that changed, once each.
+///
+/// # Errors
+///
+/// As [`apply_event`]. A row another replica created after the read makes the
+/// insert find it taken: then `StoreError::Corrupt`-free [`ApplyError::Store`] with
+/// the database's `RecordNotInserted`, and the consumer applies the batch's events
+/// one by one, where [`apply_event`] folds into that row.
+pub async fn apply_events<C: ConnectionTrait>(
+    txn: &C,
+    events: &[DomainEvent],
+) -> Result<Vec<Entry>, ApplyError> {
+    let mut ids: Vec<String> = events.iter().map(|e| e.order_id.to_string()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let select = entity::Entity::find()
+        .filter(entity::Column::OrderId.is_in(ids))
+        .order_by_asc(entity::Column::OrderId);
+    let stored: Vec<Entry> = shared::find_all(txn, select, Lock::ForUpdate, from_row).await?;
+    let mut folds: HashMap<Uuid, (Option<Entry>, Entry)> = stored
+        .into_iter()
+        .map(|row| (row.order_id(), (Some(row.clone()), row)))
+        .collect();
+    let mut order = Vec::new();
+    for event in events {
+        match folds.get_mut(&event.order_id) {
+            Some((_, entry)) => {
+                domain::check(entry, event)?;
+                *entry = domain::apply(Some(entry.clone()), event);
+            }
+            None => {
+                folds.insert(event.order_id, (None, domain::apply(None, event)));
+            }
+        }
+        if !order.contains(&event.order_id) {
+            order.push(event.order_id);
+        }
+    }
+    let mut changed = Vec::new();
+    for order_id in order {
+        let (stored, next) = folds.remove(&order_id).expect("folded above");
+        match stored {
+            None => {
+                if !shared::insert_once(txn, to_row(&next), entity::Column::OrderId).await? {
+                    return Err(StoreError::Db(DbErr::RecordNotInserted).into());
+                }
+                changed.push(next);
+            }
+            Some(current) if current != next => {
+                write_over(txn, &current, &next).await?;
+                changed.push(next);
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(changed)
+}
+
+/// Writes `next` over `current` only while the row has `current`'s versions: under
+/// the row lock they still hold, and without it a lost race is an error (the event
+/// is retried), never a lost update.
+async fn write_over<C: ConnectionTrait>(
+    txn: &C,
+    current: &Entry,
+    next: &Entry,
+) -> Result<(), DbErr> {
+    let (order, payment, reservation) = (
+        current.order().map_or(0, |v| v.version),
+        current.payment().map_or(0, |v| v.version),
+        current.reservation().map_or(0, |v| v.version),
+    );
+    shared::update_if_unchanged(
+        txn,
+        to_row(next),
+        Condition::all()
+            .add(entity::Column::OrderVersion.eq(order))
+            .add(entity::Column::PaymentVersion.eq(payment))
+            .add(entity::Column::ReservationVersion.eq(reservation)),
+    )
+    .await
 }
 
 /// Reads one row; [`Lock::ForUpdate`] makes replicas folding events of the same order

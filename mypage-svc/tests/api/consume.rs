@@ -12,14 +12,15 @@ use talentshare_proto::payment::PaymentStatus;
 use talentshare_proto::reservation::ReservationStatus;
 
 use crate::helpers::{STORY_START, Story, spawn_app};
-use testkit::Backend;
 use testkit::on_both_backends;
+use testkit::{Backend, TestDatabase};
 
 on_both_backends!(
     an_event_alone_creates_its_entry_and_later_events_fill_it,
     a_story_delivered_shuffled_and_duplicated_converges_to_the_in_order_row,
     a_poison_or_invalid_event_is_dead_lettered_and_later_events_still_apply,
     a_declined_order_shows_its_reason_and_no_reservation,
+    a_batch_folds_to_the_rows_its_events_give_one_by_one,
 );
 
 async fn an_event_alone_creates_its_entry_and_later_events_fill_it(backend: Backend) {
@@ -229,4 +230,90 @@ async fn a_declined_order_shows_its_reason_and_no_reservation(backend: Backend) 
     assert_eq!(got.reservation_status(), ReservationStatus::Unspecified);
     assert!(got.reservation_id.is_empty());
     app.stop().await;
+}
+
+/// The consumer folds events that arrive together with `store::apply_events` (one
+/// locked read, one write per order); whatever the mix of orders, order of events
+/// and repeats, that leaves the rows `apply_event` leaves event by event, and
+/// reports each changed entry once.
+async fn a_batch_folds_to_the_rows_its_events_give_one_by_one(backend: Backend) {
+    use sea_orm::TransactionTrait;
+    use sea_orm_migration::MigratorTrait;
+
+    let a = Story::new("cust-1")
+        .placed()
+        .approved()
+        .paid()
+        .requested()
+        .confirmed()
+        .cancelled(3)
+        .reservation_cancelled(3);
+    let b = Story::new("cust-2").placed().approved();
+    let c = Story::new("cust-3").placed();
+    let (ea, eb, ec) = (&a.events, &b.events, &c.events);
+    let delivered: Vec<domain::DomainEvent> = [
+        &ea[5], &eb[1], &ea[0], &ec[0], &ea[2], &ea[7], &eb[0], &ea[1], &ea[0], &ea[3], &ea[6],
+        &ea[4],
+    ]
+    .into_iter()
+    .map(|e| mypage_svc::consumer::decode::parse(e).expect("story events are valid"))
+    .collect();
+
+    let one_by_one = TestDatabase::create(backend).await;
+    let batched = TestDatabase::create(backend).await;
+    let (one, all) = (one_by_one.connect().await, batched.connect().await);
+    for conn in [&one, &all] {
+        mypage_svc::store::Migrator::up(conn, None).await.unwrap();
+    }
+    // A's and B's rows exist before the batch, C's does not: the batch both updates
+    // and creates rows.
+    for conn in [&one, &all] {
+        let txn = conn.begin().await.unwrap();
+        for event in &delivered[..2] {
+            mypage_svc::store::apply_event(&txn, event).await.unwrap();
+        }
+        txn.commit().await.unwrap();
+    }
+    let txn = one.begin().await.unwrap();
+    for event in &delivered[2..] {
+        mypage_svc::store::apply_event(&txn, event).await.unwrap();
+    }
+    txn.commit().await.unwrap();
+    let txn = all.begin().await.unwrap();
+    let changed = mypage_svc::store::apply_events(&txn, &delivered[2..])
+        .await
+        .unwrap();
+    txn.commit().await.unwrap();
+
+    let mut changed_ids: Vec<_> = changed.iter().map(|e| e.order_id()).collect();
+    changed_ids.sort();
+    let id = |s: &Story| uuid::Uuid::parse_str(&s.order_id).unwrap();
+    let mut expected_ids = vec![id(&a), id(&b), id(&c)];
+    expected_ids.sort();
+    assert_eq!(
+        changed_ids, expected_ids,
+        "each changed entry reported once"
+    );
+    for order_id in expected_ids {
+        let one = mypage_svc::store::MyPageStore::new(one.clone())
+            .get(order_id)
+            .await
+            .unwrap();
+        let all = mypage_svc::store::MyPageStore::new(all.clone())
+            .get(order_id)
+            .await
+            .unwrap();
+        assert!(one.is_some(), "{order_id} has a row");
+        assert_eq!(one, all, "{order_id}: the batch leaves the one-by-one row");
+    }
+    let a_row = mypage_svc::store::MyPageStore::new(all.clone())
+        .get(id(&a))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        mypage_svc::grpc::to_proto(&a_row),
+        mypage_svc::grpc::to_proto(&in_order_row(&a)),
+        "the batch leaves A's in-order row"
+    );
 }
