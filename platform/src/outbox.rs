@@ -210,7 +210,14 @@ impl Relay {
                         return;
                     }
                     tokio::select! {
-                        _ = self.signal.woken() => {}
+                        _ = self.signal.woken() => {
+                            if !self.settings.outbox_linger.is_zero() {
+                                tokio::select! {
+                                    _ = tokio::time::sleep(self.settings.outbox_linger) => {}
+                                    _ = shutdown.cancelled() => {}
+                                }
+                            }
+                        }
                         _ = tokio::time::sleep(self.settings.outbox_poll_interval) => {}
                         _ = shutdown.cancelled() => {}
                     }
