@@ -210,14 +210,7 @@ impl Relay {
                         return;
                     }
                     tokio::select! {
-                        _ = self.signal.woken() => {
-                            if !self.settings.outbox_linger.is_zero() {
-                                tokio::select! {
-                                    _ = tokio::time::sleep(self.settings.outbox_linger) => {}
-                                    _ = shutdown.cancelled() => {}
-                                }
-                            }
-                        }
+                        _ = self.signal.woken() => {}
                         _ = tokio::time::sleep(self.settings.outbox_poll_interval) => {}
                         _ = shutdown.cancelled() => {}
                     }

@@ -285,13 +285,6 @@ pub struct MessagingSettings {
     /// How often the outbox relay looks for unpublished events when nothing woke it.
     #[arg(long, env = "OUTBOX_POLL_INTERVAL", default_value = "1s", value_parser = parse_duration)]
     pub outbox_poll_interval: Duration,
-    /// How long the relay waits after a commit woke it before it claims the outbox,
-    /// so the events of commits close together leave in one batch, and the fan-out
-    /// an event starts (publish, consumers, their commits) does not compete for the
-    /// CPU with the request that is still running (PlaceOrder waits on Pay while its
-    /// `order.placed` would be going out). `0s` publishes at once.
-    #[arg(long, env = "OUTBOX_LINGER", default_value = "5ms", value_parser = parse_duration)]
-    pub outbox_linger: Duration,
     /// Most events the relay publishes per batch.
     #[arg(long, env = "OUTBOX_BATCH_SIZE", default_value_t = 100,
           value_parser = clap::value_parser!(u32).range(1..=10_000))]
