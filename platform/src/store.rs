@@ -58,13 +58,11 @@ where
     C: ConnectionTrait,
     Err: From<DbErr>,
 {
-    let select = match lock {
-        Lock::ForUpdate if conn.get_database_backend() == DbBackend::Postgres => {
-            select.lock(LockType::Update)
-        }
-        _ => select,
-    };
-    select.one(conn).await?.map(convert).transpose()
+    locked(conn, select, lock)
+        .one(conn)
+        .await?
+        .map(convert)
+        .transpose()
 }
 
 /// Reads every row `select` finds, locked as `lock` says, and converts them. Give
@@ -85,13 +83,26 @@ where
     C: ConnectionTrait,
     Err: From<DbErr>,
 {
-    let select = match lock {
+    locked(conn, select, lock)
+        .all(conn)
+        .await?
+        .into_iter()
+        .map(convert)
+        .collect()
+}
+
+/// `select` with the row lock `lock` asks for, where the backend has row locks.
+fn locked<E: EntityTrait, C: ConnectionTrait>(
+    conn: &C,
+    select: Select<E>,
+    lock: Lock,
+) -> Select<E> {
+    match lock {
         Lock::ForUpdate if conn.get_database_backend() == DbBackend::Postgres => {
             select.lock(LockType::Update)
         }
         _ => select,
-    };
-    select.all(conn).await?.into_iter().map(convert).collect()
+    }
 }
 
 /// Inserts `row` unless a row with the same `unique` value exists
