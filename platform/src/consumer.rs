@@ -341,6 +341,9 @@ impl<H: EventHandler> Consumer<H> {
                 }
             }
         }
+        if events.is_empty() {
+            return outcomes;
+        }
         let span = tracing::info_span!("consume_batch", queue = self.name, events = events.len());
         let applied = self.apply_all(&events).instrument(span).await;
         match applied {
