@@ -10,8 +10,12 @@ use std::time::SystemTime;
 
 use super::{Caller, TokenExpiry};
 
-/// Most tokens remembered at once: about 1 KiB each, so a bounded few MiB.
+/// Most tokens remembered at once.
 pub(crate) const CAPACITY: usize = 2048;
+/// Longest token remembered (a usual JWT is under 1 KiB); a longer one is verified on
+/// every call, so the memory stays under `CAPACITY` × 2 KiB, about 4 MiB, whatever
+/// callers send.
+const LONGEST: usize = 2048;
 
 pub(crate) struct Verified {
     capacity: usize,
@@ -39,6 +43,9 @@ impl Verified {
     /// first, and if none had expired, all of them (a flood of distinct tokens then
     /// costs what it would cost without this memory, never unbounded memory).
     pub(crate) fn insert(&self, token: &str, verified: (Caller, TokenExpiry)) {
+        if token.len() > LONGEST {
+            return;
+        }
         let mut tokens = self.tokens.lock().expect("verified tokens lock poisoned");
         if tokens.len() >= self.capacity {
             let now = SystemTime::now();
@@ -100,5 +107,11 @@ mod tests {
         assert!(v.get("t4", SystemTime::now()).is_some());
         v.forget_all();
         assert_eq!(v.len(), 0);
+        let long = "x".repeat(LONGEST + 1);
+        v.insert(&long, entry(Duration::from_secs(60)));
+        assert!(
+            v.get(&long, SystemTime::now()).is_none(),
+            "too long to remember"
+        );
     }
 }
