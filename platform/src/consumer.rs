@@ -316,10 +316,12 @@ impl<H: EventHandler> Consumer<H> {
 
     /// Handles deliveries that arrived together: every event applied in one database
     /// transaction (each with its inbox row) and acknowledged with one multiple-ack
-    /// after the commit. Poison is dead-lettered first, one by one. If anything in
-    /// the batch fails, nothing of it is kept: the transaction is rolled back and each
-    /// delivery goes through [`Self::process`] alone, so retries, dead-lettering and
-    /// the pause during a database outage stay exactly what they are for one event.
+    /// after the commit. Poison is dead-lettered after that commit, so whatever came
+    /// before it on the queue is applied by the time it reaches the dead-letter queue,
+    /// as one-by-one handling would have it. If anything in the batch fails, nothing
+    /// of it is kept: the transaction is rolled back and each delivery, in order, is
+    /// handled alone, so retries, dead-lettering and the pause during a database
+    /// outage stay exactly what they are for one event.
     pub async fn process_batch(
         &self,
         deliveries: Vec<Delivery>,
@@ -329,55 +331,70 @@ impl<H: EventHandler> Consumer<H> {
             let delivery = deliveries.into_iter().next().expect("one delivery");
             return vec![self.process(delivery, shutdown).await];
         }
-        let mut events = Vec::with_capacity(deliveries.len());
-        let mut outcomes = Vec::with_capacity(deliveries.len());
-        for delivery in deliveries {
-            match envelope::decode(&delivery.data) {
-                Ok(event) => events.push((delivery, event)),
-                Err(e) => {
-                    let outcome = self.dead_letter_poison(delivery, &e).await;
+        let items: Vec<(Delivery, Result<EventEnvelope, EnvelopeError>)> = deliveries
+            .into_iter()
+            .map(|d| {
+                let decoded = envelope::decode(&d.data);
+                (d, decoded)
+            })
+            .collect();
+        let events: Vec<&EventEnvelope> =
+            items.iter().filter_map(|(_, e)| e.as_ref().ok()).collect();
+        let applied = if events.is_empty() {
+            Ok(Vec::new())
+        } else {
+            let span =
+                tracing::info_span!("consume_batch", queue = self.name, events = events.len());
+            self.apply_all(&events).instrument(span).await
+        };
+        drop(events);
+        let mut outcomes = Vec::with_capacity(items.len());
+        match applied {
+            Ok(applied) => {
+                let mut applied = applied.into_iter();
+                let mut last_good = None;
+                for (delivery, decoded) in items {
+                    let outcome = match decoded {
+                        Ok(event) => {
+                            let outcome = applied.next().expect("one outcome per event");
+                            if outcome == Outcome::Applied {
+                                self.handler.committed(&event);
+                            }
+                            tracing::debug!(event_id = %event.event_id,
+                                event_type = %event.event_type, ?outcome, "event handled");
+                            last_good = Some(delivery);
+                            outcome
+                        }
+                        Err(e) => self.dead_letter_poison(delivery, &e).await,
+                    };
                     self.stats.record(outcome);
                     outcomes.push(outcome);
                 }
-            }
-        }
-        if events.is_empty() {
-            return outcomes;
-        }
-        let span = tracing::info_span!("consume_batch", queue = self.name, events = events.len());
-        let applied = self.apply_all(&events).instrument(span).await;
-        match applied {
-            Ok(applied) => {
-                self.stats.batches.fetch_add(1, Ordering::Relaxed);
-                // Delivery tags grow along the channel and every earlier delivery of
-                // this batch is still unsettled (poison was rejected above, before
-                // this), so one multiple-ack settles exactly the batch.
-                if let Some((last, _)) = events.last() {
+                if let Some(last) = last_good {
+                    self.stats.batches.fetch_add(1, Ordering::Relaxed);
+                    // Delivery tags grow along the channel, and the only deliveries of
+                    // this batch settled already are the poison rejected just above, so
+                    // one multiple-ack settles exactly the batch's events.
                     let multiple = BasicAckOptions { multiple: true };
                     if let Err(e) = last.ack(multiple).await {
                         // The broker will redeliver; the inbox makes that harmless.
                         tracing::warn!(error = %e, queue = self.name, "ack failed after commit");
                     }
                 }
-                for ((_, event), outcome) in events.iter().zip(&applied) {
-                    if *outcome == Outcome::Applied {
-                        self.handler.committed(event);
-                    }
-                    self.stats.record(*outcome);
-                    tracing::debug!(event_id = %event.event_id, event_type = %event.event_type,
-                        ?outcome, "event handled");
-                }
-                outcomes.extend(applied);
             }
             Err(e) => {
                 tracing::debug!(error = %e, queue = self.name,
                     "batch not applied; handling its events one by one");
-                for (delivery, event) in events {
-                    let span = consume_span(&delivery, &event);
-                    let outcome = self
-                        .settle_event(delivery, event, shutdown)
-                        .instrument(span)
-                        .await;
+                for (delivery, decoded) in items {
+                    let outcome = match decoded {
+                        Ok(event) => {
+                            let span = consume_span(&delivery, &event);
+                            self.settle_event(delivery, event, shutdown)
+                                .instrument(span)
+                                .await
+                        }
+                        Err(e) => self.dead_letter_poison(delivery, &e).await,
+                    };
                     self.stats.record(outcome);
                     outcomes.push(outcome);
                 }
@@ -507,16 +524,13 @@ impl<H: EventHandler> Consumer<H> {
 
     /// Applies every event of a batch in one transaction; any failure rolls all of
     /// it back (the caller then takes the events one by one).
-    async fn apply_all(
-        &self,
-        events: &[(Delivery, EventEnvelope)],
-    ) -> Result<Vec<Outcome>, HandlerError> {
+    async fn apply_all(&self, events: &[&EventEnvelope]) -> Result<Vec<Outcome>, HandlerError> {
         let txn = self.db.begin().await?;
         let fresh = record_all_in_inbox(&txn, events).await?;
         let to_apply: Vec<&EventEnvelope> = events
             .iter()
             .zip(&fresh)
-            .filter_map(|((_, event), &fresh)| fresh.then_some(event))
+            .filter_map(|(&event, &fresh)| fresh.then_some(event))
             .collect();
         if !to_apply.is_empty() {
             self.handler.handle_batch(&txn, &to_apply).await?;
@@ -566,9 +580,9 @@ async fn record_in_inbox(
 /// takes the batch one event at a time, where [`record_in_inbox`] decides exactly.
 async fn record_all_in_inbox(
     txn: &DatabaseTransaction,
-    events: &[(Delivery, EventEnvelope)],
+    events: &[&EventEnvelope],
 ) -> Result<Vec<bool>, sea_orm::DbErr> {
-    let ids: Vec<&str> = events.iter().map(|(_, e)| e.event_id.as_str()).collect();
+    let ids: Vec<&str> = events.iter().map(|e| e.event_id.as_str()).collect();
     let handled: HashSet<String> = entity::Entity::find()
         .select_only()
         .column(entity::Column::EventId)
@@ -583,7 +597,7 @@ async fn record_all_in_inbox(
     let now = chrono::Utc::now();
     let fresh = events
         .iter()
-        .map(|(_, e)| {
+        .map(|e| {
             let fresh = !handled.contains(&e.event_id) && in_batch.insert(e.event_id.as_str());
             if fresh {
                 rows.push(entity::ActiveModel {
