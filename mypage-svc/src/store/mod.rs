@@ -93,10 +93,10 @@ pub async fn apply_event<C: ConnectionTrait>(
 ///
 /// # Errors
 ///
-/// As [`apply_event`]. A row another replica created after the read makes the
-/// insert find it taken: then `StoreError::Corrupt`-free [`ApplyError::Store`] with
-/// the database's `RecordNotInserted`, and the consumer applies the batch's events
-/// one by one, where [`apply_event`] folds into that row.
+/// As [`apply_event`]. When another replica created one of the rows after the
+/// read, the insert finds it taken and this returns the database's
+/// `RecordNotInserted`; the consumer then applies the batch's events one by one,
+/// and [`apply_event`] folds into that row.
 pub async fn apply_events<C: ConnectionTrait>(
     txn: &C,
     events: &[DomainEvent],
