@@ -153,6 +153,39 @@ async fn a_rotation_in_place_before_the_first_unknown_kid_is_accepted_at_once() 
     );
 }
 
+#[tokio::test]
+async fn a_remembered_token_is_refused_once_its_key_leaves_the_key_set() {
+    let (old, new) = (key(), key());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = jwks_file(&dir, &jwks(&[&old]));
+    let auth = Authenticator::load(&settings(
+        JwksSource::File(path.clone()),
+        Duration::from_secs(3600),
+    ))
+    .await
+    .expect("load");
+
+    // The same token twice: the second call is answered from the verified-token
+    // memory, which is what must not outlive the key.
+    let token = bearer(&old, "alice");
+    auth.verify(Some(&token)).await.expect("old key");
+    auth.verify(Some(&token))
+        .await
+        .expect("old key, remembered");
+
+    // The key is withdrawn (a leaked key, say). The next unknown kid re-reads the
+    // file; the token verified before must now be refused, not served from memory.
+    write(&path, &jwks(&[&new]));
+    auth.verify(Some(&bearer(&new, "bob")))
+        .await
+        .expect("new key after an on-demand refresh");
+    assert_eq!(
+        auth.verify(Some(&token)).await,
+        Err(AuthError::UnknownKey),
+        "a token remembered before the reload outlived its key"
+    );
+}
+
 /// A JWKS endpoint: answers every GET with the current document and counts requests.
 struct JwksServer {
     addr: SocketAddr,
