@@ -7,8 +7,8 @@
 use std::time::{Duration, Instant};
 
 use platform::settings::PoolSettings;
-use sea_orm::{ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement};
-use testkit::{Backend, TestDatabase};
+use sea_orm::{ConnectionTrait, DatabaseConnection};
+use testkit::{Backend, PgSessions, TestDatabase};
 use tokio_util::sync::CancellationToken;
 
 /// How many connections the burst needs at once.
@@ -21,27 +21,6 @@ fn database_name(db: &TestDatabase) -> String {
         .next()
         .expect("database name")
         .to_owned()
-}
-
-/// Counts the server's sessions on `database`, asked on a connection to another
-/// database so the question does not count itself.
-async fn sessions(admin: &DatabaseConnection, database: &str) -> i64 {
-    let row = admin
-        .query_one_raw(Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = $1",
-            [database.into()],
-        ))
-        .await
-        .expect("read pg_stat_activity")
-        .expect("one row");
-    row.try_get("", "n").expect("count")
-}
-
-async fn admin() -> DatabaseConnection {
-    Database::connect(format!("{}/postgres", testkit::postgres_server_url()))
-        .await
-        .expect("connect to the maintenance database")
 }
 
 /// Holds `BURST` connections at once: each query sleeps long enough for all of them
@@ -81,14 +60,14 @@ fn steady_use(
 /// Polls the session count until `done` holds or `within` passes; returns the last
 /// count and how long it took.
 async fn sessions_until(
-    admin: &DatabaseConnection,
+    admin: &PgSessions,
     database: &str,
     within: Duration,
     done: impl Fn(i64) -> bool,
 ) -> (i64, Duration) {
     let start = Instant::now();
     loop {
-        let n = sessions(admin, database).await;
+        let n = admin.on(database).await;
         if done(n) || start.elapsed() >= within {
             return (n, start.elapsed());
         }
@@ -115,8 +94,8 @@ async fn a_pool_grown_by_a_burst_closes_its_connections_after_the_idle_timeout()
         max_lifetime: Duration::from_secs(3600),
     };
     let (db, pool, name) = grown_pool(&settings).await;
-    let admin = admin().await;
-    let after_burst = sessions(&admin, &name).await;
+    let admin = PgSessions::connect().await;
+    let after_burst = admin.on(&name).await;
     let sqlx_pool = pool.get_postgres_connection_pool();
     eprintln!(
         "after the burst: pool size {}, idle {}, pg_stat_activity {after_burst}",
@@ -144,7 +123,6 @@ async fn a_pool_grown_by_a_burst_closes_its_connections_after_the_idle_timeout()
         "closed by the idle timeout, not at once ({took:?})"
     );
     pool.close().await.expect("close");
-    admin.close().await.expect("close admin");
     db.drop_database().await;
 }
 
@@ -160,12 +138,12 @@ async fn steady_light_use_keeps_a_grown_pool_from_idling_out() {
         max_lifetime: Duration::from_secs(3600),
     };
     let (db, pool, name) = grown_pool(&settings).await;
-    let admin = admin().await;
+    let admin = PgSessions::connect().await;
     let stop = CancellationToken::new();
     let user = steady_use(&pool, Duration::from_millis(50), stop.clone());
 
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let left = sessions(&admin, &name).await;
+    let left = admin.on(&name).await;
 
     stop.cancel();
     user.await.expect("steady use");
@@ -175,7 +153,6 @@ async fn steady_light_use_keeps_a_grown_pool_from_idling_out() {
         "the idle timeout alone did not shrink the pool much ({left} left)"
     );
     pool.close().await.expect("close");
-    admin.close().await.expect("close admin");
     db.drop_database().await;
 }
 
@@ -188,8 +165,8 @@ async fn under_steady_light_use_the_max_lifetime_shrinks_a_grown_pool() {
         max_lifetime: Duration::from_secs(2),
     };
     let (db, pool, name) = grown_pool(&settings).await;
-    let admin = admin().await;
-    let after_burst = sessions(&admin, &name).await;
+    let admin = PgSessions::connect().await;
+    let after_burst = admin.on(&name).await;
     assert_eq!(after_burst, i64::from(BURST));
     let stop = CancellationToken::new();
     let user = steady_use(&pool, Duration::from_millis(50), stop.clone());
@@ -210,6 +187,5 @@ async fn under_steady_light_use_the_max_lifetime_shrinks_a_grown_pool() {
     stop.cancel();
     user.await.expect("steady use");
     pool.close().await.expect("close");
-    admin.close().await.expect("close admin");
     db.drop_database().await;
 }

@@ -61,6 +61,38 @@ pub fn postgres_server_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
 }
 
+/// Counts the PostgreSQL server's sessions per database, as an operator would read
+/// them in `pg_stat_activity`. It asks from the maintenance database, so the
+/// question never counts itself.
+pub struct PgSessions {
+    admin: DatabaseConnection,
+}
+
+impl PgSessions {
+    /// Connects to the maintenance database of the test server.
+    pub async fn connect() -> Self {
+        let admin = Database::connect(format!("{}/postgres", postgres_server_url()))
+            .await
+            .expect("connect to the maintenance database");
+        Self { admin }
+    }
+
+    /// Sessions open on `database` now.
+    pub async fn on(&self, database: &str) -> i64 {
+        let row = self
+            .admin
+            .query_one_raw(sea_orm::Statement::from_sql_and_values(
+                sea_orm::DbBackend::Postgres,
+                "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = $1",
+                [database.into()],
+            ))
+            .await
+            .expect("read pg_stat_activity")
+            .expect("one row");
+        row.try_get("", "n").expect("count")
+    }
+}
+
 impl TestDatabase {
     /// Creates a fresh database on `backend`.
     pub async fn create(backend: Backend) -> Self {

@@ -4,6 +4,7 @@
 //! servers without seeing each other.
 //!
 //! - [`TestDatabase`]: a fresh SQLite file or a fresh PostgreSQL database;
+//!   [`PgSessions`]: the server's sessions per database;
 //! - [`TestBroker`]: a per-test exchange/queue topology, with reading helpers;
 //! - [`BrokerUsers`]: a per-test vhost with one least-privilege user per service;
 //! - [`TcpProxy`]: a proxy in front of a server that a test can cut and restore;
@@ -25,7 +26,7 @@ mod spawn;
 
 pub use broker::{ReceivedEvent, TestBroker};
 pub use broker_users::{BrokerUsers, USERS_EXCHANGE};
-pub use database::{Backend, TestDatabase, postgres_server_url, retry_write};
+pub use database::{Backend, PgSessions, TestDatabase, postgres_server_url, retry_write};
 pub use identity::{AuthChannel, Bearer, TEST_ONLY_RSA_KEY_PEM, TestIdentity};
 pub use process::{ServiceProcess, grpcurl};
 pub use proxy::TcpProxy;

@@ -7,22 +7,7 @@
 use std::time::{Duration, Instant};
 
 use e2e::{Svc, System};
-use sea_orm::{ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement};
 use talentshare_proto::payment::ListPaymentsRequest;
-
-/// The server's sessions on `database`, asked from the maintenance database.
-async fn sessions(admin: &DatabaseConnection, database: &str) -> i64 {
-    let row = admin
-        .query_one_raw(Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = $1",
-            [database.into()],
-        ))
-        .await
-        .expect("read pg_stat_activity")
-        .expect("one row");
-    row.try_get("", "n").expect("count")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_pool_grown_by_a_burst_shrinks_back_while_the_service_runs() {
@@ -35,10 +20,8 @@ async fn a_service_pool_grown_by_a_burst_shrinks_back_while_the_service_runs() {
     ])
     .await;
     let database = system.database_name(Svc::Payment);
-    let admin = Database::connect(format!("{}/postgres", testkit::postgres_server_url()))
-        .await
-        .expect("connect to the maintenance database");
-    let before = sessions(&admin, &database).await;
+    let admin = testkit::PgSessions::connect().await;
+    let before = admin.on(&database).await;
 
     // Act: bursts of concurrent calls until the pool has grown.
     let client = system.payment();
@@ -58,7 +41,7 @@ async fn a_service_pool_grown_by_a_burst_shrinks_back_while_the_service_runs() {
         for answer in futures::future::join_all(calls).await {
             answer.expect("ListPayments");
         }
-        grown = sessions(&admin, &database).await;
+        grown = admin.on(&database).await;
         if grown >= 6 {
             break;
         }
@@ -67,7 +50,7 @@ async fn a_service_pool_grown_by_a_burst_shrinks_back_while_the_service_runs() {
     let mut left = grown;
     while left > 2 && start.elapsed() < Duration::from_secs(20) {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        left = sessions(&admin, &database).await;
+        left = admin.on(&database).await;
     }
 
     // Assert
@@ -80,6 +63,5 @@ async fn a_service_pool_grown_by_a_burst_shrinks_back_while_the_service_runs() {
         left <= 2,
         "the pool shrank back to what the service's own queries need ({left} left)"
     );
-    admin.close().await.expect("close admin");
     system.shutdown().await;
 }
