@@ -282,9 +282,7 @@ impl OrderStore {
         }
         Ok(order)
     }
-}
 
-impl OrderStore {
     /// [`Self::change`] starting from `seen`, the order as this call itself just
     /// wrote it: the change is decided on `seen` and written only if the row still
     /// has its version, which saves the locked read on the hot path (settling the
