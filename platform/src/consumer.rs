@@ -338,16 +338,7 @@ impl<H: EventHandler> Consumer<H> {
                 (d, decoded)
             })
             .collect();
-        let events: Vec<&EventEnvelope> =
-            items.iter().filter_map(|(_, e)| e.as_ref().ok()).collect();
-        let applied = if events.is_empty() {
-            Ok(Vec::new())
-        } else {
-            let span =
-                tracing::info_span!("consume_batch", queue = self.name, events = events.len());
-            self.apply_all(&events).instrument(span).await
-        };
-        drop(events);
+        let applied = self.apply_decoded(&items).await;
         let mut outcomes = Vec::with_capacity(items.len());
         match applied {
             Ok(applied) => {
@@ -520,6 +511,21 @@ impl<H: EventHandler> Consumer<H> {
         self.signal.wake();
         self.handler.committed(event);
         Ok(Outcome::Applied)
+    }
+
+    /// Applies the events of a batch that decoded (poison is left for the caller),
+    /// in queue order; a batch of nothing but poison opens no transaction.
+    async fn apply_decoded(
+        &self,
+        items: &[(Delivery, Result<EventEnvelope, EnvelopeError>)],
+    ) -> Result<Vec<Outcome>, HandlerError> {
+        let events: Vec<&EventEnvelope> =
+            items.iter().filter_map(|(_, e)| e.as_ref().ok()).collect();
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let span = tracing::info_span!("consume_batch", queue = self.name, events = events.len());
+        self.apply_all(&events).instrument(span).await
     }
 
     /// Applies every event of a batch in one transaction; any failure rolls all of
