@@ -460,3 +460,87 @@ async fn three_relays_on_one_postgres_outbox_publish_each_event_exactly_once() {
     broker.delete().await;
     db.drop_database().await;
 }
+
+/// A connection proposes `amqp::FRAME_MAX` (lapin keeps 32 frames of read and of write
+/// buffer per connection, so the broker's 128 KiB default would hold 8 MiB each), a
+/// `frame_max` in the URL still wins, and a message far larger than a frame goes
+/// through whole, split into frames.
+#[tokio::test]
+async fn connections_use_small_frames_unless_the_url_says_otherwise_and_large_messages_still_pass()
+{
+    use lapin::options::{BasicGetOptions, BasicPublishOptions, QueueDeclareOptions};
+    use lapin::types::FieldTable;
+
+    let url: platform::settings::SecretUrl = testkit::amqp_url().parse().expect("AMQP URL");
+    let conn = platform::amqp::connect(&url, "frame-test")
+        .await
+        .expect("connect");
+    assert_eq!(
+        conn.configuration().frame_max(),
+        platform::amqp::FRAME_MAX,
+        "the broker accepted the proposed frame size"
+    );
+
+    let channel = conn.create_channel().await.expect("channel");
+    let queue = channel
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("declare");
+    let body: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    channel
+        .basic_publish(
+            "".into(),
+            queue.name().as_str().into(),
+            BasicPublishOptions::default(),
+            &body,
+            lapin::BasicProperties::default(),
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("published");
+    let got = wait_until("the large message arrives", Duration::from_secs(10), || {
+        let channel = channel.clone();
+        let queue = queue.name().as_str().to_owned();
+        async move {
+            channel
+                .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: true })
+                .await
+                .ok()
+                .flatten()
+        }
+    })
+    .await;
+    assert_eq!(
+        got.delivery.data, body,
+        "200 kB arrived whole over 16 KiB frames"
+    );
+    conn.close(200, "done".into()).await.expect("close");
+
+    let separator = if testkit::amqp_url().contains('?') {
+        '&'
+    } else {
+        '?'
+    };
+    let url: platform::settings::SecretUrl =
+        format!("{}{separator}frame_max=65536", testkit::amqp_url())
+            .parse()
+            .expect("AMQP URL");
+    let conn = platform::amqp::connect(&url, "frame-test")
+        .await
+        .expect("connect");
+    assert_eq!(
+        conn.configuration().frame_max(),
+        65_536,
+        "the URL's frame_max wins"
+    );
+    conn.close(200, "done".into()).await.expect("close");
+}
