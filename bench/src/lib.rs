@@ -10,6 +10,7 @@
 //! - `story`: what a worker does after PlaceOrder in the mixed story;
 //! - `lag`: the event lag, seen through WatchMyPage streams;
 //! - `sample`: queue depths, outbox backlogs, CPU and RSS once a second;
+//! - `cost`: CPU and PostgreSQL commits per order, and the throughput they bound;
 //! - `progress`: a progress bar on a terminal, plain lines otherwise;
 //! - `report` and `chart`: the Markdown and JSON report, and its SVG chart.
 //!
@@ -21,6 +22,7 @@
 pub mod settings;
 
 mod chart;
+mod cost;
 mod lag;
 mod load;
 mod progress;
@@ -95,9 +97,13 @@ async fn measure(
         (None, None)
     };
 
+    let meter = cost::Meter::new(target.system()).await;
+    let before = meter.snapshot().await;
     let start = Instant::now();
     let recorder = Recorder::new(start);
-    let sampler = Sampler::new(target.system(), start).await;
+    let mut sampler = Sampler::new(target.system(), start).await;
+    // Before the first order: each process as it stands once started.
+    let idle = sampler.sample().await;
     let backlog_sampled = target.system().is_some();
     let progress = Arc::new(Progress::new(args.duration));
 
@@ -142,6 +148,7 @@ async fn measure(
     } else {
         (sampler.sample().await, Duration::ZERO)
     };
+    let sampler_queries = sampler.queries;
     sampler.close().await;
     samples.push(last.clone());
     // The last events may still be on their way from my page to the streams.
@@ -155,6 +162,13 @@ async fn measure(
         _ => None,
     };
 
+    // The cost window closes once all was consumed; PostgreSQL backends report their
+    // commit counts when idle, at most once a second.
+    if backlog_sampled {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
+    let after = meter.snapshot().await;
+    let window = start.elapsed();
     let load_samples: Vec<_> = samples
         .iter()
         .filter(|s| s.t <= load_seconds + 0.5)
@@ -203,7 +217,7 @@ async fn measure(
             rpcs,
             lag: lag_report,
             timeline: report::timeline(r, &samples),
-            processes: report::processes(&samples),
+            processes: report::processes(&idle, &samples),
             backlog_sampled,
             max_queue_depth: samples.iter().map(|s| s.queue_depth()).max().unwrap_or(0),
             max_outbox_backlog: samples
@@ -220,6 +234,9 @@ async fn measure(
                 outbox_left: last.outbox_backlog(),
             },
             audit: None,
+            cost: backlog_sampled
+                .then(|| meter.cost(&before, &after, paid, window, sampler_queries))
+                .flatten(),
             samples,
         }
     });
@@ -227,7 +244,7 @@ async fn measure(
     if let Some(system) = target.system() {
         // After the drain, so a clean audit means every event arrived where it should.
         report.audit = match e2e::audit::audit(system).await {
-            Ok(a) => Some((&a).into()),
+            Ok(a) => Some(a.into()),
             Err(e) => {
                 eprintln!("bench: the audit could not read the databases: {e:#}");
                 None

@@ -57,6 +57,9 @@ pub struct Report {
     /// The audit of the four databases against each other after the drain (spawned
     /// systems only): lost events, double charges, money kept without a booking.
     pub audit: Option<AuditSummary>,
+    /// CPU and commits per PAID order, and the throughput they bound (spawned
+    /// systems only).
+    pub cost: Option<crate::cost::Cost>,
     pub samples: Vec<Sample>,
 }
 
@@ -172,6 +175,33 @@ pub fn rpcs(recorded: &Recorded) -> BTreeMap<String, RpcSummary> {
         .collect()
 }
 
+/// The cost per order and the bounds it sets, in one line.
+pub fn cost_line(c: &crate::cost::Cost) -> String {
+    let parts: Vec<String> = c
+        .cpu_ms_by_part
+        .iter()
+        .filter(|(_, ms)| **ms >= 0.005)
+        .map(|(name, ms)| format!("{name} {ms:.2}"))
+        .collect();
+    let mut line = format!(
+        "CPU {:.2} ms ({}) over {:.1} s",
+        c.cpu_ms_per_order,
+        parts.join(", "),
+        c.window_seconds
+    );
+    if let Some(bound) = c.orders_per_second_cpu_bound {
+        let _ = write!(
+            line,
+            "; {:.0} cores at this cost carry at most {bound:.0} orders/s",
+            c.cores
+        );
+    }
+    if let Some(commits) = c.pg_commits_per_order {
+        let _ = write!(line, "; PostgreSQL commits {commits:.1}");
+    }
+    line
+}
+
 /// The reference step in one line.
 pub fn reference_line(r: &Reference) -> String {
     let pg = match (&r.pg, &r.pg_missing) {
@@ -213,6 +243,8 @@ pub struct TimelineRow {
 /// CPU and memory of one process over the run.
 #[derive(Debug, Default, serde::Serialize)]
 pub struct ProcessSummary {
+    /// Before the first order: what the process holds once started.
+    pub rss_mib_start: f64,
     pub cpu_percent_peak: f64,
     pub cpu_percent_mean: f64,
     pub rss_mib_peak: f64,
@@ -233,26 +265,15 @@ pub struct Drain {
 #[derive(Debug, serde::Serialize)]
 pub struct AuditSummary {
     pub clean: bool,
-    pub orders: usize,
-    pub lost_events: usize,
-    pub double_charges: usize,
-    pub kept_charges: usize,
-    pub stuck_orders: usize,
-    pub mypage_mismatches: usize,
-    pub problems: Vec<String>,
+    #[serde(flatten)]
+    pub found: e2e::audit::Audit,
 }
 
-impl From<&e2e::audit::Audit> for AuditSummary {
-    fn from(a: &e2e::audit::Audit) -> Self {
+impl From<e2e::audit::Audit> for AuditSummary {
+    fn from(found: e2e::audit::Audit) -> Self {
         Self {
-            clean: a.clean(),
-            orders: a.orders,
-            lost_events: a.lost_events,
-            double_charges: a.double_charges,
-            kept_charges: a.kept_charges,
-            stuck_orders: a.stuck_orders,
-            mypage_mismatches: a.mypage_mismatches,
-            problems: a.problems.clone(),
+            clean: found.clean(),
+            found,
         }
     }
 }
@@ -286,10 +307,13 @@ pub fn timeline(recorded: &Recorded, samples: &[Sample]) -> Vec<TimelineRow> {
 }
 
 /// Peak and mean CPU, peak and last RSS of each process over `samples`.
-pub fn processes(samples: &[Sample]) -> BTreeMap<String, ProcessSummary> {
+pub fn processes(idle: &Sample, samples: &[Sample]) -> BTreeMap<String, ProcessSummary> {
     let mut out: BTreeMap<String, (ProcessSummary, f64, u32)> = BTreeMap::new();
-    // The first sample has no CPU interval behind it.
-    for s in samples.iter().skip(1) {
+    for (name, p) in &idle.processes {
+        out.entry(name.clone()).or_default().0.rss_mib_start = p.rss_kib as f64 / 1024.0;
+    }
+    // `idle` set every CPU baseline, so each sample has an interval behind it.
+    for s in samples {
         for (name, p) in &s.processes {
             let (sum, total, n) = out.entry(name.clone()).or_default();
             let rss = p.rss_kib as f64 / 1024.0;
@@ -419,17 +443,20 @@ impl Report {
                 d.outbox_left
             );
         }
+        if let Some(c) = &self.cost {
+            let _ = writeln!(m, "| cost per PAID order | {} |", cost_line(c));
+        }
         if let Some(a) = &self.audit {
             let _ = writeln!(
                 m,
                 "| audit | {}: orders {}, lost events {}, double charges {}, kept charges {}, stuck orders {}, my page mismatches {} |",
                 if a.clean { "clean" } else { "NOT CLEAN" },
-                a.orders,
-                a.lost_events,
-                a.double_charges,
-                a.kept_charges,
-                a.stuck_orders,
-                a.mypage_mismatches
+                a.found.orders,
+                a.found.lost_events,
+                a.found.double_charges,
+                a.found.kept_charges,
+                a.found.stuck_orders,
+                a.found.mypage_mismatches
             );
         }
         m
@@ -538,13 +565,17 @@ impl Report {
         }
         let _ = writeln!(
             m,
-            "\n## Processes\n\n| process | CPU % peak | CPU % mean | RSS MiB peak | RSS MiB end |\n|---|---|---|---|---|"
+            "\n## Processes\n\n| process | CPU % peak | CPU % mean | RSS MiB at start | RSS MiB peak | RSS MiB end |\n|---|---|---|---|---|---|"
         );
         for (name, p) in &self.processes {
             let _ = writeln!(
                 m,
-                "| {name} | {:.0} | {:.0} | {:.1} | {:.1} |",
-                p.cpu_percent_peak, p.cpu_percent_mean, p.rss_mib_peak, p.rss_mib_end
+                "| {name} | {:.0} | {:.0} | {:.1} | {:.1} | {:.1} |",
+                p.cpu_percent_peak,
+                p.cpu_percent_mean,
+                p.rss_mib_start,
+                p.rss_mib_peak,
+                p.rss_mib_end
             );
         }
         let _ = writeln!(

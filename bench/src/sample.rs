@@ -16,7 +16,7 @@ use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
 
 /// Linux reports process times in clock ticks of `USER_HZ`, which is 100 on every
 /// architecture it exports to user space.
-const TICKS_PER_SECOND: f64 = 100.0;
+pub(crate) const TICKS_PER_SECOND: f64 = 100.0;
 
 /// One sample.
 #[derive(Clone, Debug, Default, serde::Serialize)]
@@ -75,6 +75,9 @@ pub struct Sampler {
     processes: Vec<(String, u32)>,
     /// CPU ticks at the previous sample, to turn totals into a share.
     last_ticks: BTreeMap<String, (u64, tokio::time::Instant)>,
+    /// Outbox counts asked so far: each is a transaction in a service's database
+    /// that the cost per order must not count.
+    pub queries: u64,
 }
 
 impl Sampler {
@@ -87,6 +90,7 @@ impl Sampler {
             databases: Vec::new(),
             processes: vec![("bench".to_owned(), std::process::id())],
             last_ticks: BTreeMap::new(),
+            queries: 0,
         };
         if let Some(system) = system {
             match Connection::connect(&testkit::amqp_url(), ConnectionProperties::default()).await {
@@ -114,6 +118,7 @@ impl Sampler {
         };
         self.sample_queues(&mut sample).await;
         for (svc, db) in &self.databases {
+            self.queries += 1;
             let count = db
                 .query_one_raw(Statement::from_string(
                     db.get_database_backend(),
@@ -198,7 +203,7 @@ impl Sampler {
 }
 
 /// utime + stime of a process, in clock ticks (`/proc/<pid>/stat` fields 14 and 15).
-fn cpu_ticks(pid: u32) -> Option<u64> {
+pub(crate) fn cpu_ticks(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may contain spaces; the fields after it start
     // behind its closing parenthesis.

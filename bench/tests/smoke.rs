@@ -84,6 +84,19 @@ fn a_short_closed_loop_has_no_errors_and_consumes_everything() {
         "ratios: {}",
         report["ratios"]
     );
+    // Each order commits at least three times that no batching can merge: its
+    // insert and its settlement in order-svc, its payment in payment-svc.
+    let cost = &report["cost"];
+    assert!(
+        cost["pg_commits_per_order"].as_f64().unwrap() >= 3.0
+            && cost["cpu_ms_per_order"].as_f64().unwrap() > 0.0
+            && cost["cpu_ms_by_part"]["PostgreSQL"].as_f64().unwrap() > 0.0
+            && cost["cpu_ms_by_part"]["order-svc"].as_f64().unwrap() > 0.0,
+        "cost: {cost}"
+    );
+    for (name, p) in report["processes"].as_object().unwrap() {
+        assert!(p["rss_mib_start"].as_f64().unwrap() > 0.0, "{name}: {p}");
+    }
 }
 
 #[test]
@@ -113,5 +126,11 @@ fn a_mixed_story_on_sqlite_has_no_errors_and_consumes_everything() {
         report["samples"][0]["outbox"].as_object().unwrap().len() == 4,
         "the SQLite outboxes are sampled: {}",
         report["samples"][0]
+    );
+    assert!(
+        report["cost"]["cpu_ms_per_order"].as_f64().unwrap() > 0.0
+            && report["cost"]["pg_commits_per_order"].is_null(),
+        "on SQLite the cost has CPU and no commit count: {}",
+        report["cost"]
     );
 }

@@ -10,7 +10,7 @@ use sea_orm::{ConnectionTrait, DbBackend, Statement};
 use crate::{Svc, System};
 
 /// What one audit found. Every count but `orders` must be zero for a clean run.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Audit {
     /// Orders in order-svc.
     pub orders: usize,

@@ -369,6 +369,11 @@ impl System {
         self.broker.exchange()
     }
 
+    /// Whether the services run on SQLite files (as `talentshare up` does).
+    pub fn on_sqlite(&self) -> bool {
+        self.data_dir.is_some()
+    }
+
     /// The name of a service's database on the server.
     pub fn database_name(&self, svc: Svc) -> String {
         let url = url::Url::parse(self.databases[&svc].url()).expect("database URL");
