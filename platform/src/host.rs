@@ -28,6 +28,7 @@ use tonic::service::Routes;
 
 use crate::auth::{AuthSettings, Authenticator};
 use crate::consumer::{Consumer, EventHandler};
+use crate::metrics::Metrics;
 use crate::outbox::{OutboxSignal, Relay};
 use crate::settings::PlatformSettings;
 
@@ -96,6 +97,8 @@ pub struct Host {
     db: DatabaseConnection,
     signal: OutboxSignal,
     auth: Option<Authenticator>,
+    metrics: Metrics,
+    metrics_listener: Option<TcpListener>,
 }
 
 impl Host {
@@ -122,6 +125,10 @@ impl Host {
         };
         let listener = crate::server::bind(grpc_addr).await?;
         let local_addr = listener.local_addr()?;
+        let metrics_listener = match settings.server.metrics_addr {
+            Some(addr) => Some(crate::metrics::bind(addr).await?),
+            None => None,
+        };
         let db = crate::db::connect(&settings.database, def.slug).await?;
         Ok(Self {
             def,
@@ -131,7 +138,22 @@ impl Host {
             db,
             signal: OutboxSignal::new(),
             auth,
+            metrics: Metrics::new(def.slug),
+            metrics_listener,
         })
+    }
+
+    /// Where metrics are served (the real port when `METRICS_ADDR` asked for 0), if
+    /// they are.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+    }
+
+    /// The service's metric families, for code that records its own.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// The address actually bound (the real port when `GRPC_ADDR` asked for 0).
@@ -173,9 +195,14 @@ impl Host {
         shutdown: CancellationToken,
     ) -> RunningService {
         let local_addr = self.local_addr;
+        let metrics_addr = self.metrics_addr();
         let routes = routes.into();
         let handle = tokio::spawn(self.supervise::<M>(routes, tasks, shutdown));
-        RunningService { local_addr, handle }
+        RunningService {
+            local_addr,
+            metrics_addr,
+            handle,
+        }
     }
 
     async fn supervise<M: MigratorTrait + 'static>(
@@ -192,6 +219,8 @@ impl Host {
             db,
             signal,
             auth,
+            metrics,
+            metrics_listener,
         } = self;
         let mut tasks = tasks;
         if let Some(auth) = auth.clone() {
@@ -203,13 +232,17 @@ impl Host {
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         let server_settings = settings.server.clone();
         let stop = server_stop.clone();
+        let server_metrics = metrics.clone();
         let mut server = tokio::spawn(async move {
             crate::server::serve(
                 listener,
                 routes,
                 def,
                 &server_settings,
-                auth,
+                crate::server::Edge {
+                    auth,
+                    metrics: server_metrics,
+                },
                 ready_tx,
                 stop,
             )
@@ -228,6 +261,13 @@ impl Host {
         let mut workers: JoinSet<()> = JoinSet::new();
         let mut names = std::collections::HashMap::new();
         let mut relay: Option<JoinHandle<()>> = None;
+        if let Some(listener) = metrics_listener {
+            // From the start, so a scrape sees readiness 0 while migrations run.
+            tracing::info!(service = def.grpc_service, addr = %listener.local_addr()?, "metrics listening");
+            let handle =
+                workers.spawn(crate::metrics::serve(listener, metrics, tasks_stop.clone()));
+            names.insert(handle.id(), "metrics server");
+        }
         let migrated = tokio::select! {
             r = crate::db::migrate::<M>(&db, &shutdown) => r.is_ok(),
             r = &mut server => return r?.and(Err(anyhow::anyhow!("gRPC server stopped unexpectedly"))),
@@ -449,6 +489,8 @@ async fn watch_database(
 pub struct RunningService {
     /// Where it listens.
     pub local_addr: SocketAddr,
+    /// Where it serves metrics, if it does.
+    pub metrics_addr: Option<SocketAddr>,
     handle: JoinHandle<anyhow::Result<()>>,
 }
 

@@ -13,6 +13,7 @@
 //! - [`amqp`] and [`envelope`]: broker topology and the event envelope codec;
 //! - [`status`]: error-to-gRPC-status helpers (field violations, database outages);
 //! - [`outcome`]: one log line per failed call, with its cause chain;
+//! - [`metrics`]: Prometheus metric families, the per-call layer, `GET /metrics`;
 //! - [`walk`]: the cursor of a periodic pass over records (the anti-entropy passes);
 //! - [`values`], [`time`], [`paging`]: re-exported from the pure `values` crate
 //!   (validated ids, money, cards; timestamps; page tokens), which domain cores use
@@ -26,6 +27,7 @@ pub mod consumer;
 pub mod db;
 pub mod envelope;
 pub mod host;
+pub mod metrics;
 pub mod migrations;
 pub mod outbox;
 pub mod outcome;

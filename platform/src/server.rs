@@ -39,17 +39,25 @@ pub struct Readiness {
     reporter: HealthReporter,
     service_name: &'static str,
     ready: Arc<AtomicBool>,
+    /// `service_ready`: follows what the health service reports.
+    gauge: prometheus_client::metrics::gauge::Gauge,
 }
 
 impl Readiness {
-    async fn new(reporter: HealthReporter, service_name: &'static str) -> Self {
+    async fn new(
+        reporter: HealthReporter,
+        service_name: &'static str,
+        gauge: prometheus_client::metrics::gauge::Gauge,
+    ) -> Self {
         reporter
             .set_service_status(service_name, ServingStatus::NotServing)
             .await;
+        gauge.set(0);
         Self {
             reporter,
             service_name,
             ready: Arc::new(AtomicBool::new(false)),
+            gauge,
         }
     }
 
@@ -59,6 +67,7 @@ impl Readiness {
         self.reporter
             .set_service_status(self.service_name, ServingStatus::Serving)
             .await;
+        self.gauge.set(1);
         tracing::info!(service = self.service_name, "ready");
     }
 
@@ -69,6 +78,7 @@ impl Readiness {
         self.reporter
             .set_service_status(self.service_name, ServingStatus::NotServing)
             .await;
+        self.gauge.set(0);
         tracing::warn!(
             service = self.service_name,
             "database unreachable; readiness NOT_SERVING"
@@ -80,6 +90,7 @@ impl Readiness {
         self.reporter
             .set_service_status(self.service_name, ServingStatus::Serving)
             .await;
+        self.gauge.set(1);
         tracing::info!(
             service = self.service_name,
             "database reachable again; readiness SERVING"
@@ -92,6 +103,7 @@ impl Readiness {
         self.reporter
             .set_service_status(self.service_name, ServingStatus::NotServing)
             .await;
+        self.gauge.set(0);
         tracing::info!(
             service = self.service_name,
             "readiness NOT_SERVING; draining"
@@ -106,6 +118,12 @@ impl Readiness {
     }
 }
 
+/// What every call passes on its way in: who it is from and where it is counted.
+pub(crate) struct Edge {
+    pub auth: Option<Authenticator>,
+    pub metrics: crate::metrics::Metrics,
+}
+
 /// Builds the router and serves until `stop` is cancelled, then drains in-flight calls
 /// (the caller bounds the drain with a deadline).
 pub(crate) async fn serve<S>(
@@ -113,7 +131,7 @@ pub(crate) async fn serve<S>(
     service: S,
     def: crate::host::ServiceDef,
     settings: &ServerSettings,
-    auth: Option<Authenticator>,
+    Edge { auth, metrics }: Edge,
     readiness_cell: tokio::sync::oneshot::Sender<Readiness>,
     stop: CancellationToken,
 ) -> anyhow::Result<()>
@@ -122,7 +140,7 @@ where
 {
     let service_name = def.grpc_service;
     let (reporter, health) = tonic_health::server::health_reporter();
-    let readiness = Readiness::new(reporter, service_name).await;
+    let readiness = Readiness::new(reporter, service_name, metrics.ready.clone()).await;
     let admission = readiness.admission(auth);
     let _ = readiness_cell.send(readiness);
 
@@ -149,11 +167,12 @@ where
         .timeout(settings.request_timeout)
         .concurrency_limit_per_connection(settings.max_concurrent_requests as usize)
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
-        // Every outcome is logged once, refusals included. Admission comes next, so a
-        // call that is refused (not ready, no valid token) never reaches limits or
-        // handlers; health and reflection always pass.
+        // Every call is counted and every failure logged once, refusals included.
+        // Admission comes next, so a call that is refused (not ready, no valid token)
+        // never reaches limits or handlers; health and reflection always pass.
         .layer(
             tower::ServiceBuilder::new()
+                .layer(crate::metrics::MetricsLayer::new(metrics))
                 .layer(crate::outcome::OutcomeLayer)
                 .layer(admission)
                 .into_inner(),

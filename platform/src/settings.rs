@@ -178,6 +178,10 @@ pub struct ServerSettings {
     #[arg(long, env = "MAX_MESSAGE_BYTES", default_value_t = 1024 * 1024,
           value_parser = clap::value_parser!(u32).range(1024..=64 * 1024 * 1024))]
     pub max_message_bytes: u32,
+    /// Where to serve Prometheus metrics (`GET /metrics`, OpenMetrics text); unset,
+    /// none are served. The chart sets `0.0.0.0:9464`.
+    #[arg(long, env = "METRICS_ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
     /// In-flight calls allowed per client connection; more wait for a slot.
     #[arg(long, env = "MAX_CONCURRENT_REQUESTS", default_value_t = 256,
           value_parser = clap::value_parser!(u32).range(1..=100_000))]

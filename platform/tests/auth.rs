@@ -82,17 +82,23 @@ fn jwks_file(dir: &tempfile::TempDir, contents: &str) -> PathBuf {
     path
 }
 
+/// An authenticator reading the JWKS file at `path`, whose periodic refresh is too
+/// slow to matter in a test: only on-demand re-reads pick up a change.
+async fn on_file(path: &Path) -> Authenticator {
+    Authenticator::load(&settings(
+        JwksSource::File(path.to_owned()),
+        Duration::from_secs(3600),
+    ))
+    .await
+    .expect("load")
+}
+
 #[tokio::test]
 async fn a_new_kid_is_refused_until_the_jwks_file_has_it_then_accepted() {
     let (old, new) = (key(), key());
     let dir = tempfile::tempdir().expect("temp dir");
     let path = jwks_file(&dir, &jwks(&[&old]));
-    let auth = Authenticator::load(&settings(
-        JwksSource::File(path.clone()),
-        Duration::from_secs(3600),
-    ))
-    .await
-    .expect("load");
+    let auth = on_file(&path).await;
 
     let caller = auth
         .verify(Some(&bearer(&old, "alice")))
@@ -133,12 +139,7 @@ async fn a_rotation_in_place_before_the_first_unknown_kid_is_accepted_at_once() 
     let (old, new) = (key(), key());
     let dir = tempfile::tempdir().expect("temp dir");
     let path = jwks_file(&dir, &jwks(&[&old]));
-    let auth = Authenticator::load(&settings(
-        JwksSource::File(path.clone()),
-        Duration::from_secs(3600),
-    ))
-    .await
-    .expect("load");
+    let auth = on_file(&path).await;
 
     // No restart, no waiting for the periodic refresh: the first token with the new
     // kid re-reads the file.
@@ -158,12 +159,7 @@ async fn a_remembered_token_is_refused_once_its_key_leaves_the_key_set() {
     let (old, new) = (key(), key());
     let dir = tempfile::tempdir().expect("temp dir");
     let path = jwks_file(&dir, &jwks(&[&old]));
-    let auth = Authenticator::load(&settings(
-        JwksSource::File(path.clone()),
-        Duration::from_secs(3600),
-    ))
-    .await
-    .expect("load");
+    let auth = on_file(&path).await;
 
     // The same token twice: the second call is answered from the verified-token
     // memory, which is what must not outlive the key.

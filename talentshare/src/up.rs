@@ -51,6 +51,10 @@ pub struct UpArgs {
     /// mypage-svc port.
     #[arg(long, default_value_t = 50054)]
     mypage_port: u16,
+    /// First of four ports where the services serve Prometheus metrics on `--host`
+    /// (order, payment, reservation, my page, in that order); 0 serves none.
+    #[arg(long, default_value_t = 9461)]
+    metrics_port: u16,
     /// Log filter.
     #[arg(long = "log-filter", env = "RUST_LOG", default_value = "info")]
     log_filter: String,
@@ -121,6 +125,14 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     order.platform.database.database_url = None;
     reservation.platform.database.database_url = None;
     mypage.platform.database.database_url = None;
+    // Likewise one METRICS_ADDR in the environment would make all four bind it.
+    let metrics = |offset: u16| {
+        (args.metrics_port != 0).then(|| SocketAddr::new(args.host, args.metrics_port + offset))
+    };
+    order.platform.server.metrics_addr = metrics(0);
+    payment.platform.server.metrics_addr = metrics(1);
+    reservation.platform.server.metrics_addr = metrics(2);
+    mypage.platform.server.metrics_addr = metrics(3);
 
     report_broker(&args.amqp_url).await;
 

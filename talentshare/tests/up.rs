@@ -33,6 +33,8 @@ async fn up(extra: &[&str], env: &[(&str, &str)]) -> Up {
     let exchange = format!("t-{}.events", uuid_like());
     let mut cmd = Command::new(BIN);
     cmd.arg("up")
+        // Tests run several `up`s at once: none binds the default metrics ports.
+        .args(["--metrics-port", "0"])
         .args(extra)
         .current_dir(dir.path())
         .env_remove("DATABASE_URL")

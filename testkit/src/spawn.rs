@@ -85,6 +85,8 @@ pub struct Spawned {
     pub addr: SocketAddr,
     /// A connected channel to it, without credentials.
     pub channel: Channel,
+    /// Where it serves metrics, when its flags asked for them (`--metrics-addr`).
+    pub metrics_addr: Option<SocketAddr>,
     /// Its readiness name, for messages.
     name: &'static str,
     shutdown: CancellationToken,
@@ -109,6 +111,7 @@ where
     crate::health::wait_ready(&channel, name).await;
     Spawned {
         addr: running.local_addr,
+        metrics_addr: running.metrics_addr,
         channel,
         name,
         shutdown,

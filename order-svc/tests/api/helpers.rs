@@ -210,6 +210,11 @@ impl TestApp {
     }
 
     /// Places an order that must succeed.
+    /// Where order-svc serves metrics, when started with `--metrics-addr`.
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.service.metrics_addr
+    }
+
     pub async fn place(&mut self, req: PlaceOrderRequest) -> Order {
         self.client
             .place_order(req)

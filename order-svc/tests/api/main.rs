@@ -11,6 +11,7 @@ mod cancel;
 mod interrupted_cancel;
 mod late_pay;
 mod lifecycle;
+mod metrics;
 mod place;
 mod queries;
 mod reconcile;

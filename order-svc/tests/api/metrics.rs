@@ -1,0 +1,121 @@
+//! Metrics: order-svc started with `--metrics-addr` answers `GET /metrics` in the
+//! OpenMetrics text format, with each call counted and timed by method and code,
+//! readiness and the build; anything else on that port is 404.
+
+use std::net::SocketAddr;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tonic::Code;
+
+use crate::helpers::{APPROVED_CARD, Options, place_request, spawn_app_with};
+use testkit::Backend;
+use testkit::on_both_backends;
+
+on_both_backends!(calls_are_counted_by_method_and_code_and_served_on_the_metrics_port,);
+
+/// The status line and body of a plain HTTP/1.0 GET.
+async fn get(addr: SocketAddr, path: &str) -> (String, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await
+        .expect("send");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.expect("read");
+    let (head, body) = answer.split_once("\r\n\r\n").expect("headers end");
+    (head.to_owned(), body.to_owned())
+}
+
+/// The value of the sample `name` whose labels include every one of `labels`.
+fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines().find_map(|line| {
+        let rest = line.strip_prefix(name)?;
+        let (set, value) = match rest.strip_prefix('{') {
+            Some(r) => r.split_once("} ")?,
+            None => ("", rest.strip_prefix(' ')?),
+        };
+        labels
+            .iter()
+            .all(|(k, v)| set.split(',').any(|kv| kv == format!("{k}=\"{v}\"")))
+            .then(|| value.parse().ok())?
+    })
+}
+
+async fn calls_are_counted_by_method_and_code_and_served_on_the_metrics_port(backend: Backend) {
+    let mut app = spawn_app_with(
+        backend,
+        Options {
+            args: &["--metrics-addr", "127.0.0.1:0"],
+            ..Options::default()
+        },
+    )
+    .await;
+    let addr = app.metrics_addr().expect("metrics served");
+
+    app.place(place_request(APPROVED_CARD)).await;
+    app.place(place_request(APPROVED_CARD)).await;
+    let mut bad = place_request(APPROVED_CARD);
+    bad.talent_id.clear();
+    let refused = app.client.place_order(bad).await.expect_err("refused");
+    assert_eq!(refused.code(), Code::InvalidArgument);
+
+    let (head, text) = get(addr, "/metrics").await;
+    assert!(
+        head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
+        "{head}"
+    );
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: application/openmetrics-text"),
+        "{head}"
+    );
+    assert!(text.trim_end().ends_with("# EOF"), "a complete exposition");
+    let place = |code| {
+        [
+            ("grpc_service", "talentshare.order.v1.OrderService"),
+            ("grpc_method", "PlaceOrder"),
+            ("grpc_code", code),
+        ]
+    };
+    assert_eq!(
+        sample(&text, "grpc_server_handled_total", &place("Ok")),
+        Some(2.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "grpc_server_handled_total",
+            &place("InvalidArgument")
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&text, "grpc_server_handling_seconds_count", &place("Ok")),
+        Some(2.0)
+    );
+    assert!(sample(&text, "grpc_server_handling_seconds_sum", &place("Ok")).unwrap() > 0.0);
+    // The readiness checks the test harness made are calls too.
+    assert!(
+        sample(
+            &text,
+            "grpc_server_handled_total",
+            &[
+                ("grpc_service", "grpc.health.v1.Health"),
+                ("grpc_code", "Ok")
+            ]
+        )
+        .unwrap()
+            >= 1.0
+    );
+    assert_eq!(sample(&text, "service_ready", &[]), Some(1.0));
+    assert_eq!(
+        sample(&text, "talentshare_build_info", &[("service", "order")]),
+        Some(1.0)
+    );
+    // Nothing about the card or the token.
+    assert!(!text.contains(APPROVED_CARD) && !text.to_lowercase().contains("bearer"));
+
+    let (head, _) = get(addr, "/").await;
+    assert!(head.contains(" 404 "), "{head}");
+}

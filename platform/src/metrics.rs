@@ -1,0 +1,415 @@
+//! Prometheus metrics of one service: the families every service shares, defined here
+//! once, a tower layer that counts and times each gRPC call by method and status
+//! code, and a small HTTP server that answers `GET /metrics` on `METRICS_ADDR` in the
+//! OpenMetrics text format (which Prometheus scrapes natively).
+//!
+//! Label values a caller controls are bounded: a call to a path the server does not
+//! route is answered UNIMPLEMENTED and counted under `grpc_method="unknown"`, so
+//! random paths cannot grow the series without end.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::Full;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::{Registry, Unit};
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tonic::Code;
+use tower::{Layer, Service};
+
+/// The OpenMetrics text format's media type.
+const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Labels of one gRPC call.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CallLabels {
+    pub grpc_service: String,
+    pub grpc_method: String,
+    pub grpc_code: String,
+}
+
+/// Labels of the build the process runs.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: String,
+    service: String,
+}
+
+/// The families a service exports. Cheap to clone: every field shares its values.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Arc<Registry>,
+    /// Calls answered, by service, method and code.
+    pub grpc_handled: Family<CallLabels, Counter>,
+    /// Time from a call's arrival until its status was sent.
+    pub grpc_handling: Family<CallLabels, Histogram>,
+    /// 1 while readiness is SERVING, else 0.
+    pub ready: Gauge,
+}
+
+impl Metrics {
+    /// The families of the service named `slug`, with its build info.
+    pub fn new(slug: &str) -> Self {
+        let mut registry = Registry::default();
+        let grpc_handled = Family::<CallLabels, Counter>::default();
+        registry.register(
+            "grpc_server_handled",
+            "gRPC calls answered by the server, by method and status code",
+            grpc_handled.clone(),
+        );
+        let grpc_handling = Family::<CallLabels, Histogram>::new_with_constructor(|| {
+            // 0.5 ms to about 16 s, doubling.
+            Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+        });
+        registry.register_with_unit(
+            "grpc_server_handling",
+            "Time from a gRPC call's arrival until its status was sent",
+            Unit::Seconds,
+            grpc_handling.clone(),
+        );
+        let ready = Gauge::default();
+        registry.register(
+            "service_ready",
+            "1 while the service's readiness is SERVING (database reachable and migrated), else 0",
+            ready.clone(),
+        );
+        registry.register(
+            "talentshare_build",
+            "The build this process runs",
+            Info::new(BuildLabels {
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+                service: slug.to_owned(),
+            }),
+        );
+        Self {
+            registry: Arc::new(registry),
+            grpc_handled,
+            grpc_handling,
+            ready,
+        }
+    }
+
+    /// Everything, in the OpenMetrics text format.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+
+    fn record(&self, call: &CallStart, code: Code) {
+        let (grpc_service, grpc_method) = if code == Code::Unimplemented {
+            ("unknown".to_owned(), "unknown".to_owned())
+        } else {
+            (call.service.clone(), call.method.clone())
+        };
+        let labels = CallLabels {
+            grpc_service,
+            grpc_method,
+            grpc_code: format!("{code:?}"),
+        };
+        self.grpc_handled.get_or_create(&labels).inc();
+        self.grpc_handling
+            .get_or_create(&labels)
+            .observe(call.at.elapsed().as_secs_f64());
+    }
+}
+
+/// Counts and times every call (see [`Metrics::grpc_handled`]).
+#[derive(Clone)]
+pub struct MetricsLayer {
+    metrics: Metrics,
+}
+
+impl MetricsLayer {
+    pub fn new(metrics: Metrics) -> Self {
+        Self { metrics }
+    }
+}
+
+impl<S> Layer<S> for MetricsLayer {
+    type Service = Metered<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Metered {
+            inner,
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+/// See [`MetricsLayer`].
+#[derive(Clone)]
+pub struct Metered<S> {
+    inner: S,
+    metrics: Metrics,
+}
+
+/// A call's method and arrival time.
+struct CallStart {
+    service: String,
+    method: String,
+    at: Instant,
+}
+
+impl CallStart {
+    fn of<B>(req: &http::Request<B>) -> Self {
+        // `/package.Service/Method`
+        let path = req.uri().path().trim_start_matches('/');
+        let (service, method) = path.split_once('/').unwrap_or((path, ""));
+        Self {
+            service: service.to_owned(),
+            method: method.to_owned(),
+            at: Instant::now(),
+        }
+    }
+}
+
+impl<S, B, ResBody> Service<http::Request<B>> for Metered<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<ResBody>>,
+    S::Future: Send + 'static,
+    ResBody: Body,
+{
+    type Response = http::Response<MeteredBody<ResBody>>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let call = CallStart::of(&req);
+        let metrics = self.metrics.clone();
+        let future = self.inner.call(req);
+        Box::pin(async move {
+            let response = future.await?;
+            // An error answered at once ("trailers-only") carries its status in the
+            // headers; otherwise the status comes in the trailers after the body.
+            let header_code = tonic::Status::from_header_map(response.headers()).map(|s| s.code());
+            let pending = match header_code {
+                Some(code) => {
+                    metrics.record(&call, code);
+                    None
+                }
+                None => Some(Pending {
+                    metrics,
+                    call,
+                    recorded: false,
+                }),
+            };
+            Ok(response.map(|inner| MeteredBody { inner, pending }))
+        })
+    }
+}
+
+/// A call whose status is still to come.
+struct Pending {
+    metrics: Metrics,
+    call: CallStart,
+    recorded: bool,
+}
+
+impl Pending {
+    fn finish(mut self, code: Code) {
+        self.metrics.record(&self.call, code);
+        self.recorded = true;
+    }
+}
+
+impl Drop for Pending {
+    /// The body ended without trailers, or was dropped unfinished: the client went
+    /// away or the deadline cut the call.
+    fn drop(&mut self) {
+        if !self.recorded {
+            self.metrics.record(&self.call, Code::Cancelled);
+        }
+    }
+}
+
+/// A response body that records the call when its trailers pass.
+pub struct MeteredBody<B> {
+    inner: B,
+    pending: Option<Pending>,
+}
+
+impl<B: Body + Unpin> Body for MeteredBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(trailers) = frame.trailers_ref()
+            && let Some(pending) = self.pending.take()
+        {
+            pending.finish(tonic::Status::from_header_map(trailers).map_or(Code::Ok, |s| s.code()));
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Serves `GET /metrics` on `listener` until `stop`; any other path is 404.
+pub async fn serve(listener: TcpListener, metrics: Metrics, stop: CancellationToken) {
+    let mut connections = JoinSet::new();
+    loop {
+        let (stream, _) = tokio::select! {
+            () = stop.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors, say: wait a little rather than spin.
+                    tracing::warn!(error = %e, "metrics listener: accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+        };
+        let metrics = metrics.clone();
+        connections.spawn(async move {
+            let answer = hyper::service::service_fn(move |req| {
+                let metrics = metrics.clone();
+                async move { Ok::<_, Infallible>(respond(&req, &metrics)) }
+            });
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, answer)
+                .await;
+        });
+    }
+    connections.shutdown().await;
+}
+
+fn respond<B>(req: &http::Request<B>, metrics: &Metrics) -> http::Response<Full<Bytes>> {
+    let (status, content_type, body) = match (req.method(), req.uri().path()) {
+        (&http::Method::GET, "/metrics") => (http::StatusCode::OK, CONTENT_TYPE, metrics.encode()),
+        _ => (
+            http::StatusCode::NOT_FOUND,
+            "text/plain; charset=utf-8",
+            "only GET /metrics is served here\n".to_owned(),
+        ),
+    };
+    http::Response::builder()
+        .status(status)
+        .header(http::header::CONTENT_TYPE, content_type)
+        .body(Full::new(Bytes::from(body)))
+        .expect("a valid response")
+}
+
+/// Binds the metrics listener.
+pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("METRICS_ADDR {addr}: cannot bind: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::{BodyExt, Empty, StreamBody};
+
+    use super::*;
+
+    type TestBody =
+        StreamBody<futures::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, Infallible>>>>;
+
+    /// A unary answer: one message, then the status in the trailers.
+    fn answer_with_trailers(code: &str) -> TestBody {
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("grpc-status", code.parse().expect("header value"));
+        StreamBody::new(futures::stream::iter(vec![
+            Ok(Frame::data(Bytes::from_static(b"message"))),
+            Ok(Frame::trailers(trailers)),
+        ]))
+    }
+
+    fn count(metrics: &Metrics, service: &str, method: &str, code: &str) -> u64 {
+        metrics
+            .grpc_handled
+            .get_or_create(&CallLabels {
+                grpc_service: service.into(),
+                grpc_method: method.into(),
+                grpc_code: code.into(),
+            })
+            .get()
+    }
+
+    fn request(path: &str) -> http::Request<Empty<Bytes>> {
+        http::Request::builder()
+            .uri(path)
+            .body(Empty::new())
+            .expect("request")
+    }
+
+    #[tokio::test]
+    async fn codes_come_from_headers_or_trailers_and_unrouted_paths_stay_unknown() {
+        let metrics = Metrics::new("test");
+        let inner = tower::service_fn(|req: http::Request<Empty<Bytes>>| async move {
+            let response = match req.uri().path() {
+                // What tonic answers for a path it does not route: trailers-only.
+                p if p.contains("Nope") => http::Response::builder()
+                    .header("grpc-status", "12")
+                    .body(answer_with_trailers("12")),
+                p if p.ends_with("/Fail") => http::Response::builder()
+                    .header("grpc-status", "3")
+                    .body(answer_with_trailers("3")),
+                _ => http::Response::builder().body(answer_with_trailers("0")),
+            };
+            Ok::<_, Infallible>(response.expect("response"))
+        });
+        let mut service = MetricsLayer::new(metrics.clone()).layer(inner);
+
+        for path in [
+            "/pkg.Svc/Get",
+            "/pkg.Svc/Fail",
+            "/random.Thing/Nope1",
+            "/x/Nope2",
+        ] {
+            let response = service.call(request(path)).await.expect("answer");
+            response.into_body().collect().await.expect("body");
+        }
+        // A body dropped before its trailers: the client went away.
+        let response = service.call(request("/pkg.Svc/Get")).await.expect("answer");
+        drop(response);
+
+        assert_eq!(count(&metrics, "pkg.Svc", "Get", "Ok"), 1);
+        assert_eq!(count(&metrics, "pkg.Svc", "Fail", "InvalidArgument"), 1);
+        assert_eq!(count(&metrics, "unknown", "unknown", "Unimplemented"), 2);
+        assert_eq!(count(&metrics, "pkg.Svc", "Get", "Cancelled"), 1);
+        let text = metrics.encode();
+        assert!(
+            !text.contains("Nope"),
+            "no label from an unrouted path: {text}"
+        );
+        assert!(
+            text.contains("grpc_server_handling_seconds_bucket"),
+            "{text}"
+        );
+    }
+}
