@@ -20,7 +20,7 @@ use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::{FutureExt, StreamExt};
 use lapin::message::Delivery;
@@ -41,6 +41,7 @@ use tracing::Instrument;
 use crate::amqp::{self, Topology};
 use crate::backoff::Backoff;
 use crate::envelope::{self, EnvelopeError};
+use crate::metrics::Metrics;
 use crate::outbox::OutboxSignal;
 use crate::settings::MessagingSettings;
 
@@ -129,6 +130,18 @@ pub enum Outcome {
     Requeued,
 }
 
+impl Outcome {
+    /// Its name in metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::Applied => "applied",
+            Outcome::Duplicate => "duplicate",
+            Outcome::DeadLettered => "dead_lettered",
+            Outcome::Requeued => "retried",
+        }
+    }
+}
+
 /// Counts of what a consumer did, for logs, tests and the fault harness.
 #[derive(Debug, Default)]
 pub struct ConsumerStats {
@@ -171,6 +184,7 @@ pub struct Consumer<H> {
     settings: MessagingSettings,
     signal: OutboxSignal,
     stats: Arc<ConsumerStats>,
+    metrics: Option<Metrics>,
 }
 
 impl<H: EventHandler> Consumer<H> {
@@ -190,6 +204,35 @@ impl<H: EventHandler> Consumer<H> {
             settings,
             signal,
             stats: Arc::default(),
+            metrics: None,
+        }
+    }
+
+    /// Counts and times what it does in `metrics` (the host does this).
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Records one settled delivery: in the stats, and in the metrics with its event's
+    /// type (`undecodable` for poison), how long it took since `started`, and for a
+    /// first application how long after the event happened.
+    fn observe(&self, outcome: Outcome, event: Option<&EventEnvelope>, started: Instant) {
+        self.stats.record(outcome);
+        let Some(metrics) = &self.metrics else {
+            return;
+        };
+        let event_type = event.map_or("undecodable", |e| e.event_type.as_str());
+        metrics.event_consumed(self.name, event_type, outcome.label(), started.elapsed());
+        if outcome == Outcome::Applied
+            && let Some(at) = event.and_then(|e| e.occurred_at)
+        {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            let then = Duration::new(at.seconds.max(0) as u64, at.nanos.max(0) as u32);
+            metrics.event_lag(self.name, now.saturating_sub(then));
         }
     }
 
@@ -309,8 +352,21 @@ impl<H: EventHandler> Consumer<H> {
 
     /// Handles one delivery and settles it with the broker.
     pub async fn process(&self, delivery: Delivery, shutdown: &CancellationToken) -> Outcome {
-        let outcome = self.settle(delivery, shutdown).await;
-        self.stats.record(outcome);
+        let started = Instant::now();
+        let event = match envelope::decode(&delivery.data) {
+            Ok(e) => e,
+            Err(e) => {
+                let outcome = self.dead_letter_poison(delivery, &e).await;
+                self.observe(outcome, None, started);
+                return outcome;
+            }
+        };
+        let span = consume_span(&delivery, &event);
+        let outcome = self
+            .settle_event(delivery, &event, shutdown)
+            .instrument(span)
+            .await;
+        self.observe(outcome, Some(&event), started);
         outcome
     }
 
@@ -331,6 +387,7 @@ impl<H: EventHandler> Consumer<H> {
             let delivery = deliveries.into_iter().next().expect("one delivery");
             return vec![self.process(delivery, shutdown).await];
         }
+        let started = Instant::now();
         let items: Vec<(Delivery, Result<EventEnvelope, EnvelopeError>)> = deliveries
             .into_iter()
             .map(|d| {
@@ -354,11 +411,15 @@ impl<H: EventHandler> Consumer<H> {
                             tracing::debug!(event_id = %event.event_id,
                                 event_type = %event.event_type, ?outcome, "event handled");
                             last_good = Some(delivery);
+                            self.observe(outcome, Some(&event), started);
                             outcome
                         }
-                        Err(e) => self.dead_letter_poison(delivery, &e).await,
+                        Err(e) => {
+                            let outcome = self.dead_letter_poison(delivery, &e).await;
+                            self.observe(outcome, None, started);
+                            outcome
+                        }
                     };
-                    self.stats.record(outcome);
                     outcomes.push(outcome);
                 }
                 if let Some(last) = last_good {
@@ -380,13 +441,19 @@ impl<H: EventHandler> Consumer<H> {
                     let outcome = match decoded {
                         Ok(event) => {
                             let span = consume_span(&delivery, &event);
-                            self.settle_event(delivery, event, shutdown)
+                            let outcome = self
+                                .settle_event(delivery, &event, shutdown)
                                 .instrument(span)
-                                .await
+                                .await;
+                            self.observe(outcome, Some(&event), started);
+                            outcome
                         }
-                        Err(e) => self.dead_letter_poison(delivery, &e).await,
+                        Err(e) => {
+                            let outcome = self.dead_letter_poison(delivery, &e).await;
+                            self.observe(outcome, None, started);
+                            outcome
+                        }
                     };
-                    self.stats.record(outcome);
                     outcomes.push(outcome);
                 }
             }
@@ -401,25 +468,14 @@ impl<H: EventHandler> Consumer<H> {
         Outcome::DeadLettered
     }
 
-    async fn settle(&self, delivery: Delivery, shutdown: &CancellationToken) -> Outcome {
-        let event = match envelope::decode(&delivery.data) {
-            Ok(e) => e,
-            Err(e) => return self.dead_letter_poison(delivery, &e).await,
-        };
-        let span = consume_span(&delivery, &event);
-        self.settle_event(delivery, event, shutdown)
-            .instrument(span)
-            .await
-    }
-
     async fn settle_event(
         &self,
         delivery: Delivery,
-        event: EventEnvelope,
+        event: &EventEnvelope,
         shutdown: &CancellationToken,
     ) -> Outcome {
         let result = loop {
-            match self.apply(&event).await {
+            match self.apply(event).await {
                 Err(HandlerError::Transient(e)) if !self.database_answers().await => {
                     // Our own database is away: that says nothing about the event, so
                     // it must not spend one of the event's delivery attempts (a

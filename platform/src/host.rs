@@ -130,6 +130,7 @@ impl Host {
             None => None,
         };
         let db = crate::db::connect(&settings.database, def.slug).await?;
+        let metrics = Metrics::new(def.slug, Some(db.clone()));
         Ok(Self {
             def,
             settings,
@@ -138,7 +139,7 @@ impl Host {
             db,
             signal: OutboxSignal::new(),
             auth,
-            metrics: Metrics::new(def.slug),
+            metrics,
             metrics_listener,
         })
     }
@@ -185,6 +186,7 @@ impl Host {
             self.settings.messaging.clone(),
             self.signal.clone(),
         )
+        .with_metrics(self.metrics.clone())
     }
 
     /// Starts serving `routes` and runs until `shutdown`, then drains.
@@ -264,8 +266,11 @@ impl Host {
         if let Some(listener) = metrics_listener {
             // From the start, so a scrape sees readiness 0 while migrations run.
             tracing::info!(service = def.grpc_service, addr = %listener.local_addr()?, "metrics listening");
-            let handle =
-                workers.spawn(crate::metrics::serve(listener, metrics, tasks_stop.clone()));
+            let handle = workers.spawn(crate::metrics::serve(
+                listener,
+                metrics.clone(),
+                tasks_stop.clone(),
+            ));
             names.insert(handle.id(), "metrics server");
         }
         let migrated = tokio::select! {
@@ -286,7 +291,8 @@ impl Host {
                     settings.messaging.clone(),
                     signal.clone(),
                     def.slug,
-                );
+                )
+                .with_metrics(metrics.clone());
                 relay = Some(tokio::spawn(r.run(relay_stop.clone())));
             }
             for task in tasks {

@@ -1,7 +1,9 @@
 //! Prometheus metrics of one service: the families every service shares, defined here
-//! once, a tower layer that counts and times each gRPC call by method and status
-//! code, and a small HTTP server that answers `GET /metrics` on `METRICS_ADDR` in the
-//! OpenMetrics text format (which Prometheus scrapes natively).
+//! once (gRPC calls, events consumed and their lag, outbox publishing and backlog, the
+//! database pool, readiness, the build), a tower layer that counts and times each
+//! gRPC call by method and status code, and a small HTTP server that answers
+//! `GET /metrics` on `METRICS_ADDR` in the OpenMetrics text format (which Prometheus
+//! scrapes natively).
 //!
 //! Label values a caller controls are bounded: a call to a path the server does not
 //! route is answered UNIMPLEMENTED and counted under `grpc_method="unknown"`, so
@@ -18,13 +20,16 @@ use std::time::Instant;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
+use sea_orm::DatabaseConnection;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -40,6 +45,26 @@ pub struct CallLabels {
     pub grpc_service: String,
     pub grpc_method: String,
     pub grpc_code: String,
+}
+
+/// Labels of one consumed event.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConsumedLabels {
+    pub queue: String,
+    pub event_type: String,
+    pub outcome: String,
+}
+
+/// Labels of a consumer's queue.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueueLabels {
+    pub queue: String,
+}
+
+/// Labels of an event type.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EventTypeLabels {
+    pub event_type: String,
 }
 
 /// Labels of the build the process runs.
@@ -59,12 +84,28 @@ pub struct Metrics {
     pub grpc_handling: Family<CallLabels, Histogram>,
     /// 1 while readiness is SERVING, else 0.
     pub ready: Gauge,
+    /// Deliveries settled, by queue, event type and outcome.
+    pub events_consumed: Family<ConsumedLabels, Counter>,
+    /// Time from taking a delivery until it was settled.
+    pub event_handling: Family<QueueLabels, Histogram>,
+    /// Time from an event's `occurred_at` until it was applied.
+    pub event_lag: Family<QueueLabels, Histogram>,
+    /// Outbox rows sent to the broker, and those it confirmed, by event type.
+    pub events_published: Family<EventTypeLabels, Counter>,
+    pub events_confirmed: Family<EventTypeLabels, Counter>,
+    /// Rows waiting in the outbox, and the age of the oldest, as the relay last saw.
+    pub outbox_backlog: Gauge,
+    pub outbox_oldest_age: Gauge<f64, std::sync::atomic::AtomicU64>,
 }
 
 impl Metrics {
-    /// The families of the service named `slug`, with its build info.
-    pub fn new(slug: &str) -> Self {
+    /// The families of the service named `slug`, with its build info and, given its
+    /// database `pool`, the pool's connections at each scrape.
+    pub fn new(slug: &str, pool: Option<DatabaseConnection>) -> Self {
         let mut registry = Registry::default();
+        if let Some(db) = pool {
+            registry.register_collector(Box::new(PoolCollector(db)));
+        }
         let grpc_handled = Family::<CallLabels, Counter>::default();
         registry.register(
             "grpc_server_handled",
@@ -80,6 +121,55 @@ impl Metrics {
             "Time from a gRPC call's arrival until its status was sent",
             Unit::Seconds,
             grpc_handling.clone(),
+        );
+        let seconds = || Histogram::new(exponential_buckets(0.0005, 2.0, 16));
+        let events_consumed = Family::<ConsumedLabels, Counter>::default();
+        registry.register(
+            "events_consumed",
+            "Event deliveries settled by a consumer: applied, duplicate (already in the inbox), retried, dead_lettered",
+            events_consumed.clone(),
+        );
+        let event_handling = Family::<QueueLabels, Histogram>::new_with_constructor(seconds);
+        registry.register_with_unit(
+            "event_handling",
+            "Time from taking an event delivery until it was settled (a batch's events share its time)",
+            Unit::Seconds,
+            event_handling.clone(),
+        );
+        let event_lag = Family::<QueueLabels, Histogram>::new_with_constructor(|| {
+            // 1 ms to about 9 h: a backlog after an outage is a lag too.
+            Histogram::new(exponential_buckets(0.001, 2.0, 26))
+        });
+        registry.register_with_unit(
+            "event_lag",
+            "Time from an event's occurred_at in its publisher until a consumer applied it",
+            Unit::Seconds,
+            event_lag.clone(),
+        );
+        let events_published = Family::<EventTypeLabels, Counter>::default();
+        registry.register(
+            "outbox_events_published",
+            "Outbox events sent to RabbitMQ by the relay",
+            events_published.clone(),
+        );
+        let events_confirmed = Family::<EventTypeLabels, Counter>::default();
+        registry.register(
+            "outbox_events_confirmed",
+            "Outbox events RabbitMQ confirmed (and the relay then deleted)",
+            events_confirmed.clone(),
+        );
+        let outbox_backlog = Gauge::default();
+        registry.register(
+            "outbox_backlog_rows",
+            "Events waiting in the outbox, as the relay last counted",
+            outbox_backlog.clone(),
+        );
+        let outbox_oldest_age = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register_with_unit(
+            "outbox_oldest_event_age",
+            "Age of the oldest event waiting in the outbox (0 when empty), as the relay last saw",
+            Unit::Seconds,
+            outbox_oldest_age.clone(),
         );
         let ready = Gauge::default();
         registry.register(
@@ -100,7 +190,45 @@ impl Metrics {
             grpc_handled,
             grpc_handling,
             ready,
+            events_consumed,
+            event_handling,
+            event_lag,
+            events_published,
+            events_confirmed,
+            outbox_backlog,
+            outbox_oldest_age,
         }
+    }
+
+    /// One settled delivery of `queue`.
+    pub fn event_consumed(
+        &self,
+        queue: &str,
+        event_type: &str,
+        outcome: &str,
+        took: std::time::Duration,
+    ) {
+        self.events_consumed
+            .get_or_create(&ConsumedLabels {
+                queue: queue.to_owned(),
+                event_type: event_type.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+        self.event_handling
+            .get_or_create(&QueueLabels {
+                queue: queue.to_owned(),
+            })
+            .observe(took.as_secs_f64());
+    }
+
+    /// How long after it happened an event was applied from `queue`.
+    pub fn event_lag(&self, queue: &str, lag: std::time::Duration) {
+        self.event_lag
+            .get_or_create(&QueueLabels {
+                queue: queue.to_owned(),
+            })
+            .observe(lag.as_secs_f64());
     }
 
     /// Everything, in the OpenMetrics text format.
@@ -126,6 +254,59 @@ impl Metrics {
         self.grpc_handling
             .get_or_create(&labels)
             .observe(call.at.elapsed().as_secs_f64());
+    }
+}
+
+/// Labels of a pool's connections.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    state: &'static str,
+}
+
+/// Reads the database pool at each scrape: connections in use and idle, and the most
+/// it may open. (sqlx does not count waits for a connection; a pool whose in-use
+/// count sits at its maximum is one where calls wait.)
+#[derive(Debug)]
+struct PoolCollector(DatabaseConnection);
+
+impl Collector for PoolCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let (size, idle, max) = if crate::db::is_postgres(&self.0) {
+            let pool = self.0.get_postgres_connection_pool();
+            (
+                pool.size(),
+                pool.num_idle(),
+                pool.options().get_max_connections(),
+            )
+        } else {
+            let pool = self.0.get_sqlite_connection_pool();
+            (
+                pool.size(),
+                pool.num_idle(),
+                pool.options().get_max_connections(),
+            )
+        };
+        let idle = u32::try_from(idle).unwrap_or(u32::MAX);
+        let connections = Family::<StateLabels, Gauge>::default();
+        connections
+            .get_or_create(&StateLabels { state: "in_use" })
+            .set(i64::from(size.saturating_sub(idle)));
+        connections
+            .get_or_create(&StateLabels { state: "idle" })
+            .set(i64::from(idle));
+        connections.encode(encoder.encode_descriptor(
+            "db_pool_connections",
+            "Database pool connections open now, in use or idle",
+            None,
+            connections.metric_type(),
+        )?)?;
+        let most = ConstGauge::new(i64::from(max));
+        most.encode(encoder.encode_descriptor(
+            "db_pool_max_connections",
+            "The most connections the database pool may open",
+            None,
+            most.metric_type(),
+        )?)
     }
 }
 
@@ -369,7 +550,7 @@ mod tests {
 
     #[tokio::test]
     async fn codes_come_from_headers_or_trailers_and_unrouted_paths_stay_unknown() {
-        let metrics = Metrics::new("test");
+        let metrics = Metrics::new("test", None);
         let inner = tower::service_fn(|req: http::Request<Empty<Bytes>>| async move {
             let response = match req.uri().path() {
                 // What tonic answers for a path it does not route: trailers-only.

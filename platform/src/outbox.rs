@@ -29,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 use crate::amqp::{self, Topology};
 use crate::backoff::Backoff;
 use crate::envelope::{self, CONTENT_TYPE, NewEvent};
+use crate::metrics::{EventTypeLabels, Metrics};
 use crate::settings::MessagingSettings;
 
 /// The `outbox_events` table.
@@ -107,7 +108,12 @@ pub struct Relay {
     topology: Topology,
     signal: OutboxSignal,
     name: String,
+    metrics: Option<Metrics>,
 }
+
+/// How often the relay counts its backlog for the metrics: often enough for an alert
+/// on the oldest row's age, rarely enough to cost nothing under load.
+const BACKLOG_SAMPLE_EVERY: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 enum RelayError {
@@ -136,7 +142,35 @@ impl Relay {
             topology,
             signal,
             name: format!("{name}-outbox-relay"),
+            metrics: None,
         }
+    }
+
+    /// Counts what it publishes, and samples the backlog, in `metrics`.
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Counts the outbox's rows and the age of the oldest into the metrics.
+    async fn sample_backlog(&self, metrics: &Metrics) -> Result<(), DbErr> {
+        let rows = pending(&self.db).await?;
+        let oldest = entity::Entity::find()
+            .order_by_asc(entity::Column::Id)
+            .one(&self.db)
+            .await?;
+        let age = oldest.map_or(0.0, |row| {
+            (chrono::Utc::now() - row.created_at)
+                .to_std()
+                .unwrap_or_default()
+                .as_secs_f64()
+        });
+        metrics
+            .outbox_backlog
+            .set(i64::try_from(rows).unwrap_or(i64::MAX));
+        metrics.outbox_oldest_age.set(age);
+        Ok(())
     }
 
     /// Runs until `shutdown`; then makes one last attempt to flush, bounded by the
@@ -198,7 +232,16 @@ impl Relay {
     /// Publishes batches until the channel breaks or shutdown. On shutdown it flushes
     /// what is left once, so a clean stop leaves the outbox empty when the broker is up.
     async fn pump(&self, channel: &Channel, shutdown: &CancellationToken, backoff: &mut Backoff) {
+        let mut sampled: Option<tokio::time::Instant> = None;
         loop {
+            if let Some(metrics) = &self.metrics
+                && sampled.is_none_or(|at| at.elapsed() >= BACKLOG_SAMPLE_EVERY)
+            {
+                sampled = Some(tokio::time::Instant::now());
+                if let Err(e) = self.sample_backlog(metrics).await {
+                    tracing::debug!(error = %e, "counting the outbox for metrics failed");
+                }
+            }
             match self.publish_batch(channel).await {
                 Ok(n) if n as u32 >= self.settings.outbox_batch_size => {
                     backoff.reset();
@@ -247,6 +290,7 @@ impl Relay {
             let done = self.publish_rows(channel, &rows).await;
             delete_rows(&txn, &done).await?;
             txn.commit().await?;
+            self.count_confirmed(&rows, &done.ids);
             finish(done)
         } else {
             // SQLite: one process owns the file, so no claim is needed, and holding the
@@ -254,7 +298,23 @@ impl Relay {
             let rows = query.all(&self.db).await?;
             let done = self.publish_rows(channel, &rows).await;
             delete_rows(&self.db, &done).await?;
+            self.count_confirmed(&rows, &done.ids);
             finish(done)
+        }
+    }
+
+    /// Counts the rows whose ids the broker confirmed (and which are now deleted).
+    fn count_confirmed(&self, rows: &[entity::Model], ids: &[i64]) {
+        let Some(metrics) = &self.metrics else {
+            return;
+        };
+        for row in rows.iter().filter(|r| ids.contains(&r.id)) {
+            metrics
+                .events_confirmed
+                .get_or_create(&EventTypeLabels {
+                    event_type: row.routing_key.clone(),
+                })
+                .inc();
         }
     }
 
@@ -289,7 +349,17 @@ impl Relay {
                 )
                 .await;
             match sent {
-                Ok(confirm) => pending.push((row.id, confirm)),
+                Ok(confirm) => {
+                    if let Some(metrics) = &self.metrics {
+                        metrics
+                            .events_published
+                            .get_or_create(&EventTypeLabels {
+                                event_type: row.routing_key.clone(),
+                            })
+                            .inc();
+                    }
+                    pending.push((row.id, confirm));
+                }
                 Err(e) => {
                     // Keep what was already sent: wait for those confirms below.
                     let ids = confirmed(pending).await;

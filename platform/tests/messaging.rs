@@ -319,13 +319,15 @@ async fn a_backlog_is_applied_in_batches_and_a_bad_event_in_a_batch_costs_nothin
             }
         }
         let handler = ScriptedHandler::default();
+        let metrics = platform::metrics::Metrics::new("test", None);
         let consumer = Consumer::new(
             "mypage",
             handler.clone(),
             conn.clone(),
             messaging(broker.exchange(), &testkit::amqp_url()),
             OutboxSignal::new(),
-        );
+        )
+        .with_metrics(metrics.clone());
         let stats = consumer.stats();
         let stop = CancellationToken::new();
         let running = tokio::spawn(consumer.run(stop.clone()));
@@ -372,6 +374,28 @@ async fn a_backlog_is_applied_in_batches_and_a_bad_event_in_a_batch_costs_nothin
         );
         // Nothing is left unacknowledged: the queue is empty once all is applied.
         assert!(broker.drain(&broker.all_events_queue()).await.is_empty());
+
+        // The metrics say the same, by event type and outcome.
+        let text = metrics.encode();
+        for (event_type, outcome, n) in [
+            ("payment.refunded", "applied", fine.len()),
+            ("payment.refunded", "duplicate", 2),
+            ("payment.refunded", "dead_lettered", 1),
+            ("undecodable", "dead_lettered", 1),
+        ] {
+            let line = format!(
+                "events_consumed_total{{queue=\"mypage\",event_type=\"{event_type}\",outcome=\"{outcome}\"}} {n}"
+            );
+            assert!(
+                text.lines().any(|l| l == line),
+                "{backend:?}: no `{line}` in\n{text}"
+            );
+        }
+        let lag = format!("event_lag_seconds_count{{queue=\"mypage\"}} {}", fine.len());
+        assert!(
+            text.lines().any(|l| l == lag),
+            "{backend:?}: one lag per applied event"
+        );
 
         stop.cancel();
         running.await.unwrap();

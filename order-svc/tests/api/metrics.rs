@@ -1,13 +1,15 @@
 //! Metrics: order-svc started with `--metrics-addr` answers `GET /metrics` in the
-//! OpenMetrics text format, with each call counted and timed by method and code,
-//! readiness and the build; anything else on that port is 404.
+//! OpenMetrics text format: each call counted and timed by method and code, the
+//! events its relay published and the broker confirmed, the outbox backlog, the
+//! database pool, readiness and the build; anything else on that port is 404.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::Code;
 
-use crate::helpers::{APPROVED_CARD, Options, place_request, spawn_app_with};
+use crate::helpers::{APPROVED_CARD, Options, place_request, spawn_app_with, wait_until};
 use testkit::Backend;
 use testkit::on_both_backends;
 
@@ -113,6 +115,34 @@ async fn calls_are_counted_by_method_and_code_and_served_on_the_metrics_port(bac
         sample(&text, "talentshare_build_info", &[("service", "order")]),
         Some(1.0)
     );
+    // The pool, read at the scrape; the relay's counts once it has published.
+    assert!(sample(&text, "db_pool_max_connections", &[]).unwrap() >= 1.0);
+    assert!(sample(&text, "db_pool_connections", &[("state", "idle")]).is_some());
+    let text = wait_until(
+        "both orders' events confirmed",
+        Duration::from_secs(10),
+        || async {
+            let (_, text) = get(addr, "/metrics").await;
+            let confirmed =
+                |t| sample(&text, "outbox_events_confirmed_total", &[("event_type", t)]);
+            (confirmed("order.placed") == Some(2.0) && confirmed("order.paid") == Some(2.0))
+                .then_some(text)
+        },
+    )
+    .await;
+    assert_eq!(
+        sample(
+            &text,
+            "outbox_events_published_total",
+            &[("event_type", "order.paid")]
+        ),
+        Some(2.0)
+    );
+    assert!(
+        sample(&text, "outbox_backlog_rows", &[]).is_some(),
+        "{text}"
+    );
+    assert!(sample(&text, "outbox_oldest_event_age_seconds", &[]).is_some());
     // Nothing about the card or the token.
     assert!(!text.contains(APPROVED_CARD) && !text.to_lowercase().contains("bearer"));
 
