@@ -82,7 +82,6 @@ pub async fn start(
 ) -> anyhow::Result<RunningService> {
     settings.payments.validate()?;
     let max_message = settings.platform.server.max_message_bytes as usize;
-    let payments = payment::PaymentGateway::new(settings.payments.payment.channel()?);
     let host = Host::bind(
         SERVICE,
         settings.grpc_addr,
@@ -90,6 +89,11 @@ pub async fn start(
         Some(&settings.auth),
     )
     .await?;
+    let channel = settings
+        .payments
+        .payment
+        .channel(Some(host.metrics().clone()))?;
+    let payments = payment::PaymentGateway::new(channel);
     let store = store::OrderStore::new(host.db().clone(), host.outbox_signal().clone());
     let orders = service::Orders::new(store, payments, settings.payments.reconcile.reconcile_after);
     let service = OrderServiceServer::new(grpc::OrderApi::new(orders.clone()))

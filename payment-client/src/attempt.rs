@@ -12,6 +12,8 @@ use http_body_util::Full;
 use tokio::time::Instant;
 use tower::{Layer, Service};
 
+use platform::metrics::{Metrics, watch_status};
+
 use crate::BoxError;
 use crate::deadline::grpc_timeout_header;
 
@@ -26,6 +28,8 @@ pub struct BufferedCall {
     headers: http::HeaderMap,
     body: Bytes,
     deadline: Instant,
+    /// 1 for the first attempt; the retry policy counts up.
+    pub(crate) attempt: u32,
 }
 
 impl std::fmt::Debug for BufferedCall {
@@ -47,6 +51,7 @@ impl BufferedCall {
             headers: parts.headers,
             body,
             deadline,
+            attempt: 1,
         }
     }
 
@@ -74,22 +79,35 @@ impl BufferedCall {
     }
 }
 
-/// Sends each [`BufferedCall`] through a gRPC channel.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct AttemptLayer;
+/// Sends each [`BufferedCall`] through a gRPC channel, counting each attempt by
+/// method, status code and attempt number when given metrics.
+#[derive(Clone, Default)]
+pub struct AttemptLayer {
+    metrics: Option<Metrics>,
+}
+
+impl AttemptLayer {
+    pub fn new(metrics: Option<Metrics>) -> Self {
+        Self { metrics }
+    }
+}
 
 impl<S> Layer<S> for AttemptLayer {
     type Service = Attempt<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Attempt { inner }
+        Attempt {
+            inner,
+            metrics: self.metrics.clone(),
+        }
     }
 }
 
 /// See [`AttemptLayer`].
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Attempt<S> {
     inner: S,
+    metrics: Option<Metrics>,
 }
 
 impl<S> Service<BufferedCall> for Attempt<S>
@@ -108,6 +126,22 @@ where
 
     fn call(&mut self, call: BufferedCall) -> Self::Future {
         let sent = self.inner.call(call.to_http());
-        Box::pin(async move { sent.await.map_err(Into::into) })
+        let Some(metrics) = self.metrics.clone() else {
+            return Box::pin(async move { sent.await.map_err(Into::into) });
+        };
+        let (path, attempt) = (call.path().to_owned(), call.attempt);
+        Box::pin(async move {
+            match sent.await {
+                Ok(response) => Ok(watch_status(response, move |code| {
+                    metrics.payment_attempt(&path, code, attempt);
+                })
+                .map(tonic::body::Body::new)),
+                Err(e) => {
+                    // Not reached (connection refused, reset): what the caller sees too.
+                    metrics.payment_attempt(&path, tonic::Code::Unavailable, attempt);
+                    Err(e.into())
+                }
+            }
+        })
     }
 }

@@ -18,6 +18,8 @@ use tower::retry::RetryLayer;
 use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceBuilder};
 
+use platform::metrics::Metrics;
+
 use crate::BoxError;
 use crate::attempt::AttemptLayer;
 use crate::breaker::{BreakerHandle, BreakerLayer, BreakerSettings, BreakerState};
@@ -53,16 +55,30 @@ pub struct ResilientChannel {
 
 impl ResilientChannel {
     /// `inner` under the layers of `policy`, naming the callee `callee` in logs and
-    /// errors.
-    pub fn new(callee: &'static str, inner: Channel, policy: CallPolicy) -> Self {
+    /// errors; with `metrics`, each attempt is counted and the breaker's state read
+    /// at each scrape.
+    pub fn new(
+        callee: &'static str,
+        inner: Channel,
+        policy: CallPolicy,
+        metrics: Option<Metrics>,
+    ) -> Self {
         let breaker = BreakerLayer::new(callee, policy.breaker);
         let handle = breaker.handle();
+        if let Some(metrics) = &metrics {
+            let read = handle.clone();
+            metrics.watch_breaker(move || match read.state() {
+                BreakerState::Closed => "closed",
+                BreakerState::Open => "open",
+                BreakerState::HalfOpen => "half_open",
+            });
+        }
         let stack = ServiceBuilder::new()
             .layer(breaker)
             .layer(DeadlineLayer::new(callee, policy.timeout))
             .layer(ConcurrencyLimitLayer::new(policy.max_concurrency))
             .layer(RetryLayer::new(RetryPolicy::new(callee, policy.retry)))
-            .layer(AttemptLayer)
+            .layer(AttemptLayer::new(metrics))
             .service(inner);
         Self {
             stack: BoxCloneSyncService::new(stack),

@@ -80,6 +80,7 @@ impl Policy<BufferedCall, http::Response<tonic::body::Body>, BoxError> for Retry
             return None;
         }
         self.attempt += 1;
+        call.attempt = self.attempt + 1;
         tracing::debug!(
             callee = self.callee,
             attempt = self.attempt,

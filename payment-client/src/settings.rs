@@ -11,6 +11,7 @@ use platform::settings::parse_duration;
 use crate::breaker::BreakerSettings;
 use crate::channel::{CallPolicy, ResilientChannel, lazy_channel};
 use crate::retry::RetrySettings;
+use platform::metrics::Metrics;
 
 /// Everything a service that calls payment-svc and settles with it is set by:
 /// flattened into order-svc's and reservation-svc's settings.
@@ -63,8 +64,9 @@ pub struct PaymentClientSettings {
 }
 
 impl PaymentClientSettings {
-    /// The resilient channel to payment-svc (connects on first use).
-    pub fn channel(&self) -> anyhow::Result<ResilientChannel> {
+    /// The resilient channel to payment-svc (connects on first use), counting its
+    /// attempts and reporting its breaker in `metrics`.
+    pub fn channel(&self, metrics: Option<Metrics>) -> anyhow::Result<ResilientChannel> {
         let inner = lazy_channel(
             &self.payment_url,
             Duration::from_secs(1).min(self.payment_timeout),
@@ -85,6 +87,7 @@ impl PaymentClientSettings {
                     cooldown: self.payment_breaker_cooldown,
                 },
             },
+            metrics,
         ))
     }
 }

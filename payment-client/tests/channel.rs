@@ -31,6 +31,7 @@ fn channel(addr: std::net::SocketAddr, timeout: Duration) -> ResilientChannel {
                 cooldown: Duration::from_millis(300),
             },
         },
+        None,
     )
 }
 
@@ -252,6 +253,7 @@ async fn a_method_not_marked_idempotent_is_sent_once() {
         "test-callee",
         inner,
         policy(Duration::from_secs(2), never, 4, 100),
+        None,
     );
 
     let err = check(&ch).await.unwrap_err();
@@ -268,6 +270,7 @@ async fn the_concurrency_limit_holds_calls_beyond_it_until_a_slot_frees() {
         "test-callee",
         inner,
         policy(Duration::from_secs(5), never, 2, 100),
+        None,
     );
 
     let calls = (0..6).map(|_| {
@@ -294,6 +297,7 @@ async fn retries_stop_when_the_budget_is_spent() {
         "test-callee",
         inner,
         policy(Duration::from_secs(5), always, 1000, 100_000),
+        None,
     );
     let calls = 300usize;
 
@@ -311,5 +315,34 @@ async fn retries_stop_when_the_budget_is_spent() {
     assert!(
         attempts > calls && attempts <= allowed + 5,
         "{attempts} attempts for {calls} calls; the budget allows {allowed}"
+    );
+}
+
+#[tokio::test]
+async fn each_attempt_is_counted_by_method_code_and_number_and_the_breaker_is_reported() {
+    let (addr, _callee) = busy_callee(Duration::ZERO).await;
+    let inner = lazy_channel(&format!("http://{addr}"), Duration::from_secs(1)).unwrap();
+    let metrics = platform::metrics::Metrics::new("test", None);
+    let ch = ResilientChannel::new(
+        "test-callee",
+        inner,
+        policy(Duration::from_secs(5), always, 16, 100),
+        Some(metrics.clone()),
+    );
+
+    let err = check(&ch).await.unwrap_err();
+
+    let text = metrics.encode();
+    for attempt in 1..=3 {
+        let line = format!(
+            "payment_client_attempts_total{{grpc_method=\"Check\",grpc_code=\"{:?}\",attempt=\"{attempt}\"}} 1",
+            err.code()
+        );
+        assert!(text.lines().any(|l| l == line), "no `{line}` in\n{text}");
+    }
+    assert!(
+        text.lines()
+            .any(|l| l == "payment_client_breaker_state{state=\"closed\"} 1"),
+        "{text}"
     );
 }

@@ -67,6 +67,50 @@ pub struct EventTypeLabels {
     pub event_type: String,
 }
 
+/// Labels of one attempt of a call to payment-svc.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AttemptLabels {
+    pub grpc_method: String,
+    pub grpc_code: String,
+    /// 1 for the first attempt, 2 for the first retry, …
+    pub attempt: u32,
+}
+
+/// Reads the payment client's breaker: `closed`, `open` or `half_open`.
+type BreakerReader = Box<dyn Fn() -> &'static str + Send + Sync>;
+
+/// Reports the breaker's state at each scrape, once a client has said how to read it.
+#[derive(Default)]
+struct BreakerCollector(Arc<std::sync::Mutex<Option<BreakerReader>>>);
+
+impl std::fmt::Debug for BreakerCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BreakerCollector")
+    }
+}
+
+impl Collector for BreakerCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let reader = self.0.lock().expect("breaker reader lock");
+        let Some(read) = reader.as_ref() else {
+            return Ok(());
+        };
+        let now = read();
+        let states = Family::<StateLabels, Gauge>::default();
+        for state in ["closed", "open", "half_open"] {
+            states
+                .get_or_create(&StateLabels { state })
+                .set(i64::from(state == now));
+        }
+        states.encode(encoder.encode_descriptor(
+            "payment_client_breaker_state",
+            "The payment client's circuit breaker: 1 for its current state (open: calls fail fast)",
+            None,
+            states.metric_type(),
+        )?)
+    }
+}
+
 /// Labels of the build the process runs.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
@@ -96,6 +140,9 @@ pub struct Metrics {
     /// Rows waiting in the outbox, and the age of the oldest, as the relay last saw.
     pub outbox_backlog: Gauge,
     pub outbox_oldest_age: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// Attempts of calls to payment-svc, by method, code and attempt number.
+    pub payment_attempts: Family<AttemptLabels, Counter>,
+    breaker: Arc<std::sync::Mutex<Option<BreakerReader>>>,
 }
 
 impl Metrics {
@@ -171,6 +218,15 @@ impl Metrics {
             Unit::Seconds,
             outbox_oldest_age.clone(),
         );
+        let payment_attempts = Family::<AttemptLabels, Counter>::default();
+        registry.register(
+            "payment_client_attempts",
+            "Attempts of calls to payment-svc by method, status code and attempt number (UNAVAILABLE: not reached)",
+            payment_attempts.clone(),
+        );
+        let breaker = BreakerCollector::default();
+        let breaker_reader = breaker.0.clone();
+        registry.register_collector(Box::new(breaker));
         let ready = Gauge::default();
         registry.register(
             "service_ready",
@@ -197,7 +253,26 @@ impl Metrics {
             events_confirmed,
             outbox_backlog,
             outbox_oldest_age,
+            payment_attempts,
+            breaker: breaker_reader,
         }
+    }
+
+    /// One attempt of a call to payment-svc at `path` (`/package.Service/Method`).
+    pub fn payment_attempt(&self, path: &str, code: Code, attempt: u32) {
+        let method = path.rsplit('/').next().unwrap_or(path);
+        self.payment_attempts
+            .get_or_create(&AttemptLabels {
+                grpc_method: method.to_owned(),
+                grpc_code: format!("{code:?}"),
+                attempt,
+            })
+            .inc();
+    }
+
+    /// How to read the payment client's breaker at each scrape.
+    pub fn watch_breaker(&self, read: impl Fn() -> &'static str + Send + Sync + 'static) {
+        *self.breaker.lock().expect("breaker reader lock") = Some(Box::new(read));
     }
 
     /// One settled delivery of `queue`.
@@ -257,7 +332,7 @@ impl Metrics {
     }
 }
 
-/// Labels of a pool's connections.
+/// Labels of a state: a pool connection's, the payment client breaker's.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabels {
     state: &'static str,
@@ -366,7 +441,7 @@ where
     S::Future: Send + 'static,
     ResBody: Body,
 {
-    type Response = http::Response<MeteredBody<ResBody>>;
+    type Response = http::Response<StatusWatch<ResBody>>;
     type Error = S::Error;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
 
@@ -380,56 +455,56 @@ where
         let future = self.inner.call(req);
         Box::pin(async move {
             let response = future.await?;
-            // An error answered at once ("trailers-only") carries its status in the
-            // headers; otherwise the status comes in the trailers after the body.
-            let header_code = tonic::Status::from_header_map(response.headers()).map(|s| s.code());
-            let pending = match header_code {
-                Some(code) => {
-                    metrics.record(&call, code);
-                    None
-                }
-                None => Some(Pending {
-                    metrics,
-                    call,
-                    recorded: false,
-                }),
-            };
-            Ok(response.map(|inner| MeteredBody { inner, pending }))
+            Ok(watch_status(response, move |code| {
+                metrics.record(&call, code)
+            }))
         })
     }
 }
 
-/// A call whose status is still to come.
-struct Pending {
-    metrics: Metrics,
-    call: CallStart,
-    recorded: bool,
+/// Calls `on_status` once with the gRPC status code of `response`: at once when it
+/// answered "trailers-only" (an error, its status in the headers), else when its
+/// trailers pass, or with CANCELLED if the body ends or is dropped without them (the
+/// client went away, a deadline cut the call).
+pub fn watch_status<B>(
+    response: http::Response<B>,
+    on_status: impl FnOnce(Code) + Send + 'static,
+) -> http::Response<StatusWatch<B>> {
+    let watcher = match tonic::Status::from_header_map(response.headers()) {
+        Some(status) => {
+            on_status(status.code());
+            None
+        }
+        None => Some(Watcher(Some(Box::new(on_status)))),
+    };
+    response.map(|inner| StatusWatch { inner, watcher })
 }
 
-impl Pending {
-    fn finish(mut self, code: Code) {
-        self.metrics.record(&self.call, code);
-        self.recorded = true;
-    }
-}
+/// The callback of [`watch_status`], called exactly once.
+struct Watcher(Option<Box<dyn FnOnce(Code) + Send>>);
 
-impl Drop for Pending {
-    /// The body ended without trailers, or was dropped unfinished: the client went
-    /// away or the deadline cut the call.
-    fn drop(&mut self) {
-        if !self.recorded {
-            self.metrics.record(&self.call, Code::Cancelled);
+impl Watcher {
+    fn finish(&mut self, code: Code) {
+        if let Some(f) = self.0.take() {
+            f(code);
         }
     }
 }
 
-/// A response body that records the call when its trailers pass.
-pub struct MeteredBody<B> {
-    inner: B,
-    pending: Option<Pending>,
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.finish(Code::Cancelled);
+    }
 }
 
-impl<B: Body + Unpin> Body for MeteredBody<B> {
+/// A response body that reports its call's status when the trailers pass
+/// (see [`watch_status`]).
+pub struct StatusWatch<B> {
+    inner: B,
+    watcher: Option<Watcher>,
+}
+
+impl<B: Body + Unpin> Body for StatusWatch<B> {
     type Data = B::Data;
     type Error = B::Error;
 
@@ -440,9 +515,9 @@ impl<B: Body + Unpin> Body for MeteredBody<B> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         if let Poll::Ready(Some(Ok(frame))) = &polled
             && let Some(trailers) = frame.trailers_ref()
-            && let Some(pending) = self.pending.take()
+            && let Some(mut watcher) = self.watcher.take()
         {
-            pending.finish(tonic::Status::from_header_map(trailers).map_or(Code::Ok, |s| s.code()));
+            watcher.finish(tonic::Status::from_header_map(trailers).map_or(Code::Ok, |s| s.code()));
         }
         polled
     }

@@ -84,7 +84,6 @@ pub async fn start(
 ) -> anyhow::Result<RunningService> {
     settings.payments.validate()?;
     let max_message = settings.platform.server.max_message_bytes as usize;
-    let payment = payment::PaymentGateway::new(settings.payments.payment.channel()?);
     let host = Host::bind(
         SERVICE,
         settings.grpc_addr,
@@ -92,6 +91,11 @@ pub async fn start(
         Some(&settings.auth),
     )
     .await?;
+    let channel = settings
+        .payments
+        .payment
+        .channel(Some(host.metrics().clone()))?;
+    let payment = payment::PaymentGateway::new(channel);
     let store = store::ReservationStore::new(host.db().clone(), host.outbox_signal().clone());
     let reservations = service::Reservations::new(store.clone(), payment.clone());
     let pass = anti_entropy::task(store, payment, settings.payments.anti_entropy);

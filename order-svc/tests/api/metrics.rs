@@ -1,6 +1,7 @@
 //! Metrics: order-svc started with `--metrics-addr` answers `GET /metrics` in the
 //! OpenMetrics text format: each call counted and timed by method and code, the
-//! events its relay published and the broker confirmed, the outbox backlog, the
+//! attempts of its calls to payment-svc and the breaker, the events its relay
+//! published and the broker confirmed, the outbox backlog, the
 //! database pool, readiness and the build; anything else on that port is 404.
 
 use std::net::SocketAddr;
@@ -113,6 +114,27 @@ async fn calls_are_counted_by_method_and_code_and_served_on_the_metrics_port(bac
     assert_eq!(sample(&text, "service_ready", &[]), Some(1.0));
     assert_eq!(
         sample(&text, "talentshare_build_info", &[("service", "order")]),
+        Some(1.0)
+    );
+    // Its calls to payment-svc, each paid at the first attempt, and the breaker.
+    assert_eq!(
+        sample(
+            &text,
+            "payment_client_attempts_total",
+            &[
+                ("grpc_method", "Pay"),
+                ("grpc_code", "Ok"),
+                ("attempt", "1")
+            ]
+        ),
+        Some(2.0)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "payment_client_breaker_state",
+            &[("state", "closed")]
+        ),
         Some(1.0)
     );
     // The pool, read at the scrape; the relay's counts once it has published.
