@@ -355,11 +355,7 @@ impl<H: EventHandler> Consumer<H> {
         let started = Instant::now();
         let event = match envelope::decode(&delivery.data) {
             Ok(e) => e,
-            Err(e) => {
-                let outcome = self.dead_letter_poison(delivery, &e).await;
-                self.observe(outcome, None, started);
-                return outcome;
-            }
+            Err(e) => return self.dead_letter_poison(delivery, &e, started).await,
         };
         let span = consume_span(&delivery, &event);
         let outcome = self
@@ -414,11 +410,7 @@ impl<H: EventHandler> Consumer<H> {
                             self.observe(outcome, Some(&event), started);
                             outcome
                         }
-                        Err(e) => {
-                            let outcome = self.dead_letter_poison(delivery, &e).await;
-                            self.observe(outcome, None, started);
-                            outcome
-                        }
+                        Err(e) => self.dead_letter_poison(delivery, &e, started).await,
                     };
                     outcomes.push(outcome);
                 }
@@ -448,11 +440,7 @@ impl<H: EventHandler> Consumer<H> {
                             self.observe(outcome, Some(&event), started);
                             outcome
                         }
-                        Err(e) => {
-                            let outcome = self.dead_letter_poison(delivery, &e).await;
-                            self.observe(outcome, None, started);
-                            outcome
-                        }
+                        Err(e) => self.dead_letter_poison(delivery, &e, started).await,
                     };
                     outcomes.push(outcome);
                 }
@@ -461,10 +449,18 @@ impl<H: EventHandler> Consumer<H> {
         outcomes
     }
 
-    async fn dead_letter_poison(&self, delivery: Delivery, error: &EnvelopeError) -> Outcome {
+    /// Rejects a delivery that is not an event envelope (it goes to the dead-letter
+    /// queue) and records it, taken at `started`.
+    async fn dead_letter_poison(
+        &self,
+        delivery: Delivery,
+        error: &EnvelopeError,
+        started: Instant,
+    ) -> Outcome {
         tracing::warn!(error = %error, queue = self.name, routing_key = %delivery.routing_key,
             "poison message: dead-lettering");
         let _ = delivery.reject(BasicRejectOptions { requeue: false }).await;
+        self.observe(Outcome::DeadLettered, None, started);
         Outcome::DeadLettered
     }
 
