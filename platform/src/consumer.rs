@@ -352,8 +352,21 @@ impl<H: EventHandler> Consumer<H> {
 
     /// Handles one delivery and settles it with the broker.
     pub async fn process(&self, delivery: Delivery, shutdown: &CancellationToken) -> Outcome {
-        let started = Instant::now();
-        let event = match envelope::decode(&delivery.data) {
+        let decoded = envelope::decode(&delivery.data);
+        self.settle_alone(delivery, decoded, Instant::now(), shutdown)
+            .await
+    }
+
+    /// Settles one delivery on its own (the path of single deliveries and of a batch
+    /// that failed): poison to the dead-letter queue, an event applied with retries.
+    async fn settle_alone(
+        &self,
+        delivery: Delivery,
+        decoded: Result<EventEnvelope, EnvelopeError>,
+        started: Instant,
+        shutdown: &CancellationToken,
+    ) -> Outcome {
+        let event = match decoded {
             Ok(e) => e,
             Err(e) => return self.dead_letter_poison(delivery, &e, started).await,
         };
@@ -430,19 +443,10 @@ impl<H: EventHandler> Consumer<H> {
                 tracing::debug!(error = %e, queue = self.name,
                     "batch not applied; handling its events one by one");
                 for (delivery, decoded) in items {
-                    let outcome = match decoded {
-                        Ok(event) => {
-                            let span = consume_span(&delivery, &event);
-                            let outcome = self
-                                .settle_event(delivery, &event, shutdown)
-                                .instrument(span)
-                                .await;
-                            self.observe(outcome, Some(&event), started);
-                            outcome
-                        }
-                        Err(e) => self.dead_letter_poison(delivery, &e, started).await,
-                    };
-                    outcomes.push(outcome);
+                    outcomes.push(
+                        self.settle_alone(delivery, decoded, started, shutdown)
+                            .await,
+                    );
                 }
             }
         }

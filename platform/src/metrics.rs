@@ -668,4 +668,16 @@ mod tests {
             "{text}"
         );
     }
+
+    #[tokio::test]
+    async fn a_taken_metrics_address_is_refused_naming_the_setting() {
+        let taken = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = taken.local_addr().expect("addr");
+        let err = bind(addr).await.expect_err("the port is taken");
+        assert!(
+            err.to_string()
+                .starts_with(&format!("METRICS_ADDR {addr}: cannot bind")),
+            "{err}"
+        );
+    }
 }
