@@ -342,19 +342,37 @@ async fn take(channel: &Channel, queue: &str) -> anyhow::Result<Option<DeadLette
     Ok(message.map(DeadLetter::new))
 }
 
-/// Hands every message up to `last_tag` that this channel still holds back to its
-/// queue, in one `basic.nack` (see the module doc for why nack and not reject).
-async fn hand_back(channel: &Channel, last_tag: Option<u64>) -> anyhow::Result<()> {
-    if let Some(tag) = last_tag {
-        bounded(channel.basic_nack(
-            tag,
-            BasicNackOptions {
-                multiple: true,
-                requeue: true,
-            },
-        ))
-        .await
-        .context("handing messages back to the dead-letter queue")?;
+/// Hands every message up to `last_tag` that this channel still holds back to
+/// `queue`, in one `basic.nack` (see the module doc for why nack and not reject), and
+/// waits (a few seconds at most) until the broker counts them ready again.
+///
+/// The nack has no reply, and a quorum queue applies the requeue a moment after the
+/// command returns: without the wait, `list` followed at once by `replay --all` could
+/// find the queue empty and replay nothing.
+async fn hand_back(
+    channel: &Channel,
+    queue: &str,
+    last_tag: Option<u64>,
+    held: u32,
+) -> anyhow::Result<()> {
+    let Some(tag) = last_tag else {
+        return Ok(());
+    };
+    let expected = ready_count(channel, queue).await?.saturating_add(held);
+    bounded(channel.basic_nack(
+        tag,
+        BasicNackOptions {
+            multiple: true,
+            requeue: true,
+        },
+    ))
+    .await
+    .context("handing messages back to the dead-letter queue")?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    // Another `replay` may take some meanwhile, so give up at the deadline rather
+    // than insist on the count.
+    while ready_count(channel, queue).await? < expected && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Ok(())
 }
@@ -407,7 +425,8 @@ async fn list(conn: &Connection, topology: &Topology, args: &ListArgs) -> anyhow
         }
         .await;
         // Hand back even after a failed get; if this fails too, closing does it.
-        let handed_back = hand_back(&channel, last_tag).await;
+        let held = u32::try_from(letters.len()).unwrap_or(u32::MAX);
+        let handed_back = hand_back(&channel, &queue, last_tag, held).await;
         let _ = channel.close(200, "dlq listed".into()).await;
         taken?;
         handed_back?;
@@ -573,6 +592,7 @@ async fn replay(
     let mut found = BTreeSet::new();
     let (mut replayed, mut undecodable) = (0_u32, 0_u32);
     let mut last_kept = None;
+    let mut kept = 0_u32;
     let verb = if args.dry_run {
         "would replay"
     } else {
@@ -599,11 +619,13 @@ async fn replay(
             };
             let Some(id) = chosen else {
                 last_kept = Some(letter.delivery_tag);
+                kept += 1;
                 continue;
             };
             found.insert(id.to_owned());
             if args.dry_run {
                 last_kept = Some(letter.delivery_tag);
+                kept += 1;
             } else {
                 republish(&channel, &target, &letter).await?;
                 bounded(channel.basic_ack(letter.delivery_tag, BasicAckOptions::default()))
@@ -616,7 +638,7 @@ async fn replay(
         anyhow::Ok(())
     }
     .await;
-    let handed_back = hand_back(&channel, last_kept).await;
+    let handed_back = hand_back(&channel, &dlq, last_kept, kept).await;
     let _ = channel.close(200, "dlq replayed".into()).await;
     outcome?;
     handed_back?;
