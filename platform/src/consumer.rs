@@ -45,6 +45,10 @@ use crate::metrics::Metrics;
 use crate::outbox::OutboxSignal;
 use crate::settings::MessagingSettings;
 
+/// How often a consumer counts its dead-letter queue for the metrics (an alert's
+/// resolution, at the cost of one passive declare).
+const DEAD_LETTER_SAMPLE_EVERY: Duration = Duration::from_secs(5);
+
 /// The `inbox_events` table.
 pub mod entity {
     use sea_orm::entity::prelude::*;
@@ -245,6 +249,9 @@ impl<H: EventHandler> Consumer<H> {
     pub async fn run(self, shutdown: CancellationToken) {
         let topology = Topology::new(self.settings.events_exchange.clone());
         let queue = topology.queue(self.name);
+        let dlq = topology.dead_letter_queue(self.name);
+        let mut sample = tokio::time::interval(DEAD_LETTER_SAMPLE_EVERY);
+        sample.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         while !shutdown.is_cancelled() {
             let session = match self.subscribe(&topology, &queue).await {
@@ -260,10 +267,15 @@ impl<H: EventHandler> Consumer<H> {
             amqp::report_reachable(&queue);
             backoff.reset();
             let (conn, channel, mut stream) = session;
+            let mut sampling = None;
             loop {
                 let first = tokio::select! {
                     biased;
                     _ = shutdown.cancelled() => break,
+                    _ = sample.tick(), if self.metrics.is_some() => {
+                        self.count_dead_letters(&conn, &mut sampling, &dlq).await;
+                        continue;
+                    }
                     next = stream.next() => next,
                 };
                 let mut batch = Vec::new();
@@ -307,6 +319,45 @@ impl<H: EventHandler> Consumer<H> {
             )
             .await;
             amqp::close_quietly(&conn, "consumer stopping").await;
+        }
+    }
+
+    /// Counts the dead-letter queue into the metrics, on a channel of its own so a
+    /// failed count never closes the consuming channel. A failure is only logged: the
+    /// gauge keeps its last value, and the next tick opens a new channel.
+    async fn count_dead_letters(
+        &self,
+        conn: &lapin::Connection,
+        sampling: &mut Option<lapin::Channel>,
+        dlq: &str,
+    ) {
+        let Some(metrics) = &self.metrics else {
+            return;
+        };
+        let counted = tokio::time::timeout(Duration::from_secs(1), async {
+            let channel = match sampling.take() {
+                Some(c) if c.status().connected() => c,
+                _ => conn.create_channel().await?,
+            };
+            // A passive declare needs no permission and creates nothing.
+            let declared = channel
+                .queue_declare(
+                    dlq.into(),
+                    lapin::options::QueueDeclareOptions {
+                        passive: true,
+                        ..Default::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await?;
+            *sampling = Some(channel);
+            Ok::<_, lapin::Error>(declared.message_count())
+        })
+        .await;
+        match counted {
+            Ok(Ok(n)) => metrics.dead_letters(self.name, n),
+            Ok(Err(e)) => tracing::debug!(error = %e, dlq, "could not count the dead-letter queue"),
+            Err(_) => tracing::debug!(dlq, "counting the dead-letter queue timed out"),
         }
     }
 

@@ -140,6 +140,8 @@ pub struct Metrics {
     /// Rows waiting in the outbox, and the age of the oldest, as the relay last saw.
     pub outbox_backlog: Gauge,
     pub outbox_oldest_age: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// Messages resting in each consumer's dead-letter queue, as it last counted.
+    pub dead_letters: Family<QueueLabels, Gauge>,
     /// Attempts of calls to payment-svc, by method, code and attempt number.
     pub payment_attempts: Family<AttemptLabels, Counter>,
     breaker: Arc<std::sync::Mutex<Option<BreakerReader>>>,
@@ -218,6 +220,12 @@ impl Metrics {
             Unit::Seconds,
             outbox_oldest_age.clone(),
         );
+        let dead_letters = Family::<QueueLabels, Gauge>::default();
+        registry.register(
+            "dead_letter_queue_messages",
+            "Messages resting in the consumer's dead-letter queue (queue = the consumer), as it last counted",
+            dead_letters.clone(),
+        );
         let payment_attempts = Family::<AttemptLabels, Counter>::default();
         registry.register(
             "payment_client_attempts",
@@ -253,6 +261,7 @@ impl Metrics {
             events_confirmed,
             outbox_backlog,
             outbox_oldest_age,
+            dead_letters,
             payment_attempts,
             breaker: breaker_reader,
         }
@@ -304,6 +313,15 @@ impl Metrics {
                 queue: queue.to_owned(),
             })
             .observe(lag.as_secs_f64());
+    }
+
+    /// How many messages rest in `queue`'s dead-letter queue.
+    pub fn dead_letters(&self, queue: &str, messages: u32) {
+        self.dead_letters
+            .get_or_create(&QueueLabels {
+                queue: queue.to_owned(),
+            })
+            .set(i64::from(messages));
     }
 
     /// Everything, in the OpenMetrics text format.

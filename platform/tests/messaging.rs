@@ -332,6 +332,17 @@ async fn a_backlog_is_applied_in_batches_and_a_bad_event_in_a_batch_costs_nothin
         let stop = CancellationToken::new();
         let running = tokio::spawn(consumer.run(stop.clone()));
 
+        // The consumer counts its dead-letter queue for the metrics (every 5 s).
+        let resting = format!(
+            "dead_letter_queue_messages{{queue=\"mypage\"}} {}",
+            bad.len()
+        );
+        wait_until(
+            "the dead letters counted in the metrics",
+            Duration::from_secs(30),
+            || async { metrics.encode().lines().any(|l| l == resting).then_some(()) },
+        )
+        .await;
         let dlq = broker.topology.dead_letter_queue("mypage");
         let dead = broker
             .collect(&dlq, bad.len(), Duration::from_secs(30))
