@@ -7,15 +7,19 @@ use clap::Parser;
 #[tokio::main]
 async fn main() -> ExitCode {
     let settings = mypage_svc::Settings::parse();
-    if let Err(e) = platform::telemetry::init(&settings.platform.telemetry) {
-        eprintln!("mypage-svc: {e:#}");
-        return ExitCode::FAILURE;
-    }
+    let telemetry = match platform::telemetry::init(&settings.platform.telemetry, "mypage-svc") {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("mypage-svc: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
     let shutdown = platform::shutdown::on_signal();
     let result = match mypage_svc::start(settings, shutdown).await {
         Ok(running) => running.wait().await,
         Err(e) => Err(e),
     };
+    telemetry.shutdown().await;
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -13,6 +13,8 @@ use tokio::time::Instant;
 use tower::{Layer, Service};
 
 use platform::metrics::{Metrics, watch_status};
+use platform::telemetry;
+use tracing::Instrument;
 
 use crate::BoxError;
 use crate::deadline::grpc_timeout_header;
@@ -79,8 +81,9 @@ impl BufferedCall {
     }
 }
 
-/// Sends each [`BufferedCall`] through a gRPC channel, counting each attempt by
-/// method, status code and attempt number when given metrics.
+/// Sends each [`BufferedCall`] through a gRPC channel as a client span carrying its
+/// trace context, counting each attempt by method, status code and attempt number
+/// when given metrics.
 #[derive(Clone, Default)]
 pub struct AttemptLayer {
     metrics: Option<Metrics>,
@@ -125,23 +128,39 @@ where
     }
 
     fn call(&mut self, call: BufferedCall) -> Self::Future {
-        let sent = self.inner.call(call.to_http());
-        let Some(metrics) = self.metrics.clone() else {
-            return Box::pin(async move { sent.await.map_err(Into::into) });
-        };
+        // Each attempt is a client span of the caller's trace, and the callee's server
+        // span its child (the `traceparent` metadata).
+        let span = tracing::info_span!(
+            "call",
+            otel.name = call.path(),
+            otel.kind = "client",
+            rpc.system = "grpc",
+            attempt = call.attempt,
+        );
+        let mut request = call.to_http();
+        telemetry::inject(&span, request.headers_mut());
+        let sent = span.in_scope(|| self.inner.call(request));
+        let metrics = self.metrics.clone();
         let (path, attempt) = (call.path().to_owned(), call.attempt);
-        Box::pin(async move {
-            match sent.await {
-                Ok(response) => Ok(watch_status(response, move |code| {
-                    metrics.payment_attempt(&path, code, attempt);
-                })
-                .map(tonic::body::Body::new)),
-                Err(e) => {
-                    // Not reached (connection refused, reset): what the caller sees too.
-                    metrics.payment_attempt(&path, tonic::Code::Unavailable, attempt);
-                    Err(e.into())
+        let finished = span.clone();
+        let record = move |code| {
+            telemetry::record_status(&finished, code);
+            if let Some(metrics) = &metrics {
+                metrics.payment_attempt(&path, code, attempt);
+            }
+        };
+        Box::pin(
+            async move {
+                match sent.await {
+                    Ok(response) => Ok(watch_status(response, record).map(tonic::body::Body::new)),
+                    Err(e) => {
+                        // Not reached (connection refused, reset): what the caller sees too.
+                        record(tonic::Code::Unavailable);
+                        Err(e.into())
+                    }
                 }
             }
-        })
+            .instrument(span),
+        )
     }
 }

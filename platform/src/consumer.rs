@@ -44,6 +44,7 @@ use crate::envelope::{self, EnvelopeError};
 use crate::metrics::Metrics;
 use crate::outbox::OutboxSignal;
 use crate::settings::MessagingSettings;
+use crate::telemetry;
 
 /// How often a consumer counts its dead-letter queue for the metrics (an alert's
 /// resolution, at the cost of one passive declare).
@@ -98,18 +99,21 @@ pub trait EventHandler: Send + Sync + 'static {
 
     /// Applies events that arrived together, in their order, inside one transaction
     /// (`txn` already holds their inbox rows). The default applies them one after
-    /// the other through [`Self::handle`]; a handler may fold them with fewer
+    /// the other through [`Self::handle`], each inside its own span (so what it
+    /// enqueues continues that event's trace); a handler may fold them with fewer
     /// statements. Any error rolls back the whole batch, and the runner then applies
     /// each event alone through [`Self::handle`], so a batch version only has to be
     /// right when everything succeeds.
     fn handle_batch<'a>(
         &'a self,
         txn: &'a DatabaseTransaction,
-        events: &'a [&'a EventEnvelope],
+        events: &'a [Incoming<'a>],
     ) -> impl Future<Output = Result<(), HandlerError>> + Send + 'a {
         async move {
-            for event in events {
-                self.handle(txn, event).await?;
+            for incoming in events {
+                self.handle(txn, incoming.event)
+                    .instrument(incoming.span.clone())
+                    .await?;
             }
             Ok(())
         }
@@ -119,6 +123,13 @@ pub trait EventHandler: Send + Sync + 'static {
     /// duplicates): the place to notify in-process watchers, since anything they
     /// read now includes the change.
     fn committed(&self, _event: &EventEnvelope) {}
+}
+
+/// An event of a batch, and the span of its handling: a child of the trace its
+/// publisher sent along in the `traceparent` header.
+pub struct Incoming<'a> {
+    pub event: &'a EventEnvelope,
+    pub span: tracing::Span,
 }
 
 /// What happened to one delivery; returned for logging and tests.
@@ -404,7 +415,8 @@ impl<H: EventHandler> Consumer<H> {
     /// Handles one delivery and settles it with the broker.
     pub async fn process(&self, delivery: Delivery, shutdown: &CancellationToken) -> Outcome {
         let decoded = envelope::decode(&delivery.data);
-        self.settle_alone(delivery, decoded, Instant::now(), shutdown)
+        let span = consume_span(&delivery, &decoded);
+        self.settle_alone(delivery, decoded, span, Instant::now(), shutdown)
             .await
     }
 
@@ -414,6 +426,7 @@ impl<H: EventHandler> Consumer<H> {
         &self,
         delivery: Delivery,
         decoded: Result<EventEnvelope, EnvelopeError>,
+        span: tracing::Span,
         started: Instant,
         shutdown: &CancellationToken,
     ) -> Outcome {
@@ -421,7 +434,6 @@ impl<H: EventHandler> Consumer<H> {
             Ok(e) => e,
             Err(e) => return self.dead_letter_poison(delivery, &e, started).await,
         };
-        let span = consume_span(&delivery, &event);
         let outcome = self
             .settle_event(delivery, &event, shutdown)
             .instrument(span)
@@ -448,11 +460,16 @@ impl<H: EventHandler> Consumer<H> {
             return vec![self.process(delivery, shutdown).await];
         }
         let started = Instant::now();
-        let items: Vec<(Delivery, Result<EventEnvelope, EnvelopeError>)> = deliveries
+        let items: Vec<(
+            Delivery,
+            Result<EventEnvelope, EnvelopeError>,
+            tracing::Span,
+        )> = deliveries
             .into_iter()
             .map(|d| {
                 let decoded = envelope::decode(&d.data);
-                (d, decoded)
+                let span = consume_span(&d, &decoded);
+                (d, decoded, span)
             })
             .collect();
         let applied = self.apply_decoded(&items).await;
@@ -461,7 +478,7 @@ impl<H: EventHandler> Consumer<H> {
             Ok(applied) => {
                 let mut applied = applied.into_iter();
                 let mut last_good = None;
-                for (delivery, decoded) in items {
+                for (delivery, decoded, _span) in items {
                     let outcome = match decoded {
                         Ok(event) => {
                             let outcome = applied.next().expect("one outcome per event");
@@ -493,9 +510,9 @@ impl<H: EventHandler> Consumer<H> {
             Err(e) => {
                 tracing::debug!(error = %e, queue = self.name,
                     "batch not applied; handling its events one by one");
-                for (delivery, decoded) in items {
+                for (delivery, decoded, span) in items {
                     outcomes.push(
-                        self.settle_alone(delivery, decoded, started, shutdown)
+                        self.settle_alone(delivery, decoded, span, started, shutdown)
                             .await,
                     );
                 }
@@ -624,26 +641,41 @@ impl<H: EventHandler> Consumer<H> {
     /// in queue order; a batch of nothing but poison opens no transaction.
     async fn apply_decoded(
         &self,
-        items: &[(Delivery, Result<EventEnvelope, EnvelopeError>)],
+        items: &[(
+            Delivery,
+            Result<EventEnvelope, EnvelopeError>,
+            tracing::Span,
+        )],
     ) -> Result<Vec<Outcome>, HandlerError> {
-        let events: Vec<&EventEnvelope> =
-            items.iter().filter_map(|(_, e)| e.as_ref().ok()).collect();
+        let events: Vec<Incoming<'_>> = items
+            .iter()
+            .filter_map(|(_, e, span)| {
+                e.as_ref().ok().map(|event| Incoming {
+                    event,
+                    span: span.clone(),
+                })
+            })
+            .collect();
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        let span = tracing::info_span!("consume_batch", queue = self.name, events = events.len());
-        self.apply_all(&events).instrument(span).await
+        self.apply_all(&events).await
     }
 
     /// Applies every event of a batch in one transaction; any failure rolls all of
     /// it back (the caller then takes the events one by one).
-    async fn apply_all(&self, events: &[&EventEnvelope]) -> Result<Vec<Outcome>, HandlerError> {
+    async fn apply_all(&self, events: &[Incoming<'_>]) -> Result<Vec<Outcome>, HandlerError> {
         let txn = self.db.begin().await?;
-        let fresh = record_all_in_inbox(&txn, events).await?;
-        let to_apply: Vec<&EventEnvelope> = events
+        let envelopes: Vec<&EventEnvelope> = events.iter().map(|i| i.event).collect();
+        let fresh = record_all_in_inbox(&txn, &envelopes).await?;
+        let to_apply: Vec<Incoming<'_>> = events
             .iter()
             .zip(&fresh)
-            .filter_map(|(&event, &fresh)| fresh.then_some(event))
+            .filter(|&(_, &fresh)| fresh)
+            .map(|(i, _)| Incoming {
+                event: i.event,
+                span: i.span.clone(),
+            })
             .collect();
         if !to_apply.is_empty() {
             self.handler.handle_batch(&txn, &to_apply).await?;
@@ -730,10 +762,31 @@ async fn record_all_in_inbox(
     Ok(fresh)
 }
 
-fn consume_span(delivery: &Delivery, event: &EventEnvelope) -> tracing::Span {
-    tracing::info_span!("consume", event_id = %event.event_id,
-        event_type = %event.event_type, order_id = %event.order_id,
-        traceparent = traceparent(delivery).as_deref().unwrap_or(""))
+/// The span of one delivery's handling, continuing the trace in its `traceparent`
+/// header (the publisher's span) and named after its event type; a delivery that is
+/// not an event gets none.
+fn consume_span(
+    delivery: &Delivery,
+    decoded: &Result<EventEnvelope, EnvelopeError>,
+) -> tracing::Span {
+    let Ok(event) = decoded else {
+        return tracing::Span::none();
+    };
+    let span = tracing::info_span!(
+        "consume",
+        otel.name = format!("{} process", event.event_type),
+        otel.kind = "consumer",
+        messaging.system = "rabbitmq",
+        event_id = %event.event_id,
+        event_type = %event.event_type,
+        order_id = %event.order_id,
+        trace_id = tracing::field::Empty,
+    );
+    let parent = traceparent(delivery)
+        .map(|t| telemetry::extract_traceparent(&t))
+        .unwrap_or_default();
+    telemetry::continue_trace(&span, parent);
+    span
 }
 
 /// Quorum queues count deliveries in `x-delivery-count` (absent on the first one).

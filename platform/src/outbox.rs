@@ -25,12 +25,14 @@ use sea_orm::{
 use talentshare_proto::events::EventEnvelope;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::amqp::{self, Topology};
 use crate::backoff::Backoff;
 use crate::envelope::{self, CONTENT_TYPE, NewEvent};
 use crate::metrics::{EventTypeLabels, Metrics};
 use crate::settings::MessagingSettings;
+use crate::telemetry;
 
 /// The `outbox_events` table.
 pub mod entity {
@@ -86,7 +88,9 @@ pub async fn enqueue<C: ConnectionTrait>(
         event_id: Set(env.event_id.clone()),
         routing_key: Set(env.event_type.clone()),
         payload: Set(env.encode_to_vec()),
-        traceparent: Set(envelope::new_traceparent()),
+        // The trace of the call or event being handled, so the event continues it.
+        traceparent: Set(telemetry::traceparent(&tracing::Span::current())
+            .unwrap_or_else(envelope::new_traceparent)),
         created_at: Set(chrono::Utc::now()),
         ..Default::default()
     }
@@ -323,10 +327,23 @@ impl Relay {
     async fn publish_rows(&self, channel: &Channel, rows: &[entity::Model]) -> Published {
         let mut pending = Vec::with_capacity(rows.len());
         for row in rows {
+            // The producer span continues the trace stored with the row (the call or
+            // event that caused it); consumers continue this span.
+            let span = tracing::info_span!(
+                "publish",
+                otel.name = format!("{} publish", row.routing_key),
+                otel.kind = "producer",
+                messaging.system = "rabbitmq",
+                messaging.message.id = row.event_id.as_str(),
+                trace_id = tracing::field::Empty,
+            );
+            telemetry::continue_trace(&span, telemetry::extract_traceparent(&row.traceparent));
+            let traceparent =
+                telemetry::traceparent(&span).unwrap_or_else(|| row.traceparent.clone());
             let mut headers = FieldTable::default();
             headers.insert(
                 "traceparent".into(),
-                AMQPValue::LongString(row.traceparent.as_str().into()),
+                AMQPValue::LongString(traceparent.as_str().into()),
             );
             let props = BasicProperties::default()
                 .with_message_id(row.event_id.as_str().into())
@@ -347,6 +364,7 @@ impl Relay {
                     &row.payload,
                     props,
                 )
+                .instrument(span)
                 .await;
             match sent {
                 Ok(confirm) => {

@@ -167,11 +167,13 @@ where
         .timeout(settings.request_timeout)
         .concurrency_limit_per_connection(settings.max_concurrent_requests as usize)
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
-        // Every call is counted and every failure logged once, refusals included.
+        // Every call is traced, counted and every failure logged once (inside its
+        // span, so with its trace id), refusals included.
         // Admission comes next, so a call that is refused (not ready, no valid token)
         // never reaches limits or handlers; health and reflection always pass.
         .layer(
             tower::ServiceBuilder::new()
+                .layer(crate::telemetry::TraceLayer)
                 .layer(crate::metrics::MetricsLayer::new(metrics))
                 .layer(crate::outcome::OutcomeLayer)
                 .layer(admission)

@@ -1,32 +1,254 @@
-//! Logging set-up: one `tracing` subscriber per process, human or JSON lines.
+//! Logging and tracing set-up: one `tracing` subscriber per process, human or JSON
+//! log lines, and OpenTelemetry spans carried across every hop of a booking.
 //!
-//! Secrets stay out of logs by construction: URLs are [`crate::SecretUrl`]s whose
-//! `Display` hides the password, and card numbers never leave the request handler.
+//! A booking is one trace. Its W3C trace context arrives in the `traceparent` gRPC
+//! metadata (or starts at the server), goes out with the calls to payment-svc, is
+//! stored with each outbox row, rides to RabbitMQ in the message's `traceparent`
+//! header, and the consumer's span continues it. Every log line written inside a
+//! request or an event carries that trace's id (`trace_id`).
+//!
+//! Spans are exported through OTLP/gRPC only when the standard
+//! `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set;
+//! the exporter reads the other `OTEL_EXPORTER_OTLP_*`, `OTEL_BSP_*` and
+//! `OTEL_TRACES_SAMPLER*` variables itself. Unset, trace ids are still made and
+//! passed on, and nothing leaves the process.
+//!
+//! Secrets stay out of logs and spans by construction: URLs are
+//! [`crate::SecretUrl`]s whose `Display` hides the password, card numbers never leave
+//! the request handler, and spans record no request or event fields beyond ids.
 
-use tracing_subscriber::{EnvFilter, fmt, prelude::*};
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
+use http_body::Body;
+
+use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
+use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tonic::Code;
+use tower::{Layer, Service};
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::filter::{EnvFilter, filter_fn};
+use tracing_subscriber::fmt::format::{JsonFields, Writer};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::{Layer as _, fmt, prelude::*};
+
+use crate::metrics::{StatusWatch, watch_status};
 use crate::settings::{LogFormat, TelemetrySettings};
 
-/// Installs the global subscriber. A second call (several services in one process,
-/// or tests) keeps the first subscriber and returns `Ok`.
-pub fn init(settings: &TelemetrySettings) -> anyhow::Result<()> {
-    let filter =
+/// The crates whose spans become OpenTelemetry spans: ours, not the libraries'
+/// (sea-orm's per-statement spans would multiply a trace's size for little).
+const TRACED_CRATES: &[&str] = &[
+    "platform",
+    "order_svc",
+    "payment_svc",
+    "reservation_svc",
+    "mypage_svc",
+    "payment_client",
+];
+
+/// What [`init`] set up; [`Telemetry::shutdown`] sends the spans still buffered.
+pub struct Telemetry {
+    provider: SdkTracerProvider,
+    exporting: bool,
+}
+
+impl Telemetry {
+    /// Whether spans leave the process (an OTLP endpoint is configured).
+    pub fn exporting(&self) -> bool {
+        self.exporting
+    }
+
+    /// Flushes and stops the exporter: called last, after the service drained.
+    pub async fn shutdown(self) {
+        if !self.exporting {
+            return;
+        }
+        // The flush blocks on the export; keep it off the runtime's threads, which
+        // drive the exporter's connection meanwhile.
+        let provider = self.provider;
+        let flushed = tokio::task::spawn_blocking(move || provider.shutdown()).await;
+        if let Ok(Err(e)) = flushed {
+            eprintln!("telemetry: could not send the last spans: {e}");
+        }
+    }
+}
+
+/// Installs the global subscriber, naming the process's spans `service` (unless
+/// `OTEL_SERVICE_NAME` says otherwise). A second call (several services in one
+/// process, or tests) keeps the first subscriber; its [`Telemetry`] exports nothing.
+///
+/// Must run inside the Tokio runtime: the OTLP exporter's connection lives on it.
+pub fn init(settings: &TelemetrySettings, service: &str) -> anyhow::Result<Telemetry> {
+    let log_filter =
         EnvFilter::try_new(&settings.log_filter).map_err(|e| anyhow::anyhow!("RUST_LOG: {e}"))?;
-    let registry = tracing_subscriber::registry().with(filter);
-    let result = match settings.log_format {
-        LogFormat::Human => registry.with(fmt::layer().with_target(true)).try_init(),
-        LogFormat::Json => registry
-            .with(
-                fmt::layer()
-                    .json()
-                    .flatten_event(true)
-                    .with_current_span(true),
-            )
-            .try_init(),
+    let exporter = otlp_exporter()?;
+    let exporting = exporter.is_some();
+    let mut resource = opentelemetry_sdk::Resource::builder();
+    if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
+        resource = resource.with_service_name(service.to_owned());
+    }
+    let mut provider = SdkTracerProvider::builder().with_resource(resource.build());
+    if let Some(exporter) = exporter {
+        provider = provider.with_batch_exporter(exporter);
+    }
+    let provider = provider.build();
+    // RUST_LOG filters the log lines only: a quiet log level must not cut a trace.
+    let traces = tracing_opentelemetry::layer()
+        .with_tracer(provider.tracer("talentshare"))
+        .with_location(false)
+        .with_threads(false)
+        .with_tracked_inactivity(false)
+        .with_filter(filter_fn(|meta| meta.is_span() && is_ours(meta.target())));
+    let logs = match settings.log_format {
+        LogFormat::Human => fmt::layer().with_target(true).boxed(),
+        LogFormat::Json => fmt::layer()
+            .fmt_fields(JsonFields::new())
+            .event_format(JsonLine)
+            .boxed(),
     };
-    // Already initialised is not an error: the first one wins.
-    let _ = result;
-    Ok(())
+    let installed = tracing_subscriber::registry()
+        .with(logs.with_filter(log_filter))
+        .with(traces)
+        .try_init()
+        .is_ok();
+    Ok(Telemetry {
+        provider,
+        exporting: exporting && installed,
+    })
+}
+
+/// One JSON object per log line: `timestamp`, `level`, `target`, the event's fields
+/// (`message` among them), `trace_id` when the line was written inside a traced call
+/// or event, and `span`: the innermost span's name with the fields of every span
+/// around the line (an order id recorded by the handler, say).
+struct JsonLine;
+
+/// Span fields every span of a kind carries: noise in a log line.
+const CONSTANT_FIELDS: &[&str] = &["otel.kind", "rpc.system", "messaging.system"];
+
+impl<S, N> FormatEvent<S, N> for JsonLine
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        use serde_json::{Map, Value};
+        let meta = event.metadata();
+        let mut line = Map::new();
+        line.insert(
+            "timestamp".into(),
+            chrono::Utc::now()
+                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+                .into(),
+        );
+        line.insert("level".into(), meta.level().as_str().into());
+        line.insert("target".into(), meta.target().into());
+        event.record(&mut JsonVisitor(&mut line));
+        // A `log` crate record (lapin's, say) carries its real target as a field.
+        if let Some(target) = line.remove("log.target") {
+            line.insert("target".into(), target);
+        }
+        line.retain(|k, _| !k.starts_with("log."));
+        if let Some(scope) = ctx.event_scope() {
+            let mut fields = Map::new();
+            let mut innermost = None;
+            // Outermost first, so an inner span's field wins over an outer one's.
+            for span in scope.from_root() {
+                innermost = Some(span.name());
+                let extensions = span.extensions();
+                let Some(formatted) = extensions.get::<FormattedFields<N>>() else {
+                    continue;
+                };
+                if let Ok(Value::Object(recorded)) = serde_json::from_str(formatted.as_str()) {
+                    fields.extend(recorded);
+                }
+            }
+            if let Some(trace_id) = fields.remove("trace_id") {
+                line.insert("trace_id".into(), trace_id);
+            }
+            fields.retain(|k, _| !CONSTANT_FIELDS.contains(&k.as_str()));
+            if let Some(name) = innermost {
+                fields.insert("name".into(), name.into());
+                line.insert("span".into(), Value::Object(fields));
+            }
+        }
+        writeln!(writer, "{}", Value::Object(line))
+    }
+}
+
+/// An event's fields into a JSON object: numbers and booleans as such, the rest as
+/// their `Display` or `Debug` text.
+struct JsonVisitor<'a>(&'a mut serde_json::Map<String, serde_json::Value>);
+
+impl tracing::field::Visit for JsonVisitor<'_> {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        self.0.insert(field.name().into(), value.into());
+    }
+
+    fn record_i64(&mut self, field: &tracing::field::Field, value: i64) {
+        self.0.insert(field.name().into(), value.into());
+    }
+
+    fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
+        self.0.insert(field.name().into(), value.into());
+    }
+
+    fn record_bool(&mut self, field: &tracing::field::Field, value: bool) {
+        self.0.insert(field.name().into(), value.into());
+    }
+
+    fn record_f64(&mut self, field: &tracing::field::Field, value: f64) {
+        self.0.insert(field.name().into(), value.into());
+    }
+
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.0
+            .insert(field.name().into(), format!("{value:?}").into());
+    }
+}
+
+fn is_ours(target: &str) -> bool {
+    let krate = target.split("::").next().unwrap_or(target);
+    TRACED_CRATES.contains(&krate)
+}
+
+/// The OTLP/gRPC span exporter, when an endpoint is configured.
+fn otlp_exporter() -> anyhow::Result<Option<opentelemetry_otlp::SpanExporter>> {
+    let set = |name: &str| std::env::var(name).is_ok_and(|v| !v.trim().is_empty());
+    if !set("OTEL_EXPORTER_OTLP_ENDPOINT") && !set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") {
+        return Ok(None);
+    }
+    for name in [
+        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+        "OTEL_EXPORTER_OTLP_PROTOCOL",
+    ] {
+        if let Ok(protocol) = std::env::var(name) {
+            // Only the gRPC transport is built in: refuse rather than export nothing.
+            anyhow::ensure!(
+                protocol.trim() == "grpc",
+                "{name}={protocol}: only `grpc` is supported (OTLP/gRPC, port 4317)"
+            );
+            break;
+        }
+    }
+    use opentelemetry_otlp::WithExportConfig as _;
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .with_protocol(opentelemetry_otlp::Protocol::Grpc)
+        .build()
+        .map_err(|e| anyhow::anyhow!("OTEL_EXPORTER_OTLP_ENDPOINT: {e}"))?;
+    Ok(Some(exporter))
 }
 
 /// Test helper: logs to the test writer when `TEST_LOG` is set, stays silent otherwise.
@@ -39,4 +261,192 @@ pub fn init_for_tests() {
         .with(filter)
         .with(fmt::layer().with_test_writer())
         .try_init();
+}
+
+/// Makes `span` continue the trace of `parent` (the `traceparent` value received
+/// with a call or an event) and records its trace id in the span's `trace_id` field,
+/// so every log line inside it carries the id. A missing or malformed `parent`
+/// starts a new trace. Call before the span is entered.
+pub fn continue_trace(span: &tracing::Span, parent: opentelemetry::Context) {
+    if parent.span().span_context().is_valid() {
+        // Fails only without the OpenTelemetry layer (tests), where there is no
+        // trace to continue anyway.
+        let _ = span.set_parent(parent);
+    }
+    let context = span.context();
+    let ids = context.span().span_context().clone();
+    if ids.is_valid() {
+        span.record("trace_id", tracing::field::display(ids.trace_id()));
+    }
+}
+
+/// The trace context in gRPC metadata (HTTP/2 headers).
+pub fn extract(headers: &http::HeaderMap) -> opentelemetry::Context {
+    TraceContextPropagator::new().extract(&HeaderCarrier(headers))
+}
+
+/// The trace context of a `traceparent` value (an event's header).
+pub fn extract_traceparent(traceparent: &str) -> opentelemetry::Context {
+    let carrier = HashMap::from([("traceparent".to_owned(), traceparent.to_owned())]);
+    TraceContextPropagator::new().extract(&carrier)
+}
+
+/// Puts `span`'s trace context into outgoing gRPC metadata.
+pub fn inject(span: &tracing::Span, headers: &mut http::HeaderMap) {
+    TraceContextPropagator::new().inject_context(&span.context(), &mut HeaderCarrierMut(headers));
+}
+
+/// `span`'s `traceparent` value, if it is part of a trace.
+pub fn traceparent(span: &tracing::Span) -> Option<String> {
+    let mut carrier = HashMap::new();
+    TraceContextPropagator::new().inject_context(&span.context(), &mut carrier);
+    carrier.remove("traceparent")
+}
+
+/// Opens a server span for every application call, continuing the caller's trace
+/// (`traceparent` metadata) or starting one, and records the call's gRPC status on
+/// it. Health checks and reflection get none: probes every few seconds would bury
+/// the bookings.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TraceLayer;
+
+impl<S> Layer<S> for TraceLayer {
+    type Service = Traced<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Traced { inner }
+    }
+}
+
+/// See [`TraceLayer`].
+#[derive(Clone, Debug)]
+pub struct Traced<S> {
+    inner: S,
+}
+
+impl<S, B, ResBody> Service<http::Request<B>> for Traced<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<ResBody>>,
+    S::Future: Send + 'static,
+    ResBody: Body + Unpin,
+{
+    type Response = http::Response<StatusWatch<ResBody>>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let path = req.uri().path();
+        if path.starts_with("/grpc.health.") || path.starts_with("/grpc.reflection.") {
+            let future = self.inner.call(req);
+            return Box::pin(async move { Ok(watch_status(future.await?, |_| {})) });
+        }
+        let span = tracing::info_span!(
+            "rpc",
+            otel.name = path,
+            otel.kind = "server",
+            rpc.system = "grpc",
+            trace_id = tracing::field::Empty,
+        );
+        continue_trace(&span, extract(req.headers()));
+        let future = span.in_scope(|| self.inner.call(req));
+        let finished = span.clone();
+        Box::pin(
+            async move {
+                let response = future.await?;
+                Ok(watch_status(response, move |code| {
+                    record_status(&finished, code);
+                }))
+            }
+            .instrument(span),
+        )
+    }
+}
+
+/// Puts a call's gRPC status on its span (client or server); the codes that mean the
+/// server failed mark the span as an error, as OpenTelemetry's gRPC conventions say.
+pub fn record_status(span: &tracing::Span, code: Code) {
+    span.set_attribute("rpc.grpc.status_code", i64::from(code as i32));
+    if matches!(
+        code,
+        Code::Unknown
+            | Code::DeadlineExceeded
+            | Code::Unimplemented
+            | Code::Internal
+            | Code::Unavailable
+            | Code::DataLoss
+    ) {
+        span.set_status(opentelemetry::trace::Status::error(format!("{code:?}")));
+    }
+}
+
+struct HeaderCarrier<'a>(&'a http::HeaderMap);
+
+impl Extractor for HeaderCarrier<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(http::HeaderName::as_str).collect()
+    }
+}
+
+struct HeaderCarrierMut<'a>(&'a mut http::HeaderMap);
+
+impl Injector for HeaderCarrierMut<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        if let (Ok(name), Ok(value)) = (
+            http::HeaderName::from_bytes(key.as_bytes()),
+            http::HeaderValue::from_str(&value),
+        ) {
+            self.0.insert(name, value);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_traceparent_is_read_from_grpc_metadata_and_a_bad_one_is_ignored() {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+                .parse()
+                .unwrap(),
+        );
+        let context = extract(&headers);
+        let ids = context.span().span_context().clone();
+        assert_eq!(
+            ids.trace_id().to_string(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        assert_eq!(ids.span_id().to_string(), "00f067aa0ba902b7");
+        assert!(ids.is_remote() && ids.is_sampled());
+
+        for bad in [
+            "garbage",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+        ] {
+            let context = extract_traceparent(bad);
+            assert!(
+                !context.span().span_context().is_valid(),
+                "{bad} must start a new trace"
+            );
+        }
+    }
+
+    #[test]
+    fn only_our_crates_spans_are_traced() {
+        assert!(is_ours("platform::server"));
+        assert!(is_ours("order_svc"));
+        assert!(!is_ours("sea_orm::driver"));
+        assert!(!is_ours("platformer"));
+    }
 }

@@ -85,10 +85,14 @@ fn parse<S: Parser>(name: &str, args: Vec<String>) -> anyhow::Result<S> {
 
 /// Runs until Ctrl-C or SIGTERM, then drains all four.
 pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
-    platform::telemetry::init(&TelemetrySettings {
-        log_filter: args.log_filter.clone(),
-        log_format: args.log_format,
-    })?;
+    // One process, so one resource name for all four; each span names its RPC or event.
+    let telemetry = platform::telemetry::init(
+        &TelemetrySettings {
+            log_filter: args.log_filter.clone(),
+            log_format: args.log_format,
+        },
+        "talentshare",
+    )?;
     // payment-svc is internal: only the other services, on this machine, call it.
     let loopback = IpAddr::from([127, 0, 0, 1]);
     let payment_url = format!("http://{loopback}:{}", args.payment_port);
@@ -157,7 +161,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
 
     // One service failing (or a task of it dying) takes the other three down with it
     // at once, so `up` never runs on with part of the system gone.
-    match platform::run_together(services, shutdown).await {
+    let result = platform::run_together(services, shutdown).await;
+    telemetry.shutdown().await;
+    match result {
         Ok(()) => Ok(ExitCode::SUCCESS),
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), "talentshare up stopped");

@@ -7,6 +7,7 @@ mod flows;
 mod pgbouncer;
 mod pool;
 mod resilience;
+mod tracing;
 
 use talentshare_proto::order::PlaceOrderRequest;
 

@@ -13,7 +13,7 @@ pub mod decode;
 
 use std::sync::Arc;
 
-use platform::consumer::{EventHandler, HandlerError};
+use platform::consumer::{EventHandler, HandlerError, Incoming};
 use sea_orm::DatabaseTransaction;
 use talentshare_proto::events::EventEnvelope;
 use uuid::Uuid;
@@ -61,11 +61,11 @@ impl EventHandler for Handler {
     async fn handle_batch(
         &self,
         txn: &DatabaseTransaction,
-        events: &[&EventEnvelope],
+        events: &[Incoming<'_>],
     ) -> Result<(), HandlerError> {
         let parsed = events
             .iter()
-            .map(|e| decode::parse(e))
+            .map(|i| decode::parse(i.event))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| HandlerError::Permanent(e.into()))?;
         let changed = store::apply_events(txn, &parsed)
