@@ -103,15 +103,22 @@ fn ensure_parent_dir(url: &SecretUrl) -> anyhow::Result<()> {
 }
 
 /// Runs the migrations of `M`, retrying with backoff while the database is
-/// unreachable. Returns `Err` only when `shutdown` fires first.
+/// unreachable, and returns how many it applied. Returns `Err` only when `shutdown`
+/// fires first.
 pub async fn migrate<M: MigratorTrait>(
     db: &DatabaseConnection,
     shutdown: &CancellationToken,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<usize> {
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     loop {
-        match M::up(db, None).await {
-            Ok(()) => return Ok(()),
+        // Counted first: sea-orm reports each migration on its own line, which the
+        // log filter keeps at DEBUG (see `telemetry`); the host says "N applied".
+        let applied = async {
+            let pending = M::get_pending_migrations(db).await?.len();
+            M::up(db, None).await.map(|()| pending)
+        };
+        match applied.await {
+            Ok(n) => return Ok(n),
             Err(e) => {
                 let delay = backoff.next_delay();
                 // Loud at first and then every 20 tries, so a pod stuck NOT_SERVING

@@ -224,6 +224,7 @@ impl Host {
             metrics,
             metrics_listener,
         } = self;
+        let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
         let mut tasks = tasks;
         if let Some(auth) = auth.clone() {
             tasks.push(BackgroundTask::new("JWKS refresh", move |t| {
@@ -254,7 +255,9 @@ impl Host {
             Ok(r) => r,
             Err(_) => return server.await?,
         };
-        tracing::info!(service = def.grpc_service, addr = %local_addr, "listening");
+        // DEBUG: the "ready" line below says it all; tools that start a service on
+        // port 0 read the address from this one.
+        tracing::debug!(service = def.grpc_service, addr = %local_addr, "listening");
 
         let tasks_stop = CancellationToken::new();
         let relay_stop = CancellationToken::new();
@@ -265,7 +268,7 @@ impl Host {
         let mut relay: Option<JoinHandle<()>> = None;
         if let Some(listener) = metrics_listener {
             // From the start, so a scrape sees readiness 0 while migrations run.
-            tracing::info!(service = def.grpc_service, addr = %listener.local_addr()?, "metrics listening");
+            tracing::debug!(service = def.grpc_service, addr = %listener.local_addr()?, "metrics listening");
             let handle = workers.spawn(crate::metrics::serve(
                 listener,
                 metrics.clone(),
@@ -274,11 +277,20 @@ impl Host {
             names.insert(handle.id(), "metrics server");
         }
         let migrated = tokio::select! {
-            r = crate::db::migrate::<M>(&db, &shutdown) => r.is_ok(),
+            r = crate::db::migrate::<M>(&db, &shutdown) => r.ok(),
             r = &mut server => return r?.and(Err(anyhow::anyhow!("gRPC server stopped unexpectedly"))),
         };
-        if migrated {
+        if let Some(applied) = migrated {
             readiness.set_ready().await;
+            // The one line a service writes at start.
+            let metrics_addr = metrics_addr.map(|a| a.to_string());
+            tracing::info!(
+                service = def.grpc_service,
+                addr = %local_addr,
+                metrics = metrics_addr.as_deref().unwrap_or("off"),
+                "ready; {applied} migration{} applied",
+                if applied == 1 { "" } else { "s" }
+            );
             checks = Some(tokio::spawn(watch_database(
                 db.clone(),
                 readiness.clone(),

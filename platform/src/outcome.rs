@@ -158,10 +158,12 @@ fn log(method: &str, status: &Status, filed: Option<Filed>) {
     match code {
         Code::Ok => {}
         Code::Internal | Code::Unknown | Code::DataLoss => {
-            tracing::error!(method, ?code, message, cause, "call failed");
+            tracing::error!(method, ?code, grpc_message = message, cause, "call failed");
         }
-        _ if cause.is_some() => tracing::warn!(method, ?code, message, cause, "call failed"),
-        _ => tracing::debug!(method, ?code, message, "call refused"),
+        _ if cause.is_some() => {
+            tracing::warn!(method, ?code, grpc_message = message, cause, "call failed");
+        }
+        _ => tracing::debug!(method, ?code, grpc_message = message, "call refused"),
     }
 }
 

@@ -68,7 +68,7 @@ impl Readiness {
             .set_service_status(self.service_name, ServingStatus::Serving)
             .await;
         self.gauge.set(1);
-        tracing::info!(service = self.service_name, "ready");
+        tracing::debug!(service = self.service_name, "readiness SERVING");
     }
 
     /// The database stopped answering: report NOT_SERVING until it is back. Calls are

@@ -31,8 +31,9 @@ use opentelemetry_sdk::trace::SdkTracerProvider;
 use tonic::Code;
 use tower::{Layer, Service};
 use tracing::Instrument;
+use tracing::Level;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
-use tracing_subscriber::filter::{EnvFilter, filter_fn};
+use tracing_subscriber::filter::{EnvFilter, Targets};
 use tracing_subscriber::fmt::format::{JsonFields, Writer};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
 use tracing_subscriber::registry::LookupSpan;
@@ -85,8 +86,7 @@ impl Telemetry {
 ///
 /// Must run inside the Tokio runtime: the OTLP exporter's connection lives on it.
 pub fn init(settings: &TelemetrySettings, service: &str) -> anyhow::Result<Telemetry> {
-    let log_filter =
-        EnvFilter::try_new(&settings.log_filter).map_err(|e| anyhow::anyhow!("RUST_LOG: {e}"))?;
+    let log_filter = log_filter(&settings.log_filter)?;
     let exporter = otlp_exporter()?;
     let exporting = exporter.is_some();
     let mut resource = opentelemetry_sdk::Resource::builder();
@@ -104,7 +104,7 @@ pub fn init(settings: &TelemetrySettings, service: &str) -> anyhow::Result<Telem
         .with_location(false)
         .with_threads(false)
         .with_tracked_inactivity(false)
-        .with_filter(filter_fn(|meta| meta.is_span() && is_ours(meta.target())));
+        .with_filter(traced_targets());
     let logs = match settings.log_format {
         LogFormat::Human => fmt::layer().with_target(true).boxed(),
         LogFormat::Json => fmt::layer()
@@ -188,39 +188,68 @@ where
 }
 
 /// An event's fields into a JSON object: numbers and booleans as such, the rest as
-/// their `Display` or `Debug` text.
+/// their `Display` or `Debug` text. A name given twice keeps both values (the second
+/// as `<name>_2`), so nothing a line says is lost.
 struct JsonVisitor<'a>(&'a mut serde_json::Map<String, serde_json::Value>);
 
-impl tracing::field::Visit for JsonVisitor<'_> {
-    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
-        self.0.insert(field.name().into(), value.into());
-    }
-
-    fn record_i64(&mut self, field: &tracing::field::Field, value: i64) {
-        self.0.insert(field.name().into(), value.into());
-    }
-
-    fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
-        self.0.insert(field.name().into(), value.into());
-    }
-
-    fn record_bool(&mut self, field: &tracing::field::Field, value: bool) {
-        self.0.insert(field.name().into(), value.into());
-    }
-
-    fn record_f64(&mut self, field: &tracing::field::Field, value: f64) {
-        self.0.insert(field.name().into(), value.into());
-    }
-
-    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-        self.0
-            .insert(field.name().into(), format!("{value:?}").into());
+impl JsonVisitor<'_> {
+    fn put(&mut self, field: &tracing::field::Field, value: serde_json::Value) {
+        let mut name = field.name().to_owned();
+        let mut n = 1;
+        while self.0.contains_key(&name) {
+            n += 1;
+            name = format!("{}_{n}", field.name());
+        }
+        self.0.insert(name, value);
     }
 }
 
-fn is_ours(target: &str) -> bool {
-    let krate = target.split("::").next().unwrap_or(target);
-    TRACED_CRATES.contains(&krate)
+impl tracing::field::Visit for JsonVisitor<'_> {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        self.put(field, value.into());
+    }
+
+    fn record_i64(&mut self, field: &tracing::field::Field, value: i64) {
+        self.put(field, value.into());
+    }
+
+    fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
+        self.put(field, value.into());
+    }
+
+    fn record_bool(&mut self, field: &tracing::field::Field, value: bool) {
+        self.put(field, value.into());
+    }
+
+    fn record_f64(&mut self, field: &tracing::field::Field, value: f64) {
+        self.put(field, value.into());
+    }
+
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.put(field, format!("{value:?}").into());
+    }
+}
+
+/// RUST_LOG as given, except that sea-orm's line per migration is kept at DEBUG (the
+/// host writes "N migrations applied" instead) unless the filter names
+/// `sea_orm_migration` or asks for DEBUG anywhere.
+fn log_filter(spec: &str) -> anyhow::Result<EnvFilter> {
+    let filter = EnvFilter::try_new(spec).map_err(|e| anyhow::anyhow!("RUST_LOG: {e}"))?;
+    let verbose = filter
+        .max_level_hint()
+        .is_some_and(|level| level >= tracing::level_filters::LevelFilter::DEBUG);
+    if verbose || spec.contains("sea_orm_migration") {
+        return Ok(filter);
+    }
+    Ok(filter.add_directive("sea_orm_migration=warn".parse()?))
+}
+
+/// Our crates at INFO (their log lines become span events), nothing else. A static
+/// filter, so the libraries' DEBUG and TRACE callsites stay disabled at no cost.
+fn traced_targets() -> Targets {
+    TRACED_CRATES.iter().fold(Targets::new(), |t, krate| {
+        t.with_target(*krate, Level::INFO)
+    })
 }
 
 /// The OTLP/gRPC span exporter, when an endpoint is configured.
@@ -443,10 +472,26 @@ mod tests {
     }
 
     #[test]
+    fn migration_chatter_is_quiet_at_info_and_back_when_asked_for() {
+        let quiet = log_filter("info").unwrap().to_string();
+        assert!(quiet.contains("sea_orm_migration=warn"), "{quiet}");
+        for asked in [
+            "debug",
+            "info,sea_orm_migration=info",
+            "warn,platform=debug",
+        ] {
+            let kept = log_filter(asked).unwrap().to_string();
+            assert!(!kept.contains("sea_orm_migration=warn"), "{asked}: {kept}");
+        }
+        assert!(log_filter("info,=bad=").is_err());
+    }
+
+    #[test]
     fn only_our_crates_spans_are_traced() {
-        assert!(is_ours("platform::server"));
-        assert!(is_ours("order_svc"));
-        assert!(!is_ours("sea_orm::driver"));
-        assert!(!is_ours("platformer"));
+        let targets = traced_targets();
+        assert!(targets.would_enable("platform::server", &Level::INFO));
+        assert!(targets.would_enable("order_svc", &Level::INFO));
+        assert!(!targets.would_enable("order_svc", &Level::DEBUG));
+        assert!(!targets.would_enable("sea_orm::driver", &Level::INFO));
     }
 }

@@ -239,6 +239,30 @@ async fn the_readme_walkthrough_runs_verbatim_against_talentshare_up() {
             "{name} stopped"
         );
     }
+    // A start a person can read: one line per service, migrations summed up, none of
+    // sea-orm's line per migration.
+    let lines: Vec<&str> = out.lines().collect();
+    let last_ready = lines
+        .iter()
+        .rposition(|l| l.contains("migrations applied"))
+        .expect("the services' ready lines");
+    let start = &lines[..=last_ready];
+    for (_, name) in SERVICES {
+        let ready: Vec<&&str> = start
+            .iter()
+            .filter(|l| l.contains(&format!("\"service\":\"{name}\"")))
+            .collect();
+        assert!(
+            ready.len() == 1 && ready[0].contains("migrations applied\""),
+            "{name}: one line at start, saying how many migrations it applied:\n{}",
+            start.join("\n")
+        );
+    }
+    assert!(
+        start.len() <= SERVICES.len() + 3 && !out.contains("Applying migration"),
+        "a quiet start:\n{}",
+        start.join("\n")
+    );
 }
 
 /// Four free ports, none of the README's 50051-50054 (another test needs those).

@@ -25,6 +25,8 @@ impl ServiceProcess {
         cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("LOG_FORMAT", "json")
+            // The "listening" line (DEBUG) says which port 0 became.
+            .env("RUST_LOG", "info,platform::host=debug")
             .env("GRPC_ADDR", "127.0.0.1:0")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

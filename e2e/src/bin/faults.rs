@@ -91,7 +91,7 @@ const SERVICE_ENV: &[(&str, &str)] = &[
     ("ANTI_ENTROPY_INTERVAL", "1s"),
     ("ANTI_ENTROPY_QUIET", "10s"),
     ("ANTI_ENTROPY_BATCH", "200"),
-    ("RUST_LOG", "warn,platform::host=info"),
+    ("RUST_LOG", "warn,platform::host=debug"),
 ];
 
 #[tokio::main]

@@ -258,7 +258,7 @@ impl Authenticator {
         if keys.by_kid.is_empty() {
             tracing::warn!(jwks = %settings.auth_jwks, "the JWKS holds no usable signing key");
         }
-        tracing::info!(jwks = %settings.auth_jwks, keys = keys.by_kid.len(), issuer = %settings.auth_issuer, "end-user authentication on");
+        tracing::debug!(jwks = %settings.auth_jwks, keys = keys.by_kid.len(), issuer = %settings.auth_issuer, "end-user authentication on");
         Ok(Self {
             inner: Arc::new(Inner {
                 loader,
