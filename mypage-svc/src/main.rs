@@ -1,4 +1,4 @@
-//! The `mypage-svc` binary: settings, telemetry, then the service until SIGTERM/SIGINT.
+//! The `mypage-svc` binary: settings, then the service until SIGTERM/SIGINT.
 
 use std::process::ExitCode;
 
@@ -7,24 +7,9 @@ use clap::Parser;
 #[tokio::main]
 async fn main() -> ExitCode {
     let settings = mypage_svc::Settings::parse();
-    let telemetry = match platform::telemetry::init(&settings.platform.telemetry, "mypage-svc") {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("mypage-svc: {e:#}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let shutdown = platform::shutdown::on_signal();
-    let result = match mypage_svc::start(settings, shutdown).await {
-        Ok(running) => running.wait().await,
-        Err(e) => Err(e),
-    };
-    telemetry.shutdown().await;
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = %format!("{e:#}"), "mypage-svc failed");
-            ExitCode::FAILURE
-        }
-    }
+    let telemetry = settings.platform.telemetry.clone();
+    platform::service_main("mypage-svc", &telemetry, |shutdown| {
+        mypage_svc::start(settings, shutdown)
+    })
+    .await
 }

@@ -430,6 +430,40 @@ fn task_failed(def: ServiceDef, task: &str, outcome: Result<(), JoinError>) -> a
     )
 }
 
+/// The whole `main` of a service binary: telemetry named `name`, then the service
+/// `start` builds, until SIGTERM or SIGINT has drained it, then the last spans out.
+/// Exit code 1 (after one line saying why) when it cannot start or fails.
+pub async fn service_main<F, Fut>(
+    name: &str,
+    telemetry: &crate::settings::TelemetrySettings,
+    start: F,
+) -> std::process::ExitCode
+where
+    F: FnOnce(CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<RunningService>>,
+{
+    let telemetry = match crate::telemetry::init(telemetry, name) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("{name}: {e:#}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = match start(crate::shutdown::on_signal()).await {
+        Ok(running) => running.wait().await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = &result {
+        tracing::error!(error = %format!("{e:#}"), "{name} failed");
+    }
+    telemetry.shutdown().await;
+    if result.is_ok() {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::FAILURE
+    }
+}
+
 /// Runs several services of one process (`talentshare up`) as one: when any of them
 /// stops before `shutdown` (a failure, or an end nobody asked for), `shutdown` is
 /// cancelled so the others drain too. Returns once all have stopped.

@@ -41,5 +41,7 @@ pub mod walk;
 
 pub use ::values;
 pub use ::values::{paging, time};
-pub use host::{Access, BackgroundTask, Host, RunningService, ServiceDef, run_together};
+pub use host::{
+    Access, BackgroundTask, Host, RunningService, ServiceDef, run_together, service_main,
+};
 pub use settings::{PlatformSettings, SecretUrl};

@@ -150,6 +150,19 @@ async fn a_bad_setting_stops_start_up_with_a_message_naming_it() {
         assert!(err.contains(&flag) || err.contains(env), "{env}: {err}");
         assert!(!err.contains("panicked"), "{env}: {err}");
     }
+    // An OTLP transport that is not built in is refused, not silently unexported.
+    let out = std::process::Command::new(BIN)
+        .env_clear()
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")
+        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "http/protobuf was accepted");
+    assert!(
+        err.contains("OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf") && !err.contains("panicked"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
