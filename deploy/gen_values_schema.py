@@ -15,12 +15,18 @@ CHART_OWNED_ENV = [
     # The pool: from `database`, so the connection budget counts the real sizes.
     "DATABASE_MAX_CONNECTIONS", "DATABASE_IDLE_TIMEOUT", "DATABASE_MAX_LIFETIME",
     "AMQP_DECLARE_TOPOLOGY", "AUTH_JWKS", "AUTH_ISSUER", "AUTH_AUDIENCE", "AUTH_JWKS_REFRESH", "AUTH_LEEWAY",
+    # From metrics.enabled and metrics.port, so the ports and the scrape config agree.
+    "METRICS_ADDR",
 ]
 BROKER_USERS = SERVICES + ["admin"]
 
 DURATION = {"type": "string", "pattern": r"^([0-9]+(ms|s|m|h|d))+$"}
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+# Prometheus' duration syntax (the Prometheus Operator's CRDs use this pattern).
+PROM_DURATION = {"type": "string", "minLength": 1, "pattern": r"^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$"}
+# Ports Istio's sidecar takes for itself in every pod (Istio 1.30 "Ports used by Istio").
+ISTIO_PORTS = [15000, 15001, 15004, 15006, 15008, 15009, 15020, 15021, 15053, 15090]
 
 
 def obj(properties, required=(), **extra):
@@ -109,6 +115,80 @@ egress_peer = obj(
         "to": {"type": "array", "items": {"type": "object"}, "description": "NetworkPolicyPeer list; empty: any destination"},
     },
     required=["ports", "to"],
+)
+# Kubernetes label keys (optional DNS-subdomain prefix) and values.
+k8s_labels = {
+    "type": "object",
+    "propertyNames": {"pattern": r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"},
+    "additionalProperties": {"type": "string", "maxLength": 63, "pattern": r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"},
+}
+SEVERITY = {"type": "string", "pattern": r"^[A-Za-z0-9_-]+$"}
+
+
+def alert(**thresholds):
+    """One alert's values: enabled, severity, for, and its own thresholds."""
+    fields = {"enabled": {"type": "boolean"}, "severity": SEVERITY, "for": PROM_DURATION, **thresholds}
+    return obj(fields, required=list(fields))
+
+
+auto_toggle = {"enum": ["auto", True, False], "description": "auto: when the cluster serves the kind"}
+metrics = obj(
+    {
+        "enabled": {"type": "boolean"},
+        "port": {"type": "integer", "minimum": 1024, "maximum": 65535, "not": {"enum": ISTIO_PORTS}},
+        "prometheus": obj(
+            {
+                "namespace": {"type": "string", "pattern": DNS_LABEL},
+                "serviceAccount": {"type": "string", "maxLength": 253, "pattern": DNS_SUBDOMAIN},
+                "podLabels": {**k8s_labels, "minProperties": 1},
+                "istioCertsDir": {"type": "string", "pattern": r"^/[^\s]*[^/\s]$"},
+            },
+            required=["namespace", "serviceAccount", "podLabels", "istioCertsDir"],
+        ),
+        "serviceMonitor": obj(
+            {"enabled": auto_toggle, "labels": k8s_labels, "interval": PROM_DURATION, "scrapeTimeout": PROM_DURATION},
+            required=["enabled", "labels", "interval", "scrapeTimeout"],
+        ),
+        "prometheusRule": obj(
+            {
+                "enabled": auto_toggle,
+                "labels": k8s_labels,
+                "alertLabels": {
+                    "type": "object",
+                    "propertyNames": {"pattern": "^[a-zA-Z_][a-zA-Z0-9_]*$", "not": {"enum": ["severity", "alertname"]}},
+                    "additionalProperties": {"type": "string"},
+                },
+                "runbookUrl": {"type": "string", "pattern": "^$|^https?://"},
+                "alerts": obj(
+                    {
+                        "outboxStale": alert(maxAgeSeconds={"type": "integer", "minimum": 1}),
+                        "consumerLag": alert(p99Seconds={"type": "number", "exclusiveMinimum": 0}, window=PROM_DURATION),
+                        "deadLetters": alert(),
+                        "paymentBreakerOpen": alert(),
+                        "errorRatio": alert(
+                            ratio={"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
+                            minRequestsPerSecond={"type": "number", "minimum": 0},
+                            window=PROM_DURATION,
+                        ),
+                        "readinessFlapping": alert(maxChanges={"type": "integer", "minimum": 1}, window=PROM_DURATION),
+                        "scrapeFailing": alert(),
+                    },
+                    required=["outboxStale", "consumerLag", "deadLetters", "paymentBreakerOpen", "errorRatio", "readinessFlapping", "scrapeFailing"],
+                ),
+            },
+            required=["enabled", "labels", "alertLabels", "runbookUrl", "alerts"],
+        ),
+        "dashboard": obj(
+            {
+                "enabled": {"type": "boolean"},
+                "labels": {**k8s_labels, "minProperties": 1},
+                "annotations": string_map,
+                "namespace": {"type": "string", "pattern": f"^$|{DNS_LABEL}"},
+            },
+            required=["enabled", "labels", "annotations", "namespace"],
+        ),
+    },
+    required=["enabled", "port", "prometheus", "serviceMonitor", "prometheusRule", "dashboard"],
 )
 traffic_policy = obj(
     {
@@ -238,6 +318,7 @@ SCHEMA = obj(
             required=["enabled", "egress"],
         ),
         "tests": obj({"enabled": {"type": "boolean"}}, required=["enabled"]),
+        "metrics": metrics,
         "ingress": obj(
             {
                 "enabled": {"type": "boolean"},
@@ -306,7 +387,7 @@ SCHEMA = obj(
             required=["enabled", "trustDomain"],
         ),
     },
-    required=["image", "connections", "auth", "database", "config", "shutdown", "services", "probes", "podSecurityContext", "istio"],
+    required=["image", "connections", "auth", "database", "config", "shutdown", "services", "probes", "podSecurityContext", "metrics", "istio"],
 )
 SCHEMA = {"$schema": "http://json-schema.org/draft-07/schema#", "title": "talentshare chart values", **SCHEMA}
 

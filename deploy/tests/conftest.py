@@ -10,13 +10,14 @@ from deploycheck.cluster import Cluster
 
 # Scenario -> (values, namespace). The production-like one uses another namespace, so
 # principals and hosts are checked with a namespace other than the release name.
-# "mesh": the default values in a cluster that serves Istio's APIs (istio.enabled: auto).
+# "mesh": the default values in a cluster that serves Istio's and the Prometheus Operator's
+# APIs (istio.enabled, metrics.serviceMonitor/prometheusRule.enabled: auto).
 SCENARIOS = {
     "default": ("default", "talentshare"),
     "production": ("production", "talentshare-prod"),
     "mesh": ("default", "talentshare"),
 }
-API_VERSIONS = {"mesh": chart.ISTIO_APIS}
+API_VERSIONS = {"mesh": chart.ISTIO_APIS + chart.MONITORING_APIS}
 SERVICE_BINARIES = ["order-svc", "payment-svc", "reservation-svc", "mypage-svc"]
 
 _rendered: dict[str, chart.Rendered] = {}
@@ -111,11 +112,11 @@ def facts(clusters) -> Facts:
 
 def all_findings(r: chart.Rendered, f: Facts) -> list[str]:
     """Every check over one rendered release: schemas, CEL, cross-references."""
-    from deploycheck import istio, k8s
+    from deploycheck import schemas
 
     out: list[str] = []
     for item in r.items:
-        out += istio.validate(item.obj) if item.is_crd_kind else k8s.validate_core(item.obj)
+        out += schemas.validate(item)
     out += crossref.check_env(r, f.accepted_env)
     out += crossref.check_ports(r)
     out += crossref.check_probes(r, f.readiness)
@@ -132,4 +133,8 @@ def all_findings(r: chart.Rendered, f: Facts) -> list[str]:
     out += crossref.check_retries(r)
     out += crossref.check_broker_users(r)
     out += crossref.check_ingress(r)
+    out += crossref.check_metrics(r)
+    out += crossref.check_metrics_network(r)
+    out += crossref.check_metrics_access(r)
+    out += crossref.check_alert_rules(r)
     return out

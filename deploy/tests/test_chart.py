@@ -10,11 +10,14 @@ from deploycheck import chart
 from deploycheck.paths import CHART, ROOT
 
 PER_SERVICE = ["Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget", "ConfigMap", "NetworkPolicy"]
-ISTIO = {"DestinationRule": 4, "VirtualService": 4, "PeerAuthentication": 1, "AuthorizationPolicy": 5, "RequestAuthentication": 3}
+# AuthorizationPolicies: deny-all, the metrics port's DENY, one ALLOW per service.
+ISTIO = {"DestinationRule": 4, "VirtualService": 4, "PeerAuthentication": 1, "AuthorizationPolicy": 6, "RequestAuthentication": 3}
+MONITORING = {"ServiceMonitor": 1, "PrometheusRule": 1}
 
 
 def count(r, kind, hooks=False):
-    return len([i for i in r.of_kind(kind) if i.is_hook == hooks])
+    """Objects of `kind` (hooks or not); the Grafana dashboard's ConfigMap is no service's."""
+    return len([i for i in r.of_kind(kind) if i.is_hook == hooks and not i.name.endswith("-dashboard")])
 
 
 def test_default_render_has_the_core_objects():
@@ -28,6 +31,9 @@ def test_default_render_has_the_core_objects():
     assert count(r, "Pod", hooks=True) == 4  # helm test: talentshare probe per service
     for kind in ISTIO:
         assert count(r, kind) == 0, "no Istio resources where the cluster does not serve Istio's APIs"
+    for kind in MONITORING:
+        assert count(r, kind) == 0, "no ServiceMonitor/PrometheusRule where the cluster does not serve them"
+    assert [i.name for i in r.of_kind("ConfigMap") if i.name.endswith("-dashboard")] == ["talentshare-dashboard"]
     hpa = r.of_kind("HorizontalPodAutoscaler")[0].obj
     assert hpa["apiVersion"] == "autoscaling/v2"
     assert hpa["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"] == 50
@@ -39,7 +45,7 @@ def test_production_render_has_the_mesh_policy():
         assert count(r, kind) == 4, kind
     # Plus the ingress (Istio Gateway: `helm template` reports no Gateway API): its
     # VirtualService and the RequestAuthentication at the gateway.
-    for kind, n in (ISTIO | {"VirtualService": 5, "RequestAuthentication": 4, "Gateway": 1}).items():
+    for kind, n in (ISTIO | MONITORING | {"VirtualService": 5, "RequestAuthentication": 4, "Gateway": 1}).items():
         assert count(r, kind) == n, kind
     assert count(r, "ServiceAccount") == 5
     assert count(r, "Secret") == 0, "production uses connections.existingSecret"
@@ -102,6 +108,14 @@ BAD_VALUES = {
     "negative retry attempts": {"istio": {"routes": {"read": {"retries": {"attempts": -1}}}}},
     "malformed ingress principal": {"istio": {"authorization": {"ingressPrincipals": ["istio-ingressgateway"]}}},
     "bad image pull policy": {"image": {"pullPolicy": "Sometimes"}},
+    "metrics port one of Istio's": {"metrics": {"port": 15020}},
+    "serviceMonitor.enabled neither auto nor a bool": {"metrics": {"serviceMonitor": {"enabled": "yes"}}},
+    "scrape interval not a Prometheus duration": {"metrics": {"serviceMonitor": {"interval": "30 seconds"}}},
+    "error ratio over 1": {"metrics": {"prometheusRule": {"alerts": {"errorRatio": {"ratio": 5}}}}},
+    "unknown alert": {"metrics": {"prometheusRule": {"alerts": {"diskFull": {"enabled": True}}}}},
+    "alert label overriding severity": {"metrics": {"prometheusRule": {"alertLabels": {"severity": "page"}}}},
+    "METRICS_ADDR in config": {"config": {"METRICS_ADDR": "0.0.0.0:9000"}},
+    "Prometheus namespace not a DNS label": {"metrics": {"prometheus": {"namespace": "Monitoring"}}},
 }
 
 
@@ -136,6 +150,16 @@ TOGGLES = {
         "ingress": {"enabled": True, "api": "istio", "host": "api.talentshare.example", "tlsSecretName": "api-tls"},
     },
     "istio-without-authz": {"istio": {"enabled": True, "authorization": {"enabled": False}, "peerAuthentication": {"enabled": False}}},
+    "metrics-off": {"metrics": {"enabled": False}},
+    "monitoring-forced-on-another-port": {
+        "metrics": {
+            "port": 9100,
+            "serviceMonitor": {"enabled": True},
+            "prometheusRule": {"enabled": True, "alerts": {"scrapeFailing": {"enabled": False}}},
+            "dashboard": {"namespace": "monitoring"},
+        },
+        "istio": {"enabled": True},
+    },
     "image-digest-and-names": {
         "image": {"digest": "sha256:" + "a" * 64},
         "fullnameOverride": "ts",
@@ -148,11 +172,11 @@ TOGGLES = {
 @pytest.mark.parametrize("values", list(TOGGLES.values()), ids=list(TOGGLES))
 def test_toggles_render_valid_consistent_objects(values):
     """Each toggle renders, lints clean, and passes the schema and static cross-checks."""
-    from deploycheck import crossref, istio, k8s
+    from deploycheck import crossref, schemas
 
     values = chart.with_required(values)
     r = chart.render(values)
-    findings = [f for i in r.items for f in (istio.validate(i.obj) if i.is_crd_kind else k8s.validate_core(i.obj))]
+    findings = [f for i in r.items for f in schemas.validate(i)]
     for check in (
         crossref.check_ports,
         crossref.check_shutdown,
@@ -165,6 +189,10 @@ def test_toggles_render_valid_consistent_objects(values):
         crossref.check_retries,
         crossref.check_broker_users,
         crossref.check_ingress,
+        crossref.check_metrics,
+        crossref.check_metrics_network,
+        crossref.check_metrics_access,
+        crossref.check_alert_rules,
     ):
         findings += check(r)
     findings += crossref.check_env(r, {})

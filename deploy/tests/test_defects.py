@@ -245,6 +245,53 @@ RENDERED_DEFECTS: list[tuple[str, Callable[[Any], None], str]] = [
         "exposes /talentshare.payment.v1.PaymentService/Pay",
     ),
     (
+        "metrics-addr-off-the-metrics-port",
+        lambda r: item(r, "ConfigMap", "order")["data"].update(METRICS_ADDR="0.0.0.0:9465"),
+        "is not 0.0.0.0:<the http-metrics containerPort 9464>",
+    ),
+    (
+        "service-monitor-scrapes-another-port",
+        lambda r: r.of_kind("ServiceMonitor")[0].obj["spec"]["endpoints"][0].update(port="metrics"),
+        "endpoints scrape ports ['metrics']",
+    ),
+    (
+        "service-monitor-plaintext-under-strict-mtls",
+        lambda r: r.of_kind("ServiceMonitor")[0].obj["spec"]["endpoints"][0].update(scheme="http"),
+        "under STRICT mTLS",
+    ),
+    (
+        "service-monitor-misspelled-field",
+        lambda r: r.of_kind("ServiceMonitor")[0].obj["spec"]["endpoints"][0].update(scrapeTimout="10s"),
+        "scrapeTimout: unknown field",
+    ),
+    (
+        "metrics-port-open-to-the-gateway",
+        lambda r: r.items.remove(r.get("AuthorizationPolicy", "talentshare-metrics")),
+        "on the metrics port from cluster.local/ns/istio-ingress/sa/istio-ingressgateway",
+    ),
+    (
+        "metrics-port-open-to-a-namespace",
+        lambda r: item(r, "NetworkPolicy", "payment")["spec"]["ingress"][1]["from"][0].pop("podSelector"),
+        "to the metrics port; only",
+    ),
+    (
+        "alert-reads-every-namespace",
+        lambda r: r.of_kind("PrometheusRule")[0].obj["spec"]["groups"][0]["rules"][0].update(
+            expr="max by (namespace, job) (outbox_oldest_event_age_seconds) > 120"
+        ),
+        "is not scoped to namespace talentshare-prod",
+    ),
+    (
+        "alert-without-runbook",
+        lambda r: r.of_kind("PrometheusRule")[0].obj["spec"]["groups"][0]["rules"][2]["annotations"].pop("runbook"),
+        "no runbook annotation",
+    ),
+    (
+        "alert-for-not-a-duration",
+        lambda r: r.of_kind("PrometheusRule")[0].obj["spec"]["groups"][0]["rules"][1].update({"for": "10 minutes"}),
+        "should match pattern",
+    ),
+    (
         "hpa-targets-missing-deployment",
         lambda r: item(r, "HorizontalPodAutoscaler", "mypage")["spec"]["scaleTargetRef"].update(name="talentshare-mypag"),
         "is not a rendered Deployment",
@@ -270,6 +317,11 @@ VALUES_DEFECTS = [
     ("values-zero-timeout", {"istio": {"routes": {"read": {"timeout": "0s"}}}}, "must be a valid duration greater than 1ms"),
     ("values-no-shutdown-delay", {"shutdown": {"delaySeconds": 0}}, "SHUTDOWN_DELAY is 0"),
     ("values-hpa-min-over-max", {"services": {"payment": {"autoscaling": {"minReplicas": 40}}}}, "minReplicas 40 exceeds maxReplicas 30"),
+    (
+        "values-ingress-rule-for-every-port",
+        {"networkPolicy": {"extraIngress": [{"from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "tools"}}}]}]}},
+        "admits every port, the metrics port included",
+    ),
 ]
 
 

@@ -17,6 +17,6 @@ def test_istio_file_is_valid_istio_1_30():
     docs = [d for d in yaml.safe_load_all(ISTIO_GENERATED.read_text()) if d]
     kinds = sorted(d["kind"] for d in docs)
     assert kinds == (
-        ["AuthorizationPolicy"] * 5 + ["DestinationRule"] * 4 + ["PeerAuthentication"] + ["RequestAuthentication"] * 3 + ["VirtualService"] * 4
+        ["AuthorizationPolicy"] * 6 + ["DestinationRule"] * 4 + ["PeerAuthentication"] + ["RequestAuthentication"] * 3 + ["VirtualService"] * 4
     )
     assert [f for d in docs for f in istio.validate(d)] == []

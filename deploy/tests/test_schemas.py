@@ -1,10 +1,11 @@
 """Every rendered object is valid: core objects against the Kubernetes 1.33 schemas in
 strict mode, Istio objects against their Istio 1.30 CRD schemas (unknown fields rejected)
-plus their CEL rules and the istiod webhook rules the checks know."""
+plus their CEL rules and the istiod webhook rules the checks know, ServiceMonitor and
+PrometheusRule against the Prometheus Operator's API types (test_observability.py)."""
 import pytest
 
 from conftest import rendered_scenario
-from deploycheck import chart, istio, k8s
+from deploycheck import chart, istio, k8s, monitoring
 
 KINDS = {"DestinationRule", "VirtualService", "PeerAuthentication", "AuthorizationPolicy", "RequestAuthentication"}
 INGRESS_KINDS = {"Gateway", "GRPCRoute"}  # Istio's Gateway and the Gateway API's Gateway/GRPCRoute
@@ -14,7 +15,7 @@ def test_core_objects_are_valid_kubernetes_1_33(rendered):
     findings = []
     checked = 0
     for item in rendered.items:
-        if not item.is_crd_kind:
+        if not (item.is_crd_kind or item.is_monitoring):
             findings += k8s.validate_core(item.obj)
             checked += 1
     assert checked >= 25
@@ -41,6 +42,8 @@ def test_every_rendered_object_has_a_schema(rendered):
     for item in rendered.items:
         if item.is_crd_kind:
             assert istio.is_istio_kind(item.obj["apiVersion"], item.kind), item.ref
+        elif item.is_monitoring:
+            assert monitoring.has_schema(item.obj["apiVersion"], item.kind), item.ref
         else:
             assert not any("no Kubernetes" in f for f in k8s.validate_core(item.obj)), item.ref
 

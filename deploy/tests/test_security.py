@@ -12,13 +12,14 @@ import pytest
 import yaml
 
 from conftest import rendered_scenario
-from deploycheck import chart, crossref, istio, k8s
+from deploycheck import chart, crossref, istio, schemas
 from deploycheck.paths import CHART
 
 PUBLIC = {"order", "reservation", "mypage"}
 ISSUER = chart.REQUIRED_VALUES["auth"]["issuer"]
 ISSUER_JWKS = chart.REQUIRED_VALUES["auth"]["jwksUri"]
 INGRESS = {"enabled": True, "host": "api.talentshare.example", "tlsSecretName": "api-tls"}
+PROMETHEUS = "cluster.local/ns/monitoring/sa/prometheus-kube-prometheus-prometheus"
 
 
 def component(item):
@@ -26,7 +27,7 @@ def component(item):
 
 
 def crd_and_core_findings(r):
-    return [f for i in r.items for f in (istio.validate(i.obj) if i.is_crd_kind else k8s.validate_core(i.obj))]
+    return [f for i in r.items for f in schemas.validate(i)]
 
 
 def render_error(values, api_versions=()) -> str:
@@ -57,6 +58,9 @@ def test_istio_apis_served_renders_jwt_authentication_and_authorization():
             source = rule["from"][0]["source"]
             if rule["to"][0]["operation"]["paths"] == ["/grpc.health.v1.Health/Check"]:
                 continue  # the helm test identity
+            if rule["to"][0]["operation"]["paths"] == ["/metrics"]:
+                assert source == {"principals": [PROMETHEUS]}, "GET /metrics: Prometheus only"
+                continue
             assert source["requestPrincipals"] == [f"{ISSUER}/*"], (svc, rule)
             assert source["principals"] == ["cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account"]
     manager_rules = [rule for rule in policies["reservation"]["rules"] if rule.get("when")]
@@ -182,6 +186,8 @@ def test_nested_role_claims_reach_the_services_and_the_manager_rule():
 def test_services_get_their_settings():
     r = rendered_scenario("default")
     for cm in r.of_kind("ConfigMap"):
+        if cm.name.endswith("-dashboard"):
+            continue  # Grafana's
         data = cm.obj["data"]
         assert data["AMQP_DECLARE_TOPOLOGY"] == "false"
         if component(cm) in PUBLIC:
@@ -426,3 +432,126 @@ def test_chart_broker_users_are_the_ones_talentshare_topology_grants():
     assert set(users.values()) == granted, (users, granted)
     for svc, user in users.items():
         assert user == f"{svc}-svc", f"{svc} connects as {user}"
+
+
+# --- the metrics port under Istio ---------------------------------------------------------
+
+
+METRICS_PORT = 9464
+
+
+@pytest.mark.parametrize("scenario_name", ["mesh", "production"])
+def test_only_prometheus_reaches_the_metrics_port(scenario_name):
+    """Every kind of caller (the gateway, each service, the helm test identity, another
+    account in Prometheus' namespace, a Prometheus-named account elsewhere, plaintext),
+    every method and path, against Istio's evaluation of the rendered policies: on the
+    metrics port only Prometheus' identity, and only GET /metrics, gets through; on the
+    gRPC port Prometheus gets nothing."""
+    r = rendered_scenario(scenario_name)
+    assert crossref.check_metrics_access(r) == []
+    probed = 0
+    for w in crossref.workloads(r):
+        decide = crossref.Authorizer(r, w)
+        for req in crossref.probe_requests(r, w):
+            allowed = decide(req)
+            if req.port == METRICS_PORT:
+                assert allowed == (req.principal == PROMETHEUS and req.method == "GET" and req.path == "/metrics"), (w.ref, req)
+            elif req.principal == PROMETHEUS:
+                assert not allowed, (w.ref, req)
+            probed += 1
+    assert probed > 1000
+
+
+def test_metrics_do_not_widen_the_grpc_port():
+    """The gRPC port decides every probe request exactly as it did before the metrics
+    port existed (the same render with metrics.enabled=false)."""
+    on = rendered_scenario("mesh")
+    off = chart.render(chart.with_required({"metrics": {"enabled": False}}), api_versions=chart.ISTIO_APIS)
+    assert len(off.of_kind("AuthorizationPolicy")) == len(on.of_kind("AuthorizationPolicy")) - 1
+    for w_on in crossref.workloads(on):
+        (w_off,) = [w for w in crossref.workloads(off) if w.item.name == w_on.item.name]
+        decide_on, decide_off = crossref.Authorizer(on, w_on), crossref.Authorizer(off, w_off)
+        for req in crossref.probe_requests(on, w_on):
+            if req.port == w_on.grpc_port():
+                assert decide_on(req) == decide_off(req), (w_on.ref, req)
+    # And the gRPC rules themselves are the same rules.
+    for ap_off in off.of_kind("AuthorizationPolicy"):
+        rules_on = [rule for rule in on.get("AuthorizationPolicy", ap_off.name).obj["spec"].get("rules") or [] if not crossref.is_metrics_rule(on, rule)]
+        assert rules_on == (ap_off.obj["spec"].get("rules") or []), ap_off.ref
+
+
+@pytest.mark.parametrize(
+    "widen,expected",
+    [
+        (lambda r: r.items.remove(r.get("AuthorizationPolicy", "talentshare-metrics")), "on the metrics port from cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account"),
+        (
+            lambda r: (
+                r.items.remove(r.get("AuthorizationPolicy", "talentshare-metrics")),
+                _metrics_rule(r, "order")["from"][0]["source"].update(principals=[PROMETHEUS, "cluster.local/ns/monitoring/sa/grafana"]),
+            ),
+            "allows GET /metrics on the metrics port from cluster.local/ns/monitoring/sa/grafana",
+        ),
+        (
+            lambda r: r.get("AuthorizationPolicy", "talentshare-metrics").obj["spec"]["rules"][0]["from"][0]["source"].update(notPrincipals=["cluster.local/ns/monitoring/sa/*"]),
+            "",  # the ALLOW rule still admits Prometheus alone: no access widened, but ...
+        ),
+        (lambda r: _metrics_rule(r, "payment")["to"][0]["operation"].pop("ports"), "allows GET /metrics on the gRPC port from Prometheus"),
+        (
+            lambda r: (
+                r.get("AuthorizationPolicy", "talentshare-metrics").obj["spec"]["rules"].pop(2),
+                _metrics_rule(r, "reservation")["to"][0]["operation"].update(paths=["*"]),
+            ),
+            f"allows GET /debug on the metrics port from {PROMETHEUS}",
+        ),
+    ],
+    ids=["no-deny-policy", "grafana-too-without-deny", "deny-for-a-whole-namespace", "metrics-rule-without-port", "any-path-without-deny"],
+)
+def test_widening_the_metrics_port_is_reported(widen, expected):
+    r = rendered_scenario("mesh").copy()
+    widen(r)
+    findings = crossref.check_metrics_access(r)
+    if expected:
+        assert any(expected in f for f in findings), "\n".join(findings) or "no findings"
+    else:
+        # Defence in depth holds: the ALLOW side still admits only Prometheus.
+        assert findings == []
+
+
+def _metrics_rule(r, service):
+    ap = r.get("AuthorizationPolicy", f"talentshare-{service}").obj
+    return next(rule for rule in ap["spec"]["rules"] if crossref.is_metrics_rule(r, rule))
+
+
+def test_network_policies_admit_only_prometheus_to_the_metrics_port():
+    for name in ("default", "mesh", "production"):
+        r = rendered_scenario(name)
+        assert crossref.check_metrics_network(r) == [], name
+        for np in r.of_kind("NetworkPolicy"):
+            (rule,) = [x for x in np.obj["spec"]["ingress"] if any(p["port"] == "http-metrics" for p in x["ports"])]
+            assert rule["from"] == [
+                {
+                    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+                    "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
+                }
+            ]
+    r = rendered_scenario("default").copy()
+    rule = next(x for x in r.of_kind("NetworkPolicy")[0].obj["spec"]["ingress"] if x["ports"][0]["port"] == "http-metrics")
+    del rule["from"][0]["podSelector"]  # the whole monitoring namespace
+    r.of_kind("NetworkPolicy")[1].obj["spec"]["ingress"].append({"from": [{"namespaceSelector": {}}]})  # every port from anywhere
+    findings = "\n".join(crossref.check_metrics_network(r))
+    assert "to the metrics port; only" in findings and "admits every port, the metrics port included" in findings
+
+
+def test_prometheus_identity_and_selectors_come_from_values():
+    values = {
+        "istio": {"enabled": True, "trustDomain": "corp.internal"},
+        "metrics": {"port": 9100, "prometheus": {"namespace": "observability", "serviceAccount": "prom", "podLabels": {"app": "prom"}}},
+    }
+    r = chart.render(chart.with_required(values))
+    assert crossref.check_metrics_access(r) == [] and crossref.check_metrics_network(r) == [] and crossref.check_principals(r) == []
+    rule = _metrics_rule(r, "mypage")
+    assert rule["from"] == [{"source": {"principals": ["corp.internal/ns/observability/sa/prom"]}}]
+    assert rule["to"] == [{"operation": {"ports": ["9100"], "methods": ["GET"], "paths": ["/metrics"]}}]
+    deny = r.get("AuthorizationPolicy", "talentshare-metrics").obj["spec"]
+    assert deny["action"] == "DENY" and deny["rules"][0]["from"][0]["source"]["notPrincipals"] == ["corp.internal/ns/observability/sa/prom"]
+    assert crd_and_core_findings(r) == []

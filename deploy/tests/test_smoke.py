@@ -6,6 +6,8 @@ A service whose binary is not built yet, or is still a stub, is skipped with the
 """
 import json
 import subprocess
+import urllib.error
+import urllib.request
 import uuid
 
 import pytest
@@ -177,6 +179,27 @@ def test_public_services_verify_end_user_tokens(cluster):
     wrong = cluster.token(type(order)(**{**order.__dict__, "env": other}), "deploycheck")
     done = binaries.grpcurl("-H", f"authorization: Bearer {wrong}", order.addr, method, data=listing)
     assert done.returncode != 0 and "Unauthenticated" in done.stderr, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("binary", SERVICE_BINARIES)
+def test_metrics_answer_on_the_service_port_http_metrics(cluster, binary):
+    """GET /metrics through the Service's port http-metrics (its targetPort resolved to the
+    container's, METRICS_ADDR mapped to loopback) answers in the OpenMetrics format with
+    this service's readiness and build; nothing else is served on that port."""
+    proc = process_for(cluster, binary)
+    svc = next(s for s in cluster.rendered.of_kind("Service") if s.name == proc.workload.item.name)
+    (port,) = [p for p in svc.obj["spec"]["ports"] if p["name"] == "http-metrics"]
+    addr = cluster.service_addr(svc.name, port["port"], svc.namespace)
+    with urllib.request.urlopen(f"http://{addr}/metrics", timeout=10) as answer:
+        assert answer.headers["Content-Type"].startswith("application/openmetrics-text")
+        text = answer.read().decode()
+    assert "\nservice_ready 1\n" in text
+    service = svc.obj["metadata"]["labels"]["app.kubernetes.io/component"]
+    assert 'talentshare_build_info{version="' in text and f'service="{service}"' in text
+    assert text.rstrip().endswith("# EOF")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(f"http://{addr}/", timeout=10)
+    assert refused.value.code == 404
 
 
 def test_processes_wrote_nothing_to_their_working_directory(cluster):

@@ -273,7 +273,7 @@ impl Metrics {
         self.payment_attempts
             .get_or_create(&AttemptLabels {
                 grpc_method: method.to_owned(),
-                grpc_code: format!("{code:?}"),
+                grpc_code: code_label(code).to_owned(),
                 attempt,
             })
             .inc();
@@ -341,7 +341,7 @@ impl Metrics {
         let labels = CallLabels {
             grpc_service,
             grpc_method,
-            grpc_code: format!("{code:?}"),
+            grpc_code: code_label(code).to_owned(),
         };
         self.grpc_handled.get_or_create(&labels).inc();
         self.grpc_handling
@@ -400,6 +400,31 @@ impl Collector for PoolCollector {
             None,
             most.metric_type(),
         )?)
+    }
+}
+
+/// A status code as the gRPC ecosystem's metrics name it (`OK`, `Canceled`,
+/// `InvalidArgument`, …: Go's `codes.Code` names), so stock gRPC dashboards and
+/// alerts read these series as they read any other server's.
+pub fn code_label(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "Canceled",
+        Code::Unknown => "Unknown",
+        Code::InvalidArgument => "InvalidArgument",
+        Code::DeadlineExceeded => "DeadlineExceeded",
+        Code::NotFound => "NotFound",
+        Code::AlreadyExists => "AlreadyExists",
+        Code::PermissionDenied => "PermissionDenied",
+        Code::ResourceExhausted => "ResourceExhausted",
+        Code::FailedPrecondition => "FailedPrecondition",
+        Code::Aborted => "Aborted",
+        Code::OutOfRange => "OutOfRange",
+        Code::Unimplemented => "Unimplemented",
+        Code::Internal => "Internal",
+        Code::Unavailable => "Unavailable",
+        Code::DataLoss => "DataLoss",
+        Code::Unauthenticated => "Unauthenticated",
     }
 }
 
@@ -672,10 +697,10 @@ mod tests {
         let response = service.call(request("/pkg.Svc/Get")).await.expect("answer");
         drop(response);
 
-        assert_eq!(count(&metrics, "pkg.Svc", "Get", "Ok"), 1);
+        assert_eq!(count(&metrics, "pkg.Svc", "Get", "OK"), 1);
         assert_eq!(count(&metrics, "pkg.Svc", "Fail", "InvalidArgument"), 1);
         assert_eq!(count(&metrics, "unknown", "unknown", "Unimplemented"), 2);
-        assert_eq!(count(&metrics, "pkg.Svc", "Get", "Cancelled"), 1);
+        assert_eq!(count(&metrics, "pkg.Svc", "Get", "Canceled"), 1);
         let text = metrics.encode();
         assert!(
             !text.contains("Nope"),

@@ -151,7 +151,7 @@ pub enum LogFormat {
     Json,
 }
 
-/// Logging settings.
+/// Logging and tracing settings.
 #[derive(Args, Clone, Debug)]
 pub struct TelemetrySettings {
     /// Log filter in `tracing` EnvFilter syntax, e.g. `info` or `info,payment_svc=debug`.
@@ -160,6 +160,19 @@ pub struct TelemetrySettings {
     /// Log output format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
     pub log_format: LogFormat,
+    /// OTLP/gRPC collector to export spans to (e.g. `http://otel-collector:4317`);
+    /// unset, nothing is exported. The other standard `OTEL_*` variables apply too
+    /// (`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` wins over this one).
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_parser = parse_otlp_endpoint)]
+    pub otlp_endpoint: Option<String>,
+}
+
+fn parse_otlp_endpoint(s: &str) -> Result<String, String> {
+    let url = url::Url::parse(s).map_err(|e| format!("{s}: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(format!("{s}: expected http://host:port or https://host:port"));
+    }
+    Ok(s.to_owned())
 }
 
 fn parse_filter(s: &str) -> Result<String, String> {

@@ -87,7 +87,7 @@ impl Telemetry {
 /// Must run inside the Tokio runtime: the OTLP exporter's connection lives on it.
 pub fn init(settings: &TelemetrySettings, service: &str) -> anyhow::Result<Telemetry> {
     let log_filter = log_filter(&settings.log_filter)?;
-    let exporter = otlp_exporter()?;
+    let exporter = otlp_exporter(settings.otlp_endpoint.as_deref())?;
     let exporting = exporter.is_some();
     let mut resource = opentelemetry_sdk::Resource::builder();
     if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
@@ -252,10 +252,14 @@ fn traced_targets() -> Targets {
     })
 }
 
-/// The OTLP/gRPC span exporter, when an endpoint is configured.
-fn otlp_exporter() -> anyhow::Result<Option<opentelemetry_otlp::SpanExporter>> {
-    let set = |name: &str| std::env::var(name).is_ok_and(|v| !v.trim().is_empty());
-    if !set("OTEL_EXPORTER_OTLP_ENDPOINT") && !set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") {
+/// The OTLP/gRPC span exporter, when an endpoint is configured: `endpoint`
+/// (`OTEL_EXPORTER_OTLP_ENDPOINT`), unless the traces-only variable names another.
+fn otlp_exporter(
+    endpoint: Option<&str>,
+) -> anyhow::Result<Option<opentelemetry_otlp::SpanExporter>> {
+    let traces_only = std::env::var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        .is_ok_and(|v| !v.trim().is_empty());
+    if endpoint.is_none() && !traces_only {
         return Ok(None);
     }
     for name in [
@@ -272,9 +276,13 @@ fn otlp_exporter() -> anyhow::Result<Option<opentelemetry_otlp::SpanExporter>> {
         }
     }
     use opentelemetry_otlp::WithExportConfig as _;
-    let exporter = opentelemetry_otlp::SpanExporter::builder()
+    let mut builder = opentelemetry_otlp::SpanExporter::builder()
         .with_tonic()
-        .with_protocol(opentelemetry_otlp::Protocol::Grpc)
+        .with_protocol(opentelemetry_otlp::Protocol::Grpc);
+    if let (Some(endpoint), false) = (endpoint, traces_only) {
+        builder = builder.with_endpoint(endpoint);
+    }
+    let exporter = builder
         .build()
         .map_err(|e| anyhow::anyhow!("OTEL_EXPORTER_OTLP_ENDPOINT: {e}"))?;
     Ok(Some(exporter))

@@ -90,6 +90,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         &TelemetrySettings {
             log_filter: args.log_filter.clone(),
             log_format: args.log_format,
+            otlp_endpoint: std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
+                .ok()
+                .filter(|v| !v.trim().is_empty()),
         },
         "talentshare",
     )?;

@@ -32,6 +32,9 @@ ISTIO_APIS = tuple(
     for suffix in ("", *(f"/{k}" for k in kinds))
 )
 GATEWAY_APIS = ("gateway.networking.k8s.io/v1", "gateway.networking.k8s.io/v1/Gateway", "gateway.networking.k8s.io/v1/GRPCRoute")
+# The Prometheus Operator's kinds the chart renders (metrics.serviceMonitor/prometheusRule: auto).
+MONITORING_APIS = ("monitoring.coreos.com/v1", "monitoring.coreos.com/v1/ServiceMonitor", "monitoring.coreos.com/v1/PrometheusRule")
+MONITORING_API_GROUP = "monitoring.coreos.com/"
 
 # The values every install must give: the chart refuses to render without the auth settings
 # and with the placeholder (`change-me`) passwords. Real-looking, not real.
@@ -107,6 +110,11 @@ class Item:
     def is_crd_kind(self) -> bool:
         """Istio or Gateway API: validated against deploy/schemas, not Kubernetes'."""
         return str(self.obj.get("apiVersion", "")).startswith(CRD_API_GROUPS)
+
+    @property
+    def is_monitoring(self) -> bool:
+        """A Prometheus Operator kind: validated by deploycheck.monitoring."""
+        return str(self.obj.get("apiVersion", "")).startswith(MONITORING_API_GROUP)
 
     @property
     def is_hook(self) -> bool:

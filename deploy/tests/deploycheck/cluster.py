@@ -3,6 +3,7 @@ the built binary, with exactly the command, args and environment the Deployment 
 container. Only what a cluster would provide differently is mapped:
 
 - GRPC_ADDR's port and every containerPort -> a free 127.0.0.1 port (the "pod IP");
+  METRICS_ADDR's port (the containerPort http-metrics) -> another one;
 - a Service host:port (PAYMENT_URL, `talentshare probe --addr`) -> the loopback address of
   the process behind it (what kube-proxy does), resolved through the rendered Service's
   selector and targetPort;
@@ -80,10 +81,15 @@ class Process:
     exit_code: int | None = None
     stop_seconds: float | None = None
     readiness_during_delay: str | None = None
+    metrics_port: int | None = None  # where GET /metrics answers, when METRICS_ADDR is set
 
     @property
     def addr(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def metrics_addr(self) -> str | None:
+        return f"127.0.0.1:{self.metrics_port}" if self.metrics_port else None
 
     @property
     def binary(self) -> str:
@@ -130,17 +136,25 @@ class Cluster:
             proc = self.processes.get(w.item.name)
             if proc is None:
                 raise LookupError(f"{w.item.ref} behind {svc.ref} is not running ({self.skipped.get(w.item.name)})")
-            if target_port(w, spec_port) != w.grpc_port():
+            addr = self._listening(proc, target_port(w, spec_port))
+            if addr is None:
                 raise LookupError(f"{svc.ref} port {port} targets no port the process listens on")
-            return proc.addr
+            return addr
         raise LookupError(f"{svc.ref} selects no rendered Deployment")
 
     def pod_addr(self, proc: Process, container_port: int) -> str:
         """Loopback address of a container port (probes dial the pod IP and this port)."""
-        if container_port != proc.workload.grpc_port():
-            # Nothing listens there in the pod either: a port nobody uses.
-            return f"127.0.0.1:{free_port()}"
-        return proc.addr
+        # Nothing listens on another port in the pod either: a port nobody uses.
+        return self._listening(proc, container_port) or f"127.0.0.1:{free_port()}"
+
+    @staticmethod
+    def _listening(proc: Process, container_port: int | None) -> str | None:
+        """Where the process serves what the pod serves on `container_port`."""
+        if container_port is not None and container_port == proc.workload.grpc_port():
+            return proc.addr
+        if container_port is not None and container_port == proc.workload.metrics_port():
+            return proc.metrics_addr
+        return None
 
     def map_url(self, url: str, namespace: str) -> str:
         parts = urllib.parse.urlsplit(url)
@@ -261,6 +275,12 @@ class Cluster:
         if port != str(proc.workload.grpc_port()):
             raise RuntimeError(f"{proc.workload.ref}: GRPC_ADDR {env.get('GRPC_ADDR')} is not the grpc containerPort")
         env["GRPC_ADDR"] = proc.addr
+        if "METRICS_ADDR" in env:
+            host, _, port = (env["METRICS_ADDR"] or "").rpartition(":")
+            if port != str(proc.workload.metrics_port()):
+                raise RuntimeError(f"{proc.workload.ref}: METRICS_ADDR {env['METRICS_ADDR']} is not the http-metrics containerPort")
+            proc.metrics_port = free_port()
+            env["METRICS_ADDR"] = proc.metrics_addr
         if "PAYMENT_URL" in env:
             env["PAYMENT_URL"] = self.map_url(env["PAYMENT_URL"], ns)
         if "AUTH_JWKS" in env:

@@ -76,8 +76,14 @@ class Workload:
         return posixpath.basename(command[0]) if command else ""
 
     def grpc_port(self) -> int | None:
+        return self.port_named("grpc")
+
+    def metrics_port(self) -> int | None:
+        return self.port_named("http-metrics")
+
+    def port_named(self, name: str) -> int | None:
         for port in self.container.get("ports") or []:
-            if port.get("name") == "grpc":
+            if port.get("name") == name:
                 return port.get("containerPort")
         return None
 
@@ -592,12 +598,13 @@ def ingress_principals(r: Rendered) -> set[str]:
 
 def check_principals(r: Rendered) -> list[str]:
     """Every AuthorizationPolicy principal is a rendered ServiceAccount in the policy's
-    namespace and trust domain, or one of the configured ingress gateway principals; every
-    policy selects rendered pods."""
+    namespace and trust domain, one of the configured ingress gateway principals, or (in
+    the metrics rules only) the configured Prometheus; every policy selects rendered pods."""
     out = []
     istio = r.values.get("istio") or {}
     td = istio.get("trustDomain", "cluster.local")
     external = ingress_principals(r)
+    prometheus = prometheus_principal(r)
     pod_labels = [w.labels for w in workloads(r)] + [w.labels for w in workloads(r, hooks=True)]
     for ap in r.of_kind("AuthorizationPolicy"):
         spec = ap.obj.get("spec") or {}
@@ -608,6 +615,8 @@ def check_principals(r: Rendered) -> list[str]:
             for source in rule.get("from") or []:
                 for p in (source.get("source") or {}).get("principals") or []:
                     if p in external:
+                        continue
+                    if p == prometheus and is_metrics_rule(r, rule):
                         continue
                     m = re.match(r"^(.+)/ns/([^/]+)/sa/([^/]+)$", p)
                     if not m:
@@ -659,6 +668,13 @@ def check_authorization(r: Rendered, grpc_service_of: dict[str, str | None]) -> 
             paths = [p for t in rule.get("to") or [] for p in (t.get("operation") or {}).get("paths") or []]
             conditions = {c.get("key"): c for c in rule.get("when") or []}
             where = f"{ap.ref} (for {w.item.ref})"
+            if is_metrics_rule(r, rule):
+                out += check_metrics_rule(r, rule, where)
+                continue
+            if prometheus_principal(r) in principals:
+                out.append(f"{where}: Prometheus may call more than GET /metrics on the metrics port")
+            if any((t.get("operation") or {}).get("ports") or (t.get("operation") or {}).get("notPorts") for t in rule.get("to") or []):
+                out.append(f"{where}: a gRPC rule names ports; only the metrics rule may")
             if not principals or other_sources or len(rule.get("from") or []) != 1:
                 out.append(f"{where}: a rule must name its callers by principal (and request principal) in one source")
             if set(conditions) - {MANAGER_CLAIM} or any(c.get("notValues") for c in conditions.values()):
@@ -720,7 +736,11 @@ def check_method_paths(r: Rendered, methods: dict[str, set[str] | None]) -> list
             out.append(f"{where}: {path}: {service} has no method {method}")
 
     for ap in r.of_kind("AuthorizationPolicy"):
+        if (ap.obj.get("spec") or {}).get("action", "ALLOW") != "ALLOW":
+            continue  # DENY rules name what they refuse, not methods
         for rule in (ap.obj.get("spec") or {}).get("rules") or []:
+            if is_metrics_rule(r, rule):
+                continue  # GET /metrics, checked by check_metrics_rule
             for t in rule.get("to") or []:
                 for p in (t.get("operation") or {}).get("paths") or []:
                     check(ap.ref, p)
@@ -890,4 +910,345 @@ def check_ingress(r: Rendered) -> list[str]:
         ]
         if not gateway_ras:
             out.append("the ingress gateway has no RequestAuthentication: it would pass forged tokens on to the services")
+    return out
+
+
+# --- metrics ---------------------------------------------------------------------------------
+
+SERVER_FAULT_CODES = {"Internal", "Unavailable", "DeadlineExceeded", "Unknown", "DataLoss"}
+ISTIO_CERT_FILES = {"caFile": "root-cert.pem", "certFile": "cert-chain.pem", "keyFile": "key.pem"}
+
+
+def metrics_values(r: Rendered) -> dict[str, Any]:
+    return r.values.get("metrics") or {}
+
+
+def metrics_port(r: Rendered) -> int | None:
+    """The metrics port the release serves (None: metrics off)."""
+    m = metrics_values(r)
+    return m.get("port") if m.get("enabled") else None
+
+
+def prometheus_principal(r: Rendered) -> str:
+    """The configured Prometheus' mesh identity (SPIFFE principal)."""
+    prom = metrics_values(r).get("prometheus") or {}
+    td = (r.values.get("istio") or {}).get("trustDomain", "cluster.local")
+    return f"{td}/ns/{prom.get('namespace')}/sa/{prom.get('serviceAccount')}"
+
+
+def is_metrics_rule(r: Rendered, rule: dict[str, Any]) -> bool:
+    """An ALLOW rule that names only the metrics port."""
+    port = metrics_port(r)
+    ports = [p for t in rule.get("to") or [] for p in (t.get("operation") or {}).get("ports") or []]
+    return port is not None and bool(ports) and set(ports) == {str(port)}
+
+
+def check_metrics_rule(r: Rendered, rule: dict[str, Any], where: str) -> list[str]:
+    """The metrics rule admits the configured Prometheus, by mesh identity alone, to GET
+    /metrics on the metrics port: nobody else, nothing more."""
+    out = []
+    sources = [s.get("source") or {} for s in rule.get("from") or []]
+    principals = [p for s in sources for p in s.get("principals") or []]
+    if principals != [prometheus_principal(r)] or any(set(s) - {"principals"} for s in sources) or len(sources) != 1:
+        out.append(f"{where}: the metrics port admits {sources}, not only Prometheus ({prometheus_principal(r)})")
+    for t in rule.get("to") or []:
+        op = t.get("operation") or {}
+        if op.get("methods") != ["GET"] or op.get("paths") != ["/metrics"] or set(op) - {"ports", "methods", "paths"}:
+            out.append(f"{where}: the metrics rule allows {op}, not only GET /metrics")
+    if rule.get("when"):
+        out.append(f"{where}: the metrics rule has conditions {rule['when']}")
+    return out
+
+
+def check_metrics(r: Rendered) -> list[str]:
+    """One metrics port everywhere: METRICS_ADDR's port = the containerPort http-metrics =
+    the target of the Service port http-metrics (appProtocol http), never a gRPC port;
+    with metrics off, none of them. A rendered ServiceMonitor selects exactly the
+    release's four Services on that port, in the release namespace, without a jobLabel
+    (the alerts select job = the Service's name); it scrapes https with the Istio
+    certificates when the mesh policy renders (STRICT mTLS), http otherwise."""
+    out = []
+    port = metrics_port(r)
+    for w in workloads(r):
+        env, _ = container_env(r, w)
+        addr = env.get("METRICS_ADDR")
+        container_port = w.metrics_port()
+        if port is None:
+            if addr is not None or container_port is not None:
+                out.append(f"{w.ref}: metrics are off, yet METRICS_ADDR or a port http-metrics is set")
+            continue
+        if container_port is None:
+            out.append(f"{w.ref}: no container port named http-metrics")
+            continue
+        if container_port == w.grpc_port():
+            out.append(f"{w.ref}: the metrics port {container_port} is the gRPC port")
+        if addr is None or addr.value is None:
+            out.append(f"{w.ref}: METRICS_ADDR is not set")
+        elif addr.value != f"0.0.0.0:{container_port}":
+            out.append(f"{w.ref}: METRICS_ADDR {addr.value} is not 0.0.0.0:<the http-metrics containerPort {container_port}>")
+        for svc in services_for(r, w):
+            ports = [p for p in svc.obj["spec"].get("ports") or [] if p.get("name") == "http-metrics"]
+            if len(ports) != 1:
+                out.append(f"{svc.ref}: {len(ports)} ports named http-metrics (want 1)")
+            for p in ports:
+                if target_port(w, p) != container_port:
+                    out.append(f"{svc.ref}: port http-metrics targets {p.get('targetPort')!r}, not the http-metrics containerPort {container_port}")
+                if p.get("appProtocol") != "http":
+                    out.append(f"{svc.ref}: port http-metrics has appProtocol {p.get('appProtocol')!r}, want http (Istio then applies HTTP policy)")
+    services = {s.name for s in r.of_kind("Service") if any(w.binary for w in workloads_behind(r, s))}
+    from .monitoring import selected_services
+
+    istio_on = any(i.is_istio for i in r.items)  # the template's talentshare.istioOn
+    certs_dir = (metrics_values(r).get("prometheus") or {}).get("istioCertsDir", "")
+    for sm in r.of_kind("ServiceMonitor"):
+        spec = sm.obj.get("spec") or {}
+        selected = {s.name for s in selected_services(r, sm.obj)}
+        if selected != services:
+            out.append(f"{sm.ref}: selects Services {sorted(selected)}, want {sorted(services)}")
+        if spec.get("jobLabel"):
+            out.append(f"{sm.ref}: jobLabel {spec['jobLabel']!r}: the alerts select job = the Service's name")
+        if (spec.get("namespaceSelector") or {}).get("matchNames") != [sm.namespace]:
+            out.append(f"{sm.ref}: namespaceSelector is not its own namespace {sm.namespace}")
+        endpoints = spec.get("endpoints") or []
+        if [e.get("port") for e in endpoints] != ["http-metrics"]:
+            out.append(f"{sm.ref}: endpoints scrape ports {[e.get('port') for e in endpoints]}, want [http-metrics]")
+        for e in endpoints:
+            if e.get("path", "/metrics") != "/metrics":
+                out.append(f"{sm.ref}: scrapes path {e.get('path')!r}, the services serve /metrics")
+            tls = e.get("tlsConfig") or {}
+            if istio_on:
+                if e.get("scheme") != "https":
+                    out.append(f"{sm.ref}: scheme {e.get('scheme')!r} under STRICT mTLS: the sidecar refuses plaintext")
+                for key, name in ISTIO_CERT_FILES.items():
+                    if tls.get(key) != f"{certs_dir}/{name}":
+                        out.append(f"{sm.ref}: tlsConfig.{key} is {tls.get(key)!r}, want the Istio certificate {certs_dir}/{name}")
+            elif e.get("scheme", "http") != "http" or tls:
+                out.append(f"{sm.ref}: scheme {e.get('scheme')!r} / tlsConfig without the mesh: the services serve plain http")
+    return out
+
+
+def check_alert_rules(r: Rendered) -> list[str]:
+    """Every rendered alert has a severity label and summary, description and runbook
+    annotations; every vector selector in its expression is scoped to this release's
+    scrape targets (namespace = the release namespace, job =~ exactly its Services' names);
+    the error ratio counts server faults only."""
+    from .monitoring import rule_groups, vector_selectors
+
+    out = []
+    services = sorted(s.name for s in r.of_kind("Service") if workloads_behind(r, s))
+    for group in rule_groups(r):
+        for rule in group.get("rules") or []:
+            name = rule.get("alert") or rule.get("record")
+            where = f"PrometheusRule alert {name}"
+            if rule.get("alert"):
+                if not (rule.get("labels") or {}).get("severity"):
+                    out.append(f"{where}: no severity label")
+                for key in ("summary", "description", "runbook"):
+                    if not (rule.get("annotations") or {}).get(key):
+                        out.append(f"{where}: no {key} annotation")
+            for sel in vector_selectors(str(rule.get("expr", ""))):
+                ns = sel.matcher("namespace")
+                job = sel.matcher("job")
+                if ns != ("=", r.namespace):
+                    out.append(f"{where}: {sel.name} is not scoped to namespace {r.namespace} ({ns})")
+                if job is None or job[0] not in ("=", "=~") or sorted(s for s in services if re.fullmatch(job[1], s)) != services:
+                    out.append(f"{where}: {sel.name} is not scoped to this release's jobs {services} ({job})")
+                elif any(re.fullmatch(job[1], other) for other in (f"{r.release}-other", "other-order", "order")):
+                    out.append(f"{where}: {sel.name}'s job matcher {job[1]!r} also matches other releases' jobs")
+                code = sel.matcher("grpc_code")
+                if code and code[0] == "=~" and set(code[1].split("|")) - SERVER_FAULT_CODES:
+                    out.append(f"{where}: counts {sorted(set(code[1].split('|')) - SERVER_FAULT_CODES)} as server faults")
+    return out
+
+
+def check_metrics_network(r: Rendered) -> list[str]:
+    """NetworkPolicies admit only the configured Prometheus pods (its namespace AND its pod
+    labels, in one peer) to the metrics port, and no rule admits every port."""
+    port = metrics_port(r)
+    if port is None:
+        return []
+    prom = metrics_values(r).get("prometheus") or {}
+    want = {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": prom.get("namespace")}},
+        "podSelector": {"matchLabels": prom.get("podLabels") or {}},
+    }
+    out = []
+    for np in r.of_kind("NetworkPolicy"):
+        admitted = False
+        for i, rule in enumerate(np.obj["spec"].get("ingress") or []):
+            ports = rule.get("ports")
+            if not ports:
+                out.append(f"{np.ref}: ingress[{i}] admits every port, the metrics port included")
+                continue
+            if any(p.get("port") in ("http-metrics", port) for p in ports):
+                if rule.get("from") != [want]:
+                    out.append(f"{np.ref}: ingress[{i}] admits {rule.get('from')} to the metrics port; only {want}")
+                admitted = True
+        if not admitted:
+            out.append(f"{np.ref}: Prometheus cannot reach the metrics port (no ingress rule for it)")
+    return out
+
+
+# Istio authorization, evaluated: the policies of a workload decide a request as istiod's
+# rules say (DENY first; then allowed if no ALLOW policy applies or one of its rules
+# matches), for the fields the chart uses.
+
+
+@dataclasses.dataclass(frozen=True)
+class Request:
+    """A request as the sidecar sees it: peer principal (None: plaintext), request
+    principal and claims (a verified JWT), destination port, method and path."""
+
+    principal: str | None
+    port: int
+    method: str
+    path: str
+    request_principal: str | None = None
+    roles: tuple[str, ...] = ()
+
+
+def _istio_match(pattern: str, value: str | None) -> bool:
+    """Istio's string match: exact, prefix*, *suffix, or * (any non-empty value)."""
+    if value is None:
+        return False
+    if pattern == "*":
+        return value != ""
+    if pattern.endswith("*"):
+        return value.startswith(pattern[:-1])
+    if pattern.startswith("*"):
+        return value.endswith(pattern[1:])
+    return value == pattern
+
+
+def _field(values: list[str] | None, not_values: list[str] | None, value: str | None) -> bool:
+    if values is not None and not any(_istio_match(v, value) for v in values):
+        return False
+    if not_values is not None and any(_istio_match(v, value) for v in not_values):
+        return False
+    return True
+
+
+def _rule_matches(rule: dict[str, Any], req: Request, roles_claim: str) -> bool:
+    froms = rule.get("from") or []
+    if froms and not any(
+        _field(s.get("principals"), s.get("notPrincipals"), req.principal)
+        and _field(s.get("requestPrincipals"), s.get("notRequestPrincipals"), req.request_principal)
+        and _field(s.get("namespaces"), s.get("notNamespaces"), (re.match(r"^.+/ns/([^/]+)/sa/", req.principal or "") or [None, None])[1])
+        and not (set(s) - {"principals", "notPrincipals", "requestPrincipals", "notRequestPrincipals", "namespaces", "notNamespaces"})
+        for s in (f.get("source") or {} for f in froms)
+    ):
+        return False
+    tos = rule.get("to") or []
+    if tos and not any(
+        _field(o.get("ports"), o.get("notPorts"), str(req.port))
+        and _field(o.get("methods"), o.get("notMethods"), req.method)
+        and _field(o.get("paths"), o.get("notPaths"), req.path)
+        and not (set(o) - {"ports", "notPorts", "methods", "notMethods", "paths", "notPaths"})
+        for o in (t.get("operation") or {} for t in tos)
+    ):
+        return False
+    for c in rule.get("when") or []:
+        if c.get("key") == roles_claim:
+            ok = any(v in req.roles for v in c.get("values") or []) if c.get("values") else True
+            ok = ok and not any(v in req.roles for v in c.get("notValues") or [])
+            if not ok:
+                return False
+        else:
+            return False  # a condition this evaluator does not know: never matches
+    return True
+
+
+def authorize(r: Rendered, w: Workload, req: Request) -> bool:
+    """Whether the AuthorizationPolicies of the release let `req` reach workload `w`."""
+    return Authorizer(r, w)(req)
+
+
+class Authorizer:
+    """The AuthorizationPolicies that apply to one workload, ready to decide requests."""
+
+    def __init__(self, r: Rendered, w: Workload):
+        claim_path = (r.values.get("auth") or {}).get("rolesClaim", "roles")
+        self.roles_claim = "request.auth.claims" + "".join(f"[{p}]" for p in claim_path.split("."))
+        self.applying = [
+            ap.obj.get("spec") or {}
+            for ap in r.of_kind("AuthorizationPolicy")
+            if ap.namespace == w.item.namespace
+            and ((ap.obj.get("spec") or {}).get("selector") is None or selects(((ap.obj.get("spec") or {}).get("selector") or {}).get("matchLabels"), w.labels))
+        ]
+
+    def __call__(self, req: Request) -> bool:
+        return _decide(self.applying, req, self.roles_claim)
+
+
+def _decide(applying: list[dict[str, Any]], req: Request, roles_claim: str) -> bool:
+    if not applying:
+        return True
+    for spec in applying:
+        if spec.get("action") == "DENY" and any(_rule_matches(rule, req, roles_claim) for rule in spec.get("rules") or []):
+            return False
+    allows = [spec for spec in applying if spec.get("action", "ALLOW") == "ALLOW"]
+    if not allows:
+        return True
+    return any(_rule_matches(rule, req, roles_claim) for spec in allows for rule in spec.get("rules") or [])
+
+
+def probe_requests(r: Rendered, w: Workload) -> list[Request]:
+    """Requests from every kind of caller to both ports of `w`: Prometheus, the gateway,
+    each service and the helm test identity, a stranger in Prometheus' namespace, a
+    Prometheus-named account elsewhere, and plaintext; GET and POST; /metrics, other paths
+    and each gRPC method path the mesh knows of the workload."""
+    td = (r.values.get("istio") or {}).get("trustDomain", "cluster.local")
+    prom = metrics_values(r).get("prometheus") or {}
+    principals: list[str | None] = [
+        prometheus_principal(r),
+        f"{td}/ns/{prom.get('namespace')}/sa/grafana",
+        f"{td}/ns/{w.item.namespace}-other/sa/{prom.get('serviceAccount')}",
+        None,
+        *sorted(ingress_principals(r)),
+        *sorted({principal_of(r, x) for x in workloads(r)} | {principal_of(r, x) for x in workloads(r, hooks=True)}),
+    ]
+    issuer = (r.values.get("auth") or {}).get("issuer", "")
+    paths = {"/metrics", "/metrics/", "/", "/debug", HEALTH_CHECK_PATH}
+    for spec in Authorizer(r, w).applying:
+        for rule in spec.get("rules") or []:
+            for t in rule.get("to") or []:
+                paths |= set((t.get("operation") or {}).get("paths") or [])
+    ports = [p for p in (w.grpc_port(), w.metrics_port()) if p is not None]
+    out = []
+    for principal in principals:
+        for request_principal, roles in ((None, ()), (f"{issuer}/alice", ()), (f"{issuer}/lee", ("manager",))):
+            for port in ports:
+                for method in ("GET", "POST"):
+                    for path in sorted(paths):
+                        out.append(Request(principal, port, method, path, request_principal, roles))
+    return out
+
+
+def check_metrics_access(r: Rendered) -> list[str]:
+    """Under Istio's authorization: on the metrics port only the configured Prometheus
+    identity, only GET /metrics, is allowed (a plaintext caller has no identity and is
+    refused); Prometheus' identity reaches nothing on the gRPC port; and the metrics port
+    keeps STRICT mTLS (no PeerAuthentication port exception)."""
+    port = metrics_port(r)
+    if port is None or not r.of_kind("AuthorizationPolicy"):
+        return []
+    out = []
+    prometheus = prometheus_principal(r)
+    for w in workloads(r):
+        wrong: list[str] = []
+        decide = Authorizer(r, w)
+        for req in probe_requests(r, w):
+            allowed = decide(req)
+            want_allowed = req.principal == prometheus and req.method == "GET" and req.path == "/metrics"
+            if req.port == w.metrics_port() and allowed != want_allowed:
+                wrong.append(f"{'allows' if allowed else 'refuses'} {req.method} {req.path} on the metrics port from {req.principal}")
+            if req.port == w.grpc_port() and allowed and req.principal == prometheus:
+                wrong.append(f"allows {req.method} {req.path} on the gRPC port from Prometheus")
+        out += [f"{w.ref}: {x}" for x in sorted(set(wrong))[:5]]
+        if len(set(wrong)) > 5:
+            out.append(f"{w.ref}: ... and {len(set(wrong)) - 5} more")
+    for pa in r.of_kind("PeerAuthentication"):
+        for key, setting in ((pa.obj.get("spec") or {}).get("portLevelMtls") or {}).items():
+            if str(key) == str(port) and (setting or {}).get("mode") != "STRICT":
+                out.append(f"{pa.ref}: the metrics port is {setting.get('mode')}: a plaintext scrape carries no identity the policy could admit")
     return out

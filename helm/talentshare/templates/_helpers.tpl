@@ -237,6 +237,13 @@ passwords, an incomplete ingress. Included once (deployment.yaml).
 {{- if gt ($budget.total | int) ($budget.limit | int) }}
 {{- fail (printf "database.maxConnections %d is less than the %d PostgreSQL connections the services may hold at full scale (%s; pods = autoscaling.maxReplicas, or replicaCount without autoscaling, plus 1 of rollout surge; per pod = database.poolSize or services.<name>.database.poolSize, plus mypage's LISTEN connection): lower database.poolSize or autoscaling.maxReplicas, or raise database.maxConnections if the server allows it" ($budget.limit | int) ($budget.total | int) (include "talentshare.connectionBudgetTerms" $budget)) }}
 {{- end }}
+{{- if .Values.metrics.enabled }}
+{{- range $svc, $values := .Values.services }}
+{{- if eq (int $values.port) (int $.Values.metrics.port) }}
+{{- fail (printf "metrics.port %d is services.%s.port, the gRPC port: give the metrics their own port" (int $.Values.metrics.port) $svc) }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- if .Values.ingress.enabled }}
 {{- if not .Values.ingress.host }}{{ fail "ingress.host is required when ingress.enabled is true" }}{{ end }}
 {{- if not .Values.ingress.tlsSecretName }}{{ fail "ingress.tlsSecretName is required when ingress.enabled is true (the gateway terminates TLS)" }}{{ end }}
@@ -331,4 +338,48 @@ proxy.istio.io/config: '{"holdApplicationUntilProxyStarts": true}'
     - {{ .Values.auth.audience | quote }}
   jwksUri: {{ .Values.auth.jwksUri | quote }}
   forwardOriginalToken: true
+{{- end }}
+
+{{/*
+"true" when the ServiceMonitor renders: metrics on, and metrics.serviceMonitor.enabled
+true, or "auto" and the cluster serves monitoring.coreos.com/v1 ServiceMonitor.
+*/}}
+{{- define "talentshare.serviceMonitorOn" -}}
+{{- if .Values.metrics.enabled }}
+{{- $e := .Values.metrics.serviceMonitor.enabled }}
+{{- if eq (toString $e) "auto" }}
+{{- if .Capabilities.APIVersions.Has "monitoring.coreos.com/v1/ServiceMonitor" }}true{{ end }}
+{{- else if $e }}true{{ end }}
+{{- end }}
+{{- end }}
+
+{{/* The same for the PrometheusRule (monitoring.coreos.com/v1 PrometheusRule). */}}
+{{- define "talentshare.prometheusRuleOn" -}}
+{{- if .Values.metrics.enabled }}
+{{- $e := .Values.metrics.prometheusRule.enabled }}
+{{- if eq (toString $e) "auto" }}
+{{- if .Capabilities.APIVersions.Has "monitoring.coreos.com/v1/PrometheusRule" }}true{{ end }}
+{{- else if $e }}true{{ end }}
+{{- end }}
+{{- end }}
+
+{{/* The scraping Prometheus' mesh identity (SPIFFE principal). */}}
+{{- define "talentshare.prometheusPrincipal" -}}
+{{- printf "%s/ns/%s/sa/%s" .Values.istio.trustDomain .Values.metrics.prometheus.namespace .Values.metrics.prometheus.serviceAccount }}
+{{- end }}
+
+{{/*
+PromQL label matchers of this release's scrape targets, as the ServiceMonitor makes them:
+the release namespace, and job = the Service's name (the Prometheus Operator's default
+job label). Every alert and recording expression uses them, so two releases (or two
+namespaces) never mix.
+*/}}
+{{- define "talentshare.promSelector" -}}
+{{- $services := include "talentshare.services" . | fromJson }}
+{{- printf "namespace=%q,job=~%q" .Release.Namespace (printf "%s-(%s)" (include "talentshare.fullname" .) (keys $services | sortAlpha | join "|")) }}
+{{- end }}
+
+{{/* The chart's labels plus extra ones (a selector's); the chart's win, each key rendered once. */}}
+{{- define "talentshare.extraLabels" -}}
+{{- merge (include "talentshare.labels" .root | fromYaml) (deepCopy (.extra | default dict)) | toYaml }}
 {{- end }}

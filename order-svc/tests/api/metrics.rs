@@ -81,7 +81,7 @@ async fn calls_are_counted_by_method_and_code_and_served_on_the_metrics_port(bac
         ]
     };
     assert_eq!(
-        sample(&text, "grpc_server_handled_total", &place("Ok")),
+        sample(&text, "grpc_server_handled_total", &place("OK")),
         Some(2.0),
         "{text}"
     );
@@ -94,10 +94,10 @@ async fn calls_are_counted_by_method_and_code_and_served_on_the_metrics_port(bac
         Some(1.0)
     );
     assert_eq!(
-        sample(&text, "grpc_server_handling_seconds_count", &place("Ok")),
+        sample(&text, "grpc_server_handling_seconds_count", &place("OK")),
         Some(2.0)
     );
-    assert!(sample(&text, "grpc_server_handling_seconds_sum", &place("Ok")).unwrap() > 0.0);
+    assert!(sample(&text, "grpc_server_handling_seconds_sum", &place("OK")).unwrap() > 0.0);
     // The readiness checks the test harness made are calls too.
     assert!(
         sample(
@@ -105,7 +105,7 @@ async fn calls_are_counted_by_method_and_code_and_served_on_the_metrics_port(bac
             "grpc_server_handled_total",
             &[
                 ("grpc_service", "grpc.health.v1.Health"),
-                ("grpc_code", "Ok")
+                ("grpc_code", "OK")
             ]
         )
         .unwrap()
@@ -123,7 +123,7 @@ async fn calls_are_counted_by_method_and_code_and_served_on_the_metrics_port(bac
             "payment_client_attempts_total",
             &[
                 ("grpc_method", "Pay"),
-                ("grpc_code", "Ok"),
+                ("grpc_code", "OK"),
                 ("attempt", "1")
             ]
         ),
