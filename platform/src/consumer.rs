@@ -127,6 +127,7 @@ pub trait EventHandler: Send + Sync + 'static {
 
 /// An event of a batch, and the span of its handling: a child of the trace its
 /// publisher sent along in the `traceparent` header.
+#[derive(Clone)]
 pub struct Incoming<'a> {
     pub event: &'a EventEnvelope,
     pub span: tracing::Span,
@@ -672,10 +673,7 @@ impl<H: EventHandler> Consumer<H> {
             .iter()
             .zip(&fresh)
             .filter(|&(_, &fresh)| fresh)
-            .map(|(i, _)| Incoming {
-                event: i.event,
-                span: i.span.clone(),
-            })
+            .map(|(i, _)| i.clone())
             .collect();
         if !to_apply.is_empty() {
             self.handler.handle_batch(&txn, &to_apply).await?;

@@ -170,7 +170,9 @@ pub struct TelemetrySettings {
 fn parse_otlp_endpoint(s: &str) -> Result<String, String> {
     let url = url::Url::parse(s).map_err(|e| format!("{s}: {e}"))?;
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-        return Err(format!("{s}: expected http://host:port or https://host:port"));
+        return Err(format!(
+            "{s}: expected http://host:port or https://host:port"
+        ));
     }
     Ok(s.to_owned())
 }

@@ -257,8 +257,8 @@ fn traced_targets() -> Targets {
 fn otlp_exporter(
     endpoint: Option<&str>,
 ) -> anyhow::Result<Option<opentelemetry_otlp::SpanExporter>> {
-    let traces_only = std::env::var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-        .is_ok_and(|v| !v.trim().is_empty());
+    let traces_only =
+        std::env::var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_ok_and(|v| !v.trim().is_empty());
     if endpoint.is_none() && !traces_only {
         return Ok(None);
     }
