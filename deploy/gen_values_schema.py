@@ -17,6 +17,9 @@ CHART_OWNED_ENV = [
     "AMQP_DECLARE_TOPOLOGY", "AUTH_JWKS", "AUTH_ISSUER", "AUTH_AUDIENCE", "AUTH_JWKS_REFRESH", "AUTH_LEEWAY",
     # From metrics.enabled and metrics.port, so the ports and the scrape config agree.
     "METRICS_ADDR",
+    # From tracing.otlpEndpoint, so the NetworkPolicies open the collector's port. The
+    # traces-only variable would win over it, so it may not come from `config` either.
+    "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
 ]
 BROKER_USERS = SERVICES + ["admin"]
 
@@ -190,6 +193,24 @@ metrics = obj(
     },
     required=["enabled", "port", "prometheus", "serviceMonitor", "prometheusRule", "dashboard"],
 )
+# An OTLP/gRPC collector URL: http://host:port[/path], the host a DNS name, an IPv4
+# address or a bracketed IPv6 address. No https: the binaries carry no TLS for OTLP and
+# refuse to start with it; nor without a port (they would not guess 4317). No user,
+# query or fragment.
+OTLP_ENDPOINT = (
+    r"^http://([A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?(\.[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?)*|\[[0-9A-Fa-f:.]+\])"
+    r"(:[0-9]{1,5})(/[^\s?#]*)?$"
+)
+tracing = obj(
+    {
+        "otlpEndpoint": {
+            "type": "string",
+            "pattern": f"^$|{OTLP_ENDPOINT}",
+            "description": "OTLP/gRPC collector (OTEL_EXPORTER_OTLP_ENDPOINT), http://host:port; empty: no spans are exported",
+        },
+    },
+    required=["otlpEndpoint"],
+)
 traffic_policy = obj(
     {
         "connectionPool": {"type": "object", "description": "Istio DestinationRule connectionPool"},
@@ -309,9 +330,10 @@ SCHEMA = obj(
                         "postgresql": egress_peer,
                         "rabbitmq": egress_peer,
                         "jwks": egress_peer,
+                        "otlp": egress_peer,
                         "istiodNamespace": {"type": "string", "pattern": DNS_LABEL},
                     },
-                    required=["dnsNamespace", "postgresql", "rabbitmq", "jwks", "istiodNamespace"],
+                    required=["dnsNamespace", "postgresql", "rabbitmq", "jwks", "otlp", "istiodNamespace"],
                 ),
                 "extraEgress": {"type": "array", "items": {"type": "object"}},
             },
@@ -319,6 +341,7 @@ SCHEMA = obj(
         ),
         "tests": obj({"enabled": {"type": "boolean"}}, required=["enabled"]),
         "metrics": metrics,
+        "tracing": tracing,
         "ingress": obj(
             {
                 "enabled": {"type": "boolean"},
@@ -387,7 +410,7 @@ SCHEMA = obj(
             required=["enabled", "trustDomain"],
         ),
     },
-    required=["image", "connections", "auth", "database", "config", "shutdown", "services", "probes", "podSecurityContext", "metrics", "istio"],
+    required=["image", "connections", "auth", "database", "config", "shutdown", "services", "probes", "podSecurityContext", "metrics", "tracing", "istio"],
 )
 SCHEMA = {"$schema": "http://json-schema.org/draft-07/schema#", "title": "talentshare chart values", **SCHEMA}
 

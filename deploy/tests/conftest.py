@@ -137,4 +137,5 @@ def all_findings(r: chart.Rendered, f: Facts) -> list[str]:
     out += crossref.check_metrics_network(r)
     out += crossref.check_metrics_access(r)
     out += crossref.check_alert_rules(r)
+    out += crossref.check_tracing(r)
     return out

@@ -160,6 +160,11 @@ TOGGLES = {
         },
         "istio": {"enabled": True},
     },
+    "tracing-to-a-pinned-collector": {
+        "tracing": {"otlpEndpoint": "http://10.20.1.7:55680"},
+        "networkPolicy": {"egress": {"otlp": {"ports": [55680], "to": [{"ipBlock": {"cidr": "10.20.1.7/32"}}]}}},
+        "istio": {"enabled": True},
+    },
     "image-digest-and-names": {
         "image": {"digest": "sha256:" + "a" * 64},
         "fullnameOverride": "ts",
@@ -193,6 +198,7 @@ def test_toggles_render_valid_consistent_objects(values):
         crossref.check_metrics_network,
         crossref.check_metrics_access,
         crossref.check_alert_rules,
+        crossref.check_tracing,
     ):
         findings += check(r)
     findings += crossref.check_env(r, {})

@@ -292,6 +292,18 @@ RENDERED_DEFECTS: list[tuple[str, Callable[[Any], None], str]] = [
         "should match pattern",
     ),
     (
+        "configmap-drops-otlp-endpoint",
+        lambda r: item(r, "ConfigMap", "reservation")["data"].pop("OTEL_EXPORTER_OTLP_ENDPOINT"),
+        "OTEL_EXPORTER_OTLP_ENDPOINT is not set, though tracing.otlpEndpoint is http://otel-collector.observability:4317",
+    ),
+    (
+        "egress-to-the-collector-missing",
+        lambda r: item(r, "NetworkPolicy", "payment")["spec"].update(
+            egress=[x for x in item(r, "NetworkPolicy", "payment")["spec"]["egress"] if x["ports"] != [{"port": 4317, "protocol": "TCP"}]]
+        ),
+        "NetworkPolicy/talentshare-payment: no egress rule lets TCP 4317 out to the OTLP collector",
+    ),
+    (
         "hpa-targets-missing-deployment",
         lambda r: item(r, "HorizontalPodAutoscaler", "mypage")["spec"]["scaleTargetRef"].update(name="talentshare-mypag"),
         "is not a rendered Deployment",

@@ -210,8 +210,9 @@ def test_processes_wrote_nothing_to_their_working_directory(cluster):
 
 
 def test_shutdown_fits_the_termination_grace_period(cluster):
-    """Last in this module: SIGTERM (as the kubelet sends it). Readiness turns NOT_SERVING
-    during SHUTDOWN_DELAY, and every process exits 0 before terminationGracePeriodSeconds."""
+    """Last in this module to call the services: SIGTERM (as the kubelet sends it).
+    Readiness turns NOT_SERVING during SHUTDOWN_DELAY, and every process exits 0 before
+    terminationGracePeriodSeconds."""
     if not cluster.processes:
         pytest.skip("no service could be started")
     cluster.stop()
@@ -220,6 +221,23 @@ def test_shutdown_fits_the_termination_grace_period(cluster):
         assert proc.readiness_during_delay == "NOT_SERVING", proc.binary
         assert proc.exit_code == 0, f"{proc.binary} exit {proc.exit_code}:\n{proc.log_tail()}"
         assert proc.stop_seconds < grace, f"{proc.binary} took {proc.stop_seconds:.1f}s (grace {grace}s)"
+
+
+def test_spans_reach_the_collector_of_tracing_otlp_endpoint(cluster):
+    """After the shutdown above (each service flushes its last spans then). With
+    tracing.otlpEndpoint set (production), every service accepted the rendered
+    OTEL_EXPORTER_OTLP_ENDPOINT and exported the spans of the calls and events above, under
+    its own service.name, to it (mapped to a loopback OTLP/gRPC receiver); without it
+    (default), no service has the variable and nothing is exported."""
+    if not cluster.processes:
+        pytest.skip("no service could be started")
+    endpoint = cluster.rendered.values["tracing"]["otlpEndpoint"]
+    if not endpoint:
+        assert [p.binary for p in cluster.processes.values() if "OTEL_EXPORTER_OTLP_ENDPOINT" in p.env] == []
+        assert cluster.otlp is None
+        return
+    assert cluster.otlp is not None and cluster.otlp.requests, "no service exported a span"
+    assert cluster.otlp.services() == {p.binary for p in cluster.processes.values()}
 
 
 def test_a_setting_value_the_binary_rejects_fails_the_run():

@@ -168,10 +168,12 @@ pub struct TelemetrySettings {
 }
 
 fn parse_otlp_endpoint(s: &str) -> Result<String, String> {
-    let url = url::Url::parse(s).map_err(|e| format!("{s}: {e}"))?;
-    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+    let url = url::Url::parse(s).map_err(|e| format!("OTEL_EXPORTER_OTLP_ENDPOINT {s}: {e}"))?;
+    // The exporter is built without TLS: inside a mesh the sidecar adds mTLS to a
+    // plaintext http:// connection; an https:// collector would fail at start.
+    if url.scheme() != "http" || url.host_str().is_none() || url.port().is_none() {
         return Err(format!(
-            "{s}: expected http://host:port or https://host:port"
+            "OTEL_EXPORTER_OTLP_ENDPOINT {s}: expected http://host:port (OTLP/gRPC, usually port 4317; https is not built in)"
         ));
     }
     Ok(s.to_owned())

@@ -12,6 +12,8 @@ container. Only what a cluster would provide differently is mapped:
   the run has its own broker topology (deleted at the end);
 - AUTH_JWKS (the issuer's https URL, or the mounted ConfigMap file) -> a JWKS file the
   harness writes (the pods would fetch the URL or read the mount);
+- OTEL_EXPORTER_OTLP_ENDPOINT (the collector) -> a loopback OTLP/gRPC receiver
+  (`deploycheck/otlp.py`) that keeps what the services export, the URL's path kept;
 - the topology hook Job (`talentshare topology`, pre-install) runs first, with its
   rendered command and environment, AMQP_URL and EVENTS_EXCHANGE mapped the same way:
   the services get AMQP_DECLARE_TOPOLOGY=false and only check that the topology is there.
@@ -36,7 +38,7 @@ import time
 import urllib.parse
 import uuid
 
-from . import binaries
+from . import binaries, otlp
 from .chart import Rendered
 from .crossref import Workload, container_env, resolve_host, target_port, workloads, workloads_behind
 
@@ -118,6 +120,7 @@ class Cluster:
         self.signing_key = self.workdir / "jwks-signing-key.pem"
         self.topology: subprocess.CompletedProcess | None = None
         self.topology_skipped: str | None = None  # why the topology Job was not run
+        self.otlp: otlp.Receiver | None = None  # the collector, when a service exports spans
 
     # -- address mapping ----------------------------------------------------------------
 
@@ -285,6 +288,13 @@ class Cluster:
             env["PAYMENT_URL"] = self.map_url(env["PAYMENT_URL"], ns)
         if "AUTH_JWKS" in env:
             env["AUTH_JWKS"] = str(self.jwks)
+        if env.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+            parts = urllib.parse.urlsplit(env["OTEL_EXPORTER_OTLP_ENDPOINT"])
+            if parts.scheme != "http":
+                raise RuntimeError(f"{proc.workload.ref}: OTEL_EXPORTER_OTLP_ENDPOINT {parts.geturl()} is not http:// (the binaries have no TLS for OTLP)")
+            if self.otlp is None:
+                self.otlp = otlp.Receiver()
+            env["OTEL_EXPORTER_OTLP_ENDPOINT"] = urllib.parse.urlunsplit(parts._replace(netloc=f"127.0.0.1:{self.otlp.port}"))
         missing = [k for k, v in env.items() if v is None]
         if missing:
             raise RuntimeError(f"{proc.workload.ref}: no value for {missing}")
@@ -341,6 +351,8 @@ class Cluster:
 
     def cleanup(self) -> None:
         self.stop(graceful=False)
+        if self.otlp is not None:  # kept through stop(): the services flush their last spans then
+            self.otlp.stop()
         shutil.rmtree(self.workdir, ignore_errors=True)
 
     def _delete_topology(self) -> None:

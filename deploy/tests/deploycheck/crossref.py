@@ -1089,6 +1089,64 @@ def check_metrics_network(r: Rendered) -> list[str]:
     return out
 
 
+# --- tracing ---------------------------------------------------------------------------------
+
+OTLP_ENV = "OTEL_EXPORTER_OTLP_ENDPOINT"
+# The exporter prefers it over OTLP_ENV: set, it would send the spans elsewhere.
+OTLP_TRACES_ENV = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+
+
+def otlp_endpoint(r: Rendered) -> str:
+    """tracing.otlpEndpoint ("" when no spans are exported)."""
+    return (r.values.get("tracing") or {}).get("otlpEndpoint") or ""
+
+
+def otlp_port(endpoint: str) -> int:
+    """The port the exporter dials: the URL's, or http's 80 (it assumes no 4317)."""
+    return urllib.parse.urlsplit(endpoint).port or 80
+
+
+def egress_opens(rule: dict[str, Any], port: int) -> bool:
+    """A NetworkPolicy egress rule lets TCP `port` out (a rule without ports: every port)."""
+    ports = rule.get("ports")
+    if not ports:
+        return True
+    for p in ports:
+        lo = p.get("port")
+        if p.get("protocol", "TCP") == "TCP" and (lo is None or (isinstance(lo, int) and lo <= port <= p.get("endPort", lo))):
+            return True
+    return False
+
+
+def check_tracing(r: Rendered) -> list[str]:
+    """Every service gets OTEL_EXPORTER_OTLP_ENDPOINT = tracing.otlpEndpoint, and none when
+    it is empty; never the traces-only variable (it would win). With an endpoint, every
+    rendered NetworkPolicy restricting egress lets TCP to the endpoint's port out."""
+    endpoint = otlp_endpoint(r)
+    out = []
+    for w in workloads(r):
+        env, _ = container_env(r, w)
+        if OTLP_TRACES_ENV in env:
+            out.append(f"{w.ref}: {OTLP_TRACES_ENV} is set (from {env[OTLP_TRACES_ENV].ref}): it wins over tracing.otlpEndpoint")
+        got = env.get(OTLP_ENV)
+        if not endpoint:
+            if got is not None:
+                out.append(f"{w.ref}: tracing.otlpEndpoint is empty, yet {OTLP_ENV} is {got.value!r} (from {got.ref})")
+        elif got is None:
+            out.append(f"{w.ref}: {OTLP_ENV} is not set, though tracing.otlpEndpoint is {endpoint}: its spans are not exported")
+        elif got.value != endpoint:
+            out.append(f"{w.ref}: {OTLP_ENV} is {got.value!r} (from {got.ref}), not tracing.otlpEndpoint {endpoint!r}")
+    if endpoint:
+        port = otlp_port(endpoint)
+        for np in r.of_kind("NetworkPolicy"):
+            spec = np.obj.get("spec") or {}
+            if "Egress" not in (spec.get("policyTypes") or []):
+                continue
+            if not any(egress_opens(rule, port) for rule in spec.get("egress") or []):
+                out.append(f"{np.ref}: no egress rule lets TCP {port} out to the OTLP collector {endpoint}: its spans are dropped")
+    return out
+
+
 # Istio authorization, evaluated: the policies of a workload decide a request as istiod's
 # rules say (DENY first; then allowed if no ALLOW policy applies or one of its rules
 # matches), for the fields the chart uses.

@@ -213,7 +213,8 @@ gateways, plus the gateway Istio deploys for a Gateway API Gateway of class isti
 
 {{/*
 Refuses to render what would not run or not be safe: missing auth settings, placeholder
-passwords, an incomplete ingress. Included once (deployment.yaml).
+passwords, a collector port the NetworkPolicies do not open, an incomplete ingress.
+Included once (deployment.yaml).
 */}}
 {{- define "talentshare.validate" -}}
 {{- $ := . }}
@@ -242,6 +243,14 @@ passwords, an incomplete ingress. Included once (deployment.yaml).
 {{- if eq (int $values.port) (int $.Values.metrics.port) }}
 {{- fail (printf "metrics.port %d is services.%s.port, the gRPC port: give the metrics their own port" (int $.Values.metrics.port) $svc) }}
 {{- end }}
+{{- end }}
+{{- end }}
+{{- if and .Values.tracing.otlpEndpoint .Values.networkPolicy.enabled }}
+{{- $otlpPort := include "talentshare.otlpPort" . | int }}
+{{- $open := list }}
+{{- range .Values.networkPolicy.egress.otlp.ports }}{{ $open = append $open (int .) }}{{ end }}
+{{- if not (has $otlpPort $open) }}
+{{- fail (printf "tracing.otlpEndpoint %s reaches port %d, which networkPolicy.egress.otlp.ports %s does not open: the NetworkPolicies would drop every span. Add %d to networkPolicy.egress.otlp.ports, or give the endpoint the collector's port (OTLP/gRPC: 4317; without a port it is 80)" .Values.tracing.otlpEndpoint $otlpPort (toJson $open) $otlpPort) }}
 {{- end }}
 {{- end }}
 {{- if .Values.ingress.enabled }}
@@ -312,6 +321,14 @@ product; the total over the services, and the limit database.maxConnections.
 {{- $terms = append $terms (printf "%s %d pods x %d = %d" $svc ($row.pods | int) ($row.perPod | int) ($row.connections | int)) }}
 {{- end }}
 {{- join ", " $terms }}
+{{- end }}
+
+{{/*
+The TCP port the services reach the OTLP collector of tracing.otlpEndpoint on: the URL's
+port (the schema, like the services, requires one).
+*/}}
+{{- define "talentshare.otlpPort" -}}
+{{- regexFind ":[0-9]+$" (urlParse .Values.tracing.otlpEndpoint).host | trimPrefix ":" }}
 {{- end }}
 
 {{/* Where the JWKS ConfigMap is mounted. */}}

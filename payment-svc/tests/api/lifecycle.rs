@@ -138,6 +138,8 @@ async fn a_bad_setting_stops_start_up_with_a_message_naming_it() {
         ("GRPC_ADDR", "nowhere"),
         ("LOG_FORMAT", "xml"),
         ("DATABASE_URL", "not a url"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://collector:4317"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector"),
     ] {
         let out = std::process::Command::new(BIN)
             .env_clear()
