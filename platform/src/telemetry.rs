@@ -112,14 +112,18 @@ pub fn init(settings: &TelemetrySettings, service: &str) -> anyhow::Result<Telem
             .event_format(JsonLine)
             .boxed(),
     };
+    // The standard switch: no spans at all, so no trace ids either (an event then
+    // gets a fresh one); what is left of tracing's cost is the log lines.
+    let disabled =
+        std::env::var("OTEL_SDK_DISABLED").is_ok_and(|v| v.trim().eq_ignore_ascii_case("true"));
     let installed = tracing_subscriber::registry()
         .with(logs.with_filter(log_filter))
-        .with(traces)
+        .with((!disabled).then_some(traces))
         .try_init()
         .is_ok();
     Ok(Telemetry {
         provider,
-        exporting: exporting && installed,
+        exporting: exporting && installed && !disabled,
     })
 }
 

@@ -298,3 +298,37 @@ async fn one_booking_is_one_trace_from_place_order_through_pay_the_broker_and_bo
     system.shutdown().await;
     stop.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otel_sdk_disabled_exports_nothing_even_with_an_endpoint() {
+    let stop = CancellationToken::new();
+    let (receiver, addr) = Receiver::start(stop.clone()).await;
+    let endpoint = format!("http://{addr}");
+    let system = System::start_with_env(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ("OTEL_SDK_DISABLED", "true"),
+    ])
+    .await;
+
+    let order = system
+        .order_as("bob")
+        .place_order(place_order("bob", GOOD_CARD))
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap();
+    system
+        .wait_mypage("bob", &order.order_id, "reservation requested", |e| {
+            e.reservation_status() == ReservationStatus::Requested
+        })
+        .await;
+    // Ten export intervals after every hop is done: an enabled SDK would have sent.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    system.shutdown().await;
+
+    let received = receiver.0.lock().unwrap().len();
+    assert_eq!(received, 0, "spans exported with OTEL_SDK_DISABLED=true");
+    stop.cancel();
+}
