@@ -156,7 +156,7 @@ impl MyPageService for MyPageApi {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(order_id = %request.get_ref().order_id))]
+    #[tracing::instrument(skip_all, fields(order_id = %platform::telemetry::clip(&request.get_ref().order_id)))]
     async fn get_my_page_entry(
         &self,
         request: Request<GetMyPageEntryRequest>,

@@ -148,7 +148,7 @@ impl OrderApi {
 
 #[tonic::async_trait]
 impl OrderService for OrderApi {
-    #[tracing::instrument(skip_all, fields(request_id = %request.get_ref().request_id))]
+    #[tracing::instrument(skip_all, fields(request_id = %platform::telemetry::clip(&request.get_ref().request_id)))]
     async fn place_order(
         &self,
         request: Request<PlaceOrderRequest>,
@@ -169,7 +169,7 @@ impl OrderService for OrderApi {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(order_id = %request.get_ref().order_id))]
+    #[tracing::instrument(skip_all, fields(order_id = %platform::telemetry::clip(&request.get_ref().order_id)))]
     async fn get_order(
         &self,
         request: Request<GetOrderRequest>,
@@ -199,7 +199,7 @@ impl OrderService for OrderApi {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(order_id = %request.get_ref().order_id))]
+    #[tracing::instrument(skip_all, fields(order_id = %platform::telemetry::clip(&request.get_ref().order_id)))]
     async fn cancel_order(
         &self,
         request: Request<CancelOrderRequest>,

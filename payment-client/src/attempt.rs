@@ -144,23 +144,48 @@ where
         let (path, attempt) = (call.path().to_owned(), call.attempt);
         let finished = span.clone();
         let record = move |code| {
-            telemetry::record_status(&finished, code);
+            telemetry::record_status(&finished, telemetry::Side::Client, code);
             if let Some(metrics) = &metrics {
                 metrics.payment_attempt(&path, code, attempt);
             }
         };
+        // Recorded once, however the attempt ends: answered, not reached, or dropped
+        // before an answer (the call's deadline passed, or its caller went away).
+        let mut unsettled = Unsettled(Some(Box::new(record)));
         Box::pin(
             async move {
                 match sent.await {
-                    Ok(response) => Ok(watch_status(response, record).map(tonic::body::Body::new)),
+                    Ok(response) => {
+                        let record = unsettled.take();
+                        Ok(watch_status(response, record).map(tonic::body::Body::new))
+                    }
                     Err(e) => {
                         // Not reached (connection refused, reset): what the caller sees too.
-                        record(tonic::Code::Unavailable);
+                        (unsettled.take())(tonic::Code::Unavailable);
                         Err(e.into())
                     }
                 }
             }
             .instrument(span),
         )
+    }
+}
+
+type Record = Box<dyn FnOnce(tonic::Code) + Send>;
+
+/// An attempt's outcome not yet recorded; dropped unrecorded, it records CANCELLED.
+struct Unsettled(Option<Record>);
+
+impl Unsettled {
+    fn take(&mut self) -> Record {
+        self.0.take().unwrap_or_else(|| Box::new(|_| {}))
+    }
+}
+
+impl Drop for Unsettled {
+    fn drop(&mut self) {
+        if let Some(record) = self.0.take() {
+            record(tonic::Code::Cancelled);
+        }
     }
 }

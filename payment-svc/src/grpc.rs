@@ -90,7 +90,7 @@ impl PaymentApi {
 
 #[tonic::async_trait]
 impl PaymentService for PaymentApi {
-    #[tracing::instrument(skip_all, fields(order_id = %request.get_ref().order_id))]
+    #[tracing::instrument(skip_all, fields(order_id = %platform::telemetry::clip(&request.get_ref().order_id)))]
     async fn pay(&self, request: Request<PayRequest>) -> Result<Response<PayResponse>, Status> {
         let charge = charge_request(request.into_inner())?;
         let (payment, created) = self
@@ -104,7 +104,7 @@ impl PaymentService for PaymentApi {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(payment_id = %request.get_ref().payment_id))]
+    #[tracing::instrument(skip_all, fields(payment_id = %platform::telemetry::clip(&request.get_ref().payment_id)))]
     async fn refund(
         &self,
         request: Request<RefundRequest>,
@@ -128,7 +128,7 @@ impl PaymentService for PaymentApi {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(order_id = %request.get_ref().order_id))]
+    #[tracing::instrument(skip_all, fields(order_id = %platform::telemetry::clip(&request.get_ref().order_id)))]
     async fn void(&self, request: Request<VoidRequest>) -> Result<Response<VoidResponse>, Status> {
         let void = void_request(request.into_inner())?;
         let payment = self.payments.void(&void).await.map_err(ApiError::from)?;

@@ -46,9 +46,9 @@ use crate::outbox::OutboxSignal;
 use crate::settings::MessagingSettings;
 use crate::telemetry;
 
-/// How often a consumer counts its dead-letter queue for the metrics (an alert's
-/// resolution, at the cost of one passive declare).
-const DEAD_LETTER_SAMPLE_EVERY: Duration = Duration::from_secs(5);
+/// How often a consumer counts its queue and its dead-letter queue for the metrics
+/// (an alert's resolution, at the cost of two passive declares).
+const DEPTH_SAMPLE_EVERY: Duration = Duration::from_secs(5);
 
 /// The `inbox_events` table.
 pub mod entity {
@@ -262,7 +262,7 @@ impl<H: EventHandler> Consumer<H> {
         let topology = Topology::new(self.settings.events_exchange.clone());
         let queue = topology.queue(self.name);
         let dlq = topology.dead_letter_queue(self.name);
-        let mut sample = tokio::time::interval(DEAD_LETTER_SAMPLE_EVERY);
+        let mut sample = tokio::time::interval(DEPTH_SAMPLE_EVERY);
         sample.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         while !shutdown.is_cancelled() {
@@ -285,7 +285,7 @@ impl<H: EventHandler> Consumer<H> {
                     biased;
                     _ = shutdown.cancelled() => break,
                     _ = sample.tick(), if self.metrics.is_some() => {
-                        self.count_dead_letters(&conn, &mut sampling, &dlq).await;
+                        self.count_queues(&conn, &mut sampling, &queue, &dlq).await;
                         continue;
                     }
                     next = stream.next() => next,
@@ -334,13 +334,15 @@ impl<H: EventHandler> Consumer<H> {
         }
     }
 
-    /// Counts the dead-letter queue into the metrics, on a channel of its own so a
-    /// failed count never closes the consuming channel. A failure is only logged: the
-    /// gauge keeps its last value, and the next tick opens a new channel.
-    async fn count_dead_letters(
+    /// Counts the queue's ready messages and the dead-letter queue into the metrics,
+    /// on a channel of its own so a failed count never closes the consuming channel.
+    /// A failure is only logged: the gauges keep their last values, and the next tick
+    /// opens a new channel.
+    async fn count_queues(
         &self,
         conn: &lapin::Connection,
         sampling: &mut Option<lapin::Channel>,
+        queue: &str,
         dlq: &str,
     ) {
         let Some(metrics) = &self.metrics else {
@@ -352,24 +354,26 @@ impl<H: EventHandler> Consumer<H> {
                 _ => conn.create_channel().await?,
             };
             // A passive declare needs no permission and creates nothing.
-            let declared = channel
-                .queue_declare(
-                    dlq.into(),
-                    lapin::options::QueueDeclareOptions {
-                        passive: true,
-                        ..Default::default()
-                    },
-                    FieldTable::default(),
-                )
-                .await?;
+            let passive = lapin::options::QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            };
+            let ready = channel
+                .queue_declare(queue.into(), passive, FieldTable::default())
+                .await?
+                .message_count();
+            let dead = channel
+                .queue_declare(dlq.into(), passive, FieldTable::default())
+                .await?
+                .message_count();
             *sampling = Some(channel);
-            Ok::<_, lapin::Error>(declared.message_count())
+            Ok::<_, lapin::Error>((ready, dead))
         })
         .await;
         match counted {
-            Ok(Ok(n)) => metrics.dead_letters(self.name, n),
-            Ok(Err(e)) => tracing::debug!(error = %e, dlq, "could not count the dead-letter queue"),
-            Err(_) => tracing::debug!(dlq, "counting the dead-letter queue timed out"),
+            Ok(Ok((ready, dead))) => metrics.queue_depths(self.name, ready, dead),
+            Ok(Err(e)) => tracing::debug!(error = %e, queue, "could not count the queues"),
+            Err(_) => tracing::debug!(queue, "counting the queues timed out"),
         }
     }
 

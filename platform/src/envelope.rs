@@ -113,7 +113,7 @@ fn truncate(s: &str) -> String {
     s.chars().take(64).collect()
 }
 
-/// A W3C `traceparent` value with fresh random ids, for events not caused by a traced call.
+/// A W3C `traceparent` value with fresh random ids (for tests and tools that publish).
 pub fn new_traceparent() -> String {
     let trace: u128 = rand::random::<u128>().max(1);
     let span: u64 = rand::random::<u64>().max(1);

@@ -142,6 +142,8 @@ pub struct Metrics {
     pub outbox_oldest_age: Gauge<f64, std::sync::atomic::AtomicU64>,
     /// Messages resting in each consumer's dead-letter queue, as it last counted.
     pub dead_letters: Family<QueueLabels, Gauge>,
+    /// Messages ready in each consumer's own queue (not yet taken), as it last counted.
+    pub queued: Family<QueueLabels, Gauge>,
     /// Attempts of calls to payment-svc, by method, code and attempt number.
     pub payment_attempts: Family<AttemptLabels, Counter>,
     breaker: Arc<std::sync::Mutex<Option<BreakerReader>>>,
@@ -226,6 +228,12 @@ impl Metrics {
             "Messages resting in the consumer's dead-letter queue (queue = the consumer), as it last counted",
             dead_letters.clone(),
         );
+        let queued = Family::<QueueLabels, Gauge>::default();
+        registry.register(
+            "event_queue_messages",
+            "Messages ready in the consumer's own queue, not yet taken (queue = the consumer), as it last counted",
+            queued.clone(),
+        );
         let payment_attempts = Family::<AttemptLabels, Counter>::default();
         registry.register(
             "payment_client_attempts",
@@ -262,6 +270,7 @@ impl Metrics {
             outbox_backlog,
             outbox_oldest_age,
             dead_letters,
+            queued,
             payment_attempts,
             breaker: breaker_reader,
         }
@@ -315,13 +324,16 @@ impl Metrics {
             .observe(lag.as_secs_f64());
     }
 
-    /// How many messages rest in `queue`'s dead-letter queue.
-    pub fn dead_letters(&self, queue: &str, messages: u32) {
+    /// How many messages rest in `queue`'s dead-letter queue, and how many wait in
+    /// the queue itself.
+    pub fn queue_depths(&self, queue: &str, ready: u32, dead_letters: u32) {
+        let labels = QueueLabels {
+            queue: queue.to_owned(),
+        };
+        self.queued.get_or_create(&labels).set(i64::from(ready));
         self.dead_letters
-            .get_or_create(&QueueLabels {
-                queue: queue.to_owned(),
-            })
-            .set(i64::from(messages));
+            .get_or_create(&labels)
+            .set(i64::from(dead_letters));
     }
 
     /// Everything, in the OpenMetrics text format.

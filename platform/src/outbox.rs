@@ -29,7 +29,7 @@ use tracing::Instrument;
 
 use crate::amqp::{self, Topology};
 use crate::backoff::Backoff;
-use crate::envelope::{self, CONTENT_TYPE, NewEvent};
+use crate::envelope::{CONTENT_TYPE, NewEvent};
 use crate::metrics::{EventTypeLabels, Metrics};
 use crate::settings::MessagingSettings;
 use crate::telemetry;
@@ -88,9 +88,9 @@ pub async fn enqueue<C: ConnectionTrait>(
         event_id: Set(env.event_id.clone()),
         routing_key: Set(env.event_type.clone()),
         payload: Set(env.encode_to_vec()),
-        // The trace of the call or event being handled, so the event continues it.
-        traceparent: Set(telemetry::traceparent(&tracing::Span::current())
-            .unwrap_or_else(envelope::new_traceparent)),
+        // The trace of the call or event being handled, so the event continues it;
+        // empty outside any (a reconciler's pass), and the relay starts one then.
+        traceparent: Set(telemetry::current_traceparent().unwrap_or_default()),
         created_at: Set(chrono::Utc::now()),
         ..Default::default()
     }
@@ -338,13 +338,14 @@ impl Relay {
                 trace_id = tracing::field::Empty,
             );
             telemetry::continue_trace(&span, telemetry::extract_traceparent(&row.traceparent));
-            let traceparent =
-                telemetry::traceparent(&span).unwrap_or_else(|| row.traceparent.clone());
             let mut headers = FieldTable::default();
-            headers.insert(
-                "traceparent".into(),
-                AMQPValue::LongString(traceparent.as_str().into()),
-            );
+            // With tracing off there is no context to send (and none made up).
+            if let Some(traceparent) = telemetry::traceparent(&span) {
+                headers.insert(
+                    "traceparent".into(),
+                    AMQPValue::LongString(traceparent.as_str().into()),
+                );
+            }
             let props = BasicProperties::default()
                 .with_message_id(row.event_id.as_str().into())
                 .with_type(row.routing_key.as_str().into())

@@ -167,7 +167,7 @@ pub struct TelemetrySettings {
     pub otlp_endpoint: Option<String>,
 }
 
-fn parse_otlp_endpoint(s: &str) -> Result<String, String> {
+pub fn parse_otlp_endpoint(s: &str) -> Result<String, String> {
     let url = url::Url::parse(s).map_err(|e| format!("OTEL_EXPORTER_OTLP_ENDPOINT {s}: {e}"))?;
     // The exporter is built without TLS: inside a mesh the sidecar adds mTLS to a
     // plaintext http:// connection; an https:// collector would fail at start.

@@ -25,9 +25,9 @@ use std::task::{Context, Poll};
 use http_body::Body;
 
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
-use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
+use opentelemetry::trace::{SpanContext, TraceContextExt, TraceState, TracerProvider as _};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::SdkTracerProvider;
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use tonic::Code;
 use tower::{Layer, Service};
 use tracing::Instrument;
@@ -87,13 +87,30 @@ impl Telemetry {
 /// Must run inside the Tokio runtime: the OTLP exporter's connection lives on it.
 pub fn init(settings: &TelemetrySettings, service: &str) -> anyhow::Result<Telemetry> {
     let log_filter = log_filter(&settings.log_filter)?;
-    let exporter = otlp_exporter(settings.otlp_endpoint.as_deref())?;
+    // The standard switch: no spans at all, so no trace ids either (an event then
+    // starts a trace of its own); what is left of tracing's cost is the log lines.
+    let disabled =
+        std::env::var("OTEL_SDK_DISABLED").is_ok_and(|v| v.trim().eq_ignore_ascii_case("true"));
+    let exporter = if disabled {
+        None
+    } else {
+        otlp_exporter(settings.otlp_endpoint.as_deref())?
+    };
     let exporting = exporter.is_some();
     let mut resource = opentelemetry_sdk::Resource::builder();
     if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
         resource = resource.with_service_name(service.to_owned());
     }
     let mut provider = SdkTracerProvider::builder().with_resource(resource.build());
+    if std::env::var_os("OTEL_TRACES_SAMPLER").is_none() {
+        // Keep every trace, and never let a caller's `traceparent` flag switch tracing
+        // off for its calls (the SDK's default follows a remote "not sampled").
+        provider = provider.with_sampler(Box::new(
+            Sampler::parent_based(Sampler::AlwaysOn)
+                .with_remote_parent_not_sampled(Sampler::AlwaysOn),
+        )
+            as Box<dyn opentelemetry_sdk::trace::ShouldSample>);
+    }
     if let Some(exporter) = exporter {
         provider = provider.with_batch_exporter(exporter);
     }
@@ -112,10 +129,6 @@ pub fn init(settings: &TelemetrySettings, service: &str) -> anyhow::Result<Telem
             .event_format(JsonLine)
             .boxed(),
     };
-    // The standard switch: no spans at all, so no trace ids either (an event then
-    // gets a fresh one); what is left of tracing's cost is the log lines.
-    let disabled =
-        std::env::var("OTEL_SDK_DISABLED").is_ok_and(|v| v.trim().eq_ignore_ascii_case("true"));
     let installed = tracing_subscriber::registry()
         .with(logs.with_filter(log_filter))
         .with((!disabled).then_some(traces))
@@ -164,6 +177,13 @@ where
             line.insert("target".into(), target);
         }
         line.retain(|k, _| !k.starts_with("log."));
+        // The active OpenTelemetry context first: it is set while a traced span runs
+        // even when RUST_LOG hides that span (and so the scope below) from the logs.
+        let active = opentelemetry::Context::current();
+        let ids = active.span().span_context().clone();
+        if ids.is_valid() {
+            line.insert("trace_id".into(), ids.trace_id().to_string().into());
+        }
         if let Some(scope) = ctx.event_scope() {
             let mut fields = Map::new();
             let mut innermost = None;
@@ -179,7 +199,7 @@ where
                 }
             }
             if let Some(trace_id) = fields.remove("trace_id") {
-                line.insert("trace_id".into(), trace_id);
+                line.entry("trace_id").or_insert(trace_id);
             }
             fields.retain(|k, _| !CONSTANT_FIELDS.contains(&k.as_str()));
             if let Some(name) = innermost {
@@ -239,10 +259,10 @@ impl tracing::field::Visit for JsonVisitor<'_> {
 /// `sea_orm_migration` or asks for DEBUG anywhere.
 fn log_filter(spec: &str) -> anyhow::Result<EnvFilter> {
     let filter = EnvFilter::try_new(spec).map_err(|e| anyhow::anyhow!("RUST_LOG: {e}"))?;
-    let verbose = filter
-        .max_level_hint()
-        .is_some_and(|level| level >= tracing::level_filters::LevelFilter::DEBUG);
-    if verbose || spec.contains("sea_orm_migration") {
+    // Only at INFO: at DEBUG the lines were asked for, and at WARN or ERROR they are
+    // hidden already (a `=warn` directive would make such a filter louder).
+    let at_info = filter.max_level_hint() == Some(tracing::level_filters::LevelFilter::INFO);
+    if !at_info || spec.contains("sea_orm_migration") {
         return Ok(filter);
     }
     Ok(filter.add_directive("sea_orm_migration=warn".parse()?))
@@ -321,9 +341,43 @@ pub fn continue_trace(span: &tracing::Span, parent: opentelemetry::Context) {
     }
 }
 
-/// The trace context in gRPC metadata (HTTP/2 headers).
+/// The trace context in gRPC metadata (HTTP/2 headers): the caller's trace and span
+/// ids and sampling flag, not its `tracestate` (vendor data a caller could use to
+/// steer what our services send on to each other).
 pub fn extract(headers: &http::HeaderMap) -> opentelemetry::Context {
-    TraceContextPropagator::new().extract(&HeaderCarrier(headers))
+    let extracted = TraceContextPropagator::new().extract(&HeaderCarrier(headers));
+    let ids = extracted.span().span_context().clone();
+    if !ids.is_valid() {
+        return opentelemetry::Context::new();
+    }
+    opentelemetry::Context::new().with_remote_span_context(SpanContext::new(
+        ids.trace_id(),
+        ids.span_id(),
+        ids.trace_flags(),
+        true,
+        TraceState::default(),
+    ))
+}
+
+/// The `traceparent` of the span running now (the innermost one the OpenTelemetry
+/// layer traces), if any: what an event enqueued now continues.
+pub fn current_traceparent() -> Option<String> {
+    let mut carrier = HashMap::new();
+    TraceContextPropagator::new().inject_context(&opentelemetry::Context::current(), &mut carrier);
+    carrier.remove("traceparent")
+}
+
+/// `s` cut to at most 64 bytes (on a character boundary): for ids a client sent,
+/// recorded on spans and log lines before they are validated.
+pub fn clip(s: &str) -> &str {
+    if s.len() <= 64 {
+        return s;
+    }
+    let mut end = 64;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 /// The trace context of a `traceparent` value (an event's header).
@@ -399,7 +453,12 @@ where
             async move {
                 let response = future.await?;
                 Ok(watch_status(response, move |code| {
-                    record_status(&finished, code);
+                    // A path no service routes is named like the metrics name it, so
+                    // made-up paths cannot mint span names.
+                    if code == Code::Unimplemented {
+                        finished.record("otel.name", "unknown");
+                    }
+                    record_status(&finished, Side::Server, code);
                 }))
             }
             .instrument(span),
@@ -407,19 +466,31 @@ where
     }
 }
 
-/// Puts a call's gRPC status on its span (client or server); the codes that mean the
-/// server failed mark the span as an error, as OpenTelemetry's gRPC conventions say.
-pub fn record_status(span: &tracing::Span, code: Code) {
+/// Which side of a call a span is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    Client,
+    Server,
+}
+
+/// Puts a call's gRPC status on its span. As OpenTelemetry's gRPC conventions say, a
+/// client span is an error for any code but OK, a server span only for the codes that
+/// mean the server failed.
+pub fn record_status(span: &tracing::Span, side: Side, code: Code) {
     span.set_attribute("rpc.grpc.status_code", i64::from(code as i32));
-    if matches!(
-        code,
-        Code::Unknown
-            | Code::DeadlineExceeded
-            | Code::Unimplemented
-            | Code::Internal
-            | Code::Unavailable
-            | Code::DataLoss
-    ) {
+    let failed = match side {
+        Side::Client => code != Code::Ok,
+        Side::Server => matches!(
+            code,
+            Code::Unknown
+                | Code::DeadlineExceeded
+                | Code::Unimplemented
+                | Code::Internal
+                | Code::Unavailable
+                | Code::DataLoss
+        ),
+    };
+    if failed {
         span.set_status(opentelemetry::trace::Status::error(format!("{code:?}")));
     }
 }
@@ -491,11 +562,96 @@ mod tests {
             "debug",
             "info,sea_orm_migration=info",
             "warn,platform=debug",
+            "error",
         ] {
             let kept = log_filter(asked).unwrap().to_string();
             assert!(!kept.contains("sea_orm_migration=warn"), "{asked}: {kept}");
         }
         assert!(log_filter("info,=bad=").is_err());
+    }
+
+    /// Collects what the log layer writes.
+    #[derive(Clone, Default)]
+    struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_json_line_carries_the_trace_id_even_when_the_log_filter_hides_its_span() {
+        // Arrange: the layers `init` installs, with RUST_LOG=warn.
+        let provider = SdkTracerProvider::builder().build();
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::registry()
+            .with(
+                fmt::layer()
+                    .fmt_fields(JsonFields::new())
+                    .event_format(JsonLine)
+                    .with_writer(move || writer.clone())
+                    .with_filter(log_filter("warn").unwrap()),
+            )
+            .with(
+                tracing_opentelemetry::layer()
+                    .with_tracer(provider.tracer("test"))
+                    .with_filter(traced_targets()),
+            );
+
+        // Act: a warning inside a call's span, which the filter keeps out of the logs.
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!("rpc", trace_id = tracing::field::Empty);
+            continue_trace(
+                &span,
+                extract_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+            );
+            let _entered = span.enter();
+            tracing::warn!(order_id = "o-1", "call failed");
+        });
+
+        // Assert
+        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let line: serde_json::Value = serde_json::from_str(text.trim()).expect("one JSON line");
+        assert_eq!(line["message"], "call failed");
+        assert_eq!(line["order_id"], "o-1");
+        assert_eq!(line["level"], "WARN");
+        assert_eq!(
+            line["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736",
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_callers_tracestate_is_not_passed_on() {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"
+                .parse()
+                .unwrap(),
+        );
+        headers.insert("tracestate", "vendor=steer-me".parse().unwrap());
+        let context = extract(&headers);
+        let ids = context.span().span_context().clone();
+        assert!(ids.is_valid() && ids.trace_state().header().is_empty());
+    }
+
+    #[test]
+    fn clip_keeps_ids_and_cuts_long_text_on_a_character_boundary() {
+        assert_eq!(
+            clip("01a23762-b323-72ab-bf86-a6a4a97b536a"),
+            "01a23762-b323-72ab-bf86-a6a4a97b536a"
+        );
+        let long = "é".repeat(100);
+        let clipped = clip(&long);
+        assert!(clipped.len() <= 64 && clipped.chars().all(|c| c == 'é'));
     }
 
     #[test]

@@ -343,6 +343,14 @@ async fn a_backlog_is_applied_in_batches_and_a_bad_event_in_a_batch_costs_nothin
             || async { metrics.encode().lines().any(|l| l == resting).then_some(()) },
         )
         .await;
+        // Counted with it: the messages still waiting in the queue itself.
+        assert!(
+            metrics
+                .encode()
+                .lines()
+                .any(|l| l.starts_with("event_queue_messages{queue=\"mypage\"} ")),
+            "{backend:?}: the queue's depth is counted too"
+        );
         let dlq = broker.topology.dead_letter_queue("mypage");
         let dead = broker
             .collect(&dlq, bad.len(), Duration::from_secs(30))

@@ -288,7 +288,7 @@ impl ReservationApi {
 
 #[tonic::async_trait]
 impl ReservationService for ReservationApi {
-    #[tracing::instrument(skip_all, fields(reservation_id = %request.get_ref().reservation_id))]
+    #[tracing::instrument(skip_all, fields(reservation_id = %platform::telemetry::clip(&request.get_ref().reservation_id)))]
     async fn confirm_reservation(
         &self,
         request: Request<ConfirmReservationRequest>,
@@ -301,7 +301,7 @@ impl ReservationService for ReservationApi {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(reservation_id = %request.get_ref().reservation_id))]
+    #[tracing::instrument(skip_all, fields(reservation_id = %platform::telemetry::clip(&request.get_ref().reservation_id)))]
     async fn reject_reservation(
         &self,
         request: Request<RejectReservationRequest>,

@@ -92,7 +92,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
             log_format: args.log_format,
             otlp_endpoint: std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
                 .ok()
-                .filter(|v| !v.trim().is_empty()),
+                .filter(|v| !v.trim().is_empty())
+                .map(|v| platform::settings::parse_otlp_endpoint(&v))
+                .transpose()
+                .map_err(|e| anyhow::anyhow!(e))?,
         },
         "talentshare",
     )?;

@@ -30,6 +30,8 @@ struct Received {
     parent: String,
     name: String,
     kind: SpanKind,
+    /// The `order_id` attribute (handlers and consumers record it).
+    order_id: Option<String>,
 }
 
 /// An OTLP/gRPC trace receiver keeping every span it is sent.
@@ -56,7 +58,16 @@ impl TraceService for Receiver {
                 })
                 .unwrap_or_default();
             for span in resource.scope_spans.into_iter().flat_map(|s| s.spans) {
+                let order_id = span
+                    .attributes
+                    .iter()
+                    .find(|a| a.key == "order_id")
+                    .and_then(|a| match a.value.as_ref()?.value.as_ref()? {
+                        Value::StringValue(s) => Some(s.clone()),
+                        _ => None,
+                    });
                 kept.push(Received {
+                    order_id,
                     service: service.clone(),
                     trace_id: hex(&span.trace_id),
                     span_id: hex(&span.span_id),
@@ -270,13 +281,29 @@ async fn one_booking_is_one_trace_from_place_order_through_pay_the_broker_and_bo
         dir.join("span-tree.txt"),
         format!("trace {trace_id}\n{printed}"),
     );
-    // Every span of the trace hangs under the caller's: none started a trace of its own.
+    // Every span of the trace hangs under the caller's, and every consumer span of any
+    // trace that names this order is in this one: no event started a trace of its own
+    // (the test's own GetMyPageEntry polls are traces of their own, rightly).
     let ids: Vec<&str> = chain.iter().map(|s| s.span_id.as_str()).collect();
     for s in &chain {
         assert!(
             s.parent == caller || ids.contains(&s.parent.as_str()),
             "{s:?} has a parent outside the trace:\n{printed}"
         );
+    }
+    let all = receiver.0.lock().unwrap().clone();
+    let of_order: Vec<&Received> = all
+        .iter()
+        .filter(|s| {
+            s.kind == SpanKind::Consumer && s.order_id.as_deref() == Some(order.order_id.as_str())
+        })
+        .collect();
+    assert!(
+        of_order.len() >= 5,
+        "the consumers' spans name the order: {of_order:#?}"
+    );
+    for s in of_order {
+        assert_eq!(s.trace_id, trace_id, "{s:?} is in another trace");
     }
 
     // Assert: the log lines written while handling it carry its trace id.
