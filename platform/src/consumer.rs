@@ -201,6 +201,9 @@ pub struct Consumer<H> {
     signal: OutboxSignal,
     stats: Arc<ConsumerStats>,
     metrics: Option<Metrics>,
+    /// When the deliveries in hand were taken (milliseconds since the epoch), 0 when
+    /// none are: the depth counter reports how long they have been held.
+    in_hand_since: AtomicU64,
 }
 
 impl<H: EventHandler> Consumer<H> {
@@ -221,6 +224,7 @@ impl<H: EventHandler> Consumer<H> {
             signal,
             stats: Arc::default(),
             metrics: None,
+            in_hand_since: AtomicU64::new(0),
         }
     }
 
@@ -262,11 +266,70 @@ impl<H: EventHandler> Consumer<H> {
         let topology = Topology::new(self.settings.events_exchange.clone());
         let queue = topology.queue(self.name);
         let dlq = topology.dead_letter_queue(self.name);
-        let mut sample = tokio::time::interval(DEPTH_SAMPLE_EVERY);
-        sample.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        // The depths are counted beside the consuming loop, not inside it: a consumer
+        // stuck on its database (or between reconnects) is exactly when they matter.
+        let (link, linked) = tokio::sync::watch::channel(None);
+        tokio::join!(
+            self.count_depths(linked, &queue, &dlq, &shutdown),
+            self.consume_loop(&topology, &queue, link, &shutdown),
+        );
+    }
+
+    /// Every few seconds, while a connection is up, counts the queue and its
+    /// dead-letter queue into the metrics. Ends at `shutdown`.
+    async fn count_depths(
+        &self,
+        linked: tokio::sync::watch::Receiver<Option<Arc<lapin::Connection>>>,
+        queue: &str,
+        dlq: &str,
+        shutdown: &CancellationToken,
+    ) {
+        if self.metrics.is_none() {
+            return;
+        }
+        let mut tick = tokio::time::interval(DEPTH_SAMPLE_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut sampling = None;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            if let Some(metrics) = &self.metrics {
+                let since = self.in_hand_since.load(Ordering::Relaxed);
+                let held = if since == 0 {
+                    0.0
+                } else {
+                    (unix_millis().saturating_sub(since)) as f64 / 1000.0
+                };
+                metrics
+                    .in_hand
+                    .get_or_create(&crate::metrics::QueueLabels {
+                        queue: self.name.to_owned(),
+                    })
+                    .set(held);
+            }
+            let conn = linked.borrow().clone();
+            match conn {
+                Some(conn) => self.count_queues(&conn, &mut sampling, queue, dlq).await,
+                None => sampling = None,
+            }
+        }
+    }
+
+    /// The consuming loop of [`Self::run`]; `link` tells the depth counter which
+    /// connection is up.
+    async fn consume_loop(
+        &self,
+        topology: &Topology,
+        queue: &str,
+        link: tokio::sync::watch::Sender<Option<Arc<lapin::Connection>>>,
+        shutdown: &CancellationToken,
+    ) {
+        let queue = queue.to_owned();
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         while !shutdown.is_cancelled() {
-            let session = match self.subscribe(&topology, &queue).await {
+            let session = match self.subscribe(topology, &queue).await {
                 Ok(s) => s,
                 Err(e) => {
                     amqp::report_setup_failure(&queue, &e);
@@ -279,15 +342,12 @@ impl<H: EventHandler> Consumer<H> {
             amqp::report_reachable(&queue);
             backoff.reset();
             let (conn, channel, mut stream) = session;
-            let mut sampling = None;
+            let conn = Arc::new(conn);
+            link.send_replace(Some(conn.clone()));
             loop {
                 let first = tokio::select! {
                     biased;
                     _ = shutdown.cancelled() => break,
-                    _ = sample.tick(), if self.metrics.is_some() => {
-                        self.count_queues(&conn, &mut sampling, &queue, &dlq).await;
-                        continue;
-                    }
                     next = stream.next() => next,
                 };
                 let mut batch = Vec::new();
@@ -309,7 +369,10 @@ impl<H: EventHandler> Consumer<H> {
                 }
                 // The messages in hand are finished even if shutdown fires meanwhile.
                 if !batch.is_empty() {
-                    self.process_batch(batch, &shutdown).await;
+                    self.in_hand_since
+                        .store(unix_millis().max(1), Ordering::Relaxed);
+                    self.process_batch(batch, shutdown).await;
+                    self.in_hand_since.store(0, Ordering::Relaxed);
                 }
                 match end {
                     None => {}
@@ -330,6 +393,7 @@ impl<H: EventHandler> Consumer<H> {
                 channel.basic_cancel(tag, BasicCancelOptions::default()),
             )
             .await;
+            link.send_replace(None);
             amqp::close_quietly(&conn, "consumer stopping").await;
         }
     }
@@ -762,6 +826,12 @@ async fn record_all_in_inbox(
             .await?;
     }
     Ok(fresh)
+}
+
+fn unix_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// The span of one delivery's handling, continuing the trace in its `traceparent`

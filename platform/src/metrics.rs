@@ -144,6 +144,8 @@ pub struct Metrics {
     pub dead_letters: Family<QueueLabels, Gauge>,
     /// Messages ready in each consumer's own queue (not yet taken), as it last counted.
     pub queued: Family<QueueLabels, Gauge>,
+    /// How long each consumer has held the deliveries it handles now, unsettled.
+    pub in_hand: Family<QueueLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     /// Attempts of calls to payment-svc, by method, code and attempt number.
     pub payment_attempts: Family<AttemptLabels, Counter>,
     breaker: Arc<std::sync::Mutex<Option<BreakerReader>>>,
@@ -234,6 +236,13 @@ impl Metrics {
             "Messages ready in the consumer's own queue, not yet taken (queue = the consumer), as it last counted",
             queued.clone(),
         );
+        let in_hand = Family::<QueueLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        registry.register_with_unit(
+            "event_in_hand",
+            "How long the consumer has held the deliveries it is handling now without settling them (0 when idle); growing means it is stuck, on its database say",
+            Unit::Seconds,
+            in_hand.clone(),
+        );
         let payment_attempts = Family::<AttemptLabels, Counter>::default();
         registry.register(
             "payment_client_attempts",
@@ -271,6 +280,7 @@ impl Metrics {
             outbox_oldest_age,
             dead_letters,
             queued,
+            in_hand,
             payment_attempts,
             breaker: breaker_reader,
         }

@@ -211,13 +211,15 @@ async fn a_database_outage_longer_than_the_delivery_limit_pauses_the_consumer_an
         .sqlx_logging(false);
     let conn = sea_orm::Database::connect(opts).await.expect("pool");
     let handler = ScriptedHandler::default();
+    let metrics = platform::metrics::Metrics::new("test", None);
     let consumer = Consumer::new(
         "mypage",
         handler.clone(),
         conn,
         messaging(broker.exchange(), &testkit::amqp_url()),
         OutboxSignal::new(),
-    );
+    )
+    .with_metrics(metrics.clone());
     let stats = consumer.stats();
     let stop = CancellationToken::new();
     let running = tokio::spawn(consumer.run(stop.clone()));
@@ -243,6 +245,15 @@ async fn a_database_outage_longer_than_the_delivery_limit_pauses_the_consumer_an
         "nothing applied while down"
     );
     assert_eq!(stats.get(Outcome::Requeued), 0, "no delivery attempt spent");
+    // The metrics show it stuck: the deliveries held for seconds (counted every 5 s,
+    // beside the consuming loop, which is blocked).
+    let held: f64 = metrics
+        .encode()
+        .lines()
+        .find_map(|l| l.strip_prefix("event_in_hand_seconds{queue=\"mypage\"} "))
+        .and_then(|v| v.parse().ok())
+        .expect("event_in_hand_seconds counted");
+    assert!(held >= 1.0, "held {held} s while the database was away");
 
     proxy.restore().await;
     wait_until(

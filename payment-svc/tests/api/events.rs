@@ -74,14 +74,17 @@ async fn pay_publishes_a_decodable_envelope_with_the_right_key_and_properties(ba
             .starts_with("application/x-protobuf")
     );
     assert_eq!(*p.delivery_mode(), Some(2), "persistent");
+    // This in-process service runs without the OpenTelemetry layer (the binaries
+    // install it), so it has no trace to send and sends no made-up one; the e2e test
+    // `one_booking_is_one_trace…` follows the header across real processes.
     let traceparent = p
         .headers()
         .as_ref()
-        .unwrap()
-        .inner()
-        .get("traceparent")
-        .cloned();
-    assert!(matches!(traceparent, Some(AMQPValue::LongString(t)) if t.to_string().len() == 55));
+        .and_then(|h| h.inner().get("traceparent").cloned());
+    assert!(
+        traceparent.is_none(),
+        "no trace, no traceparent: {traceparent:?}"
+    );
     let Some(Payload::PaymentApproved(body)) = env.payload else {
         panic!("payload is PaymentApproved")
     };
