@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use lapin::types::AMQPValue;
 use platform::consumer::{Consumer, EventHandler, HandlerError, Outcome};
 use platform::outbox::OutboxSignal;
 use sea_orm::DatabaseTransaction;
