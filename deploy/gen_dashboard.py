@@ -114,7 +114,7 @@ def panels() -> list[dict]:
     lay = Layout()
 
     lay.row("Overview")
-    lay.add(stat("Ready pods", "Pods whose readiness is SERVING (service_ready), out of the pods scraped.", f"sum(service_ready{{{SEL}}})"), 4, 4)
+    lay.add(stat("Ready pods", "Pods whose readiness is SERVING (service_ready), out of the pods scraped.", f"sum(service_ready{{{SEL}}})"), 3, 4)
     lay.add(stat("Calls/s", "Application calls answered per second (health checks and reflection excluded).", f"sum(rate(grpc_server_handled_total{{{APP}}}{RATE}))", "reqps"), 4, 4)
     lay.add(
         stat(
@@ -123,6 +123,16 @@ def panels() -> list[dict]:
             f"sum(rate(grpc_server_handled_total{{{APP},{SERVER_FAULT}}}{RATE})) / sum(rate(grpc_server_handled_total{{{APP}}}{RATE}))",
             "percentunit",
             [("green", None), ("orange", 0.01), ("red", 0.05)],
+        ),
+        3,
+        4,
+    )
+    lay.add(
+        stat(
+            "Events waiting in queues",
+            "Messages ready in the consumers' own queues (event_queue_messages): 0 while they keep up; the TalentshareConsumerStalled and TalentshareQueueBacklog alerts watch it.",
+            f"sum(max by (queue) (event_queue_messages{{{SEL}}}))",
+            thresholds=[("green", None), ("orange", 100), ("red", 1000)],
         ),
         4,
         4,
@@ -134,7 +144,7 @@ def panels() -> list[dict]:
             f"sum(max by (queue) (dead_letter_queue_messages{{{SEL}}}))",
             thresholds=[("green", None), ("red", 1)],
         ),
-        4,
+        3,
         4,
     )
     lay.add(
@@ -154,7 +164,7 @@ def panels() -> list[dict]:
             f'sum(payment_client_breaker_state{{{SEL},state!="closed"}})',
             thresholds=[("green", None), ("red", 1)],
         ),
-        4,
+        3,
         4,
     )
 
@@ -260,7 +270,7 @@ def panels() -> list[dict]:
             ],
             "s",
         ),
-        8,
+        6,
         8,
     )
     lay.add(
@@ -270,13 +280,32 @@ def panels() -> list[dict]:
             [target(quantile(0.99, "event_handling_seconds", "queue"), "{{queue}}")],
             "s",
         ),
+        6,
         8,
+    )
+    lay.add(
+        timeseries(
+            "Queue messages ready",
+            "Messages ready in each consumer's own queue (sampled every 5 s by the consumer): growing while the consumer settles nothing means it is stuck (TalentshareConsumerStalled), above the backlog threshold it falls behind (TalentshareQueueBacklog).",
+            [target(f"max by (queue) (event_queue_messages{{{SEL}}})", "{{queue}}")],
+        ),
+        6,
+        8,
+    )
+    lay.add(
+        timeseries(
+            "Deliveries held unsettled",
+            "How long each consumer has held the deliveries it is handling now without settling them (event_in_hand_seconds, sampled every 5 s; 0 when idle). Rising while the queue shows nothing ready means the consumer is blocked (its database unreachable, a handler stuck): its prefetched deliveries wait unacknowledged (TalentshareConsumerStuck).",
+            [target(f"max by (queue) (event_in_hand_seconds{{{SEL}}})", "{{queue}}")],
+            "s",
+        ),
+        6,
         8,
     )
     lay.add(
         timeseries(
             "Dead-letter queue messages",
-            "Messages resting in each consumer's dead-letter queue: talentshare dlq list --consumer <queue>, then replay once the cause is fixed.",
+            "Messages resting in each consumer's dead-letter queue: talentshare dlq list --consumer <queue>, then replay once the cause is fixed (what replay skips as undecodable stays until purged: the TalentshareDeadLetters runbook).",
             [target(f"max by (queue) (dead_letter_queue_messages{{{SEL}}})", "{{queue}}")],
             step=True,
         ),
@@ -289,7 +318,7 @@ def panels() -> list[dict]:
             "Events waiting in each service's outbox (counted every 5 s; all replicas share the table).",
             [target(f"max by (job) (outbox_backlog_rows{{{SEL}}})", "{{job}}")],
         ),
-        12,
+        8,
         8,
     )
     lay.add(
@@ -299,7 +328,7 @@ def panels() -> list[dict]:
             [target(f"max by (job) (outbox_oldest_event_age_seconds{{{SEL}}})", "{{job}}")],
             "s",
         ),
-        12,
+        8,
         8,
     )
 
@@ -442,7 +471,7 @@ def dashboard() -> dict:
     return {
         "title": "talentshare",
         "uid": "talentshare",
-        "description": "talentshare's four gRPC services: calls, errors and latency; the event pipeline (outbox, consumers, lag, dead letters); the payment client; database pools; readiness and builds.",
+        "description": "talentshare's four gRPC services: calls, errors and latency; the event pipeline (outbox, consumers, queues, lag, dead letters); the payment client; database pools; readiness and builds.",
         "tags": ["talentshare", "grpc", "rabbitmq"],
         "editable": True,
         "graphTooltip": 1,

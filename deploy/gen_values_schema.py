@@ -166,6 +166,9 @@ metrics = obj(
                     {
                         "outboxStale": alert(maxAgeSeconds={"type": "integer", "minimum": 1}),
                         "consumerLag": alert(p99Seconds={"type": "number", "exclusiveMinimum": 0}, window=PROM_DURATION),
+                        "consumerStalled": alert(window=PROM_DURATION),
+                        "consumerStuck": alert(heldSeconds={"type": "integer", "minimum": 1}),
+                        "queueBacklog": alert(maxMessages={"type": "integer", "minimum": 1}),
                         "deadLetters": alert(),
                         "paymentBreakerOpen": alert(),
                         "errorRatio": alert(
@@ -176,7 +179,7 @@ metrics = obj(
                         "readinessFlapping": alert(maxChanges={"type": "integer", "minimum": 1}, window=PROM_DURATION),
                         "scrapeFailing": alert(),
                     },
-                    required=["outboxStale", "consumerLag", "deadLetters", "paymentBreakerOpen", "errorRatio", "readinessFlapping", "scrapeFailing"],
+                    required=["outboxStale", "consumerLag", "consumerStalled", "consumerStuck", "queueBacklog", "deadLetters", "paymentBreakerOpen", "errorRatio", "readinessFlapping", "scrapeFailing"],
                 ),
             },
             required=["enabled", "labels", "alertLabels", "runbookUrl", "alerts"],

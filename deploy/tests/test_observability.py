@@ -41,6 +41,9 @@ JOBS = "talentshare-(mypage|order|payment|reservation)"
 ALERTS = {
     "TalentshareOutboxStale",
     "TalentshareConsumerLagHigh",
+    "TalentshareConsumerStalled",
+    "TalentshareConsumerStuck",
+    "TalentshareQueueBacklog",
     "TalentshareDeadLetters",
     "TalentsharePaymentBreakerOpen",
     "TalentshareErrorRatioHigh",
@@ -56,6 +59,12 @@ def render(values=None, api_versions=chart.MONITORING_APIS, **kw):
 
 def alerts_of(r) -> dict[str, dict]:
     return {rule["alert"]: rule for g in monitoring.rule_groups(r) for rule in g["rules"] if "alert" in rule}
+
+
+def rule_named(groups, alert: str) -> dict:
+    """The rule of `alert` in a rule file's groups (to change it in place)."""
+    (rule,) = [rule for g in groups for rule in g["rules"] if rule.get("alert") == alert]
+    return rule
 
 
 def grafana_dashboard(r) -> dict:
@@ -217,6 +226,30 @@ def test_every_alert_is_rendered_scoped_and_documented():
     dlq = alerts["TalentshareDeadLetters"]["annotations"]["runbook"]
     assert "talentshare dlq list --consumer {{ $labels.queue }}" in dlq
     assert "talentshare dlq replay --consumer {{ $labels.queue }} --all" in dlq
+    # What replay skips (undecodable bodies) stays until purged, and only after the replay.
+    purge = "rabbitmqctl purge_queue talentshare.events.{{ $labels.queue }}.dlq"
+    assert "<undecodable: N bytes>" in dlq and purge in dlq
+    assert dlq.index("talentshare dlq replay") < dlq.index(purge)
+    assert purge in alerts["TalentshareDeadLetters"]["annotations"]["description"]
+    stalled = alerts["TalentshareConsumerStalled"]
+    assert stalled["labels"]["severity"] == "critical" and stalled["for"] == "10m"
+    # Messages waiting while the queue's consumers settle none; a queue whose consumers
+    # never settled anything (no events_consumed_total series yet) must not escape.
+    assert "(event_queue_messages{" in stalled["expr"] and "> 0\nunless on (namespace, job, queue)\n" in stalled["expr"]
+    assert "sum by (namespace, job, queue) (rate(events_consumed_total{" in stalled["expr"] and '[5m])) > 0' in stalled["expr"]
+    runbook = stalled["annotations"]["runbook"]
+    assert "logs deploy/{{ $labels.job }}" in runbook and "talentshare dlq list --consumer {{ $labels.queue }}" in runbook
+    assert runbook.index("logs deploy/") < runbook.index("rollout restart"), "restart only after reading the logs"
+    stuck = alerts["TalentshareConsumerStuck"]
+    assert stuck["expr"].startswith("max by (namespace, job, queue) (event_in_hand_seconds{") and stuck["expr"].endswith("}) > 60")
+    assert stuck["labels"]["severity"] == "critical" and stuck["for"] == "5m"
+    assert "NOT_SERVING" in stuck["annotations"]["description"] and "nothing is lost" in stuck["annotations"]["description"]
+    runbook = stuck["annotations"]["runbook"]
+    assert "logs deploy/{{ $labels.job }}" in runbook and "service_ready{" in runbook
+    assert runbook.index("logs deploy/") < runbook.index("rollout restart"), "restart only after reading the logs"
+    backlog = alerts["TalentshareQueueBacklog"]
+    assert backlog["expr"].startswith("max by (namespace, job, queue) (event_queue_messages{") and backlog["expr"].endswith("}) > 1000")
+    assert backlog["labels"]["severity"] == "warning" and backlog["for"] == "10m"
     ratio = alerts["TalentshareErrorRatioHigh"]["expr"]
     for code in crossref.SERVER_FAULT_CODES:
         assert code in ratio
@@ -237,10 +270,14 @@ def test_alert_thresholds_labels_and_toggles_come_from_values():
                     "outboxStale": {"maxAgeSeconds": 600, "for": "15m", "severity": "warning"},
                     "errorRatio": {"ratio": 0.02, "minRequestsPerSecond": 1, "window": "10m"},
                     "consumerLag": {"p99Seconds": 2.5},
+                    "consumerStalled": {"window": "15m", "for": "30m", "severity": "warning"},
+                    "consumerStuck": {"heldSeconds": 300, "for": "15m", "severity": "warning"},
+                    "queueBacklog": {"maxMessages": 50000},
                     "scrapeFailing": {"enabled": False},
                 },
             }
         },
+        "config": {"EVENTS_EXCHANGE": "booking.events"},
     }
     r = render(values, namespace="booking-prod")
     (pr,) = r.of_kind("PrometheusRule")
@@ -252,6 +289,14 @@ def test_alert_thresholds_labels_and_toggles_come_from_values():
     assert stale["annotations"]["runbook_url"] == "https://runbooks.example/talentshare#talentshareoutboxstale"
     assert "[10m]" in alerts["TalentshareErrorRatioHigh"]["expr"] and "> 0.02" in alerts["TalentshareErrorRatioHigh"]["expr"]
     assert alerts["TalentshareConsumerLagHigh"]["expr"].endswith("> 2.5")
+    stalled = alerts["TalentshareConsumerStalled"]
+    assert "[15m])) > 0" in stalled["expr"] and stalled["for"] == "30m" and stalled["labels"]["severity"] == "warning"
+    stuck = alerts["TalentshareConsumerStuck"]
+    assert stuck["expr"].endswith("> 300") and stuck["for"] == "15m" and stuck["labels"]["severity"] == "warning"
+    assert alerts["TalentshareQueueBacklog"]["expr"].endswith("> 50000")
+    # The queue names in the runbooks follow EVENTS_EXCHANGE.
+    assert "rabbitmqctl purge_queue booking.events.{{ $labels.queue }}.dlq" in alerts["TalentshareDeadLetters"]["annotations"]["runbook"]
+    assert "grep -F booking.events.{{ $labels.queue }}" in alerts["TalentshareQueueBacklog"]["annotations"]["runbook"]
     for rule in alerts.values():
         assert 'namespace="booking-prod",job=~"ts-(mypage|order|payment|reservation)"' in rule["expr"]
     assert crossref.check_alert_rules(r) == []
@@ -259,16 +304,22 @@ def test_alert_thresholds_labels_and_toggles_come_from_values():
 
 def test_unscoped_or_widened_alert_expressions_are_reported():
     r = render().copy()
-    rules = r.of_kind("PrometheusRule")[0].obj["spec"]["groups"][0]["rules"]
-    rules[0]["expr"] = "max by (namespace, job) (outbox_oldest_event_age_seconds) > 120"
-    rules[1]["expr"] = rules[1]["expr"].replace(f'job=~"{JOBS}"', 'job=~"talentshare-.*"')
-    rules[4]["expr"] = rules[4]["expr"].replace("Internal|", "Internal|InvalidArgument|")
-    del rules[2]["annotations"]["runbook"]
+    groups = r.of_kind("PrometheusRule")[0].obj["spec"]["groups"]
+    rule_named(groups, "TalentshareOutboxStale")["expr"] = "max by (namespace, job) (outbox_oldest_event_age_seconds) > 120"
+    lag = rule_named(groups, "TalentshareConsumerLagHigh")
+    lag["expr"] = lag["expr"].replace(f'job=~"{JOBS}"', 'job=~"talentshare-.*"')
+    ratio = rule_named(groups, "TalentshareErrorRatioHigh")
+    ratio["expr"] = ratio["expr"].replace("Internal|", "Internal|InvalidArgument|")
+    del rule_named(groups, "TalentshareDeadLetters")["annotations"]["runbook"]
+    # The stalled alert's right-hand side unscoped: another release's consumption would hide it.
+    stalled = rule_named(groups, "TalentshareConsumerStalled")
+    stalled["expr"] = stalled["expr"].replace(f'events_consumed_total{{namespace="talentshare",job=~"{JOBS}",', "events_consumed_total{")
     findings = "\n".join(crossref.check_alert_rules(r))
     assert "outbox_oldest_event_age_seconds is not scoped to namespace talentshare" in findings
     assert "also matches other releases' jobs" in findings
     assert "counts ['InvalidArgument'] as server faults" in findings
     assert "TalentshareDeadLetters: no runbook annotation" in findings
+    assert "TalentshareConsumerStalled: events_consumed_total is not scoped to namespace talentshare" in findings
 
 
 @pytest.mark.parametrize("variant", ["default", "values"])
@@ -283,7 +334,8 @@ def test_promtool_check_rules_passes_on_the_rendered_rules(variant, tmp_path):
 def test_promtool_check_rules_rejects_a_broken_rule(tmp_path):
     """The same helper on the same rules, one expression broken: promtool fails."""
     groups = copy.deepcopy(monitoring.rule_groups(render()))
-    groups[0]["rules"][3]["expr"] = groups[0]["rules"][3]["expr"].replace(") == 1", " == 1")
+    breaker = rule_named(groups, "TalentsharePaymentBreakerOpen")
+    breaker["expr"] = breaker["expr"].replace(") == 1", " == 1")
     done = monitoring.check_rules(groups, tmp_path)
     assert done.returncode != 0
     assert "TalentsharePaymentBreakerOpen" in done.stdout + done.stderr or "parse error" in done.stdout + done.stderr
@@ -319,6 +371,88 @@ UNIT_TESTS = [
         "alert_rule_test": [
             {"eval_time": "5m", "alertname": "TalentshareConsumerLagHigh", "exp_alerts": []},
             {"eval_time": "20m", "alertname": "TalentshareConsumerLagHigh", "exp_alerts": [{"exp_labels": {"severity": "warning", "namespace": "talentshare", "job": "talentshare-reservation", "queue": "reservation"}}]},
+        ],
+    },
+    {
+        "name": "consumer stalled",
+        "input_series": [
+            # reservation applies until minute 6, then stops while 5 messages wait (its
+            # database gone): only retries go on, which are no progress.
+            {"series": f'event_queue_messages{{{SEL.format(svc="reservation")},pod="r1",queue="reservation"}}', "values": "0x6 5x24"},
+            {"series": f'event_queue_messages{{{SEL.format(svc="reservation")},pod="r2",queue="reservation"}}', "values": "0x6 5x24"},
+            {"series": f'events_consumed_total{{{SEL.format(svc="reservation")},pod="r1",queue="reservation",event_type="payment.approved",outcome="applied"}}', "values": "0+10x6 60x24"},
+            {"series": f'events_consumed_total{{{SEL.format(svc="reservation")},pod="r1",queue="reservation",event_type="payment.approved",outcome="retried"}}', "values": "0x6 0+3x24"},
+            # order: messages wait all along, but it consumes them (one of its two pods).
+            {"series": f'event_queue_messages{{{SEL.format(svc="order")},pod="o1",queue="order"}}', "values": "20x30"},
+            {"series": f'events_consumed_total{{{SEL.format(svc="order")},pod="o1",queue="order",event_type="reservation.rejected",outcome="applied"}}', "values": "0+60x30"},
+            {"series": f'events_consumed_total{{{SEL.format(svc="order")},pod="o2",queue="order",event_type="reservation.rejected",outcome="applied"}}', "values": "0x30"},
+            # mypage: its queue is empty and it consumes nothing: idle, not stuck.
+            {"series": f'event_queue_messages{{{SEL.format(svc="mypage")},pod="m1",queue="mypage"}}', "values": "0x30"},
+            {"series": f'events_consumed_total{{{SEL.format(svc="mypage")},pod="m1",queue="mypage",event_type="order.placed",outcome="applied"}}', "values": "4x30"},
+            # Another release: its stuck queue is not ours, and its consumption must not
+            # hide ours (same namespace and queue name).
+            {"series": 'event_queue_messages{namespace="talentshare",job="other-order",pod="x",queue="order"}', "values": "9x30"},
+            {"series": 'event_queue_messages{namespace="elsewhere",job="talentshare-reservation",pod="y",queue="reservation"}', "values": "9x30"},
+            {"series": 'events_consumed_total{namespace="talentshare",job="other-reservation",pod="z",queue="reservation",event_type="payment.approved",outcome="applied"}', "values": "0+60x30"},
+        ],
+        "alert_rule_test": [
+            {"eval_time": "15m", "alertname": "TalentshareConsumerStalled", "exp_alerts": []},
+            {"eval_time": "25m", "alertname": "TalentshareConsumerStalled", "exp_alerts": [{"exp_labels": {"severity": "critical", "namespace": "talentshare", "job": "talentshare-reservation", "queue": "reservation"}}]},
+        ],
+    },
+    {
+        "name": "consumer stalled before its first event",
+        "input_series": [
+            # mypage started with a backlog and settled nothing yet: it has no
+            # events_consumed_total series at all, which must not hide the alert.
+            {"series": f'event_queue_messages{{{SEL.format(svc="mypage")},pod="m1",queue="mypage"}}', "values": "3x15"},
+            {"series": f'event_queue_messages{{{SEL.format(svc="mypage")},pod="m2",queue="mypage"}}', "values": "3x15"},
+            # order drained its backlog of 3 in the second minute.
+            {"series": f'event_queue_messages{{{SEL.format(svc="order")},pod="o1",queue="order"}}', "values": "3 3 0x13"},
+            {"series": f'events_consumed_total{{{SEL.format(svc="order")},pod="o1",queue="order",event_type="reservation.rejected",outcome="applied"}}', "values": "_ 0 3x13"},
+        ],
+        "alert_rule_test": [
+            {"eval_time": "5m", "alertname": "TalentshareConsumerStalled", "exp_alerts": []},
+            {"eval_time": "12m", "alertname": "TalentshareConsumerStalled", "exp_alerts": [{"exp_labels": {"severity": "critical", "namespace": "talentshare", "job": "talentshare-mypage", "queue": "mypage"}}]},
+        ],
+    },
+    {
+        "name": "consumer stuck",
+        "input_series": [
+            # order: its database went away at minute 2; it holds its deliveries ever since
+            # (sampled every 5 s, so the gauge keeps rising); its queue shows nothing ready.
+            {"series": f'event_in_hand_seconds{{{SEL.format(svc="order")},pod="o1",queue="order"}}', "values": "0 0 0+60x20"},
+            {"series": f'event_in_hand_seconds{{{SEL.format(svc="order")},pod="o2",queue="order"}}', "values": "0x22"},
+            {"series": f'event_queue_messages{{{SEL.format(svc="order")},pod="o1",queue="order"}}', "values": "0x22"},
+            # reservation: slow batches above the threshold, but each is settled and the
+            # gauge resets to 0 between samples: busy, not stuck.
+            {"series": f'event_in_hand_seconds{{{SEL.format(svc="reservation")},pod="r1",queue="reservation"}}', "values": "0 90 0 90 0 90 0 90 0 90 0 90 0 90 0 90 0 90 0 90 0 90"},
+            # mypage: idle.
+            {"series": f'event_in_hand_seconds{{{SEL.format(svc="mypage")},pod="m1",queue="mypage"}}', "values": "0x22"},
+            # Another release's stuck consumer is not ours.
+            {"series": 'event_in_hand_seconds{namespace="talentshare",job="other-mypage",pod="x",queue="mypage"}', "values": "0+60x22"},
+            {"series": 'event_in_hand_seconds{namespace="elsewhere",job="talentshare-reservation",pod="y",queue="reservation"}', "values": "0+60x22"},
+        ],
+        "alert_rule_test": [
+            {"eval_time": "6m", "alertname": "TalentshareConsumerStuck", "exp_alerts": []},
+            {"eval_time": "12m", "alertname": "TalentshareConsumerStuck", "exp_alerts": [{"exp_labels": {"severity": "critical", "namespace": "talentshare", "job": "talentshare-order", "queue": "order"}}]},
+            {"eval_time": "20m", "alertname": "TalentshareConsumerStuck", "exp_alerts": [{"exp_labels": {"severity": "critical", "namespace": "talentshare", "job": "talentshare-order", "queue": "order"}}]},
+        ],
+    },
+    {
+        "name": "queue backlog",
+        "input_series": [
+            # order falls behind: 200 more messages every minute; mypage holds 500 steadily.
+            {"series": f'event_queue_messages{{{SEL.format(svc="order")},pod="o1",queue="order"}}', "values": "0+200x25"},
+            {"series": f'event_queue_messages{{{SEL.format(svc="order")},pod="o2",queue="order"}}', "values": "0+200x25"},
+            {"series": f'event_queue_messages{{{SEL.format(svc="mypage")},pod="m1",queue="mypage"}}', "values": "500x25"},
+            # reservation: one burst over the threshold, drained within minutes.
+            {"series": f'event_queue_messages{{{SEL.format(svc="reservation")},pod="r1",queue="reservation"}}', "values": "0 5000 3000 1500 200 0x20"},
+            {"series": 'event_queue_messages{namespace="talentshare",job="other-mypage",pod="x",queue="mypage"}', "values": "5000x25"},
+        ],
+        "alert_rule_test": [
+            {"eval_time": "10m", "alertname": "TalentshareQueueBacklog", "exp_alerts": []},
+            {"eval_time": "20m", "alertname": "TalentshareQueueBacklog", "exp_alerts": [{"exp_labels": {"severity": "warning", "namespace": "talentshare", "job": "talentshare-order", "queue": "order"}}]},
         ],
     },
     {
@@ -426,6 +560,26 @@ def test_promtool_unit_tests_can_fail(tmp_path):
     assert done.returncode != 0 and "TalentshareConsumerLagHigh" in done.stdout + done.stderr
 
 
+@pytest.mark.parametrize(
+    "broken",
+    [
+        # The naive form: a queue whose consumers never settled anything has no series to
+        # compare with 0, so the stall before the first event goes unseen.
+        "max by (namespace, job, queue) (event_queue_messages{SEL}) > 0\nand on (namespace, job, queue)\nsum by (namespace, job, queue) (rate(events_consumed_total{SEL}[5m])) == 0",
+        # Retries counted as progress: the stuck reservation consumer looks busy.
+        "max by (namespace, job, queue) (event_queue_messages{SEL}) > 0\nunless on (namespace, job, queue)\nsum by (namespace, job, queue) (rate(events_consumed_total{SEL}[5m])) > 0",
+    ],
+    ids=["and-equals-zero", "retries-count"],
+)
+def test_the_consumer_stalled_unit_tests_catch_a_weaker_expression(broken, tmp_path):
+    groups = copy.deepcopy(monitoring.rule_groups(render()))
+    sel = f'namespace="talentshare",job=~"{JOBS}"'
+    rule_named(groups, "TalentshareConsumerStalled")["expr"] = broken.replace("SEL", sel)
+    cases = [{k: v for k, v in c.items() if k != "name"} for c in UNIT_TESTS if c["name"].startswith("consumer stalled")]
+    done = run_unit_tests(groups, tmp_path, cases)
+    assert done.returncode != 0 and "TalentshareConsumerStalled" in done.stdout + done.stderr
+
+
 # --- the dashboard ---------------------------------------------------------------------------------------------
 
 
@@ -475,7 +629,7 @@ def test_dashboard_names_no_datasource_and_covers_every_family():
         "grpc_server_handled_total", "grpc_server_handling_seconds_bucket", "payment_client_attempts_total",
         "payment_client_breaker_state", "outbox_events_published_total", "outbox_events_confirmed_total",
         "outbox_backlog_rows", "outbox_oldest_event_age_seconds", "events_consumed_total", "event_handling_seconds_bucket",
-        "event_lag_seconds_bucket", "dead_letter_queue_messages", "db_pool_connections", "db_pool_max_connections",
+        "event_lag_seconds_bucket", "dead_letter_queue_messages", "event_queue_messages", "event_in_hand_seconds", "db_pool_connections", "db_pool_max_connections",
         "service_ready", "talentshare_build_info",
     }
     assert families <= used, families - used
@@ -680,6 +834,7 @@ def test_counters_and_histograms_moved(observed, capsys):
         "payment attempts": "sum by (job, grpc_method, grpc_code, attempt) (payment_client_attempts_total)",
         "ready": "service_ready",
         "dead-letter queue messages": "dead_letter_queue_messages",
+        "queue messages ready": "event_queue_messages",
     }
     results = {}
     for title, expr in queries.items():
@@ -729,7 +884,8 @@ def expression_findings(prom: monitoring.Prometheus, exprs: list[tuple[str, str]
 
 def test_every_rule_and_dashboard_expression_parses_and_reads_exported_metrics(observed):
     prom = observed.prometheus
-    prom.wait_for("dead_letter_queue_messages exported (sampled every 5 s)", lambda: "dead_letter_queue_messages" in exported_names(prom), timeout=15)
+    for sampled in ("dead_letter_queue_messages", "event_queue_messages"):
+        prom.wait_for(f"{sampled} exported (sampled every 5 s)", lambda: sampled in exported_names(prom), timeout=15)
     exported = exported_names(prom)
     exprs = monitoring.rule_expressions(monitoring.rule_groups(observed.rendered))
     exprs += monitoring.dashboard_expressions(grafana_dashboard(observed.rendered))
@@ -763,6 +919,25 @@ def test_the_expression_check_catches_a_fake_metric_and_a_parse_error(observed):
     assert "typo: reads grpc_server_handling_second_bucket" in text
     assert "broken: bad_data" in text and "parse error" in text
     assert "fine:" not in text
+
+
+def test_every_consumer_reports_its_own_queue(observed):
+    """event_queue_messages carries the queue label events_consumed_total carries, per
+    consuming service (the stalled alert joins the two on namespace, job and queue), and
+    reads 0 once the story drained."""
+    prom = observed.prometheus
+
+    def pairs(expr):
+        return {(s["metric"]["job"], s["metric"]["queue"]): float(s["value"][1]) for s in prom.query(expr)["data"]["result"]}
+
+    consumers = {(f"talentshare-{q}", q) for q in ("order", "reservation", "mypage")}
+    assert set(pairs("sum by (job, queue) (events_consumed_total)")) == consumers
+    queued = prom.wait_for(
+        "event_queue_messages 0 for every consumer (sampled every 5 s)",
+        lambda: (found := pairs("max by (job, queue) (event_queue_messages)")) and set(found) == consumers and not any(found.values()) and found,
+        timeout=20,
+    )
+    assert set(queued) == consumers
 
 
 def test_no_alert_is_pending_on_a_healthy_system(observed):
