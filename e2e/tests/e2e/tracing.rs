@@ -16,6 +16,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+use talentshare_proto::order::PlaceOrderRequest;
 use talentshare_proto::reservation::ReservationStatus;
 use tokio_util::sync::CancellationToken;
 
@@ -171,18 +172,46 @@ fn tree(spans: &[Received], root: &str) -> String {
     out
 }
 
+/// The four services exporting to a receiver of the test's, every 100 ms, with `env`.
+async fn exporting_system(stop: &CancellationToken, env: &[(&str, &str)]) -> (Receiver, System) {
+    let (receiver, addr) = Receiver::start(stop.clone()).await;
+    let endpoint = format!("http://{addr}");
+    let mut all = vec![
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+    ];
+    all.extend_from_slice(env);
+    (receiver, System::start_with_env(&all).await)
+}
+
+/// Books for `customer` and waits until my page shows the reservation (every hop
+/// done); returns the order id.
+async fn book(
+    system: &System,
+    customer: &str,
+    request: tonic::Request<PlaceOrderRequest>,
+) -> String {
+    let order = system
+        .order_as(customer)
+        .place_order(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap();
+    system
+        .wait_mypage(customer, &order.order_id, "reservation requested", |e| {
+            e.reservation_status() == ReservationStatus::Requested
+        })
+        .await;
+    order.order_id
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_booking_is_one_trace_from_place_order_through_pay_the_broker_and_both_consumers() {
     // Arrange: the services export to the receiver, quickly.
     let stop = CancellationToken::new();
-    let (receiver, addr) = Receiver::start(stop.clone()).await;
-    let endpoint = format!("http://{addr}");
-    let system = System::start_with_env(&[
-        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
-        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
-        ("LOG_FORMAT", "json"),
-    ])
-    .await;
+    let (receiver, system) = exporting_system(&stop, &[("LOG_FORMAT", "json")]).await;
     // The caller's own trace, which the booking must continue.
     let trace_id = uuid::Uuid::new_v4().simple().to_string();
     let caller = uuid::Uuid::new_v4().simple().to_string()[..16].to_owned();
@@ -192,20 +221,8 @@ async fn one_booking_is_one_trace_from_place_order_through_pay_the_broker_and_bo
         format!("00-{trace_id}-{caller}-01").parse().unwrap(),
     );
 
-    // Act: book, and wait until my page shows the reservation (every hop done).
-    let order = system
-        .order_as("alice")
-        .place_order(request)
-        .await
-        .unwrap()
-        .into_inner()
-        .order
-        .unwrap();
-    system
-        .wait_mypage("alice", &order.order_id, "reservation requested", |e| {
-            e.reservation_status() == ReservationStatus::Requested
-        })
-        .await;
+    // Act
+    let order_id = book(&system, "alice", request).await;
 
     // Assert: the chain of spans, each the child of the one before, in one trace.
     let place = "/talentshare.order.v1.OrderService/PlaceOrder";
@@ -295,7 +312,7 @@ async fn one_booking_is_one_trace_from_place_order_through_pay_the_broker_and_bo
     let of_order: Vec<&Received> = all
         .iter()
         .filter(|s| {
-            s.kind == SpanKind::Consumer && s.order_id.as_deref() == Some(order.order_id.as_str())
+            s.kind == SpanKind::Consumer && s.order_id.as_deref() == Some(order_id.as_str())
         })
         .collect();
     assert!(
@@ -329,28 +346,14 @@ async fn one_booking_is_one_trace_from_place_order_through_pay_the_broker_and_bo
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn otel_sdk_disabled_exports_nothing_even_with_an_endpoint() {
     let stop = CancellationToken::new();
-    let (receiver, addr) = Receiver::start(stop.clone()).await;
-    let endpoint = format!("http://{addr}");
-    let system = System::start_with_env(&[
-        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
-        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
-        ("OTEL_SDK_DISABLED", "true"),
-    ])
-    .await;
+    let (receiver, system) = exporting_system(&stop, &[("OTEL_SDK_DISABLED", "true")]).await;
 
-    let order = system
-        .order_as("bob")
-        .place_order(place_order("bob", GOOD_CARD))
-        .await
-        .unwrap()
-        .into_inner()
-        .order
-        .unwrap();
-    system
-        .wait_mypage("bob", &order.order_id, "reservation requested", |e| {
-            e.reservation_status() == ReservationStatus::Requested
-        })
-        .await;
+    book(
+        &system,
+        "bob",
+        tonic::Request::new(place_order("bob", GOOD_CARD)),
+    )
+    .await;
     // Ten export intervals after every hop is done: an enabled SDK would have sent.
     tokio::time::sleep(Duration::from_secs(1)).await;
     system.shutdown().await;
