@@ -10,24 +10,26 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 /// Page size used when the client sends 0.
 pub const DEFAULT_PAGE_SIZE: u64 = 20;
-/// Largest page a client may ask for.
+/// Largest page served; a larger `page_size` is served as this (AIP-158: capped,
+/// not refused).
 pub const MAX_PAGE_SIZE: i32 = 100;
 
 /// Why a paging field was refused; the text is shown to the client.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PagingError {
-    #[error("page_size must be between 0 and {MAX_PAGE_SIZE}, got {0}")]
+    #[error("page_size must not be negative, got {0}")]
     PageSize(i32),
     #[error("page_token is not a token returned by this service")]
     PageToken,
 }
 
-/// The number of rows to return for a requested `page_size`.
+/// The number of rows to return for a requested `page_size`: the default for 0, at
+/// most [`MAX_PAGE_SIZE`].
 pub fn page_size(requested: i32) -> Result<u64, PagingError> {
     match requested {
         0 => Ok(DEFAULT_PAGE_SIZE),
-        1..=MAX_PAGE_SIZE => Ok(requested as u64),
-        other => Err(PagingError::PageSize(other)),
+        1.. => Ok(requested.min(MAX_PAGE_SIZE) as u64),
+        negative => Err(PagingError::PageSize(negative)),
     }
 }
 
@@ -73,7 +75,8 @@ mod tests {
         assert_eq!(page_size(0), Ok(20));
         assert_eq!(page_size(1), Ok(1));
         assert_eq!(page_size(100), Ok(100));
-        assert_eq!(page_size(101), Err(PagingError::PageSize(101)));
+        assert_eq!(page_size(101), Ok(100), "capped, not refused (AIP-158)");
+        assert_eq!(page_size(i32::MAX), Ok(100));
         assert_eq!(page_size(-1), Err(PagingError::PageSize(-1)));
     }
 
