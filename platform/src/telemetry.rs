@@ -60,11 +60,6 @@ pub struct Telemetry {
 }
 
 impl Telemetry {
-    /// Whether spans leave the process (an OTLP endpoint is configured).
-    pub fn exporting(&self) -> bool {
-        self.exporting
-    }
-
     /// Flushes and stops the exporter: called last, after the service drained.
     pub async fn shutdown(self) {
         if !self.exporting {
