@@ -11,6 +11,8 @@ use std::{env, io, path::PathBuf};
 /// The contract files, relative to this crate's root (which is also the protoc
 /// include root, so import paths read `talentshare/order/v1/order.proto`).
 const PROTOS: &[&str] = &[
+    "talentshare/common/v1/types.proto",
+    "talentshare/common/v1/errors.proto",
     "talentshare/order/v1/order.proto",
     "talentshare/payment/v1/payment.proto",
     "talentshare/reservation/v1/reservation.proto",

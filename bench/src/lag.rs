@@ -288,6 +288,7 @@ async fn open_stream(customer: &Customer, timeout: Duration) -> anyhow::Result<S
     let mut client = customer.mypage.clone();
     let request = WatchMyPageRequest {
         customer_id: customer.id.clone(),
+        ..Default::default()
     };
     let response = tokio::time::timeout(timeout, client.watch_my_page(request))
         .await

@@ -18,7 +18,7 @@ use tonic::{Request, Response, Status};
 use crate::domain::{Entry, OrderStatus, PaymentStatus, ReservationStatus};
 use crate::service::{MyPage, MyPageError};
 use crate::store::StoreError;
-use crate::watch::WatchStream;
+use crate::watch::{HEARTBEAT_RANGE, Markers, WatchStream};
 
 /// Every way a my-page call can fail, as the caller can act on it. Failures of this
 /// service keep their cause as the source, which `platform::outcome` logs once per
@@ -51,26 +51,48 @@ pub enum ApiError {
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
+/// How long a client refused for too many streams waits before trying again.
+const WATCHERS_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl From<ApiError> for Status {
     fn from(e: ApiError) -> Self {
+        use platform::status::{Failure, RETRY_SOON, unavailable};
+        use talentshare_proto::common::ErrorReason as R;
+        use tonic::Code;
         match &e {
             ApiError::Invalid(v) => platform::status::invalid_argument(v),
-            ApiError::PermissionDenied(m) => Status::permission_denied(m),
-            ApiError::Exhausted(m) => Status::resource_exhausted(m),
-            ApiError::Lagging(m) => Status::aborted(m),
-            ApiError::ShuttingDown => {
-                Status::unavailable("my page is shutting down on this server; reconnect")
+            ApiError::PermissionDenied(m) => platform::status::permission_denied(m),
+            ApiError::Exhausted(m) => Failure::new(Code::ResourceExhausted, R::TooManyWatchers, m)
+                .retry_after(WATCHERS_RETRY)
+                .into_status(),
+            ApiError::Lagging(m) => {
+                Failure::new(Code::Aborted, R::WatchFellBehind, m).into_status()
             }
-            ApiError::TokenExpired => {
-                Status::unauthenticated("the token has expired; reconnect with a fresh one")
-            }
-            ApiError::Unavailable(_) => platform::status::cause(
-                Status::unavailable("my page storage is temporarily unavailable; retry"),
+            ApiError::ShuttingDown => Failure::new(
+                Code::Unavailable,
+                R::ShuttingDown,
+                "my page is shutting down on this server; reconnect",
+            )
+            .retry_after(std::time::Duration::ZERO)
+            .into_status(),
+            ApiError::TokenExpired => Failure::new(
+                Code::Unauthenticated,
+                R::TokenExpired,
+                "the token has expired; reconnect with a fresh one",
+            )
+            .into_status(),
+            ApiError::Unavailable(_) => unavailable(
+                R::StorageUnavailable,
+                "my page storage is temporarily unavailable; retry",
                 &e,
             ),
-            ApiError::NotConnected => {
-                Status::unavailable("my page change notifications are not connected yet; retry")
-            }
+            ApiError::NotConnected => Failure::new(
+                Code::Unavailable,
+                R::ChangeFeedUnavailable,
+                "my page change notifications are not connected yet; retry",
+            )
+            .retry_after(RETRY_SOON)
+            .into_status(),
             ApiError::Internal(_) => platform::status::internal(&e),
         }
     }
@@ -191,17 +213,55 @@ impl MyPageService for MyPageApi {
     ) -> Result<Response<Self::WatchMyPageStream>, Status> {
         let caller = caller_of(&request)?;
         let expiry = token_expiry_of(&request);
+        let request = request.into_inner();
         // The stream carries only the caller's own rows: the customer comes from the
         // token, and a request naming anyone else is refused before it opens.
         let customer = caller
-            .customer_for(&request.into_inner().customer_id)
+            .customer_for(&request.customer_id)
             .map_err(ApiError::from)?;
         tracing::Span::current().record("customer_id", customer.as_ref());
-        let stream = self.my_page.watch(customer).map_err(ApiError::from)?;
+        let mut v = Violations::new();
+        let heartbeat = v.check(
+            "heartbeat_interval",
+            heartbeat_interval(request.heartbeat_interval.as_ref()),
+        );
+        v.into_result().map_err(ApiError::Invalid)?;
+        let markers = Markers {
+            snapshot_end: request.send_snapshot_end,
+            heartbeat: heartbeat.flatten(),
+        };
+        let stream = self
+            .my_page
+            .watch(customer, markers)
+            .map_err(ApiError::from)?;
         Ok(Response::new(match expiry {
             Some(e) => stream.until(e.0),
             None => stream,
         }))
+    }
+}
+
+/// WatchMyPage's `heartbeat_interval`: unset or zero for none, else within
+/// [`HEARTBEAT_RANGE`].
+fn heartbeat_interval(
+    d: Option<&prost_types::Duration>,
+) -> Result<Option<std::time::Duration>, String> {
+    let Some(d) = d else { return Ok(None) };
+    if d.seconds == 0 && d.nanos == 0 {
+        return Ok(None);
+    }
+    let out_of_range = || {
+        format!(
+            "must be unset, zero, or {} to {} seconds",
+            HEARTBEAT_RANGE.start().as_secs(),
+            HEARTBEAT_RANGE.end().as_secs()
+        )
+    };
+    let every = std::time::Duration::try_from(*d).map_err(|_| out_of_range())?;
+    if HEARTBEAT_RANGE.contains(&every) {
+        Ok(Some(every))
+    } else {
+        Err(out_of_range())
     }
 }
 

@@ -13,7 +13,7 @@ use uuid::Uuid;
 use crate::changes::Changes;
 use crate::domain::Entry;
 use crate::store::{MyPageStore, StoreError};
-use crate::watch::{self, WatchStream};
+use crate::watch::{self, Markers, WatchStream};
 
 /// Why a use case failed.
 #[derive(Debug, thiserror::Error)]
@@ -80,7 +80,11 @@ impl MyPage {
 
     /// Opens a live stream of the customer's page: the current entries, then every
     /// change.
-    pub fn watch(&self, customer: ExternalId) -> Result<WatchStream, MyPageError> {
+    pub fn watch(
+        &self,
+        customer: ExternalId,
+        markers: Markers,
+    ) -> Result<WatchStream, MyPageError> {
         let permit = self
             .watchers
             .clone()
@@ -92,6 +96,7 @@ impl MyPage {
         Ok(watch::watch(
             self.store.clone(),
             customer,
+            markers,
             changes,
             self.shutdown.clone(),
             permit,

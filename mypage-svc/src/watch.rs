@@ -21,6 +21,11 @@
 //!   stream never outlives the credential that opened it; reconnect with a fresh one.
 //!
 //! The producer holds one permit of the watcher limit for its whole life.
+//!
+//! Two markers are opt-in ([`Markers`]), so clients that never asked see only
+//! entries: one after each full send of the current entries (the client then holds
+//! the whole page), and heartbeats whenever the stream has sent nothing for the
+//! interval asked, so a client or a proxy can tell a quiet stream from a dead one.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -30,6 +35,7 @@ use std::time::Duration;
 use platform::values::ExternalId;
 use talentshare_proto::mypage::WatchMyPageResponse;
 use tokio::sync::{OwnedSemaphorePermit, broadcast, mpsc};
+use tokio::time::Instant;
 use tokio_stream::Stream;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tonic::Status;
@@ -38,6 +44,19 @@ use crate::changes::{Signal, Subscription};
 use crate::domain::Entry;
 use crate::grpc::{ApiError, to_proto};
 use crate::store::MyPageStore;
+
+/// The shortest and longest heartbeat interval a client may ask for.
+pub const HEARTBEAT_RANGE: std::ops::RangeInclusive<Duration> =
+    Duration::from_secs(1)..=Duration::from_secs(300);
+
+/// The opt-in markers of one stream.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Markers {
+    /// Send a `snapshot_end` marker after each full send of the current entries.
+    pub snapshot_end: bool,
+    /// Send a `heartbeat` marker after this long without any message.
+    pub heartbeat: Option<Duration>,
+}
 
 /// Messages buffered between the producer and the HTTP/2 stream. Small: the
 /// change fan-out's backlog, not this buffer, decides how far a client may lag.
@@ -58,6 +77,7 @@ type Item = Result<WatchMyPageResponse, Status>;
 pub fn watch(
     store: MyPageStore,
     customer: ExternalId,
+    markers: Markers,
     changes: Subscription,
     shutdown: CancellationToken,
     permit: OwnedSemaphorePermit,
@@ -66,8 +86,10 @@ pub fn watch(
     let producer = Producer {
         store,
         customer,
+        markers,
         changes,
         tx,
+        last_sent: Instant::now(),
     };
     tokio::spawn(producer.run(shutdown.clone(), permit));
     WatchStream {
@@ -135,6 +157,13 @@ impl Stream for WatchStream {
     }
 }
 
+/// A message without an entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Marker {
+    SnapshotEnd,
+    Heartbeat,
+}
+
 /// Why feeding a stream stopped.
 enum End {
     /// The client is gone: nobody to tell.
@@ -146,8 +175,11 @@ enum End {
 struct Producer {
     store: MyPageStore,
     customer: ExternalId,
+    markers: Markers,
     changes: Subscription,
     tx: mpsc::Sender<Item>,
+    /// When the last message went into the buffer: heartbeats count from here.
+    last_sent: Instant,
 }
 
 impl Producer {
@@ -191,7 +223,22 @@ impl Producer {
             return end;
         }
         loop {
-            let changed = match self.changes.recv().await {
+            let signal = match self.markers.heartbeat {
+                None => self.changes.recv().await,
+                Some(every) => {
+                    match tokio::time::timeout_at(self.last_sent + every, self.changes.recv()).await
+                    {
+                        Ok(signal) => signal,
+                        Err(_) => {
+                            if !self.marker(Marker::Heartbeat).await {
+                                return End::ClientGone;
+                            }
+                            continue;
+                        }
+                    }
+                }
+            };
+            let changed = match signal {
                 Ok(Signal::Changed(c)) => c,
                 // Read in this epoch already (the feed turns live before it signals).
                 Ok(Signal::Resync(e)) if e == epoch => continue,
@@ -228,8 +275,9 @@ impl Producer {
         }
     }
 
-    /// Sends every current entry of the customer, newest order first.
-    async fn send_current(&self) -> Result<(), End> {
+    /// Sends every current entry of the customer, newest order first, then the
+    /// end-of-snapshot marker if the client asked for it.
+    async fn send_current(&mut self) -> Result<(), End> {
         let mut after = None;
         loop {
             let (entries, more) = self
@@ -244,15 +292,36 @@ impl Producer {
                 }
             }
             if !more {
-                return Ok(());
+                break;
             }
         }
+        if self.markers.snapshot_end && !self.marker(Marker::SnapshotEnd).await {
+            return Err(End::ClientGone);
+        }
+        Ok(())
     }
 
-    async fn send(&self, entry: &Entry) -> bool {
-        let msg = WatchMyPageResponse {
+    async fn send(&mut self, entry: &Entry) -> bool {
+        self.put(WatchMyPageResponse {
             entry: Some(to_proto(entry)),
-        };
-        self.tx.send(Ok(msg)).await.is_ok()
+            ..WatchMyPageResponse::default()
+        })
+        .await
+    }
+
+    async fn marker(&mut self, marker: Marker) -> bool {
+        self.put(WatchMyPageResponse {
+            entry: None,
+            snapshot_end: marker == Marker::SnapshotEnd,
+            heartbeat: marker == Marker::Heartbeat,
+        })
+        .await
+    }
+
+    /// Buffers one message; false when the client is gone.
+    async fn put(&mut self, msg: WatchMyPageResponse) -> bool {
+        let sent = self.tx.send(Ok(msg)).await.is_ok();
+        self.last_sent = Instant::now();
+        sent
     }
 }

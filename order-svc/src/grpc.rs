@@ -17,7 +17,8 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::domain::{
-    Booking, NewOrder, Order, OrderStatus, PlaceRefused, SESSION_MINUTES, session_is_bookable,
+    Booking, NewOrder, Order, OrderStatus, PlaceRefused, Refused, SESSION_MINUTES,
+    session_is_bookable,
 };
 use crate::events::timestamp;
 use crate::payment::PaymentError;
@@ -36,10 +37,18 @@ pub enum ApiError {
     PermissionDenied(String),
     #[error("{0}")]
     NotFound(String),
-    #[error("{0}")]
-    AlreadyExists(String),
-    #[error("{0}")]
-    FailedPrecondition(String),
+    /// The `request_id` (named) was used for an order with other details.
+    #[error("request_id {0} was used for an order with other details")]
+    RequestIdReused(Uuid),
+    /// The order's payment may be in flight: retry shortly.
+    #[error("the order's payment is in progress; retry shortly")]
+    PaymentInFlight(Uuid),
+    /// The order ended (in the status named) with no money to give back.
+    #[error("the order is {1}; it has ended and holds no money")]
+    Ended(Uuid, OrderStatus),
+    /// The order, in the status named, cannot make the move (another change won).
+    #[error("{2}")]
+    StateConflict(Uuid, OrderStatus, String),
     #[error("payment-svc is unavailable")]
     PaymentUnavailable(#[source] PaymentError),
     #[error("payment-svc did not answer in time")]
@@ -52,25 +61,56 @@ pub enum ApiError {
 
 impl From<ApiError> for Status {
     fn from(e: ApiError) -> Self {
-        use platform::status::cause;
+        use platform::status::{Failure, RETRY_SOON, cause, unavailable};
+        use talentshare_proto::common::ErrorReason as R;
+        use tonic::Code;
+        let state = |order_id: &Uuid, status: OrderStatus, reason: R, message: String| {
+            Failure::new(Code::FailedPrecondition, reason, message.clone())
+                .meta("order_id", order_id.to_string())
+                .meta("order_status", to_proto_status(status).as_str_name())
+                .state_conflict(format!("orders/{order_id}"), message)
+        };
         match &e {
             ApiError::Invalid(v) => platform::status::invalid_argument(v),
-            ApiError::PermissionDenied(m) => Status::permission_denied(m),
-            ApiError::NotFound(m) => Status::not_found(m),
-            ApiError::AlreadyExists(m) => Status::already_exists(m),
-            ApiError::FailedPrecondition(m) => Status::failed_precondition(m),
-            ApiError::PaymentUnavailable(_) => cause(
-                Status::unavailable("the payment service is unavailable; retry the same request"),
+            ApiError::PermissionDenied(m) => platform::status::permission_denied(m),
+            ApiError::NotFound(m) => platform::status::not_found("order", m),
+            ApiError::RequestIdReused(request_id) => {
+                Failure::new(Code::AlreadyExists, R::RequestIdReused, e.to_string())
+                    .meta("request_id", request_id.to_string())
+                    .into_status()
+            }
+            ApiError::PaymentInFlight(order_id) => state(
+                order_id,
+                OrderStatus::PendingPayment,
+                R::PaymentInFlight,
+                e.to_string(),
+            )
+            .retry_after(RETRY_SOON)
+            .into_status(),
+            ApiError::Ended(order_id, status) => {
+                state(order_id, *status, R::OrderAlreadyEnded, e.to_string()).into_status()
+            }
+            ApiError::StateConflict(order_id, status, m) => {
+                state(order_id, *status, R::OrderStateConflict, m.clone()).into_status()
+            }
+            ApiError::PaymentUnavailable(_) => unavailable(
+                R::PaymentServiceUnavailable,
+                "the payment service is unavailable; retry the same request",
                 &e,
             ),
             ApiError::PaymentDeadline(_) => cause(
-                Status::deadline_exceeded(
+                Failure::new(
+                    Code::DeadlineExceeded,
+                    R::PaymentServiceTimeout,
                     "the payment service did not answer in time; retry the same request",
-                ),
+                )
+                .retry_after(RETRY_SOON)
+                .into_status(),
                 &e,
             ),
-            ApiError::Unavailable(_) => cause(
-                Status::unavailable("order storage is temporarily unavailable; retry"),
+            ApiError::Unavailable(_) => unavailable(
+                R::StorageUnavailable,
+                "order storage is temporarily unavailable; retry",
                 &e,
             ),
             ApiError::Internal(_) => platform::status::internal(&e),
@@ -89,7 +129,8 @@ impl From<OrderError> for ApiError {
                 ApiError::PaymentDeadline(e)
             }
             OrderError::Payment(e) => ApiError::Internal(e.into()),
-            OrderError::FailedPrecondition(m) => ApiError::FailedPrecondition(m),
+            OrderError::PaymentInFlight(order_id) => ApiError::PaymentInFlight(order_id),
+            OrderError::Ended(order_id, status) => ApiError::Ended(order_id, status),
         }
     }
 }
@@ -103,16 +144,20 @@ impl From<Denied> for ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Conflict(request) => ApiError::AlreadyExists(format!(
-                "request_id {request} was used for an order with other details"
-            )),
+            StoreError::Conflict(request) => ApiError::RequestIdReused(request),
             StoreError::NotFound => ApiError::NotFound("order not found".into()),
             StoreError::Place(PlaceRefused::SessionNotInFuture) => {
                 let mut v = Violations::new();
                 add_not_in_future(&mut v);
                 ApiError::Invalid(v)
             }
-            StoreError::Refused(r) => ApiError::FailedPrecondition(r.to_string()),
+            StoreError::Refused(order_id, r) => {
+                let status = match r {
+                    Refused::Transition { from, .. } => from,
+                    Refused::NotRefunded | Refused::NotRequested => OrderStatus::Paid,
+                };
+                ApiError::StateConflict(order_id, status, r.to_string())
+            }
             StoreError::Db(ref db) if platform::status::is_unavailable(db) => {
                 ApiError::Unavailable(e)
             }

@@ -44,9 +44,12 @@ pub enum OrderError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Payment(#[from] PaymentError),
-    /// The order is in a state that does not allow the request.
-    #[error("{0}")]
-    FailedPrecondition(String),
+    /// The order's payment may still be in flight: the request may succeed shortly.
+    #[error("the order's payment is in progress; retry shortly")]
+    PaymentInFlight(Uuid),
+    /// The order ended without money to give back.
+    #[error("the order is {1}; it has ended and holds no money")]
+    Ended(Uuid, OrderStatus),
 }
 
 /// The order use cases. Cheap to clone.
@@ -115,7 +118,7 @@ impl Orders {
     ///
     /// # Errors
     ///
-    /// - [`OrderError::FailedPrecondition`]: the order ended another way, or its
+    /// - [`OrderError::Ended`] or [`OrderError::PaymentInFlight`]: the order ended another way, or its
     ///   payment may still be in flight (retry shortly).
     /// - [`OrderError::Payment`]: the refund (or the payment lookup) could not be
     ///   made; the order stays PAID with its cancellation requested, which a retry
@@ -135,13 +138,9 @@ impl Orders {
         }
         match order.status() {
             OrderStatus::Cancelled => Ok(order),
-            OrderStatus::PendingPayment => Err(OrderError::FailedPrecondition(
-                "the order's payment is in progress; retry shortly".into(),
-            )),
+            OrderStatus::PendingPayment => Err(OrderError::PaymentInFlight(order_id)),
             status @ (OrderStatus::PaymentDeclined | OrderStatus::Rejected) => {
-                Err(OrderError::FailedPrecondition(format!(
-                    "the order is {status}; it has ended and holds no money"
-                )))
+                Err(OrderError::Ended(order_id, status))
             }
             // `finish_cancellation` ends every PAID order with a request; one without
             // would be a bug, reported rather than refunded on a guess.

@@ -17,7 +17,7 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::domain::{
-    Booking, ChargeRequest, DeclineReason, Payment, PaymentStatus, SESSION_MINUTES,
+    Booking, ChargeRequest, DeclineReason, Payment, PaymentStatus, RefundRefused, SESSION_MINUTES,
 };
 use crate::service::{PaymentError, Payments};
 use crate::store::{ListQuery, Lookup, StoreError};
@@ -31,10 +31,12 @@ pub enum ApiError {
     Invalid(Violations),
     #[error("{0}")]
     NotFound(String),
-    #[error("{0}")]
-    AlreadyExists(String),
-    #[error("{0}")]
-    FailedPrecondition(String),
+    /// The order (its id) already has a payment on other terms.
+    #[error("{1}")]
+    DetailsDiffer(Uuid, String),
+    /// The payment (its id, its status) has nothing to refund.
+    #[error("{2}")]
+    NotRefundable(Uuid, PaymentStatus, String),
     #[error("the database is unavailable")]
     Unavailable(#[source] sea_orm::DbErr),
     #[error("payment call failed")]
@@ -43,13 +45,27 @@ pub enum ApiError {
 
 impl From<ApiError> for Status {
     fn from(e: ApiError) -> Self {
+        use platform::status::Failure;
+        use talentshare_proto::common::ErrorReason as R;
+        use tonic::Code;
         match &e {
             ApiError::Invalid(v) => platform::status::invalid_argument(v),
-            ApiError::NotFound(m) => Status::not_found(m),
-            ApiError::AlreadyExists(m) => Status::already_exists(m),
-            ApiError::FailedPrecondition(m) => Status::failed_precondition(m),
-            ApiError::Unavailable(_) => platform::status::cause(
-                Status::unavailable("payment storage is temporarily unavailable; retry"),
+            ApiError::NotFound(m) => platform::status::not_found("payment", m),
+            ApiError::DetailsDiffer(order_id, m) => {
+                Failure::new(Code::AlreadyExists, R::PaymentDetailsDiffer, m)
+                    .meta("order_id", order_id.to_string())
+                    .into_status()
+            }
+            ApiError::NotRefundable(payment_id, status, m) => {
+                Failure::new(Code::FailedPrecondition, R::PaymentNotRefundable, m)
+                    .meta("payment_id", payment_id.to_string())
+                    .meta("payment_status", to_proto_status(*status).as_str_name())
+                    .state_conflict(format!("payments/{payment_id}"), m)
+                    .into_status()
+            }
+            ApiError::Unavailable(_) => platform::status::unavailable(
+                R::StorageUnavailable,
+                "payment storage is temporarily unavailable; retry",
                 &e,
             ),
             ApiError::Internal(_) => platform::status::internal(&e),
@@ -60,11 +76,16 @@ impl From<ApiError> for Status {
 impl From<PaymentError> for ApiError {
     fn from(e: PaymentError) -> Self {
         match e {
-            PaymentError::Conflict(order) => ApiError::AlreadyExists(format!(
-                "order {order} already has a payment with a different amount, currency, customer or card"
-            )),
-            e @ PaymentError::VoidConflict(_) => ApiError::AlreadyExists(e.to_string()),
-            PaymentError::Refused(r) => ApiError::FailedPrecondition(r.to_string()),
+            PaymentError::Conflict(order) => ApiError::DetailsDiffer(
+                order,
+                format!(
+                    "order {order} already has a payment with a different amount, currency, customer or card"
+                ),
+            ),
+            PaymentError::VoidConflict(order) => ApiError::DetailsDiffer(order, e.to_string()),
+            PaymentError::Refused(payment_id, RefundRefused::NotCharged(status)) => {
+                ApiError::NotRefundable(payment_id, status, e.to_string())
+            }
             PaymentError::Store(StoreError::NotFound) => {
                 ApiError::NotFound("payment not found".into())
             }
@@ -298,13 +319,17 @@ pub fn charge_request(req: PayRequest) -> Result<ChargeRequest, ApiError> {
     }
 }
 
-fn to_proto(p: &Payment) -> pb::Payment {
-    let status = match p.status() {
+fn to_proto_status(s: PaymentStatus) -> pb::PaymentStatus {
+    match s {
         PaymentStatus::Approved => pb::PaymentStatus::Approved,
         PaymentStatus::Declined => pb::PaymentStatus::Declined,
         PaymentStatus::Refunded => pb::PaymentStatus::Refunded,
         PaymentStatus::Voided => pb::PaymentStatus::Voided,
-    };
+    }
+}
+
+fn to_proto(p: &Payment) -> pb::Payment {
+    let status = to_proto_status(p.status());
     let decline_reason = match p.decline_reason() {
         None => pb::DeclineReason::Unspecified,
         Some(DeclineReason::CardDeclined) => pb::DeclineReason::CardDeclined,

@@ -18,8 +18,9 @@ pub enum PaymentError {
     Conflict(Uuid),
     #[error("order {0} was voided for a different customer, amount or currency")]
     VoidConflict(Uuid),
-    #[error(transparent)]
-    Refused(#[from] RefundRefused),
+    /// The payment (its id) cannot be refunded.
+    #[error("{1}")]
+    Refused(Uuid, #[source] RefundRefused),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -78,7 +79,10 @@ impl Payments {
     ) -> Result<Payment, PaymentError> {
         self.store
             .change(payment_id, |current| {
-                match current.refund(reason, now())? {
+                match current
+                    .refund(reason, now())
+                    .map_err(|r| PaymentError::Refused(payment_id, r))?
+                {
                     Refund::AlreadyRefunded => Ok(None),
                     Refund::Refunded(refunded, event) => Ok(Some((refunded, event))),
                 }

@@ -45,9 +45,15 @@ pub fn cause(status: Status, error: &(dyn Error + 'static)) -> Status {
     status
 }
 
-/// INTERNAL with a fixed message, `error` filed as the cause.
+/// INTERNAL with a fixed message and reason `INTERNAL`, `error` filed as the cause.
 pub fn internal(error: &(dyn Error + 'static)) -> Status {
-    cause(Status::internal("internal error"), error)
+    let status = crate::status::Failure::new(
+        Code::Internal,
+        talentshare_proto::common::ErrorReason::Internal,
+        "internal error",
+    )
+    .into_status();
+    cause(status, error)
 }
 
 /// An error and its sources, outermost first, as one line.

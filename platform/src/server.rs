@@ -244,7 +244,13 @@ where
             return Box::pin(async move { inner.call(req).await });
         }
         if !self.ready.load(Ordering::SeqCst) {
-            let status = tonic::Status::unavailable("service is starting: database not ready yet");
+            let status = crate::status::Failure::new(
+                tonic::Code::Unavailable,
+                talentshare_proto::common::ErrorReason::ServiceStarting,
+                "service is starting: database not ready yet",
+            )
+            .retry_after(crate::status::RETRY_SOON)
+            .into_status();
             return Box::pin(async move { Ok(status.into_http()) });
         }
         let Some(auth) = self.auth.clone() else {

@@ -172,7 +172,7 @@ fn payment_messages_keep_their_exact_fields() {
                 scalar("page_size", 1, Int32),
                 scalar("page_token", 2, Str),
                 scalar("customer_id", 3, Str),
-                typed("status", 4, Enum, ".talentshare.payment.v1.PaymentStatus"),
+                typed("status", 4, Enum, ".talentshare.common.v1.PaymentStatus"),
             ],
         ),
         (
@@ -190,12 +190,12 @@ fn payment_messages_keep_their_exact_fields() {
                 scalar("customer_id", 3, Str),
                 scalar("amount_minor", 4, Int64),
                 scalar("currency", 5, Str),
-                typed("status", 6, Enum, ".talentshare.payment.v1.PaymentStatus"),
+                typed("status", 6, Enum, ".talentshare.common.v1.PaymentStatus"),
                 typed(
                     "decline_reason",
                     7,
                     Enum,
-                    ".talentshare.payment.v1.DeclineReason",
+                    ".talentshare.common.v1.DeclineReason",
                 ),
                 scalar("card_last4", 8, Str),
                 typed("create_time", 9, Msg, ts),
@@ -445,4 +445,45 @@ fn descriptor_set_carries_the_documentation_for_reflection() {
             "{package} keeps its comments"
         );
     }
+}
+
+/// The public packages (what the SDKs ship) import neither the internal
+/// PaymentService nor the bus, and `talentshare.common.v1` holds values only: a
+/// public SDK generated from them never contains PaymentService or its card field.
+#[test]
+fn public_packages_import_no_internal_package() {
+    let set = descriptor_set();
+    for package in [
+        "talentshare.common.v1",
+        "talentshare.order.v1",
+        "talentshare.reservation.v1",
+        "talentshare.mypage.v1",
+    ] {
+        for f in set.file.iter().filter(|f| f.package() == package) {
+            for dep in &f.dependency {
+                assert!(
+                    dep.starts_with("google/protobuf/")
+                        || dep.starts_with("talentshare/common/v1/"),
+                    "{} imports {dep}",
+                    f.name()
+                );
+            }
+            if package == "talentshare.common.v1" {
+                assert!(
+                    f.service.is_empty() && f.message_type.is_empty(),
+                    "{}",
+                    f.name()
+                );
+            }
+        }
+    }
+    // The reasons clients branch on are listed in the protos.
+    let errors = set
+        .file
+        .iter()
+        .find(|f| f.name() == "talentshare/common/v1/errors.proto")
+        .expect("errors.proto");
+    let reasons = &errors.enum_type[0];
+    assert_eq!(reasons.name(), "ErrorReason");
+    assert!(reasons.value.len() > 20, "{:?}", reasons.value.len());
 }

@@ -16,7 +16,7 @@ use talentshare_proto::reservation::{
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use crate::domain::{RejectReason, Reservation, ReservationStatus};
+use crate::domain::{PaymentState, Refused, RejectReason, Reservation, ReservationStatus};
 use crate::payment::PaymentError;
 use crate::service::{ReservationError, Reservations};
 use crate::store::{ListQuery, StoreError};
@@ -34,8 +34,21 @@ pub enum ApiError {
     PermissionDenied(String),
     #[error("{0}")]
     NotFound(String),
-    #[error("{0}")]
-    FailedPrecondition(String),
+    /// The reservation's state (`status`) forbids the move. The id is filled in by
+    /// [`ApiError::of`] where the call knows it.
+    #[error("{message}")]
+    AlreadyDecided {
+        reservation_id: Option<Uuid>,
+        status: ReservationStatus,
+        message: String,
+    },
+    /// Its payment is not (or no longer) approved, in `payment` when known.
+    #[error("{message}")]
+    PaymentNotApproved {
+        reservation_id: Option<Uuid>,
+        payment: Option<PaymentState>,
+        message: String,
+    },
     #[error("the database is unavailable")]
     Unavailable(#[source] StoreError),
     #[error("payment-svc is unavailable ({left:?})")]
@@ -77,28 +90,65 @@ impl Left {
 
 impl From<ApiError> for Status {
     fn from(e: ApiError) -> Self {
-        use platform::status::cause;
+        use platform::status::{Failure, RETRY_SOON, cause, unavailable};
+        use talentshare_proto::common::ErrorReason as R;
+        use tonic::Code;
+        let conflict = |reason: R, id: &Option<Uuid>, message: &String| {
+            let subject = id.map_or_else(
+                || "reservations".to_owned(),
+                |id| format!("reservations/{id}"),
+            );
+            let f = Failure::new(Code::FailedPrecondition, reason, message)
+                .state_conflict(subject, message);
+            match id {
+                Some(id) => f.meta("reservation_id", id.to_string()),
+                None => f,
+            }
+        };
         match &e {
             ApiError::Invalid(v) => platform::status::invalid_argument(v),
-            ApiError::PermissionDenied(m) => Status::permission_denied(m),
-            ApiError::NotFound(m) => Status::not_found(m),
-            ApiError::FailedPrecondition(m) => Status::failed_precondition(m),
-            ApiError::Unavailable(_) => cause(
-                Status::unavailable("reservation storage is temporarily unavailable; retry"),
+            ApiError::PermissionDenied(m) => platform::status::permission_denied(m),
+            ApiError::NotFound(m) => platform::status::not_found("reservation", m),
+            ApiError::AlreadyDecided {
+                reservation_id,
+                status,
+                message,
+            } => conflict(R::ReservationAlreadyDecided, reservation_id, message)
+                .meta("reservation_status", to_proto_status(*status).as_str_name())
+                .into_status(),
+            ApiError::PaymentNotApproved {
+                reservation_id,
+                payment,
+                message,
+            } => {
+                let f = conflict(R::PaymentNotApproved, reservation_id, message);
+                match payment {
+                    Some(p) => f.meta("payment_status", payment_status(*p).as_str_name()),
+                    None => f,
+                }
+                .into_status()
+            }
+            ApiError::Unavailable(_) => unavailable(
+                R::StorageUnavailable,
+                "reservation storage is temporarily unavailable; retry",
                 &e,
             ),
-            ApiError::PaymentUnavailable { left, .. } => cause(
-                Status::unavailable(format!(
-                    "the payment service is unavailable; {}",
-                    left.advice()
-                )),
+            ApiError::PaymentUnavailable { left, .. } => unavailable(
+                R::PaymentServiceUnavailable,
+                format!("the payment service is unavailable; {}", left.advice()),
                 &e,
             ),
             ApiError::PaymentDeadlineExceeded { left, .. } => cause(
-                Status::deadline_exceeded(format!(
-                    "the payment service did not answer in time; {}",
-                    left.advice()
-                )),
+                Failure::new(
+                    Code::DeadlineExceeded,
+                    R::PaymentServiceTimeout,
+                    format!(
+                        "the payment service did not answer in time; {}",
+                        left.advice()
+                    ),
+                )
+                .retry_after(RETRY_SOON)
+                .into_status(),
                 &e,
             ),
             ApiError::Internal(_) => platform::status::internal(&e),
@@ -110,7 +160,7 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::NotFound => ApiError::NotFound("reservation not found".into()),
-            StoreError::Refused(r) => ApiError::FailedPrecondition(r.to_string()),
+            StoreError::Refused(r) => r.into(),
             StoreError::Db(ref db) if platform::status::is_unavailable(db) => {
                 ApiError::Unavailable(e)
             }
@@ -157,16 +207,44 @@ fn may_manage(caller: &Caller, r: &Reservation) -> bool {
         .is_some_and(|b| caller.manages(b.talent_id.as_ref()))
 }
 
+impl From<Refused> for ApiError {
+    fn from(r: Refused) -> Self {
+        let status = match r {
+            Refused::InState { status, .. } => status,
+            // A rejection in progress leaves the reservation REQUESTED.
+            Refused::BeingRejected => ReservationStatus::Requested,
+        };
+        ApiError::AlreadyDecided {
+            reservation_id: None,
+            status,
+            message: r.to_string(),
+        }
+    }
+}
+
 impl ApiError {
+    /// The same error, about the reservation `id` (for the details of a state
+    /// conflict, which the domain reports without the id).
+    fn of(mut self, id: Uuid) -> Self {
+        if let ApiError::AlreadyDecided { reservation_id, .. }
+        | ApiError::PaymentNotApproved { reservation_id, .. } = &mut self
+        {
+            reservation_id.get_or_insert(id);
+        }
+        self
+    }
+
     /// A failed payment call, and what it `left` behind.
     fn payment(cause: PaymentError, left: Left) -> Self {
         match cause {
             PaymentError::Unavailable(_) => ApiError::PaymentUnavailable { cause, left },
             PaymentError::DeadlineExceeded(_) => ApiError::PaymentDeadlineExceeded { cause, left },
             // The reservation's payment is not (or no longer) one that can back it.
-            PaymentError::NotFound(_) | PaymentError::Refused(_) => {
-                ApiError::FailedPrecondition(cause.to_string())
-            }
+            PaymentError::NotFound(_) | PaymentError::Refused(_) => ApiError::PaymentNotApproved {
+                reservation_id: None,
+                payment: None,
+                message: cause.to_string(),
+            },
             PaymentError::Unexpected(_) | PaymentError::Malformed(_) => {
                 ApiError::Internal(cause.into())
             }
@@ -178,8 +256,12 @@ impl From<ReservationError> for ApiError {
     fn from(e: ReservationError) -> Self {
         match e {
             ReservationError::Store(e) => e.into(),
-            ReservationError::Refused(r) => ApiError::FailedPrecondition(r.to_string()),
-            ReservationError::NotApproved(n) => ApiError::FailedPrecondition(n.to_string()),
+            ReservationError::Refused(r) => r.into(),
+            ReservationError::NotApproved(n) => ApiError::PaymentNotApproved {
+                reservation_id: None,
+                payment: Some(n.0),
+                message: n.to_string(),
+            },
             ReservationError::Payment(e) => ApiError::payment(e, Left::NothingChanged),
             ReservationError::RefundPending(e) => ApiError::payment(e, Left::RejectionPending),
             // The claim was dropped again: nothing is left of the call.
@@ -217,7 +299,10 @@ impl ReservationApi {
         let manager = caller.manager()?.clone();
         let id = uuid_field("reservation_id", &req.reservation_id)?;
         let current = self.managed(caller, id).await?;
-        Ok(self.reservations.confirm(current, &manager).await?)
+        self.reservations
+            .confirm(current, &manager)
+            .await
+            .map_err(|e| ApiError::from(e).of(id))
     }
 
     async fn reject(
@@ -236,7 +321,10 @@ impl ReservationApi {
         self.managed(caller, id).await?;
         // Refund before REJECTED: `reservation.rejected` promises the payment was
         // refunded. The claim recorded first keeps a confirmation out meanwhile.
-        Ok(self.reservations.reject(id, &manager, &reason).await?)
+        self.reservations
+            .reject(id, &manager, &reason)
+            .await
+            .map_err(|e| ApiError::from(e).of(id))
     }
 
     async fn list(
@@ -351,13 +439,27 @@ fn uuid_field(field: &str, s: &str) -> Result<Uuid, ApiError> {
     })
 }
 
-fn to_proto(r: &Reservation) -> pb::Reservation {
-    let status = match r.status() {
+fn to_proto_status(s: ReservationStatus) -> pb::ReservationStatus {
+    match s {
         ReservationStatus::Requested => pb::ReservationStatus::Requested,
         ReservationStatus::Confirmed => pb::ReservationStatus::Confirmed,
         ReservationStatus::Rejected => pb::ReservationStatus::Rejected,
         ReservationStatus::Cancelled => pb::ReservationStatus::Cancelled,
-    };
+    }
+}
+
+fn payment_status(p: PaymentState) -> talentshare_proto::common::PaymentStatus {
+    use talentshare_proto::common::PaymentStatus as P;
+    match p {
+        PaymentState::Approved => P::Approved,
+        PaymentState::Declined => P::Declined,
+        PaymentState::Refunded => P::Refunded,
+        PaymentState::Voided => P::Voided,
+    }
+}
+
+fn to_proto(r: &Reservation) -> pb::Reservation {
+    let status = to_proto_status(r.status());
     let booking = r.booking();
     pb::Reservation {
         reservation_id: r.reservation_id().to_string(),

@@ -19,6 +19,7 @@
 mod broker;
 mod broker_users;
 mod database;
+mod errors;
 mod identity;
 mod process;
 mod proxy;
@@ -27,6 +28,7 @@ mod spawn;
 pub use broker::{ReceivedEvent, TestBroker};
 pub use broker_users::{BrokerUsers, USERS_EXCHANGE};
 pub use database::{Backend, PgSessions, TestDatabase, postgres_server_url, retry_write};
+pub use errors::{Details, details, expect_reason, violated_fields};
 pub use identity::{AuthChannel, Bearer, TEST_ONLY_RSA_KEY_PEM, TestIdentity};
 pub use process::{ServiceProcess, grpcurl};
 pub use proxy::TcpProxy;

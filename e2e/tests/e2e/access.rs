@@ -253,6 +253,7 @@ async fn another_customer_is_denied_the_first_customers_order_and_my_page() {
         mypage
             .watch_my_page(WatchMyPageRequest {
                 customer_id: "alice".into(),
+                ..Default::default()
             })
             .await,
     );

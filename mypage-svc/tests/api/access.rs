@@ -39,6 +39,7 @@ async fn another_customer_can_neither_read_nor_watch_a_my_page(backend: Backend)
     let watch = mallory
         .watch_my_page(WatchMyPageRequest {
             customer_id: CUSTOMER.into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();

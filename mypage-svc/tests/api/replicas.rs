@@ -27,6 +27,7 @@ async fn open(
     client
         .watch_my_page(WatchMyPageRequest {
             customer_id: customer.to_owned(),
+            ..Default::default()
         })
         .await
         .expect("WatchMyPage")

@@ -1,22 +1,15 @@
 //! Every bad field of every RPC is INVALID_ARGUMENT with a `google.rpc.BadRequest`
 //! naming the field, and changes nothing.
 
-use talentshare_proto::mypage::{GetMyPageEntryRequest, GetMyPageRequest};
+use talentshare_proto::mypage::{GetMyPageEntryRequest, GetMyPageRequest, WatchMyPageRequest};
+use testkit::violated_fields;
 use tonic::Code;
-use tonic_types::StatusExt;
 
 use crate::helpers::{Story, spawn_app};
 use testkit::Backend;
 use testkit::on_both_backends;
 
 on_both_backends!(bad_input_is_invalid_argument_naming_the_field_and_changes_nothing);
-
-fn violated_fields(status: &tonic::Status) -> Vec<String> {
-    status
-        .get_details_bad_request()
-        .map(|b| b.field_violations.into_iter().map(|v| v.field).collect())
-        .unwrap_or_default()
-}
 
 async fn bad_input_is_invalid_argument_naming_the_field_and_changes_nothing(backend: Backend) {
     let mut app = spawn_app(backend).await;
@@ -91,6 +84,26 @@ async fn bad_input_is_invalid_argument_naming_the_field_and_changes_nothing(back
             .unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument, "{case}");
         assert_eq!(violated_fields(&err), vec!["order_id".to_owned()], "{case}");
+    }
+
+    // WatchMyPage's heartbeat: unset or zero for none, else 1 to 300 seconds.
+    let heartbeat = |seconds: i64, nanos: i32| WatchMyPageRequest {
+        heartbeat_interval: Some(prost_types::Duration { seconds, nanos }),
+        ..Default::default()
+    };
+    let watch_cases = [
+        ("negative heartbeat", heartbeat(-1, 0)),
+        ("sub-second heartbeat", heartbeat(0, 500_000_000)),
+        ("heartbeat over five minutes", heartbeat(301, 0)),
+        ("malformed duration", heartbeat(1, -1)),
+    ];
+    for (case, req) in watch_cases {
+        let err = cust_a.watch_my_page(req).await.unwrap_err();
+        assert_eq!(
+            violated_fields(&err),
+            vec!["heartbeat_interval".to_owned()],
+            "{case}"
+        );
     }
 
     // Several bad fields are reported together.

@@ -25,6 +25,7 @@ on_both_backends!(
     watch_ends_with_unavailable_when_the_service_shuts_down,
     watchers_beyond_the_limit_are_refused_until_a_stream_closes,
     a_watch_that_falls_behind_ends_with_aborted,
+    markers_come_only_when_asked_for,
 );
 
 const NEXT_TIMEOUT: Duration = Duration::from_secs(20);
@@ -34,6 +35,7 @@ async fn open(app: &TestApp, customer: &str) -> Result<Streaming<WatchMyPageResp
     app.client_as(customer)
         .watch_my_page(WatchMyPageRequest {
             customer_id: customer.to_owned(),
+            ..Default::default()
         })
         .await
         .map(|r| r.into_inner())
@@ -100,7 +102,7 @@ async fn watch_ends_with_unavailable_when_the_service_shuts_down(backend: Backen
         .await
         .expect("the stream ends before the timeout");
     let status = end.expect_err("the stream ends with a status");
-    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    testkit::expect_reason(&status, Code::Unavailable, "SHUTTING_DOWN");
     // The drain did not wait for the watcher: the service stops well within its grace.
     tokio::time::timeout(Duration::from_secs(4), app.stop())
         .await
@@ -116,7 +118,8 @@ async fn watchers_beyond_the_limit_are_refused_until_a_stream_closes(backend: Ba
     let mut held = open(&app, "cust-w").await.expect("the first watcher");
     next_entry(&mut held).await;
     let refused = open(&app, "cust-other").await.expect_err("over the limit");
-    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    let d = testkit::expect_reason(&refused, Code::ResourceExhausted, "TOO_MANY_WATCHERS");
+    assert!(d.retry.is_some(), "{d:?}");
 
     // The client goes away: its stream stops on the server and frees the slot.
     drop(held);
@@ -149,6 +152,7 @@ async fn a_watch_that_falls_behind_ends_with_aborted(backend: Backend) {
     let mut stream = mypage_svc::watch::watch(
         MyPageStore::new(conn.clone()),
         customer,
+        mypage_svc::watch::Markers::default(),
         subscribed,
         CancellationToken::new(),
         permit,
@@ -159,7 +163,7 @@ async fn a_watch_that_falls_behind_ends_with_aborted(backend: Backend) {
         .expect("the stream ends before the timeout")
         .expect("an item");
     let status = end.expect_err("a lagging stream ends with a status");
-    assert_eq!(status.code(), Code::Aborted, "{status:?}");
+    testkit::expect_reason(&status, Code::Aborted, "WATCH_FELL_BEHIND");
     assert!(stream.next().await.is_none(), "nothing after the status");
     wait_until("the watcher slot freed", Duration::from_secs(5), || async {
         (limit.available_permits() == 1).then_some(())
@@ -167,4 +171,75 @@ async fn a_watch_that_falls_behind_ends_with_aborted(backend: Backend) {
     .await;
     let _ = conn.close().await;
     db.drop_database().await;
+}
+
+/// The opt-in markers: a client that asks gets `snapshot_end` right after the current
+/// entries and heartbeats while nothing changes; a client that does not ask (every
+/// test above) sees entries only.
+async fn markers_come_only_when_asked_for(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let first = Story::new("cust-m").placed();
+    let second = Story::new("cust-m").placed();
+    for s in [&first, &second] {
+        app.publish(&s.events).await;
+    }
+    app.settle().await;
+
+    let mut stream = app
+        .client_as("cust-m")
+        .watch_my_page(WatchMyPageRequest {
+            send_snapshot_end: true,
+            heartbeat_interval: Some(prost_types::Duration {
+                seconds: 1,
+                nanos: 0,
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("WatchMyPage")
+        .into_inner();
+    let mut next = async || {
+        tokio::time::timeout(NEXT_TIMEOUT, stream.message())
+            .await
+            .expect("a message before the timeout")
+            .expect("no error on the stream")
+            .expect("the stream goes on")
+    };
+    let snapshot = [next().await, next().await];
+    assert!(
+        snapshot
+            .iter()
+            .all(|m| m.entry.is_some() && !m.snapshot_end && !m.heartbeat),
+        "{snapshot:?}"
+    );
+    let end = next().await;
+    assert!(
+        end.snapshot_end && end.entry.is_none() && !end.heartbeat,
+        "{end:?}"
+    );
+
+    // Nothing changes: a heartbeat comes, about a second later.
+    let started = std::time::Instant::now();
+    let beat = next().await;
+    assert!(
+        beat.heartbeat && beat.entry.is_none() && !beat.snapshot_end,
+        "{beat:?}"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "a heartbeat waits for quiet: {:?}",
+        started.elapsed()
+    );
+
+    // A change comes as an entry, heartbeats or not.
+    app.publish(&first.clone().approved().events[1..]).await;
+    let changed = loop {
+        let m = next().await;
+        if let Some(entry) = m.entry {
+            break entry;
+        }
+        assert!(m.heartbeat, "only heartbeats between changes: {m:?}");
+    };
+    assert_eq!(changed.order_id, first.order_id);
+    app.stop().await;
 }

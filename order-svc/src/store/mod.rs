@@ -44,8 +44,9 @@ pub enum StoreError {
     NotFound,
     #[error(transparent)]
     Place(#[from] PlaceRefused),
-    #[error(transparent)]
-    Refused(#[from] Refused),
+    /// The order (its id) cannot make the change.
+    #[error("{1}")]
+    Refused(Uuid, #[source] Refused),
     #[error("database: {0}")]
     Db(#[from] DbErr),
     #[error("stored row is corrupt: {0}")]
@@ -326,7 +327,7 @@ where
     let current = find(conn, Key::Order(order_id), Lock::ForUpdate)
         .await?
         .ok_or(StoreError::NotFound)?;
-    match decide(&current, now())? {
+    match decide(&current, now()).map_err(|r| StoreError::Refused(order_id, r))? {
         None => Ok((current, false)),
         Some((next, event)) => {
             update(conn, &current, &next).await?;

@@ -360,6 +360,17 @@ async fn every_kind_of_bad_token_is_refused_naming_the_check() {
             continue;
         }
         let message = status.message();
+        let reason = testkit::details(&status).reason;
+        let expected = if message.contains("missing `authorization") {
+            "TOKEN_MISSING"
+        } else if message.contains("expired") {
+            "TOKEN_EXPIRED"
+        } else {
+            "TOKEN_INVALID"
+        };
+        if reason != expected {
+            failures.push(format!("{}: reason {reason}, not {expected}", case.what));
+        }
         if !message.contains(case.expect) {
             failures.push(format!(
                 "{}: `{message}` does not say `{}`",

@@ -80,7 +80,17 @@ async fn cancel_order_of_a_declined_order_is_failed_precondition(backend: Backen
 
     let err = cancel(&mut app, &declined.order_id, "").await.unwrap_err();
 
-    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    // A client tells "ended" from "in flight" by the reason, not the message.
+    let d = testkit::expect_reason(&err, Code::FailedPrecondition, "ORDER_ALREADY_ENDED");
+    assert_eq!(d.metadata["order_id"], declined.order_id);
+    assert_eq!(d.metadata["order_status"], "ORDER_STATUS_PAYMENT_DECLINED");
+    assert_eq!(d.preconditions.len(), 1, "{d:?}");
+    assert_eq!(d.preconditions[0].0, "STATE");
+    assert_eq!(
+        d.preconditions[0].1,
+        format!("orders/{}", declined.order_id)
+    );
+    assert_eq!(d.retry, None, "retrying cannot help");
     assert_eq!(app.get(&declined.order_id).await, declined, "unchanged");
     app.stop().await;
 }
@@ -91,7 +101,8 @@ async fn cancel_order_of_an_unknown_order_is_permission_denied(backend: Backend)
         .await
         .unwrap_err();
     // The same answer as for another customer's order (AIP-211).
-    assert_eq!(err.code(), Code::PermissionDenied);
+    let d = testkit::expect_reason(&err, Code::PermissionDenied, "ACCESS_DENIED");
+    assert!(d.metadata.is_empty(), "names nothing: {d:?}");
     app.stop().await;
 }
 
@@ -103,7 +114,8 @@ async fn cancel_order_returns_unavailable_and_changes_nothing_while_payment_is_d
 
     app.proxy.cut().await;
     let err = cancel(&mut app, &paid.order_id, "").await.unwrap_err();
-    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    let d = testkit::expect_reason(&err, Code::Unavailable, "PAYMENT_SERVICE_UNAVAILABLE");
+    assert!(d.retry.is_some(), "a retry helps: {d:?}");
     assert_eq!(app.get(&paid.order_id).await, paid, "order unchanged");
     assert_eq!(
         app.payment_of(&paid.order_id).await.unwrap().status,
@@ -150,7 +162,9 @@ async fn cancel_order_of_a_pending_order_waits_out_the_grace_when_no_payment_exi
     let err = cancel(&mut app, &pending.order_id, "too slow")
         .await
         .unwrap_err();
-    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    let d = testkit::expect_reason(&err, Code::FailedPrecondition, "PAYMENT_IN_FLIGHT");
+    assert_eq!(d.metadata["order_status"], "ORDER_STATUS_PENDING_PAYMENT");
+    assert!(d.retry.is_some(), "retry shortly: {d:?}");
     assert_eq!(
         app.get(&pending.order_id).await.status,
         OrderStatus::PendingPayment as i32

@@ -146,7 +146,8 @@ async fn place_order_repeated_with_one_request_id_places_and_charges_once(backen
     let mut other = req.clone();
     other.amount_minor += 1;
     let err = app.client.place_order(other).await.unwrap_err();
-    assert_eq!(err.code(), Code::AlreadyExists);
+    let d = testkit::expect_reason(&err, Code::AlreadyExists, "REQUEST_ID_REUSED");
+    assert_eq!(d.metadata["request_id"], req.request_id);
     let mut other_card = req;
     other_card.card_number = "5555 5555 5555 4444".into();
     let err = app.client.place_order(other_card).await.unwrap_err();
@@ -170,7 +171,8 @@ async fn place_order_returns_unavailable_while_payment_is_down_and_a_retry_pays_
 
     let started = Instant::now();
     let err = app.client.place_order(req.clone()).await.unwrap_err();
-    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    let d = testkit::expect_reason(&err, Code::Unavailable, "PAYMENT_SERVICE_UNAVAILABLE");
+    assert!(d.retry.is_some(), "retry with the same request_id: {d:?}");
     assert!(
         started.elapsed() < Duration::from_secs(2),
         "fails fast: {:?}",

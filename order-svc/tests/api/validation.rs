@@ -5,21 +5,14 @@ use chrono::{TimeDelta, Utc};
 use talentshare_proto::order::{
     CancelOrderRequest, GetOrderRequest, ListOrdersRequest, PlaceOrderRequest,
 };
+use testkit::violated_fields;
 use tonic::Code;
-use tonic_types::StatusExt;
 
 use crate::helpers::{APPROVED_CARD, place_request, spawn_app};
 use testkit::Backend;
 use testkit::on_both_backends;
 
 on_both_backends!(bad_input_is_invalid_argument_naming_the_field_and_stores_nothing);
-
-fn violated_fields(status: &tonic::Status) -> Vec<String> {
-    status
-        .get_details_bad_request()
-        .map(|b| b.field_violations.into_iter().map(|v| v.field).collect())
-        .unwrap_or_default()
-}
 
 fn at(seconds: i64, nanos: i32) -> Option<prost_types::Timestamp> {
     Some(prost_types::Timestamp { seconds, nanos })

@@ -320,7 +320,9 @@ impl Payment {
     ) -> Result<Refund, RefundRefused> {
         match self.status {
             PaymentStatus::Refunded => Ok(Refund::AlreadyRefunded),
-            PaymentStatus::Declined | PaymentStatus::Voided => Err(RefundRefused::NotCharged),
+            status @ (PaymentStatus::Declined | PaymentStatus::Voided) => {
+                Err(RefundRefused::NotCharged(status))
+            }
             PaymentStatus::Approved => {
                 let refunded = Payment {
                     status: PaymentStatus::Refunded,
@@ -354,8 +356,9 @@ pub enum Refund {
 /// Why a refund is refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum RefundRefused {
+    /// The payment is in the status named (DECLINED or VOIDED).
     #[error("payment was declined or voided; nothing was charged, so there is nothing to refund")]
-    NotCharged,
+    NotCharged(PaymentStatus),
 }
 
 #[cfg(test)]
@@ -439,7 +442,10 @@ mod tests {
             Uuid::now_v7(),
             Utc::now(),
         );
-        assert_eq!(p.refund(None, Utc::now()), Err(RefundRefused::NotCharged));
+        assert_eq!(
+            p.refund(None, Utc::now()),
+            Err(RefundRefused::NotCharged(PaymentStatus::Declined))
+        );
     }
 
     fn void_of(req: &ChargeRequest) -> VoidRequest {
@@ -460,7 +466,7 @@ mod tests {
         assert_eq!(void.void_reason.as_deref(), Some("payment not completed"));
         assert_eq!(
             void.refund(None, Utc::now()),
-            Err(RefundRefused::NotCharged)
+            Err(RefundRefused::NotCharged(PaymentStatus::Voided))
         );
     }
 

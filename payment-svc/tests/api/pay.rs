@@ -112,7 +112,8 @@ async fn pay_returns_already_exists_when_the_order_was_paid_with_other_terms(bac
     other_card.card_number = "5555555555554444".into();
     for (case, r) in [("amount", other_amount), ("card", other_card)] {
         let err = app.client.pay(r).await.unwrap_err();
-        assert_eq!(err.code(), Code::AlreadyExists, "{case}: {err:?}");
+        let d = testkit::expect_reason(&err, Code::AlreadyExists, "PAYMENT_DETAILS_DIFFER");
+        assert!(d.metadata.contains_key("order_id"), "{case}: {d:?}");
     }
     assert_eq!(app.payment_rows().await.len(), 1);
     app.stop().await;

@@ -83,7 +83,12 @@ async fn refund_returns_failed_precondition_for_a_declined_payment(backend: Back
         .await
         .unwrap_err();
 
-    assert_eq!(err.code(), Code::FailedPrecondition);
+    let d = testkit::expect_reason(&err, Code::FailedPrecondition, "PAYMENT_NOT_REFUNDABLE");
+    assert_eq!(d.metadata["payment_status"], "PAYMENT_STATUS_DECLINED");
+    assert_eq!(
+        d.preconditions[0].1,
+        format!("payments/{}", d.metadata["payment_id"])
+    );
     assert_eq!(app.payment_rows().await[0].status, "DECLINED");
     app.stop().await;
 }
@@ -98,6 +103,7 @@ async fn refund_returns_not_found_for_an_unknown_payment(backend: Backend) {
         })
         .await
         .unwrap_err();
-    assert_eq!(err.code(), Code::NotFound);
+    let d = testkit::expect_reason(&err, Code::NotFound, "NOT_FOUND");
+    assert_eq!(d.metadata["resource_type"], "payment");
     app.stop().await;
 }

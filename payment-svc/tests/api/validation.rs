@@ -4,21 +4,14 @@
 use talentshare_proto::payment::{
     GetPaymentRequest, ListPaymentsRequest, PayRequest, RefundRequest, get_payment_request::Lookup,
 };
+use testkit::violated_fields;
 use tonic::Code;
-use tonic_types::StatusExt;
 
 use crate::helpers::{APPROVED_CARD, pay_request, spawn_app};
 use testkit::Backend;
 use testkit::on_both_backends;
 
 on_both_backends!(bad_input_is_invalid_argument_naming_the_field_and_stores_nothing);
-
-fn violated_fields(status: &tonic::Status) -> Vec<String> {
-    status
-        .get_details_bad_request()
-        .map(|b| b.field_violations.into_iter().map(|v| v.field).collect())
-        .unwrap_or_default()
-}
 
 async fn bad_input_is_invalid_argument_naming_the_field_and_stores_nothing(backend: Backend) {
     let mut app = spawn_app(backend).await;

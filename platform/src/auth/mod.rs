@@ -135,12 +135,42 @@ pub enum AuthError {
 }
 
 impl AuthError {
-    /// The gRPC status for this refusal.
+    /// The gRPC status for this refusal, with its `ErrorInfo` reason.
     pub fn to_status(&self) -> tonic::Status {
+        use crate::status::{Failure, RETRY_SOON};
+        use talentshare_proto::common::ErrorReason;
+        use tonic::Code;
+        let message = self.to_string();
         match self {
-            AuthError::KeysUnavailable => tonic::Status::unavailable(self.to_string()),
-            _ => tonic::Status::unauthenticated(self.to_string()),
+            AuthError::KeysUnavailable => Failure::new(
+                Code::Unavailable,
+                ErrorReason::TokenKeysUnavailable,
+                message,
+            )
+            .retry_after(RETRY_SOON),
+            AuthError::Missing => {
+                Failure::new(Code::Unauthenticated, ErrorReason::TokenMissing, message)
+            }
+            AuthError::Expired => {
+                Failure::new(Code::Unauthenticated, ErrorReason::TokenExpired, message)
+            }
+            AuthError::Scheme
+            | AuthError::TooLarge
+            | AuthError::Malformed(_)
+            | AuthError::Algorithm(_)
+            | AuthError::NoKeyId
+            | AuthError::UnknownKey
+            | AuthError::KeyMismatch
+            | AuthError::Signature
+            | AuthError::NotYetValid
+            | AuthError::Issuer
+            | AuthError::Audience
+            | AuthError::MissingClaim(_)
+            | AuthError::Claims(_) => {
+                Failure::new(Code::Unauthenticated, ErrorReason::TokenInvalid, message)
+            }
         }
+        .into_status()
     }
 }
 
@@ -509,5 +539,5 @@ pub fn caller_of<T>(request: &tonic::Request<T>) -> Result<Caller, tonic::Status
         .extensions()
         .get::<Caller>()
         .cloned()
-        .ok_or_else(|| tonic::Status::unauthenticated("no verified caller"))
+        .ok_or_else(|| AuthError::Missing.to_status())
 }

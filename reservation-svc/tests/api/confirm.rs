@@ -88,7 +88,13 @@ async fn confirm_reservation_returns_failed_precondition_when_the_payment_was_re
         .await
         .unwrap_err();
 
-    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    let d = testkit::expect_reason(&err, Code::FailedPrecondition, "PAYMENT_NOT_APPROVED");
+    assert_eq!(d.metadata["reservation_id"], requested.reservation_id);
+    assert_eq!(d.metadata["payment_status"], "PAYMENT_STATUS_REFUNDED");
+    assert_eq!(
+        d.preconditions[0].1,
+        format!("reservations/{}", requested.reservation_id)
+    );
     assert_eq!(
         app.get(&requested.reservation_id).await,
         requested,
@@ -121,7 +127,22 @@ async fn confirm_reservation_returns_failed_precondition_for_a_rejected_or_cance
     for (case, r) in [("rejected", to_reject), ("cancelled", to_cancel)] {
         let before = app.get(&r.reservation_id).await;
         let err = confirm(&app, &r.reservation_id, "mgr-2").await.unwrap_err();
-        assert_eq!(err.code(), Code::FailedPrecondition, "{case}: {err:?}");
+        let d = testkit::expect_reason(
+            &err,
+            Code::FailedPrecondition,
+            "RESERVATION_ALREADY_DECIDED",
+        );
+        assert_eq!(d.metadata["reservation_id"], r.reservation_id, "{case}");
+        assert_eq!(
+            d.metadata["reservation_status"],
+            before.status().as_str_name(),
+            "{case}: the state that blocked it"
+        );
+        assert_eq!(
+            d.preconditions[0].1,
+            format!("reservations/{}", r.reservation_id),
+            "{case}"
+        );
         assert_eq!(
             app.get(&r.reservation_id).await,
             before,
@@ -140,6 +161,6 @@ async fn confirm_reservation_returns_permission_denied_for_an_unknown_reservatio
         .await
         .unwrap_err();
     // The same answer as for another talent's booking (AIP-211).
-    assert_eq!(err.code(), Code::PermissionDenied);
+    testkit::expect_reason(&err, Code::PermissionDenied, "ACCESS_DENIED");
     app.stop().await;
 }

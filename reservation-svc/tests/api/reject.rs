@@ -100,7 +100,17 @@ async fn reject_reservation_returns_failed_precondition_for_a_confirmed_or_cance
         let err = reject(&app, &r.reservation_id, "mgr-2", "no")
             .await
             .unwrap_err();
-        assert_eq!(err.code(), Code::FailedPrecondition, "{case}: {err:?}");
+        let d = testkit::expect_reason(
+            &err,
+            Code::FailedPrecondition,
+            "RESERVATION_ALREADY_DECIDED",
+        );
+        assert_eq!(d.metadata["reservation_id"], r.reservation_id, "{case}");
+        assert_eq!(
+            d.metadata["reservation_status"],
+            before.status().as_str_name(),
+            "{case}: the state that blocked it"
+        );
         assert_eq!(
             app.get(&r.reservation_id).await,
             before,

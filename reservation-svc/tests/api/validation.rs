@@ -6,21 +6,14 @@ use talentshare_proto::reservation::{
     ConfirmReservationRequest, GetReservationRequest, ListReservationsRequest,
     RejectReservationRequest,
 };
+use testkit::violated_fields;
 use tonic::Code;
-use tonic_types::StatusExt;
 
 use crate::helpers::spawn_app;
 use testkit::Backend;
 use testkit::on_both_backends;
 
 on_both_backends!(bad_input_is_invalid_argument_naming_the_field_and_changes_nothing);
-
-fn violated_fields(status: &tonic::Status) -> Vec<String> {
-    status
-        .get_details_bad_request()
-        .map(|b| b.field_violations.into_iter().map(|v| v.field).collect())
-        .unwrap_or_default()
-}
 
 fn assert_invalid(case: &str, result: Result<impl std::fmt::Debug, tonic::Status>, field: &str) {
     let err = result.expect_err(case);
