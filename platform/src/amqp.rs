@@ -6,7 +6,9 @@
 //! - `<exchange>`: durable topic exchange for domain events;
 //! - `<exchange>.dlx`: durable direct exchange for dead letters;
 //! - per consuming service `<exchange>.<consumer>`: durable quorum queue bound with the
-//!   consumer's routing keys; it dead-letters to `<exchange>.dlx` with the consumer's
+//!   exact routing keys the consumer handles, never a wildcard, so an event type added
+//!   later reaches no consumer (and no dead-letter queue) until one binds its key; it
+//!   dead-letters to `<exchange>.dlx` with the consumer's
 //!   name as routing key after [`DELIVERY_LIMIT`] failed deliveries;
 //! - `<exchange>.<consumer>.dlq`: where those dead letters rest for an operator.
 //!
@@ -35,13 +37,36 @@ use crate::settings::SecretUrl;
 /// declares every queue and the arguments must agree.
 pub const DELIVERY_LIMIT: i64 = 10;
 
+/// Every routing key the services publish: the event catalogue of
+/// `talentshare/events/v1/events.proto` (one per payload, see
+/// `envelope::routing_key`).
+pub const ROUTING_KEYS: &[&str] = &[
+    "order.placed",
+    "order.paid",
+    "order.payment_declined",
+    "order.cancelled",
+    "order.rejected",
+    "payment.approved",
+    "payment.declined",
+    "payment.refunded",
+    "reservation.requested",
+    "reservation.confirmed",
+    "reservation.rejected",
+    "reservation.cancelled",
+];
+
 /// A consuming service and the routing keys its queue is bound with.
 #[derive(Clone, Copy, Debug)]
 pub struct ConsumerSpec {
     /// Short name: part of the queue name.
     pub name: &'static str,
-    /// Topic patterns bound to its queue.
+    /// The routing keys it handles, bound to its queue: exact keys from
+    /// [`ROUTING_KEYS`], no wildcards.
     pub bindings: &'static [&'static str],
+    /// Binding keys earlier versions bound its queue with; declaring the topology
+    /// removes them, so an upgraded deployment stops receiving what it no longer
+    /// handles.
+    pub retired_bindings: &'static [&'static str],
 }
 
 /// Every consumer in the system. See DESIGN.md's event catalogue.
@@ -49,14 +74,19 @@ pub const CONSUMERS: &[ConsumerSpec] = &[
     ConsumerSpec {
         name: "order",
         bindings: &["reservation.rejected"],
+        retired_bindings: &[],
     },
     ConsumerSpec {
         name: "reservation",
         bindings: &["payment.approved", "order.cancelled"],
+        retired_bindings: &[],
     },
     ConsumerSpec {
         name: "mypage",
-        bindings: &["#"],
+        // My page applies every event of the catalogue today, but binds them one by
+        // one: a wildcard would route a type it does not know to its dead letters.
+        bindings: ROUTING_KEYS,
+        retired_bindings: &["#"],
     },
 ];
 
@@ -419,6 +449,16 @@ impl Topology {
                 self.exchange.as_str().into(),
                 ShortString::from(*key),
                 QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        }
+        // RabbitMQ answers an unbind of a binding that is not there with OK.
+        for key in spec.retired_bindings {
+            ch.queue_unbind(
+                queue.as_str().into(),
+                self.exchange.as_str().into(),
+                ShortString::from(*key),
                 FieldTable::default(),
             )
             .await?;

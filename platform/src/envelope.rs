@@ -141,6 +141,39 @@ mod tests {
         }
     }
 
+    /// The catalogue the queues are bound from lists exactly the keys the payloads
+    /// route with, and every consumer binds only keys of it (no wildcard), so an
+    /// event type added later reaches no consumer until one binds it.
+    #[test]
+    fn the_bindings_come_from_the_catalogue() {
+        use crate::amqp::{CONSUMERS, ROUTING_KEYS};
+        use talentshare_proto::events as ev;
+        let payloads = [
+            Payload::OrderPlaced(ev::OrderPlaced::default()),
+            Payload::OrderPaid(ev::OrderPaid::default()),
+            Payload::OrderPaymentDeclined(ev::OrderPaymentDeclined::default()),
+            Payload::OrderCancelled(ev::OrderCancelled::default()),
+            Payload::OrderRejected(ev::OrderRejected::default()),
+            Payload::PaymentApproved(ev::PaymentApproved::default()),
+            Payload::PaymentDeclined(ev::PaymentDeclined::default()),
+            Payload::PaymentRefunded(ev::PaymentRefunded::default()),
+            Payload::ReservationRequested(ev::ReservationRequested::default()),
+            Payload::ReservationConfirmed(ev::ReservationConfirmed::default()),
+            Payload::ReservationRejected(ev::ReservationRejected::default()),
+            Payload::ReservationCancelled(ev::ReservationCancelled::default()),
+        ];
+        let mut routed: Vec<&str> = payloads.iter().map(routing_key).collect();
+        let mut listed = ROUTING_KEYS.to_vec();
+        routed.sort_unstable();
+        listed.sort_unstable();
+        assert_eq!(routed, listed);
+        for spec in CONSUMERS {
+            for key in spec.bindings {
+                assert!(ROUTING_KEYS.contains(key), "{}: {key}", spec.name);
+            }
+        }
+    }
+
     #[test]
     fn a_sealed_event_round_trips() {
         let env = sample().into_envelope();

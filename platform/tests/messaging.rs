@@ -598,3 +598,72 @@ async fn connections_use_small_frames_unless_the_url_says_otherwise_and_large_me
     );
     conn.close(200, "done".into()).await.expect("close");
 }
+
+/// Event evolution on the real broker: a routing key no consumer handles yet (a new
+/// event type) lands in no queue and no dead-letter queue, while a known key reaches
+/// exactly its consumers; and declaring the topology over a queue an earlier version
+/// bound with `#` removes that wildcard.
+#[tokio::test]
+async fn a_new_event_type_reaches_no_consumer_and_the_old_wildcard_is_unbound() {
+    let broker = TestBroker::create().await;
+    let topology = broker.topology.clone();
+    let conn = lapin::Connection::connect(&testkit::amqp_url(), Default::default())
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    // What an earlier version left behind: my page's queue bound to everything.
+    ch.queue_bind(
+        topology.queue("mypage").as_str().into(),
+        topology.exchange().into(),
+        "#".into(),
+        Default::default(),
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    topology.declare(&ch).await.unwrap();
+
+    let props = lapin::BasicProperties::default();
+    broker
+        .publish_raw("order.renamed", b"from a newer publisher", props.clone())
+        .await;
+    broker.publish_raw("order.placed", b"known", props).await;
+
+    let depth = |queue: String| {
+        let ch = ch.clone();
+        async move {
+            let q = ch
+                .queue_declare(
+                    queue.as_str().into(),
+                    lapin::options::QueueDeclareOptions {
+                        passive: true,
+                        ..Default::default()
+                    },
+                    Default::default(),
+                )
+                .await
+                .unwrap();
+            (queue, q.message_count())
+        }
+    };
+    // Published with confirms, so routing is done; the queues are read as they stand.
+    let mut seen = Vec::new();
+    for name in ["order", "reservation", "mypage"] {
+        seen.push(depth(topology.queue(name)).await);
+        seen.push(depth(topology.dead_letter_queue(name)).await);
+    }
+    let expected: Vec<(String, u32)> = vec![
+        (topology.queue("order"), 0),
+        (topology.dead_letter_queue("order"), 0),
+        (topology.queue("reservation"), 0),
+        (topology.dead_letter_queue("reservation"), 0),
+        (topology.queue("mypage"), 1),
+        (topology.dead_letter_queue("mypage"), 0),
+    ];
+    assert_eq!(seen, expected, "only order.placed reached my page");
+    let got = broker.drain(&topology.queue("mypage")).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].routing_key, "order.placed");
+    let _ = conn.close(200, "done".into()).await;
+    broker.delete().await;
+}
