@@ -163,7 +163,21 @@ where
 
     let routes: Routes = service.into();
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let public = def.access == crate::host::Access::EndUsers;
     tonic::transport::Server::builder()
+        // gRPC-Web comes over HTTP/1.1 as well as HTTP/2; plain gRPC is unchanged.
+        .accept_http1(public)
+        .layer(tower::util::option_layer(
+            public.then(|| cors(&settings.cors_allowed_origins)),
+        ))
+        .layer(if public {
+            tower::util::Either::Left(tonic_web::GrpcWebLayer::new())
+        } else {
+            // The same response type as the gRPC-Web branch, without gRPC-Web.
+            tower::util::Either::Right(tower::util::MapResponseLayer::new(
+                |r: http::Response<_>| r.map(tonic::body::Body::new),
+            ))
+        })
         .timeout(settings.request_timeout)
         .concurrency_limit_per_connection(settings.max_concurrent_requests as usize)
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
@@ -186,6 +200,37 @@ where
         .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
         .await
         .map_err(|e| anyhow::anyhow!("gRPC server failed: {e}"))
+}
+
+/// CORS for gRPC-Web callers from `origins` (none when empty): the headers a gRPC-Web
+/// client sends, and the trailers-as-headers it must read (status, message, details).
+fn cors(origins: &[String]) -> tower_http::cors::CorsLayer {
+    use http::HeaderName;
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    let origins: Vec<http::HeaderValue> = origins
+        .iter()
+        .filter_map(|o| http::HeaderValue::from_str(o).ok())
+        .collect();
+    let names = |names: &[&'static str]| -> Vec<HeaderName> {
+        names.iter().map(|n| HeaderName::from_static(n)).collect()
+    };
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_methods([http::Method::POST])
+        .allow_headers(names(&[
+            "authorization",
+            "content-type",
+            "x-grpc-web",
+            "x-user-agent",
+            "grpc-timeout",
+            "traceparent",
+        ]))
+        .expose_headers(names(&[
+            "grpc-status",
+            "grpc-message",
+            "grpc-status-details-bin",
+        ]))
+        .max_age(std::time::Duration::from_secs(600))
 }
 
 /// Admits application calls: UNAVAILABLE while the service is not ready; then, for a

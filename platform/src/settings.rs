@@ -210,6 +210,34 @@ pub struct ServerSettings {
     /// Deadline for draining in-flight calls, the consumer and the outbox relay on shutdown.
     #[arg(long, env = "SHUTDOWN_GRACE", default_value = "20s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
+    /// Browser origins that may call this service over gRPC-Web, comma-separated
+    /// (`https://app.example.com,http://localhost:8080`): CORS answers name only these.
+    /// Empty (the default): none, which leaves same-origin pages and every non-browser
+    /// client unaffected. Public services only; never `*`.
+    #[arg(long, env = "CORS_ALLOWED_ORIGINS", value_delimiter = ',', value_parser = parse_origin)]
+    pub cors_allowed_origins: Vec<String>,
+}
+
+/// One browser origin, `scheme://host[:port]`, in its canonical form.
+pub fn parse_origin(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    if s == "*" {
+        return Err("`*` is not allowed: list each origin".into());
+    }
+    let url = url::Url::parse(s).map_err(|e| format!("`{s}` is not an origin ({e})"))?;
+    let bare = matches!(url.scheme(), "http" | "https")
+        && url.username().is_empty()
+        && url.password().is_none()
+        && url.path() == "/"
+        && !s.ends_with('/')
+        && url.query().is_none()
+        && url.fragment().is_none();
+    if !bare {
+        return Err(format!(
+            "`{s}` is not an origin: expected http(s)://host[:port], nothing after it"
+        ));
+    }
+    Ok(url.origin().ascii_serialization())
 }
 
 /// Where the service keeps its data.

@@ -215,6 +215,16 @@ impl TestApp {
         self.service.metrics_addr
     }
 
+    /// Where order-svc listens.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.service.addr
+    }
+
+    /// Where payment-svc listens (directly, not through the proxy).
+    pub fn payment_addr(&self) -> std::net::SocketAddr {
+        self.payment_app.service.addr
+    }
+
     pub async fn place(&mut self, req: PlaceOrderRequest) -> Order {
         self.client
             .place_order(req)

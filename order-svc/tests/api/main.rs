@@ -8,6 +8,7 @@ mod access;
 mod anti_entropy;
 mod auth;
 mod cancel;
+mod grpc_web;
 mod interrupted_cancel;
 mod late_pay;
 mod lifecycle;
