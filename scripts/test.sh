@@ -19,6 +19,11 @@ if [ "${SKIP_DEPLOY_CHECKS:-0}" != 1 ]; then
   .venv/bin/python -m pytest -c deploy/pytest.ini --rootdir deploy deploy/tests
 fi
 
-echo "== a Python client generated from proto/ drives the story (clients/python)"
+echo "== the Python SDK (clients/python): installed, mypy --strict, its tests and the story"
 cargo build --workspace --bins --locked --quiet
+# Installed as a user installs it (not editable): the tests import the built package.
+.venv/bin/pip install --quiet --disable-pip-version-check ./clients/python
+(cd clients/python && ../../.venv/bin/mypy --cache-dir ../../target/mypy \
+  src/talentshare_sdk test_sdk.py test_story.py test_managed_mode.py)
 .venv/bin/python -m pytest -q -p no:cacheprovider clients/python
+
