@@ -27,3 +27,9 @@ cargo build --workspace --bins --locked --quiet
   src/talentshare_sdk test_sdk.py test_story.py test_managed_mode.py)
 .venv/bin/python -m pytest -q -p no:cacheprovider clients/python
 
+echo "== the TypeScript SDK (clients/typescript): tsc --strict, the story over gRPC (HTTP/2)"
+scripts/node-tools.sh
+(cd clients/typescript && npm test --silent)
+
+echo "== the web page (clients/web) in headless Chromium over gRPC-Web: target/clients/web-mypage.png"
+(cd clients/web && npm test --silent)
