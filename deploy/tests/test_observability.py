@@ -948,7 +948,8 @@ def test_no_alert_is_pending_on_a_healthy_system(observed):
 
 def test_a_dead_lettered_event_raises_the_dead_letter_alert_with_its_runbook(observed):
     """Last in this module (it leaves a message in mypage's dead-letter queue): a poison
-    message on the run's exchange reaches my page's queue (bound to every key), which
+    message on the run's exchange, under a routing key my page's queue is bound to
+    (`order.placed`; a key no consumer handles would reach no queue at all), which
     dead-letters it at once; dead_letter_queue_messages{queue="mypage"} turns 1 and the
     TalentshareDeadLetters alert is pending, its runbook naming the consumer."""
     import pika
@@ -957,7 +958,7 @@ def test_a_dead_lettered_event_raises_the_dead_letter_alert_with_its_runbook(obs
 
     conn = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
     try:
-        conn.channel().basic_publish(observed.cluster.exchange, "observability.poison", b"not an event envelope", pika.BasicProperties(message_id=str(uuid.uuid4()), delivery_mode=2))
+        conn.channel().basic_publish(observed.cluster.exchange, "order.placed", b"not an event envelope", pika.BasicProperties(message_id=str(uuid.uuid4()), delivery_mode=2))
     finally:
         conn.close()
     prom = observed.prometheus

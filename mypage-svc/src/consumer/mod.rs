@@ -1,9 +1,9 @@
-//! The event consumer's handler: every event on the bus (queue `mypage`, bound to
-//! `#`) is parsed at the edge and folded into its order's row, and watchers of
-//! that customer's page hear about the committed change through [`Changes`]: on
-//! PostgreSQL by a `pg_notify` inside the fold's transaction, which reaches every
-//! replica; on SQLite by notifying in process after the commit (see
-//! [`crate::changes`]).
+//! The event consumer's handler: every event of the catalogue (queue `mypage`,
+//! bound to each routing key by name) is parsed at the edge and folded into its
+//! order's row, and watchers of that customer's page hear about the committed
+//! change through [`Changes`]: on PostgreSQL by a `pg_notify` inside the fold's
+//! transaction, which reaches every replica; on SQLite by notifying in process
+//! after the commit (see [`crate::changes`]).
 //!
 //! Order independence comes from the domain ([`crate::domain::apply`]): the same
 //! events give the same row whatever their order and repetition. The platform's
