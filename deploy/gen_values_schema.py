@@ -20,6 +20,9 @@ CHART_OWNED_ENV = [
     # From tracing.otlpEndpoint, so the NetworkPolicies open the collector's port. The
     # traces-only variable would win over it, so it may not come from `config` either.
     "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    # From grpcWeb.corsAllowedOrigins: checked by the chart, public services only, and
+    # under Istio it opens the preflights' rule.
+    "CORS_ALLOWED_ORIGINS",
 ]
 BROKER_USERS = SERVICES + ["admin"]
 
@@ -214,6 +217,19 @@ tracing = obj(
     },
     required=["otlpEndpoint"],
 )
+# The origins themselves are checked by the chart (templates/_helpers.tpl
+# talentshare.validate), which names the value and what is wrong with it; the schema only
+# wants a list of strings (so `--set grpcWeb.corsAllowedOrigins=a,b` is refused: use {a,b}).
+grpc_web = obj(
+    {
+        "corsAllowedOrigins": {
+            "type": "array",
+            "items": {"type": "string", "minLength": 1},
+            "description": "Browser origins (http(s)://host[:port]) that may call order, reservation and mypage over gRPC-Web (CORS_ALLOWED_ORIGINS); never *",
+        },
+    },
+    required=["corsAllowedOrigins"],
+)
 traffic_policy = obj(
     {
         "connectionPool": {"type": "object", "description": "Istio DestinationRule connectionPool"},
@@ -345,6 +361,7 @@ SCHEMA = obj(
         "tests": obj({"enabled": {"type": "boolean"}}, required=["enabled"]),
         "metrics": metrics,
         "tracing": tracing,
+        "grpcWeb": grpc_web,
         "ingress": obj(
             {
                 "enabled": {"type": "boolean"},

@@ -138,4 +138,5 @@ def all_findings(r: chart.Rendered, f: Facts) -> list[str]:
     out += crossref.check_metrics_access(r)
     out += crossref.check_alert_rules(r)
     out += crossref.check_tracing(r)
+    out += crossref.check_grpc_web(r)
     return out

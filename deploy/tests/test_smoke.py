@@ -202,6 +202,55 @@ def test_metrics_answer_on_the_service_port_http_metrics(cluster, binary):
     assert refused.value.code == 404
 
 
+def preflight(addr, origin, path):
+    """A browser's CORS preflight for a gRPC-Web POST, over HTTP/1.1: (status, headers)."""
+    import http.client
+
+    conn = http.client.HTTPConnection(addr, timeout=10)
+    try:
+        conn.request(
+            "OPTIONS",
+            path,
+            headers={
+                "Origin": origin,
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "authorization,content-type,x-grpc-web,x-user-agent",
+            },
+        )
+        answer = conn.getresponse()
+        answer.read()
+        return answer.status, {k.lower(): v for k, v in answer.getheaders()}
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("binary", ["order-svc", "reservation-svc", "mypage-svc"])
+def test_public_services_answer_cors_preflights_for_the_rendered_origins(cluster, binary):
+    """Each public service, with its rendered CORS_ALLOWED_ORIGINS (production:
+    grpcWeb.corsAllowedOrigins; default: none), answers a browser's preflight (OPTIONS, no
+    token, HTTP/1.1 on the gRPC port) itself, on one of its method paths: the listed origin
+    is allowed POST with the gRPC-Web headers and may read grpc-status; any other origin
+    (and every origin without the setting) gets no grant."""
+    proc = process_for(cluster, binary)
+    origins = cluster.rendered.values["grpcWeb"]["corsAllowedOrigins"]
+    assert proc.env.get("CORS_ALLOWED_ORIGINS", "") == ",".join(origins)
+    service = proc.workload.container["readinessProbe"]["grpc"]["service"]
+    path = f"/{service}/{sorted(binaries.served_methods(proc.addr, service))[0]}"
+    for origin in origins:
+        status, headers = preflight(proc.addr, origin, path)
+        assert status == 200 and headers.get("access-control-allow-origin") == origin, headers
+        assert "POST" in headers.get("access-control-allow-methods", "")
+        assert {"authorization", "content-type", "x-grpc-web"} <= set(headers.get("access-control-allow-headers", "").replace(" ", "").split(","))
+    status, headers = preflight(proc.addr, "https://elsewhere.example", path)
+    assert "access-control-allow-origin" not in headers, headers
+
+
+def test_payment_gets_no_cors_setting(cluster):
+    """payment-svc never speaks gRPC-Web, whatever grpcWeb says."""
+    proc = process_for(cluster, "payment-svc")
+    assert "CORS_ALLOWED_ORIGINS" not in proc.env
+
+
 def test_processes_wrote_nothing_to_their_working_directory(cluster):
     """With DATABASE_URL on PostgreSQL the services write no files: the readOnlyRootFilesystem
     the chart sets holds."""
@@ -240,7 +289,16 @@ def test_spans_reach_the_collector_of_tracing_otlp_endpoint(cluster):
     assert cluster.otlp.services() == {p.binary for p in cluster.processes.values()}
 
 
-def test_a_setting_value_the_binary_rejects_fails_the_run():
+# A setting value the binary refuses at start, and what it says. CORS_ALLOWED_ORIGINS=*
+# is what the chart refuses to render (grpcWeb.corsAllowedOrigins); the binary refuses it too.
+REJECTED_VALUES = {
+    "payment-timeout": ("PAYMENT_TIMEOUT", "soon", "PAYMENT_TIMEOUT"),
+    "cors-any-origin": ("CORS_ALLOWED_ORIGINS", "*", "`*` is not allowed"),
+}
+
+
+@pytest.mark.parametrize("name,value,said", list(REJECTED_VALUES.values()), ids=list(REJECTED_VALUES))
+def test_a_setting_value_the_binary_rejects_fails_the_run(name, value, said):
     """Seeded defect for the smoke run itself: a valid setting name with a value the binary
     refuses (the static checks cannot see values) stops the chart-as-cluster run."""
     from conftest import rendered_scenario
@@ -252,10 +310,11 @@ def test_a_setting_value_the_binary_rejects_fails_the_run():
     keep = ("-order", "-payment")
     r.items = [i for i in r.items if i.kind != "Deployment" or i.name.endswith(keep)]
     cm = next(i for i in r.items if i.kind == "ConfigMap" and i.name.endswith("-order"))
-    cm.obj["data"]["PAYMENT_TIMEOUT"] = "soon"
+    cm.obj["data"][name] = value
     run = Cluster(r, "defect")
     try:
-        with pytest.raises(RuntimeError, match="order-svc exited"):
+        with pytest.raises(RuntimeError, match="order-svc exited") as stopped:
             run.start(timeout=30)
+        assert said in str(stopped.value)
     finally:
         run.cleanup()

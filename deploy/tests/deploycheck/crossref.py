@@ -671,6 +671,9 @@ def check_authorization(r: Rendered, grpc_service_of: dict[str, str | None]) -> 
             if is_metrics_rule(r, rule):
                 out += check_metrics_rule(r, rule, where)
                 continue
+            if is_preflight_rule(rule):
+                out += check_preflight_rule(r, rule, w, grpc_service or served_name(w), where)
+                continue
             if prometheus_principal(r) in principals:
                 out.append(f"{where}: Prometheus may call more than GET /metrics on the metrics port")
             if any((t.get("operation") or {}).get("ports") or (t.get("operation") or {}).get("notPorts") for t in rule.get("to") or []):
@@ -1144,6 +1147,111 @@ def check_tracing(r: Rendered) -> list[str]:
                 continue
             if not any(egress_opens(rule, port) for rule in spec.get("egress") or []):
                 out.append(f"{np.ref}: no egress rule lets TCP {port} out to the OTLP collector {endpoint}: its spans are dropped")
+    return out
+
+
+# Browsers (gRPC-Web): grpcWeb.corsAllowedOrigins reaches the public services as
+# CORS_ALLOWED_ORIGINS, and under Istio opens the CORS preflights (OPTIONS, no token) from
+# the ingress gateway on their method paths, and nothing else.
+CORS_ENV = "CORS_ALLOWED_ORIGINS"
+PUBLIC_BINARIES = {"order-svc", "reservation-svc", "mypage-svc"}
+
+
+def cors_origins(r: Rendered) -> list[str]:
+    """grpcWeb.corsAllowedOrigins ([] when browsers of other origins get no CORS grants)."""
+    return list((r.values.get("grpcWeb") or {}).get("corsAllowedOrigins") or [])
+
+
+def is_preflight_rule(rule: dict[str, Any]) -> bool:
+    """An ALLOW rule for OPTIONS only: the CORS preflight rule."""
+    ops = [t.get("operation") or {} for t in rule.get("to") or []]
+    return bool(ops) and all(o.get("methods") == ["OPTIONS"] for o in ops)
+
+
+def served_name(w: Workload) -> str | None:
+    """The gRPC service a workload serves, as its readiness probe names it."""
+    return ((w.container.get("readinessProbe") or {}).get("grpc") or {}).get("service")
+
+
+def check_preflight_rule(r: Rendered, rule: dict[str, Any], w: Workload, grpc_service: str | None, where: str) -> list[str]:
+    """The preflight rule is there only with origins, only on a public service, from the
+    ingress gateway's principals alone (no JWT: a preflight has none), OPTIONS on exact
+    method paths of that service, no ports, no conditions."""
+    out = []
+    if not cors_origins(r):
+        out.append(f"{where}: allows OPTIONS (CORS preflights) though grpcWeb.corsAllowedOrigins is empty")
+    if w.binary not in PUBLIC_BINARIES:
+        out.append(f"{where}: allows OPTIONS to {w.binary}, which never speaks gRPC-Web")
+    froms = rule.get("from") or []
+    sources = [f.get("source") or {} for f in froms]
+    principals = [p for s in sources for p in s.get("principals") or []]
+    if len(froms) != 1 or not principals or any(set(s) != {"principals"} for s in sources):
+        out.append(f"{where}: the OPTIONS rule must name only the ingress gateway's principals, in one source")
+    for p in principals:
+        if p not in ingress_principals(r):
+            out.append(f"{where}: {p} may send OPTIONS to a public service; only the ingress gateway may")
+    if rule.get("when"):
+        out.append(f"{where}: the OPTIONS rule has conditions")
+    for t in rule.get("to") or []:
+        op = t.get("operation") or {}
+        if set(op) != {"methods", "paths"}:
+            out.append(f"{where}: the OPTIONS rule's operation has {sorted(set(op) - {'methods'})}; it must list exact method paths only")
+        for path in op.get("paths") or []:
+            if "*" in path or not grpc_service or not re.fullmatch(rf"/{re.escape(grpc_service)}/[A-Za-z0-9_]+", path):
+                out.append(f"{where}: OPTIONS on {path!r}, which is not an exact method path of {grpc_service}")
+    return out
+
+
+def check_grpc_web(r: Rendered) -> list[str]:
+    """order, reservation and mypage get CORS_ALLOWED_ORIGINS = the comma-joined
+    grpcWeb.corsAllowedOrigins (none when it is empty); payment-svc never does. Under
+    Istio's authorization, evaluated: with origins, the ingress gateway's OPTIONS without
+    a token reaches every method path of each public service, and no other OPTIONS (other
+    callers, payment, health, reflection) and no tokenless POST gets through; without
+    origins no OPTIONS rule renders."""
+    origins = cors_origins(r)
+    want = ",".join(origins)
+    out = []
+    for w in workloads(r):
+        env, _ = container_env(r, w)
+        got = env.get(CORS_ENV)
+        if w.binary not in PUBLIC_BINARIES or not origins:
+            if got is not None:
+                why = "payment-svc never speaks gRPC-Web" if w.binary not in PUBLIC_BINARIES else "grpcWeb.corsAllowedOrigins is empty"
+                out.append(f"{w.ref}: {CORS_ENV} is {got.value!r} (from {got.ref}), yet {why}")
+        elif got is None:
+            out.append(f"{w.ref}: {CORS_ENV} is not set, though grpcWeb.corsAllowedOrigins is {origins}: browsers there get no CORS answer")
+        elif got.value != want:
+            out.append(f"{w.ref}: {CORS_ENV} is {got.value!r} (from {got.ref}), not grpcWeb.corsAllowedOrigins {want!r}")
+    if not r.of_kind("AuthorizationPolicy"):
+        return out
+    gateways = sorted(ingress_principals(r))
+    others = sorted({principal_of(r, x) for x in workloads(r)} | {principal_of(r, x) for x in workloads(r, hooks=True)})
+    issuer = (r.values.get("auth") or {}).get("issuer", "")
+    for w in workloads(r):
+        port = w.grpc_port()
+        name = served_name(w)
+        decide = Authorizer(r, w)
+        paths = sorted(
+            {p for _, rule in allow_rules_for(r, w) for t in rule.get("to") or [] for p in (t.get("operation") or {}).get("paths") or []}
+            - {HEALTH_CHECK_PATH, "/metrics"}
+        )
+        public = w.binary in PUBLIC_BINARIES
+        wrong = []
+        for path in paths + [HEALTH_CHECK_PATH, "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"]:
+            app = name is not None and path.startswith(f"/{name}/")
+            for principal in [*gateways, *others, None]:
+                allowed = decide(Request(principal, port, "OPTIONS", path))
+                want_allowed = bool(origins) and public and app and principal in gateways
+                if allowed != want_allowed:
+                    wrong.append(f"{'allows' if allowed else 'refuses'} OPTIONS {path} from {principal}")
+                if decide(Request(principal, port, "POST", path)) and public and app:
+                    wrong.append(f"allows POST {path} from {principal} without a token")
+            if public and app and origins and gateways and not decide(Request(gateways[0], port, "POST", path, f"{issuer}/alice", ("manager",))):
+                wrong.append(f"refuses POST {path} from the gateway with a manager's token")
+        out += [f"{w.ref}: {x}" for x in sorted(set(wrong))[:5]]
+        if len(set(wrong)) > 5:
+            out.append(f"{w.ref}: ... and {len(set(wrong)) - 5} more")
     return out
 
 

@@ -253,11 +253,29 @@ Included once (deployment.yaml).
 {{- fail (printf "tracing.otlpEndpoint %s reaches port %d, which networkPolicy.egress.otlp.ports %s does not open: the NetworkPolicies would drop every span. Add %d to networkPolicy.egress.otlp.ports, or give the endpoint the collector's port (OTLP/gRPC: 4317; without a port it is 80)" .Values.tracing.otlpEndpoint $otlpPort (toJson $open) $otlpPort) }}
 {{- end }}
 {{- end }}
+{{- range .Values.grpcWeb.corsAllowedOrigins }}
+{{- $origin := toString . }}
+{{- if eq $origin "*" }}
+{{- fail "grpcWeb.corsAllowedOrigins: `*` is not allowed: list each browser origin, http(s)://host[:port] (the services refuse to start with `*`)" }}
+{{- end }}
+{{- $port := regexFind ":[0-9]+$" (regexReplaceAll "^https?://" $origin "") | trimPrefix ":" }}
+{{- if or (not (regexMatch (include "talentshare.originPattern" $) $origin)) (and $port (gt (int $port) 65535)) }}
+{{- fail (printf "grpcWeb.corsAllowedOrigins: %q is not a browser origin: expected http(s)://host[:port] with nothing after it (no path, not even /, no query, fragment or user), e.g. https://app.example.com (the services refuse to start with it)" $origin) }}
+{{- end }}
+{{- end }}
 {{- if .Values.ingress.enabled }}
 {{- if not .Values.ingress.host }}{{ fail "ingress.host is required when ingress.enabled is true" }}{{ end }}
 {{- if not .Values.ingress.tlsSecretName }}{{ fail "ingress.tlsSecretName is required when ingress.enabled is true (the gateway terminates TLS)" }}{{ end }}
 {{- if and (eq (include "talentshare.ingressApi" .) "istio") (not (include "talentshare.istioOn" .)) }}{{ fail "ingress.enabled needs Gateway API (GRPCRoute v1) or Istio (istio.enabled): neither is available" }}{{ end }}
 {{- end }}
+{{- end }}
+
+{{/*
+A browser origin as the services accept it in CORS_ALLOWED_ORIGINS: http or https, a DNS
+name, an IPv4 address or a bracketed IPv6 address, an optional port, nothing after it.
+*/}}
+{{- define "talentshare.originPattern" -}}
+^https?://([A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?(\.[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?)*|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?$
 {{- end }}
 
 {{/* Labels of a service's pods: podLabels first, the chart's own labels win (no duplicate keys). */}}
