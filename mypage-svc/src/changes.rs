@@ -39,12 +39,16 @@ pub const CHANNEL: &str = "mypage_changes";
 /// the reconnect backoff from its shortest delay again.
 const STABLE_SESSION: Duration = Duration::from_secs(30);
 
-/// One committed change to an entry: whose page and which order.
+/// One committed change to an entry: whose page, which order, and the customer's
+/// change number it committed under (see `store::next_change_numbers`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Changed {
     /// Shared between every watcher's copy of the message.
     pub customer_id: Arc<str>,
     pub order_id: Uuid,
+    /// `None` from a replica older than change numbers (a rolling upgrade): the
+    /// change is still sent, it only does not move a stream's resume position.
+    pub change_seq: Option<i64>,
 }
 
 /// What a stream hears from [`Changes`].
@@ -162,11 +166,15 @@ pub async fn publish<C: ConnectionTrait>(
     txn: &C,
     customer: &ExternalId,
     order_id: Uuid,
+    change_seq: i64,
 ) -> Result<(), DbErr> {
     let stmt = Statement::from_sql_and_values(
         DbBackend::Postgres,
         "SELECT pg_notify($1, $2)",
-        [CHANNEL.into(), payload(customer.as_ref(), order_id).into()],
+        [
+            CHANNEL.into(),
+            payload(customer.as_ref(), order_id, change_seq).into(),
+        ],
     );
     txn.execute_raw(stmt).await?;
     Ok(())
@@ -175,11 +183,11 @@ pub async fn publish<C: ConnectionTrait>(
 /// [`publish`] for several changes in one statement.
 pub async fn publish_all<C: ConnectionTrait>(
     txn: &C,
-    changed: impl IntoIterator<Item = (&ExternalId, Uuid)>,
+    changed: impl IntoIterator<Item = (&ExternalId, Uuid, i64)>,
 ) -> Result<(), DbErr> {
     let payloads: Vec<String> = changed
         .into_iter()
-        .map(|(customer, order_id)| payload(customer.as_ref(), order_id))
+        .map(|(customer, order_id, seq)| payload(customer.as_ref(), order_id, seq))
         .collect();
     if payloads.is_empty() {
         return Ok(());
@@ -193,20 +201,28 @@ pub async fn publish_all<C: ConnectionTrait>(
     Ok(())
 }
 
-/// `<customer_id> <order_id>`: an order id never holds a space, so the last one
-/// splits the two whatever the customer id holds.
-fn payload(customer: &str, order_id: Uuid) -> String {
-    format!("{customer} {order_id}")
+/// `<customer_id> <order_id> <change_seq>`. Customer ids hold no space (external
+/// ids are `A-Z a-z 0-9 . _ -`); a payload without the number (`<customer_id>
+/// <order_id>`) comes from a replica older than change numbers.
+fn payload(customer: &str, order_id: Uuid, change_seq: i64) -> String {
+    format!("{customer} {order_id} {change_seq}")
 }
 
 fn parse_payload(payload: &str) -> Option<Changed> {
-    let (customer, order) = payload.rsplit_once(' ')?;
-    if customer.is_empty() {
+    let mut parts = payload.split(' ');
+    let customer = parts.next().filter(|c| !c.is_empty())?;
+    let order_id = Uuid::parse_str(parts.next()?).ok()?;
+    let change_seq = match parts.next() {
+        None => None,
+        Some(n) => Some(n.parse().ok().filter(|n: &i64| *n > 0)?),
+    };
+    if parts.next().is_some() {
         return None;
     }
     Some(Changed {
         customer_id: Arc::from(customer),
-        order_id: Uuid::parse_str(order).ok()?,
+        order_id,
+        change_seq,
     })
 }
 
@@ -296,14 +312,18 @@ mod tests {
     #[test]
     fn a_payload_parses_back_into_its_change() {
         let order_id = Uuid::now_v7();
-        let parsed = parse_payload(&payload("cust-1.a_b", order_id));
+        let parsed = parse_payload(&payload("cust-1.a_b", order_id, 7));
         assert_eq!(
             parsed,
             Some(Changed {
                 customer_id: Arc::from("cust-1.a_b"),
-                order_id
+                order_id,
+                change_seq: Some(7),
             })
         );
+        // From a replica older than change numbers.
+        let old = parse_payload(&format!("cust-1 {order_id}"));
+        assert_eq!(old.and_then(|c| c.change_seq), None);
     }
 
     #[test]
@@ -313,6 +333,9 @@ mod tests {
             "cust-1",
             "cust-1 not-a-uuid",
             &format!(" {}", Uuid::nil()),
+            &format!("cust-1 {} x", Uuid::nil()),
+            &format!("cust-1 {} 0", Uuid::nil()),
+            &format!("cust-1 {} 1 2", Uuid::nil()),
         ] {
             assert_eq!(parse_payload(bad), None, "{bad:?}");
         }

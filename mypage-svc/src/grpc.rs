@@ -5,7 +5,7 @@
 //! [`crate::watch`].
 
 use platform::auth::{Denied, caller_of, token_expiry_of};
-use platform::paging;
+use platform::paging::{self, ResumeTokenError, decode_resume_token};
 use platform::time::to_proto as to_timestamp;
 use platform::values::{Violations, parse_uuid};
 use talentshare_proto::mypage::{
@@ -225,14 +225,34 @@ impl MyPageService for MyPageApi {
             "heartbeat_interval",
             heartbeat_interval(request.heartbeat_interval.as_ref()),
         );
+        let resume_from = v
+            .check(
+                "resume_token",
+                decode_resume_token(&request.resume_token, customer.as_ref()),
+            )
+            .flatten();
         v.into_result().map_err(ApiError::Invalid)?;
+        if let Some(from) = resume_from {
+            // A position past the latest change was issued by another store (a
+            // restored or replaced database): resuming from it would skip changes.
+            let latest = self
+                .my_page
+                .change_number(&customer)
+                .await
+                .map_err(ApiError::from)?;
+            if from > latest + 1 {
+                let mut v = Violations::new();
+                v.add("resume_token", ResumeTokenError.to_string());
+                return Err(ApiError::Invalid(v).into());
+            }
+        }
         let markers = Markers {
             snapshot_end: request.send_snapshot_end,
             heartbeat: heartbeat.flatten(),
         };
         let stream = self
             .my_page
-            .watch(customer, markers)
+            .watch(customer, markers, resume_from)
             .map_err(ApiError::from)?;
         Ok(Response::new(match expiry {
             Some(e) => stream.until(e.0),

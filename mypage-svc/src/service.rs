@@ -78,12 +78,19 @@ impl MyPage {
         Ok(self.store.get(order_id).await?)
     }
 
+    /// The number of the customer's latest change: a stream position beyond it (plus
+    /// one) was not issued by this store.
+    pub async fn change_number(&self, customer: &ExternalId) -> Result<i64, MyPageError> {
+        Ok(self.store.change_number(customer).await?)
+    }
+
     /// Opens a live stream of the customer's page: the current entries, then every
     /// change.
     pub fn watch(
         &self,
         customer: ExternalId,
         markers: Markers,
+        resume_from: Option<i64>,
     ) -> Result<WatchStream, MyPageError> {
         let permit = self
             .watchers
@@ -97,6 +104,7 @@ impl MyPage {
             self.store.clone(),
             customer,
             markers,
+            resume_from,
             changes,
             self.shutdown.clone(),
             permit,

@@ -4,16 +4,16 @@
 //! A producer task reads the store and feeds a small buffer; [`WatchStream`] hands
 //! the buffer to tonic. Changes come from [`crate::changes`], whichever replica
 //! consumed the event. The producer reads the current entries only once the
-//! change feed is live, and reads (and sends) them all again whenever the feed
-//! reconnects in a later epoch, since changes committed while it was down were
-//! never announced: a client may then get an entry it already holds, never a
-//! stale one. How a stream ends:
+//! change feed is live, and reads (and sends) again those changed since its
+//! position whenever the feed reconnects in a later epoch, since changes
+//! committed while it was down were never announced: a client may then get an
+//! entry it already holds, never a stale one. How a stream ends:
 //!
 //! - the service shuts down: UNAVAILABLE at once, even with items still buffered,
 //!   so the server's graceful drain never waits for a watcher;
 //! - the client reads so slowly that the producer misses changes (the change
-//!   fan-out keeps a bounded backlog): ABORTED; a new stream starts again from the
-//!   current rows, so reconnecting loses nothing;
+//!   fan-out keeps a bounded backlog): ABORTED; a new stream, resumed from the
+//!   last token or started afresh, loses nothing;
 //! - the client goes away: the producer notices the closed buffer and stops;
 //! - the store fails: the error's status (UNAVAILABLE or INTERNAL); so does a
 //!   change feed that stays down for [`FEED_WAIT`] when the stream starts;
@@ -26,12 +26,24 @@
 //! entries: one after each full send of the current entries (the client then holds
 //! the whole page), and heartbeats whenever the stream has sent nothing for the
 //! interval asked, so a client or a proxy can tell a quiet stream from a dead one.
+//!
+//! Resuming: every change to a customer's rows commits under the customer's next
+//! change number, in order (`store::next_change_numbers`), and each notification
+//! carries it. The stream keeps a position `p`: every change numbered below `p` has
+//! been sent. The current entries are read after the customer's latest number `n`,
+//! so once they are sent `p` is `n + 1`; a notification numbered `s` arrives after
+//! every lower one (commit order), so once its entry is sent `p` is at least `s`.
+//! Messages carry `p` as their resume token, and a stream opened with one sends
+//! only the rows changed at `p` or later instead of every entry; so does a
+//! resynchronisation after the change feed reconnected. A number shared by several
+//! rows (one transaction) is sent again whole, never half.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use platform::paging::encode_resume_token;
 use platform::values::ExternalId;
 use talentshare_proto::mypage::WatchMyPageResponse;
 use tokio::sync::{OwnedSemaphorePermit, broadcast, mpsc};
@@ -78,6 +90,7 @@ pub fn watch(
     store: MyPageStore,
     customer: ExternalId,
     markers: Markers,
+    resume_from: Option<i64>,
     changes: Subscription,
     shutdown: CancellationToken,
     permit: OwnedSemaphorePermit,
@@ -90,6 +103,7 @@ pub fn watch(
         changes,
         tx,
         last_sent: Instant::now(),
+        position: resume_from.unwrap_or(0),
     };
     tokio::spawn(producer.run(shutdown.clone(), permit));
     WatchStream {
@@ -180,6 +194,8 @@ struct Producer {
     tx: mpsc::Sender<Item>,
     /// When the last message went into the buffer: heartbeats count from here.
     last_sent: Instant,
+    /// Every change numbered below this has been sent; 0 while unknown.
+    position: i64,
 }
 
 impl Producer {
@@ -251,7 +267,7 @@ impl Producer {
                 }
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
                     return End::Failed(ApiError::Lagging(format!(
-                        "the stream fell {missed} changes behind; reconnect to start again from the current entries"
+                        "the stream fell {missed} changes behind; reconnect with the last resume_token"
                     )));
                 }
                 // The fan-out is gone only when the service is stopping.
@@ -264,6 +280,10 @@ impl Producer {
             }
             match self.store.get(changed.order_id).await {
                 Ok(Some(entry)) => {
+                    // Read after the notification, so the row holds change `s` or later.
+                    if let Some(s) = changed.change_seq {
+                        self.position = self.position.max(s);
+                    }
                     if !self.send(&entry).await {
                         return End::ClientGone;
                     }
@@ -275,18 +295,33 @@ impl Producer {
         }
     }
 
-    /// Sends every current entry of the customer, newest order first, then the
+    /// Sends the customer's entries, newest order first: every one while the position
+    /// is unknown, else those changed at the position or later; then the
     /// end-of-snapshot marker if the client asked for it.
     async fn send_current(&mut self) -> Result<(), End> {
+        // Read before the rows: every change numbered up to it is in what follows.
+        let latest = self
+            .store
+            .change_number(&self.customer)
+            .await
+            .map_err(|e| End::Failed(e.into()))?;
+        let from = self.position;
         let mut after = None;
         loop {
-            let (entries, more) = self
-                .store
-                .page(&self.customer, after, INITIAL_PAGE)
-                .await
-                .map_err(|e| End::Failed(e.into()))?;
+            let (entries, more) = if from == 0 {
+                self.store.page(&self.customer, after, INITIAL_PAGE).await
+            } else {
+                self.store
+                    .changed_from(&self.customer, from, after, INITIAL_PAGE)
+                    .await
+            }
+            .map_err(|e| End::Failed(e.into()))?;
             after = entries.last().map(|e| e.order_id());
-            for entry in &entries {
+            for (i, entry) in entries.iter().enumerate() {
+                if !more && i + 1 == entries.len() {
+                    // The last one: the client now holds everything up to `latest`.
+                    self.position = self.position.max(latest + 1);
+                }
                 if !self.send(entry).await {
                     return Err(End::ClientGone);
                 }
@@ -295,6 +330,7 @@ impl Producer {
                 break;
             }
         }
+        self.position = self.position.max(latest + 1);
         if self.markers.snapshot_end && !self.marker(Marker::SnapshotEnd).await {
             return Err(End::ClientGone);
         }
@@ -314,12 +350,16 @@ impl Producer {
             entry: None,
             snapshot_end: marker == Marker::SnapshotEnd,
             heartbeat: marker == Marker::Heartbeat,
+            resume_token: String::new(),
         })
         .await
     }
 
     /// Buffers one message; false when the client is gone.
-    async fn put(&mut self, msg: WatchMyPageResponse) -> bool {
+    async fn put(&mut self, mut msg: WatchMyPageResponse) -> bool {
+        if self.position > 0 {
+            msg.resume_token = encode_resume_token(self.customer.as_ref(), self.position);
+        }
         let sent = self.tx.send(Ok(msg)).await.is_ok();
         self.last_sent = Instant::now();
         sent

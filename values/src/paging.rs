@@ -4,6 +4,9 @@
 //! of the previous page (ids are UUID v7, so they sort by creation time). Tokens are
 //! opaque to clients; a forged one at worst names another starting point, and one
 //! that does not decode is INVALID_ARGUMENT.
+//!
+//! Streams resume the same way: a resume token is the base64url form of
+//! `r1:<position>:<scope>`, valid only for the scope (the customer) it was issued to.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -65,10 +68,65 @@ pub fn decode_token(token: &str) -> Result<Option<uuid::Uuid>, PagingError> {
         .map_err(|_| PagingError::PageToken)
 }
 
+/// Why a resume token was refused; the text is shown to the client.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("resume_token is not a token this stream issued to the caller; watch without it")]
+pub struct ResumeTokenError;
+
+/// The resume token of stream position `position` (at least 1) in `scope`.
+pub fn encode_resume_token(scope: &str, position: i64) -> String {
+    URL_SAFE_NO_PAD.encode(format!("r1:{position}:{scope}"))
+}
+
+/// The position a resume token names; `None` for the empty token (start afresh).
+/// A token of another scope, or one that does not decode, is refused.
+pub fn decode_resume_token(token: &str, scope: &str) -> Result<Option<i64>, ResumeTokenError> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    if token.len() > 256 {
+        return Err(ResumeTokenError);
+    }
+    let raw = URL_SAFE_NO_PAD
+        .decode(token)
+        .map_err(|_| ResumeTokenError)?;
+    let text = std::str::from_utf8(&raw).map_err(|_| ResumeTokenError)?;
+    let (position, issued_to) = text
+        .strip_prefix("r1:")
+        .and_then(|rest| rest.split_once(':'))
+        .ok_or(ResumeTokenError)?;
+    let position: i64 = position.parse().map_err(|_| ResumeTokenError)?;
+    if issued_to != scope || position < 1 {
+        return Err(ResumeTokenError);
+    }
+    Ok(Some(position))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_resume_token_holds_only_for_its_scope() {
+        let token = encode_resume_token("cust-1", 42);
+        assert_eq!(decode_resume_token(&token, "cust-1"), Ok(Some(42)));
+        assert_eq!(decode_resume_token("", "cust-1"), Ok(None));
+        assert_eq!(decode_resume_token(&token, "cust-2"), Err(ResumeTokenError));
+        for bad in [
+            "not base64!".to_owned(),
+            URL_SAFE_NO_PAD.encode("r1:x:cust-1"),
+            URL_SAFE_NO_PAD.encode("r1:0:cust-1"),
+            URL_SAFE_NO_PAD.encode("v1:42:cust-1"),
+            encode_token(&uuid::Uuid::now_v7()),
+        ] {
+            assert_eq!(
+                decode_resume_token(&bad, "cust-1"),
+                Err(ResumeTokenError),
+                "{bad}"
+            );
+        }
+    }
 
     #[test]
     fn page_size_defaults_and_bounds() {

@@ -175,6 +175,38 @@ describe("the talentshare story through @talentshare/sdk/node (gRPC over HTTP/2)
     assert.equal(entry.paymentStatus, PaymentStatus.REFUNDED);
   });
 
+  test("resuming WatchMyPage from the last resume_token sends only what changed since", async () => {
+    assert.ok(orderId, "needs the placed order");
+    const place = async () => {
+      const { order } = await alice.orders.placeOrder(placeRequest("4242 4242 4242 4242"));
+      assert.ok(order);
+      return order.orderId;
+    };
+    // A second order while watching: the stream's position moves past the first's changes.
+    const second = await place();
+    await watcher.entry(second, "REQUESTED", (e) => e.reservationStatus === ReservationStatus.REQUESTED);
+    const last = [...watcher.messages].reverse().find((m) => m.resumeToken !== "");
+    assert.ok(last, "the stream's messages carry resume tokens");
+    await watcher.close();
+    // Away: a third order is placed and booked.
+    const third = await place();
+    await waitFor("the third order booked", async () => {
+      const { entries } = await alice.myPage.getMyPage({});
+      return entries.find((e) => e.orderId === third && e.reservationStatus === ReservationStatus.REQUESTED);
+    });
+    const seen: string[] = [];
+    try {
+      for await (const m of alice.myPage.watchMyPage({ sendSnapshotEnd: true, resumeToken: last.resumeToken })) {
+        if (m.entry !== undefined) seen.push(m.entry.orderId);
+        if (m.snapshotEnd) break;
+      }
+    } finally {
+      watcher = new Watcher(alice);
+    }
+    assert.ok(seen.includes(third), "what changed while away is sent");
+    assert.ok(!seen.includes(orderId), "the first order, unchanged since the token, is not sent again");
+  });
+
   test("a bad request: INVALID_ARGUMENT, reason INVALID_FIELDS, the field named", async () => {
     const err = await failure(() => alice.orders.placeOrder(placeRequest("4242 4242 4242 4242", { currency: "XXX" })));
     assert.equal(err.code, Code.InvalidArgument);

@@ -101,19 +101,24 @@ function render(): void {
   empty.hidden = entries.size > 0;
 }
 
-/** Watches my page until aborted, reconnecting after a failure (a new stream resends every entry). */
+/**
+ * Watches my page until aborted, reconnecting after a failure: it resumes from the
+ * last resume token received, so a reconnection brings only what changed meanwhile.
+ */
 async function watchMyPage(c: Clients, signal: AbortSignal): Promise<void> {
   let delayMs = 500;
+  let resumeToken = "";
   while (!signal.aborted) {
     setStatus(streamStatus, "connecting…");
     try {
       const stream = c.myPage.watchMyPage(
-        { sendSnapshotEnd: true, heartbeatInterval: { seconds: 15n } },
+        { sendSnapshotEnd: true, heartbeatInterval: { seconds: 15n }, resumeToken },
         { signal, onHeader: () => setStatus(streamStatus, "connected", "ok") },
       );
       let live = false;
       for await (const message of stream) {
         delayMs = 500;
+        if (message.resumeToken !== "") resumeToken = message.resumeToken;
         if (message.entry !== undefined) {
           entries.set(message.entry.orderId, message.entry);
           render();
@@ -125,6 +130,11 @@ async function watchMyPage(c: Clients, signal: AbortSignal): Promise<void> {
       if (signal.aborted) return;
       const d = errorDetails(err);
       setStatus(streamStatus, `my page stream: ${Code[d.code]}${d.reason ? ` ${d.reason}` : ""}: ${d.message}`, "error");
+      if (d.code === Code.InvalidArgument && resumeToken !== "") {
+        resumeToken = ""; // a token this server cannot use (say, a reset store): start afresh
+        entries.clear();
+        continue;
+      }
       if (d.code === Code.Unauthenticated || d.code === Code.PermissionDenied || d.code === Code.InvalidArgument) {
         return; // a new token is needed: wait for the user
       }

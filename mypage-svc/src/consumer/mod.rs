@@ -11,7 +11,8 @@
 
 pub mod decode;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use platform::consumer::{EventHandler, HandlerError, Incoming};
 use sea_orm::DatabaseTransaction;
@@ -27,12 +28,28 @@ pub const QUEUE: &str = "mypage";
 /// The `EventHandler` of the `mypage` consumer.
 pub struct Handler {
     changes: Changes,
+    /// In process (SQLite) only: the change number each event's transaction took,
+    /// by event id, from `handle` until `committed` announces it.
+    numbered: Mutex<HashMap<String, i64>>,
 }
 
 impl Handler {
     /// A handler that announces each applied event to the watchers of `changes`.
     pub fn new(changes: Changes) -> Self {
-        Self { changes }
+        Self {
+            changes,
+            numbered: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Remembers the change number of events announced after their commit.
+    fn number(&self, event_ids: impl IntoIterator<Item = (String, i64)>) {
+        if !self.changes.is_via_database() {
+            self.numbered
+                .lock()
+                .expect("numbered lock")
+                .extend(event_ids);
+        }
     }
 }
 
@@ -43,7 +60,9 @@ impl EventHandler for Handler {
         event: &EventEnvelope,
     ) -> Result<(), HandlerError> {
         let parsed = decode::parse(event).map_err(|e| HandlerError::Permanent(e.into()))?;
-        let entry = store::apply_event(txn, &parsed)
+        let numbers = store::next_change_numbers(txn, [&parsed.customer_id]).await?;
+        let seq = numbers[parsed.customer_id.as_ref()];
+        let entry = store::apply_event(txn, &parsed, seq)
             .await
             .map_err(handler_error)?;
         tracing::debug!(order_id = %entry.order_id(), order = ?entry.order(),
@@ -51,8 +70,9 @@ impl EventHandler for Handler {
         if self.changes.is_via_database() {
             // Delivered to every replica's listener if, and only when, this
             // transaction commits.
-            changes::publish(txn, entry.customer_id(), entry.order_id()).await?;
+            changes::publish(txn, entry.customer_id(), entry.order_id(), seq).await?;
         }
+        self.number([(event.event_id.clone(), seq)]);
         Ok(())
     }
 
@@ -68,13 +88,27 @@ impl EventHandler for Handler {
             .map(|i| decode::parse(i.event))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| HandlerError::Permanent(e.into()))?;
-        let changed = store::apply_events(txn, &parsed)
+        let numbers =
+            store::next_change_numbers(txn, parsed.iter().map(|e| &e.customer_id)).await?;
+        let changed = store::apply_events(txn, &parsed, &numbers)
             .await
             .map_err(handler_error)?;
         if self.changes.is_via_database() {
-            changes::publish_all(txn, changed.iter().map(|e| (e.customer_id(), e.order_id())))
-                .await?;
+            changes::publish_all(
+                txn,
+                changed.iter().map(|e| {
+                    let seq = numbers[e.customer_id().as_ref()];
+                    (e.customer_id(), e.order_id(), seq)
+                }),
+            )
+            .await?;
         }
+        self.number(
+            events
+                .iter()
+                .zip(&parsed)
+                .map(|(i, p)| (i.event.event_id.clone(), numbers[p.customer_id.as_ref()])),
+        );
         Ok(())
     }
 
@@ -84,11 +118,17 @@ impl EventHandler for Handler {
         if self.changes.is_via_database() {
             return;
         }
+        let change_seq = self
+            .numbered
+            .lock()
+            .expect("numbered lock")
+            .remove(&event.event_id);
         // `handle` succeeded, so the order id parsed there too.
         if let Ok(order_id) = Uuid::parse_str(&event.order_id) {
             self.changes.notify(Changed {
                 customer_id: Arc::from(event.customer_id.as_str()),
                 order_id,
+                change_seq,
             });
         }
     }

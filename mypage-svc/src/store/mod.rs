@@ -56,12 +56,15 @@ impl From<DbErr> for ApplyError {
 pub async fn apply_event<C: ConnectionTrait>(
     txn: &C,
     event: &DomainEvent,
+    change_seq: i64,
 ) -> Result<Entry, ApplyError> {
     let current = match find(txn, event.order_id, Lock::ForUpdate).await? {
         Some(row) => row,
         None => {
             let created = domain::apply(None, event);
-            if shared::insert_once(txn, to_row(&created), entity::Column::OrderId).await? {
+            if shared::insert_once(txn, to_row(&created, change_seq), entity::Column::OrderId)
+                .await?
+            {
                 return Ok(created);
             }
             // Another replica created the row since we looked: fold into theirs.
@@ -78,7 +81,7 @@ pub async fn apply_event<C: ConnectionTrait>(
     domain::check(&current, event)?;
     let next = domain::apply(Some(current.clone()), event);
     if next != current {
-        write_over(txn, &current, &next).await?;
+        write_over(txn, &current, &next, change_seq).await?;
     }
     Ok(next)
 }
@@ -100,6 +103,7 @@ pub async fn apply_event<C: ConnectionTrait>(
 pub async fn apply_events<C: ConnectionTrait>(
     txn: &C,
     events: &[DomainEvent],
+    change_seqs: &HashMap<String, i64>,
 ) -> Result<Vec<Entry>, ApplyError> {
     let mut ids: Vec<String> = events.iter().map(|e| e.order_id.to_string()).collect();
     ids.sort_unstable();
@@ -130,21 +134,71 @@ pub async fn apply_events<C: ConnectionTrait>(
     let mut changed = Vec::new();
     for order_id in order {
         let (stored, next) = folds.remove(&order_id).expect("folded above");
+        let change_seq = *change_seqs
+            .get(next.customer_id().as_ref())
+            .ok_or_else(|| {
+                StoreError::Corrupt(format!("no change number for order {order_id}'s customer"))
+            })?;
         match stored {
             None => {
-                if !shared::insert_once(txn, to_row(&next), entity::Column::OrderId).await? {
+                if !shared::insert_once(txn, to_row(&next, change_seq), entity::Column::OrderId)
+                    .await?
+                {
                     return Err(StoreError::Db(DbErr::RecordNotInserted).into());
                 }
                 changed.push(next);
             }
             Some(current) if current != next => {
-                write_over(txn, &current, &next).await?;
+                write_over(txn, &current, &next, change_seq).await?;
                 changed.push(next);
             }
             Some(_) => {}
         }
     }
     Ok(changed)
+}
+
+/// Takes the next change number of each of `customers` inside the caller's
+/// transaction, which keeps each customer's row locked until it commits: one
+/// customer's numbers therefore commit in increasing order, on every replica, and a
+/// stream that has sent everything up to number `n` can resume from `n` (see
+/// [`crate::watch`]). The rows are locked in customer id order, so transactions
+/// sharing customers take turns instead of deadlocking. Call it before touching
+/// the customers' entries.
+pub async fn next_change_numbers<C: ConnectionTrait>(
+    txn: &C,
+    customers: impl IntoIterator<Item = &ExternalId>,
+) -> Result<HashMap<String, i64>, DbErr> {
+    use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
+    let mut ids: Vec<&str> = customers.into_iter().map(AsRef::as_ref).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let rows = ids.iter().map(|id| schema::customers::ActiveModel {
+        customer_id: sea_orm::Set((*id).to_owned()),
+        change_seq: sea_orm::Set(1),
+    });
+    let taken = schema::customers::Entity::insert_many(rows)
+        .on_conflict(
+            OnConflict::column(schema::customers::Column::CustomerId)
+                .value(
+                    schema::customers::Column::ChangeSeq,
+                    Expr::col((
+                        schema::customers::Entity,
+                        schema::customers::Column::ChangeSeq,
+                    ))
+                    .add(1),
+                )
+                .to_owned(),
+        )
+        .exec_with_returning(txn)
+        .await?;
+    Ok(taken
+        .into_iter()
+        .map(|m| (m.customer_id, m.change_seq))
+        .collect())
 }
 
 /// Writes `next` over `current` only while the row has `current`'s versions: under
@@ -154,6 +208,7 @@ async fn write_over<C: ConnectionTrait>(
     txn: &C,
     current: &Entry,
     next: &Entry,
+    change_seq: i64,
 ) -> Result<(), DbErr> {
     let (order, payment, reservation) = (
         current.order().map_or(0, |v| v.version),
@@ -162,7 +217,7 @@ async fn write_over<C: ConnectionTrait>(
     );
     shared::update_if_unchanged(
         txn,
-        to_row(next),
+        to_row(next, change_seq),
         Condition::all()
             .add(entity::Column::OrderVersion.eq(order))
             .add(entity::Column::PaymentVersion.eq(payment))
@@ -214,6 +269,40 @@ impl MyPageStore {
     ) -> Result<(Vec<Entry>, bool), StoreError> {
         let select =
             entity::Entity::find().filter(entity::Column::CustomerId.eq(customer.as_ref()));
+        shared::page_newest_first(
+            &self.db,
+            select,
+            entity::Column::OrderId,
+            after,
+            limit,
+            from_row,
+        )
+        .await
+    }
+
+    /// The number of `customer`'s latest committed change; 0 when none was numbered.
+    pub async fn change_number(&self, customer: &ExternalId) -> Result<i64, StoreError> {
+        Ok(
+            schema::customers::Entity::find_by_id(customer.as_ref().to_owned())
+                .one(&self.db)
+                .await?
+                .map_or(0, |m| m.change_seq),
+        )
+    }
+
+    /// One page of `customer`'s entries last changed under change number `from` or a
+    /// later one, newest order first, starting after the order `after`; and whether
+    /// more follow.
+    pub async fn changed_from(
+        &self,
+        customer: &ExternalId,
+        from: i64,
+        after: Option<Uuid>,
+        limit: u64,
+    ) -> Result<(Vec<Entry>, bool), StoreError> {
+        let select = entity::Entity::find()
+            .filter(entity::Column::CustomerId.eq(customer.as_ref()))
+            .filter(entity::Column::ChangeSeq.gte(from));
         shared::page_newest_first(
             &self.db,
             select,

@@ -12,7 +12,8 @@ use super::StoreError;
 use super::schema::{StoredOrderStatus, StoredPaymentStatus, StoredReservationStatus, entity};
 use crate::domain::{Entry, EntryRecord, Versioned};
 
-pub(super) fn to_row(e: &Entry) -> entity::ActiveModel {
+/// The row of `e`, as changed by the customer's change number `change_seq`.
+pub(super) fn to_row(e: &Entry, change_seq: i64) -> entity::ActiveModel {
     let (order_status, order_version) = versioned_columns::<_, StoredOrderStatus>(e.order());
     let (payment_status, payment_version) =
         versioned_columns::<_, StoredPaymentStatus>(e.payment());
@@ -36,6 +37,7 @@ pub(super) fn to_row(e: &Entry) -> entity::ActiveModel {
         reservation_id: Set(e.reservation_id().map(|id| id.to_string())),
         decline_reason: Set(e.decline_reason().map(str::to_owned)),
         update_time: Set(e.updated_at()),
+        change_seq: Set(change_seq),
     }
 }
 

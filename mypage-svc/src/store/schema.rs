@@ -38,6 +38,32 @@ pub mod entity {
         pub reservation_id: Option<String>,
         pub decline_reason: Option<String>,
         pub update_time: DateTimeUtc,
+        /// The customer's change sequence number of the last change to this row (0 for
+        /// a row last changed before sequence numbers were kept); see
+        /// [`super::customers`].
+        pub change_seq: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// The `my_page_customers` table: each customer's change sequence, the position
+/// WatchMyPage resume tokens point into. A transaction that changes a customer's
+/// rows first takes the next number under the customer's row lock and holds it to
+/// its commit, so one customer's numbers commit in order.
+pub mod customers {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "my_page_customers")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub customer_id: String,
+        /// The number of the customer's latest committed change (1, 2, ...).
+        pub change_seq: i64,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -163,6 +189,7 @@ impl MigratorTrait for Migrator {
             Box::new(platform::migrations::CreateOutbox),
             Box::new(platform::migrations::CreateInbox),
             Box::new(CreateEntries),
+            Box::new(AddChangePositions),
         ]
     }
 }
@@ -239,6 +266,54 @@ impl MigrationTrait for CreateEntries {
                     .table(MyPageEntries::Table)
                     .col(MyPageEntries::CustomerId)
                     .col(MyPageEntries::OrderId)
+                    .to_owned(),
+            )
+            .await
+    }
+}
+
+struct AddChangePositions;
+
+impl MigrationName for AddChangePositions {
+    fn name(&self) -> &str {
+        "m0401_mypage_change_positions"
+    }
+}
+
+#[derive(DeriveIden)]
+enum MyPageCustomers {
+    Table,
+    CustomerId,
+    ChangeSeq,
+}
+
+#[derive(DeriveIden)]
+enum Entries {
+    #[sea_orm(iden = "my_page_entries")]
+    Table,
+    ChangeSeq,
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for AddChangePositions {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        // Rows written before this migration keep 0: a resumed stream already holds
+        // them, from the snapshot its first stream began with.
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Entries::Table)
+                    .add_column_if_not_exists(big_integer(Entries::ChangeSeq).default(0))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(MyPageCustomers::Table)
+                    .if_not_exists()
+                    .col(string_len(MyPageCustomers::CustomerId, 64).primary_key())
+                    .col(big_integer(MyPageCustomers::ChangeSeq))
                     .to_owned(),
             )
             .await

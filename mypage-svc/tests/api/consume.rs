@@ -270,17 +270,25 @@ async fn a_batch_folds_to_the_rows_its_events_give_one_by_one(backend: Backend) 
     for conn in [&one, &all] {
         let txn = conn.begin().await.unwrap();
         for event in &delivered[..2] {
-            mypage_svc::store::apply_event(&txn, event).await.unwrap();
+            mypage_svc::store::apply_event(&txn, event, 1)
+                .await
+                .unwrap();
         }
         txn.commit().await.unwrap();
     }
     let txn = one.begin().await.unwrap();
     for event in &delivered[2..] {
-        mypage_svc::store::apply_event(&txn, event).await.unwrap();
+        mypage_svc::store::apply_event(&txn, event, 1)
+            .await
+            .unwrap();
     }
     txn.commit().await.unwrap();
     let txn = all.begin().await.unwrap();
-    let changed = mypage_svc::store::apply_events(&txn, &delivered[2..])
+    let numbers =
+        mypage_svc::store::next_change_numbers(&txn, delivered[2..].iter().map(|e| &e.customer_id))
+            .await
+            .unwrap();
+    let changed = mypage_svc::store::apply_events(&txn, &delivered[2..], &numbers)
         .await
         .unwrap();
     txn.commit().await.unwrap();

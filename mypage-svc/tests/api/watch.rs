@@ -26,6 +26,7 @@ on_both_backends!(
     watchers_beyond_the_limit_are_refused_until_a_stream_closes,
     a_watch_that_falls_behind_ends_with_aborted,
     markers_come_only_when_asked_for,
+    a_resumed_watch_sends_only_what_changed_since_its_token,
 );
 
 const NEXT_TIMEOUT: Duration = Duration::from_secs(20);
@@ -145,6 +146,7 @@ async fn a_watch_that_falls_behind_ends_with_aborted(backend: Backend) {
         changes.notify(Changed {
             customer_id: Arc::from("cust-w"),
             order_id: uuid::Uuid::now_v7(),
+            change_seq: None,
         });
     }
     let limit = Arc::new(Semaphore::new(1));
@@ -153,6 +155,7 @@ async fn a_watch_that_falls_behind_ends_with_aborted(backend: Backend) {
         MyPageStore::new(conn.clone()),
         customer,
         mypage_svc::watch::Markers::default(),
+        None,
         subscribed,
         CancellationToken::new(),
         permit,
@@ -241,5 +244,164 @@ async fn markers_come_only_when_asked_for(backend: Backend) {
         assert!(m.heartbeat, "only heartbeats between changes: {m:?}");
     };
     assert_eq!(changed.order_id, first.order_id);
+    app.stop().await;
+}
+
+/// Opens a stream for `customer` resuming from `token`, with the end-of-snapshot
+/// marker.
+async fn resume(
+    app: &TestApp,
+    customer: &str,
+    token: &str,
+) -> Result<Streaming<WatchMyPageResponse>, Status> {
+    app.client_as(customer)
+        .watch_my_page(WatchMyPageRequest {
+            send_snapshot_end: true,
+            resume_token: token.to_owned(),
+            ..Default::default()
+        })
+        .await
+        .map(|r| r.into_inner())
+}
+
+/// The messages up to and including the end-of-snapshot marker.
+async fn until_snapshot_end(
+    stream: &mut Streaming<WatchMyPageResponse>,
+) -> Vec<WatchMyPageResponse> {
+    let mut got = Vec::new();
+    loop {
+        let m = tokio::time::timeout(NEXT_TIMEOUT, stream.message())
+            .await
+            .expect("a message before the timeout")
+            .expect("no error on the stream")
+            .expect("the stream goes on");
+        let end = m.snapshot_end;
+        got.push(m);
+        if end {
+            return got;
+        }
+    }
+}
+
+fn order_ids(messages: &[WatchMyPageResponse]) -> Vec<String> {
+    let mut ids: Vec<String> = messages
+        .iter()
+        .filter_map(|m| m.entry.as_ref().map(|e| e.order_id.clone()))
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// Resume tokens: a stream that reconnects with the last token it received gets only
+/// the entries that changed since (whoever changed them, while it was away), not the
+/// whole page; an older token gets more, never less; and a token that is not the
+/// caller's, or that this store never issued, is INVALID_ARGUMENT.
+async fn a_resumed_watch_sends_only_what_changed_since_its_token(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (a, b, c) = (
+        Story::new("cust-r").placed(),
+        Story::new("cust-r").placed(),
+        Story::new("cust-r").placed(),
+    );
+    for s in [&a, &b, &c] {
+        app.publish(&s.events).await;
+    }
+    app.settle().await;
+
+    let mut first = resume(&app, "cust-r", "").await.expect("WatchMyPage");
+    let snapshot = until_snapshot_end(&mut first).await;
+    let mut all = vec![a.order_id.clone(), b.order_id.clone(), c.order_id.clone()];
+    all.sort();
+    assert_eq!(order_ids(&snapshot), all);
+    let after_snapshot = snapshot.last().unwrap().resume_token.clone();
+    assert!(
+        !after_snapshot.is_empty(),
+        "the marker carries the position"
+    );
+    assert_eq!(
+        snapshot[snapshot.len() - 2].resume_token,
+        after_snapshot,
+        "so does the snapshot's last entry"
+    );
+    assert!(
+        snapshot[0].resume_token.is_empty(),
+        "an entry before the snapshot's last moves no position"
+    );
+
+    // A, then C, change while the stream is open; their messages carry later
+    // positions.
+    let mut live_change = async |story: &Story| {
+        app.publish(&story.clone().approved().events[1..]).await;
+        let m = tokio::time::timeout(NEXT_TIMEOUT, first.message())
+            .await
+            .expect("a message before the timeout")
+            .expect("no error on the stream")
+            .expect("the stream goes on");
+        assert_eq!(m.entry.as_ref().unwrap().order_id, story.order_id);
+        m.resume_token
+    };
+    let after_a = live_change(&a).await;
+    let after_c = live_change(&c).await;
+    // A's change is the first numbered after the snapshot: its token is the
+    // snapshot's. C's is later.
+    assert_eq!(after_a, after_snapshot);
+    assert_ne!(after_c, after_snapshot);
+    drop(first);
+
+    // Away: B changes and D is placed.
+    app.publish(&b.clone().approved().events[1..]).await;
+    let d = Story::new("cust-r").placed();
+    app.publish(&d.events).await;
+    app.settle().await;
+
+    let sorted = |ids: &[&Story]| {
+        let mut v: Vec<String> = ids.iter().map(|s| s.order_id.clone()).collect();
+        v.sort();
+        v
+    };
+    // From the last token received: what changed while away, plus C again (the
+    // change the token was issued with is sent again whole, never half); not A.
+    let mut again = resume(&app, "cust-r", &after_c).await.expect("resume");
+    let resumed = until_snapshot_end(&mut again).await;
+    assert_eq!(order_ids(&resumed), sorted(&[&b, &c, &d]));
+    let latest = resumed.last().unwrap().resume_token.clone();
+    drop(again);
+    // An older token gets more, never less.
+    let mut older = resume(&app, "cust-r", &after_snapshot)
+        .await
+        .expect("resume");
+    assert_eq!(
+        order_ids(&until_snapshot_end(&mut older).await),
+        sorted(&[&a, &b, &c, &d])
+    );
+    drop(older);
+
+    // From the latest token nothing changed: the marker alone, then live changes.
+    let mut quiet = resume(&app, "cust-r", &latest).await.expect("resume");
+    let nothing = until_snapshot_end(&mut quiet).await;
+    assert_eq!(order_ids(&nothing), Vec::<String>::new(), "{nothing:?}");
+    app.publish(&d.clone().approved().events[1..]).await;
+    assert_eq!(next_entry(&mut quiet).await.order_id, d.order_id);
+    drop(quiet);
+
+    // Tokens the caller may not use.
+    for (case, token) in [
+        (
+            "another customer's",
+            platform::paging::encode_resume_token("cust-other", 1),
+        ),
+        (
+            "never issued by this store",
+            platform::paging::encode_resume_token("cust-r", 1_000_000),
+        ),
+        ("garbage", "not-a-token".to_owned()),
+    ] {
+        let err = resume(&app, "cust-r", &token).await.expect_err(case);
+        assert_eq!(
+            testkit::violated_fields(&err),
+            vec!["resume_token".to_owned()],
+            "{case}"
+        );
+    }
     app.stop().await;
 }

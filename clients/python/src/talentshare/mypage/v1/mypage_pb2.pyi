@@ -145,8 +145,8 @@ Global___GetMyPageEntryResponse: _TypeAlias = GetMyPageEntryResponse  # noqa: Y0
 
 @_typing.final
 class WatchMyPageRequest(_message.Message):
-    """Request of MyPageService.WatchMyPage. The two markers are opt-in, so a
-    client that does not ask for them sees only entries.
+    """Request of MyPageService.WatchMyPage. The markers and resuming are opt-in, so
+    a client that does not ask for them sees only entries.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -154,13 +154,23 @@ class WatchMyPageRequest(_message.Message):
     CUSTOMER_ID_FIELD_NUMBER: _builtins.int
     SEND_SNAPSHOT_END_FIELD_NUMBER: _builtins.int
     HEARTBEAT_INTERVAL_FIELD_NUMBER: _builtins.int
+    RESUME_TOKEN_FIELD_NUMBER: _builtins.int
     customer_id: _builtins.str
     """The customer whose page to watch: empty (the caller) or the caller's own id."""
     send_snapshot_end: _builtins.bool
     """When true, the stream sends a message with `snapshot_end` set (and no
-    `entry`) right after the last current entry, so the client knows it holds
-    the whole page; and again after each time the server sends the whole page
-    anew (see WatchMyPage).
+    `entry`) right after the last current entry (or, resuming, the last entry
+    changed since the token), so the client knows it holds the whole page; and
+    again after each catch-up that follows a change feed reconnection (see
+    WatchMyPage).
+    """
+    resume_token: _builtins.str
+    """Resumes an earlier stream: the `resume_token` of the last message the client
+    received (on any replica). The stream then starts with only the entries
+    that changed since that message, instead of every current entry, and goes
+    on as usual. Empty: start with every current entry. A token this server
+    cannot use (malformed, another customer's, or from a store that has since
+    been reset) is INVALID_ARGUMENT naming `resume_token`: watch without it.
     """
     @_builtins.property
     def heartbeat_interval(self) -> _duration_pb2.Duration:
@@ -176,10 +186,11 @@ class WatchMyPageRequest(_message.Message):
         customer_id: _builtins.str = ...,
         send_snapshot_end: _builtins.bool = ...,
         heartbeat_interval: _duration_pb2.Duration | None = ...,
+        resume_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["heartbeat_interval", b"heartbeat_interval"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer_id", b"customer_id", "heartbeat_interval", b"heartbeat_interval", "send_snapshot_end", b"send_snapshot_end"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer_id", b"customer_id", "heartbeat_interval", b"heartbeat_interval", "resume_token", b"resume_token", "send_snapshot_end", b"send_snapshot_end"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -196,12 +207,20 @@ class WatchMyPageResponse(_message.Message):
     ENTRY_FIELD_NUMBER: _builtins.int
     SNAPSHOT_END_FIELD_NUMBER: _builtins.int
     HEARTBEAT_FIELD_NUMBER: _builtins.int
+    RESUME_TOKEN_FIELD_NUMBER: _builtins.int
     snapshot_end: _builtins.bool
     """True on the marker that ends the current entries (see
     WatchMyPageRequest.send_snapshot_end).
     """
     heartbeat: _builtins.bool
     """True on a heartbeat (see WatchMyPageRequest.heartbeat_interval)."""
+    resume_token: _builtins.str
+    """Where the stream stands: keep the latest non-empty one and send it as
+    WatchMyPageRequest.resume_token when reconnecting, to receive only what
+    changed since this message (the entries of the change that set it may come
+    once more). Opaque; empty only on the entries of a first snapshot before its
+    last one.
+    """
     @_builtins.property
     def entry(self) -> Global___MyPageEntry:
         """The current state of one entry: it replaces any entry with the same
@@ -214,10 +233,11 @@ class WatchMyPageResponse(_message.Message):
         entry: Global___MyPageEntry | None = ...,
         snapshot_end: _builtins.bool = ...,
         heartbeat: _builtins.bool = ...,
+        resume_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry", "heartbeat", b"heartbeat", "snapshot_end", b"snapshot_end"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry", "heartbeat", b"heartbeat", "resume_token", b"resume_token", "snapshot_end", b"snapshot_end"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

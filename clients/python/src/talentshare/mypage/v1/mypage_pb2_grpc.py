@@ -123,17 +123,21 @@ class MyPageServiceServicer(object):
         message: the messages for one order arrive in the order the row changed.
 
         An entry may be sent again unchanged: after the server reconnected to its
-        change feed it sends the whole page anew (changes made while it was away
-        were never announced to it). Replacing entries by `order_id` makes that
-        harmless; with `send_snapshot_end`, each such re-send ends with a marker too.
+        change feed it sends every entry that changed since the stream's position
+        (changes made while it was away were never announced to it), and a
+        resumed stream starts with the entries of the change its token was issued
+        with. Replacing entries by `order_id` makes that harmless; with
+        `send_snapshot_end`, each such catch-up ends with a marker too.
 
         Opt-in markers (see WatchMyPageRequest): an end-of-snapshot marker, and
-        heartbeats on a quiet stream.
+        heartbeats on a quiet stream. To reconnect without receiving every entry
+        again, send the last `resume_token` received.
 
         The stream does not end on its own. Errors (reasons in
         talentshare/common/v1/errors.proto):
 
-        - INVALID_ARGUMENT: `heartbeat_interval` is out of range.
+        - INVALID_ARGUMENT: `heartbeat_interval` is out of range, or
+        `resume_token` cannot be used (watch without it).
         - PERMISSION_DENIED: `customer_id` is neither empty nor the caller's id.
         - UNAUTHENTICATED (after the stream started): the token that opened it has
         expired (TOKEN_EXPIRED); reconnect with a fresh token. A stream never
@@ -143,8 +147,8 @@ class MyPageServiceServicer(object):
         - RESOURCE_EXHAUSTED: this server serves too many streams; retry after the
         RetryInfo delay.
         - ABORTED: the client read too slowly and fell behind (WATCH_FELL_BEHIND);
-        reconnect. A new stream starts again with every current entry, so
-        reconnecting never loses a change.
+        reconnect with the last `resume_token` received (or without one, to start
+        again with every current entry): reconnecting never loses a change.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -92,17 +92,21 @@ class MyPageServiceStub:
     message: the messages for one order arrive in the order the row changed.
 
     An entry may be sent again unchanged: after the server reconnected to its
-    change feed it sends the whole page anew (changes made while it was away
-    were never announced to it). Replacing entries by `order_id` makes that
-    harmless; with `send_snapshot_end`, each such re-send ends with a marker too.
+    change feed it sends every entry that changed since the stream's position
+    (changes made while it was away were never announced to it), and a
+    resumed stream starts with the entries of the change its token was issued
+    with. Replacing entries by `order_id` makes that harmless; with
+    `send_snapshot_end`, each such catch-up ends with a marker too.
 
     Opt-in markers (see WatchMyPageRequest): an end-of-snapshot marker, and
-    heartbeats on a quiet stream.
+    heartbeats on a quiet stream. To reconnect without receiving every entry
+    again, send the last `resume_token` received.
 
     The stream does not end on its own. Errors (reasons in
     talentshare/common/v1/errors.proto):
 
-    - INVALID_ARGUMENT: `heartbeat_interval` is out of range.
+    - INVALID_ARGUMENT: `heartbeat_interval` is out of range, or
+      `resume_token` cannot be used (watch without it).
     - PERMISSION_DENIED: `customer_id` is neither empty nor the caller's id.
     - UNAUTHENTICATED (after the stream started): the token that opened it has
       expired (TOKEN_EXPIRED); reconnect with a fresh token. A stream never
@@ -112,8 +116,8 @@ class MyPageServiceStub:
     - RESOURCE_EXHAUSTED: this server serves too many streams; retry after the
       RetryInfo delay.
     - ABORTED: the client read too slowly and fell behind (WATCH_FELL_BEHIND);
-      reconnect. A new stream starts again with every current entry, so
-      reconnecting never loses a change.
+      reconnect with the last `resume_token` received (or without one, to start
+      again with every current entry): reconnecting never loses a change.
     """
 
 @_typing.type_check_only
@@ -166,17 +170,21 @@ class MyPageServiceAsyncStub(MyPageServiceStub):
     message: the messages for one order arrive in the order the row changed.
 
     An entry may be sent again unchanged: after the server reconnected to its
-    change feed it sends the whole page anew (changes made while it was away
-    were never announced to it). Replacing entries by `order_id` makes that
-    harmless; with `send_snapshot_end`, each such re-send ends with a marker too.
+    change feed it sends every entry that changed since the stream's position
+    (changes made while it was away were never announced to it), and a
+    resumed stream starts with the entries of the change its token was issued
+    with. Replacing entries by `order_id` makes that harmless; with
+    `send_snapshot_end`, each such catch-up ends with a marker too.
 
     Opt-in markers (see WatchMyPageRequest): an end-of-snapshot marker, and
-    heartbeats on a quiet stream.
+    heartbeats on a quiet stream. To reconnect without receiving every entry
+    again, send the last `resume_token` received.
 
     The stream does not end on its own. Errors (reasons in
     talentshare/common/v1/errors.proto):
 
-    - INVALID_ARGUMENT: `heartbeat_interval` is out of range.
+    - INVALID_ARGUMENT: `heartbeat_interval` is out of range, or
+      `resume_token` cannot be used (watch without it).
     - PERMISSION_DENIED: `customer_id` is neither empty nor the caller's id.
     - UNAUTHENTICATED (after the stream started): the token that opened it has
       expired (TOKEN_EXPIRED); reconnect with a fresh token. A stream never
@@ -186,8 +194,8 @@ class MyPageServiceAsyncStub(MyPageServiceStub):
     - RESOURCE_EXHAUSTED: this server serves too many streams; retry after the
       RetryInfo delay.
     - ABORTED: the client read too slowly and fell behind (WATCH_FELL_BEHIND);
-      reconnect. A new stream starts again with every current entry, so
-      reconnecting never loses a change.
+      reconnect with the last `resume_token` received (or without one, to start
+      again with every current entry): reconnecting never loses a change.
     """
 
 class MyPageServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -255,17 +263,21 @@ class MyPageServiceServicer(metaclass=_abc_1.ABCMeta):
         message: the messages for one order arrive in the order the row changed.
 
         An entry may be sent again unchanged: after the server reconnected to its
-        change feed it sends the whole page anew (changes made while it was away
-        were never announced to it). Replacing entries by `order_id` makes that
-        harmless; with `send_snapshot_end`, each such re-send ends with a marker too.
+        change feed it sends every entry that changed since the stream's position
+        (changes made while it was away were never announced to it), and a
+        resumed stream starts with the entries of the change its token was issued
+        with. Replacing entries by `order_id` makes that harmless; with
+        `send_snapshot_end`, each such catch-up ends with a marker too.
 
         Opt-in markers (see WatchMyPageRequest): an end-of-snapshot marker, and
-        heartbeats on a quiet stream.
+        heartbeats on a quiet stream. To reconnect without receiving every entry
+        again, send the last `resume_token` received.
 
         The stream does not end on its own. Errors (reasons in
         talentshare/common/v1/errors.proto):
 
-        - INVALID_ARGUMENT: `heartbeat_interval` is out of range.
+        - INVALID_ARGUMENT: `heartbeat_interval` is out of range, or
+          `resume_token` cannot be used (watch without it).
         - PERMISSION_DENIED: `customer_id` is neither empty nor the caller's id.
         - UNAUTHENTICATED (after the stream started): the token that opened it has
           expired (TOKEN_EXPIRED); reconnect with a fresh token. A stream never
@@ -275,8 +287,8 @@ class MyPageServiceServicer(metaclass=_abc_1.ABCMeta):
         - RESOURCE_EXHAUSTED: this server serves too many streams; retry after the
           RetryInfo delay.
         - ABORTED: the client read too slowly and fell behind (WATCH_FELL_BEHIND);
-          reconnect. A new stream starts again with every current entry, so
-          reconnecting never loses a change.
+          reconnect with the last `resume_token` received (or without one, to start
+          again with every current entry): reconnecting never loses a change.
         """
 
 def add_MyPageServiceServicer_to_server(servicer: MyPageServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

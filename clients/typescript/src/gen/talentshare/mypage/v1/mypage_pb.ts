@@ -29,7 +29,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file talentshare/mypage/v1/mypage.proto.
  */
 export const file_talentshare_mypage_v1_mypage: GenFile = /*@__PURE__*/
-  fileDesc("CiJ0YWxlbnRzaGFyZS9teXBhZ2UvdjEvbXlwYWdlLnByb3RvEhV0YWxlbnRzaGFyZS5teXBhZ2UudjEiTgoQR2V0TXlQYWdlUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCRITCgtjdXN0b21lcl9pZBgDIAEoCSJhChFHZXRNeVBhZ2VSZXNwb25zZRIzCgdlbnRyaWVzGAEgAygLMiIudGFsZW50c2hhcmUubXlwYWdlLnYxLk15UGFnZUVudHJ5EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIpChVHZXRNeVBhZ2VFbnRyeVJlcXVlc3QSEAoIb3JkZXJfaWQYASABKAkiSwoWR2V0TXlQYWdlRW50cnlSZXNwb25zZRIxCgVlbnRyeRgBIAEoCzIiLnRhbGVudHNoYXJlLm15cGFnZS52MS5NeVBhZ2VFbnRyeSJ7ChJXYXRjaE15UGFnZVJlcXVlc3QSEwoLY3VzdG9tZXJfaWQYASABKAkSGQoRc2VuZF9zbmFwc2hvdF9lbmQYAiABKAgSNQoSaGVhcnRiZWF0X2ludGVydmFsGAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uInEKE1dhdGNoTXlQYWdlUmVzcG9uc2USMQoFZW50cnkYASABKAsyIi50YWxlbnRzaGFyZS5teXBhZ2UudjEuTXlQYWdlRW50cnkSFAoMc25hcHNob3RfZW5kGAIgASgIEhEKCWhlYXJ0YmVhdBgDIAEoCCLzAwoLTXlQYWdlRW50cnkSEAoIb3JkZXJfaWQYASABKAkSEwoLY3VzdG9tZXJfaWQYAiABKAkSEQoJdGFsZW50X2lkGAMgASgJEjYKEnNlc3Npb25fc3RhcnRfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFwoPc2Vzc2lvbl9taW51dGVzGAUgASgFEhQKDGFtb3VudF9taW5vchgGIAEoAxIQCghjdXJyZW5jeRgHIAEoCRI4CgxvcmRlcl9zdGF0dXMYCCABKA4yIi50YWxlbnRzaGFyZS5jb21tb24udjEuT3JkZXJTdGF0dXMSPAoOcGF5bWVudF9zdGF0dXMYCSABKA4yJC50YWxlbnRzaGFyZS5jb21tb24udjEuUGF5bWVudFN0YXR1cxJEChJyZXNlcnZhdGlvbl9zdGF0dXMYCiABKA4yKC50YWxlbnRzaGFyZS5jb21tb24udjEuUmVzZXJ2YXRpb25TdGF0dXMSEgoKcGF5bWVudF9pZBgLIAEoCRIWCg5yZXNlcnZhdGlvbl9pZBgMIAEoCRIvCgt1cGRhdGVfdGltZRgNIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFgoOZGVjbGluZV9yZWFzb24YDiABKAkyxgIKDU15UGFnZVNlcnZpY2USXgoJR2V0TXlQYWdlEicudGFsZW50c2hhcmUubXlwYWdlLnYxLkdldE15UGFnZVJlcXVlc3QaKC50YWxlbnRzaGFyZS5teXBhZ2UudjEuR2V0TXlQYWdlUmVzcG9uc2USbQoOR2V0TXlQYWdlRW50cnkSLC50YWxlbnRzaGFyZS5teXBhZ2UudjEuR2V0TXlQYWdlRW50cnlSZXF1ZXN0Gi0udGFsZW50c2hhcmUubXlwYWdlLnYxLkdldE15UGFnZUVudHJ5UmVzcG9uc2USZgoLV2F0Y2hNeVBhZ2USKS50YWxlbnRzaGFyZS5teXBhZ2UudjEuV2F0Y2hNeVBhZ2VSZXF1ZXN0GioudGFsZW50c2hhcmUubXlwYWdlLnYxLldhdGNoTXlQYWdlUmVzcG9uc2UwAULoAQoZY29tLnRhbGVudHNoYXJlLm15cGFnZS52MUILTXlwYWdlUHJvdG9QAVpIZ2l0aHViLmNvbS90YWxlbnRzaGFyZS90YWxlbnRzaGFyZS9nZW4vZ28vdGFsZW50c2hhcmUvbXlwYWdlL3YxO215cGFnZXYxogIDVE1YqgIVVGFsZW50c2hhcmUuTXlwYWdlLlYxygIVVGFsZW50c2hhcmVcTXlwYWdlXFYx4gIhVGFsZW50c2hhcmVcTXlwYWdlXFYxXEdQQk1ldGFkYXRh6gIXVGFsZW50c2hhcmU6Ok15cGFnZTo6VjFiBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_timestamp, file_talentshare_common_v1_types]);
+  fileDesc("CiJ0YWxlbnRzaGFyZS9teXBhZ2UvdjEvbXlwYWdlLnByb3RvEhV0YWxlbnRzaGFyZS5teXBhZ2UudjEiTgoQR2V0TXlQYWdlUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCRITCgtjdXN0b21lcl9pZBgDIAEoCSJhChFHZXRNeVBhZ2VSZXNwb25zZRIzCgdlbnRyaWVzGAEgAygLMiIudGFsZW50c2hhcmUubXlwYWdlLnYxLk15UGFnZUVudHJ5EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIpChVHZXRNeVBhZ2VFbnRyeVJlcXVlc3QSEAoIb3JkZXJfaWQYASABKAkiSwoWR2V0TXlQYWdlRW50cnlSZXNwb25zZRIxCgVlbnRyeRgBIAEoCzIiLnRhbGVudHNoYXJlLm15cGFnZS52MS5NeVBhZ2VFbnRyeSKRAQoSV2F0Y2hNeVBhZ2VSZXF1ZXN0EhMKC2N1c3RvbWVyX2lkGAEgASgJEhkKEXNlbmRfc25hcHNob3RfZW5kGAIgASgIEjUKEmhlYXJ0YmVhdF9pbnRlcnZhbBgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIUCgxyZXN1bWVfdG9rZW4YBCABKAkihwEKE1dhdGNoTXlQYWdlUmVzcG9uc2USMQoFZW50cnkYASABKAsyIi50YWxlbnRzaGFyZS5teXBhZ2UudjEuTXlQYWdlRW50cnkSFAoMc25hcHNob3RfZW5kGAIgASgIEhEKCWhlYXJ0YmVhdBgDIAEoCBIUCgxyZXN1bWVfdG9rZW4YBCABKAki8wMKC015UGFnZUVudHJ5EhAKCG9yZGVyX2lkGAEgASgJEhMKC2N1c3RvbWVyX2lkGAIgASgJEhEKCXRhbGVudF9pZBgDIAEoCRI2ChJzZXNzaW9uX3N0YXJ0X3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhcKD3Nlc3Npb25fbWludXRlcxgFIAEoBRIUCgxhbW91bnRfbWlub3IYBiABKAMSEAoIY3VycmVuY3kYByABKAkSOAoMb3JkZXJfc3RhdHVzGAggASgOMiIudGFsZW50c2hhcmUuY29tbW9uLnYxLk9yZGVyU3RhdHVzEjwKDnBheW1lbnRfc3RhdHVzGAkgASgOMiQudGFsZW50c2hhcmUuY29tbW9uLnYxLlBheW1lbnRTdGF0dXMSRAoScmVzZXJ2YXRpb25fc3RhdHVzGAogASgOMigudGFsZW50c2hhcmUuY29tbW9uLnYxLlJlc2VydmF0aW9uU3RhdHVzEhIKCnBheW1lbnRfaWQYCyABKAkSFgoOcmVzZXJ2YXRpb25faWQYDCABKAkSLwoLdXBkYXRlX3RpbWUYDSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhYKDmRlY2xpbmVfcmVhc29uGA4gASgJMsYCCg1NeVBhZ2VTZXJ2aWNlEl4KCUdldE15UGFnZRInLnRhbGVudHNoYXJlLm15cGFnZS52MS5HZXRNeVBhZ2VSZXF1ZXN0GigudGFsZW50c2hhcmUubXlwYWdlLnYxLkdldE15UGFnZVJlc3BvbnNlEm0KDkdldE15UGFnZUVudHJ5EiwudGFsZW50c2hhcmUubXlwYWdlLnYxLkdldE15UGFnZUVudHJ5UmVxdWVzdBotLnRhbGVudHNoYXJlLm15cGFnZS52MS5HZXRNeVBhZ2VFbnRyeVJlc3BvbnNlEmYKC1dhdGNoTXlQYWdlEikudGFsZW50c2hhcmUubXlwYWdlLnYxLldhdGNoTXlQYWdlUmVxdWVzdBoqLnRhbGVudHNoYXJlLm15cGFnZS52MS5XYXRjaE15UGFnZVJlc3BvbnNlMAFC6AEKGWNvbS50YWxlbnRzaGFyZS5teXBhZ2UudjFCC015cGFnZVByb3RvUAFaSGdpdGh1Yi5jb20vdGFsZW50c2hhcmUvdGFsZW50c2hhcmUvZ2VuL2dvL3RhbGVudHNoYXJlL215cGFnZS92MTtteXBhZ2V2MaICA1RNWKoCFVRhbGVudHNoYXJlLk15cGFnZS5WMcoCFVRhbGVudHNoYXJlXE15cGFnZVxWMeICIVRhbGVudHNoYXJlXE15cGFnZVxWMVxHUEJNZXRhZGF0YeoCF1RhbGVudHNoYXJlOjpNeXBhZ2U6OlYxYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_timestamp, file_talentshare_common_v1_types]);
 
 /**
  * Request of MyPageService.GetMyPage.
@@ -139,8 +139,8 @@ export const GetMyPageEntryResponseSchema: GenMessage<GetMyPageEntryResponse> = 
   messageDesc(file_talentshare_mypage_v1_mypage, 3);
 
 /**
- * Request of MyPageService.WatchMyPage. The two markers are opt-in, so a
- * client that does not ask for them sees only entries.
+ * Request of MyPageService.WatchMyPage. The markers and resuming are opt-in, so
+ * a client that does not ask for them sees only entries.
  *
  * @generated from message talentshare.mypage.v1.WatchMyPageRequest
  */
@@ -154,9 +154,10 @@ export type WatchMyPageRequest = Message<"talentshare.mypage.v1.WatchMyPageReque
 
   /**
    * When true, the stream sends a message with `snapshot_end` set (and no
-   * `entry`) right after the last current entry, so the client knows it holds
-   * the whole page; and again after each time the server sends the whole page
-   * anew (see WatchMyPage).
+   * `entry`) right after the last current entry (or, resuming, the last entry
+   * changed since the token), so the client knows it holds the whole page; and
+   * again after each catch-up that follows a change feed reconnection (see
+   * WatchMyPage).
    *
    * @generated from field: bool send_snapshot_end = 2;
    */
@@ -171,6 +172,18 @@ export type WatchMyPageRequest = Message<"talentshare.mypage.v1.WatchMyPageReque
    * @generated from field: google.protobuf.Duration heartbeat_interval = 3;
    */
   heartbeatInterval?: Duration | undefined;
+
+  /**
+   * Resumes an earlier stream: the `resume_token` of the last message the client
+   * received (on any replica). The stream then starts with only the entries
+   * that changed since that message, instead of every current entry, and goes
+   * on as usual. Empty: start with every current entry. A token this server
+   * cannot use (malformed, another customer's, or from a store that has since
+   * been reset) is INVALID_ARGUMENT naming `resume_token`: watch without it.
+   *
+   * @generated from field: string resume_token = 4;
+   */
+  resumeToken: string;
 };
 
 /**
@@ -209,6 +222,17 @@ export type WatchMyPageResponse = Message<"talentshare.mypage.v1.WatchMyPageResp
    * @generated from field: bool heartbeat = 3;
    */
   heartbeat: boolean;
+
+  /**
+   * Where the stream stands: keep the latest non-empty one and send it as
+   * WatchMyPageRequest.resume_token when reconnecting, to receive only what
+   * changed since this message (the entries of the change that set it may come
+   * once more). Opaque; empty only on the entries of a first snapshot before its
+   * last one.
+   *
+   * @generated from field: string resume_token = 4;
+   */
+  resumeToken: string;
 };
 
 /**
@@ -404,17 +428,21 @@ export const MyPageService: GenService<{
    * message: the messages for one order arrive in the order the row changed.
    *
    * An entry may be sent again unchanged: after the server reconnected to its
-   * change feed it sends the whole page anew (changes made while it was away
-   * were never announced to it). Replacing entries by `order_id` makes that
-   * harmless; with `send_snapshot_end`, each such re-send ends with a marker too.
+   * change feed it sends every entry that changed since the stream's position
+   * (changes made while it was away were never announced to it), and a
+   * resumed stream starts with the entries of the change its token was issued
+   * with. Replacing entries by `order_id` makes that harmless; with
+   * `send_snapshot_end`, each such catch-up ends with a marker too.
    *
    * Opt-in markers (see WatchMyPageRequest): an end-of-snapshot marker, and
-   * heartbeats on a quiet stream.
+   * heartbeats on a quiet stream. To reconnect without receiving every entry
+   * again, send the last `resume_token` received.
    *
    * The stream does not end on its own. Errors (reasons in
    * talentshare/common/v1/errors.proto):
    *
-   * - INVALID_ARGUMENT: `heartbeat_interval` is out of range.
+   * - INVALID_ARGUMENT: `heartbeat_interval` is out of range, or
+   *   `resume_token` cannot be used (watch without it).
    * - PERMISSION_DENIED: `customer_id` is neither empty nor the caller's id.
    * - UNAUTHENTICATED (after the stream started): the token that opened it has
    *   expired (TOKEN_EXPIRED); reconnect with a fresh token. A stream never
@@ -424,8 +452,8 @@ export const MyPageService: GenService<{
    * - RESOURCE_EXHAUSTED: this server serves too many streams; retry after the
    *   RetryInfo delay.
    * - ABORTED: the client read too slowly and fell behind (WATCH_FELL_BEHIND);
-   *   reconnect. A new stream starts again with every current entry, so
-   *   reconnecting never loses a change.
+   *   reconnect with the last `resume_token` received (or without one, to start
+   *   again with every current entry): reconnecting never loses a change.
    *
    * @generated from rpc talentshare.mypage.v1.MyPageService.WatchMyPage
    */
