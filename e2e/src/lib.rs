@@ -121,7 +121,7 @@ pub struct System {
     /// The identity provider the public services trust; its JWKS file lives as long
     /// as the system, so a restarted service reads the same keys.
     identity: Arc<TestIdentity>,
-    /// Extra order-svc processes on order-svc's database ([`System::start_order_replica`]).
+    /// Extra processes of a service on its database ([`System::start_replica`]).
     replicas: Vec<ServiceProcess>,
     /// Where the services reach their databases, when not at the server itself
     /// ([`System::start_with_database_via`]).
@@ -278,23 +278,36 @@ impl System {
         self.processes.insert(svc, process);
     }
 
-    /// Starts a second order-svc on order-svc's database and topology, with `env` over
-    /// its usual environment (say, a PAYMENT_URL through a slow proxy), and waits until
-    /// it is ready; returns where it listens. It runs until [`System::shutdown`].
-    pub async fn start_order_replica(&mut self, env: &[(&str, String)]) -> SocketAddr {
+    /// Starts another `svc` on its database and topology (it shares the service's
+    /// queue), with `env` over its usual environment (say, a PAYMENT_URL through a
+    /// slow proxy), and waits until it is ready; returns where it listens. It runs
+    /// until [`System::kill_replica`] or [`System::shutdown`].
+    pub async fn start_replica(&mut self, svc: Svc, env: &[(&str, String)]) -> SocketAddr {
         let mut all: Vec<(String, String)> = self
-            .env_for(Svc::Order)
+            .env_for(svc)
             .into_iter()
-            .filter(|(k, _)| k != "GRPC_ADDR")
+            .filter(|(k, _)| k != "GRPC_ADDR" && k != "METRICS_ADDR")
             .collect();
         all.extend(env.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
         let all: Vec<(&str, String)> = all.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
-        let bin = binary_path(Svc::Order.binary());
+        let bin = binary_path(svc.binary());
         let process = ServiceProcess::spawn(bin.to_str().expect("utf-8 path"), &all).await;
-        testkit::health::wait_ready(&process.channel().await, Svc::Order.grpc_name()).await;
+        testkit::health::wait_ready(&process.channel().await, svc.grpc_name()).await;
         let addr = process.addr;
         self.replicas.push(process);
         addr
+    }
+
+    /// Kills the replica listening at `addr` with SIGKILL.
+    pub async fn kill_replica(&mut self, addr: SocketAddr) {
+        let i = self
+            .replicas
+            .iter()
+            .position(|p| p.addr == addr)
+            .expect("a replica listens there");
+        let mut p = self.replicas.remove(i);
+        p.signal("KILL");
+        p.wait(Duration::from_secs(10)).await;
     }
 
     /// Restarts `svc` reaching its database through a proxy the caller can cut, and

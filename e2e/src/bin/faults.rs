@@ -1,5 +1,5 @@
 //! The fault harness: a bounded load of orders against the four real binaries, the real
-//! RabbitMQ and PostgreSQL, through nine faults, each on its own databases and broker
+//! RabbitMQ and PostgreSQL, through ten faults, each on its own databases and broker
 //! names; the public services trust the run's test identity provider and the load
 //! calls them with its tokens. After each fault it waits for the system to converge,
 //! audits the databases against each other, and prints one line; then a final line:
@@ -26,6 +26,8 @@ use e2e::{Svc, System};
 use prost::Message;
 use rand::seq::SliceRandom;
 use talentshare_proto::events::{EventEnvelope, PaymentApproved, event_envelope::Payload};
+use talentshare_proto::mypage::my_page_service_client::MyPageServiceClient;
+use talentshare_proto::mypage::{GetMyPageRequest, MyPageEntry, WatchMyPageRequest};
 use testkit::TcpProxy;
 use tonic_health::pb::health_check_response::ServingStatus;
 
@@ -40,10 +42,11 @@ enum Fault {
     SlowPaymentPath,
     DatabaseOutage,
     DeadLetterReplay,
+    MyPageReplicaKilled,
 }
 
 impl Fault {
-    const ALL: [Fault; 9] = [
+    const ALL: [Fault; 10] = [
         Fault::BrokerOutage,
         Fault::PaymentKilled,
         Fault::ConsumersKilled,
@@ -53,6 +56,7 @@ impl Fault {
         Fault::SlowPaymentPath,
         Fault::DatabaseOutage,
         Fault::DeadLetterReplay,
+        Fault::MyPageReplicaKilled,
     ];
 
     fn label(self) -> &'static str {
@@ -66,6 +70,7 @@ impl Fault {
             Fault::SlowPaymentPath => "g slow-payment-path-one-of-two-order-replicas",
             Fault::DatabaseOutage => "h reservation-db-unreachable-30s",
             Fault::DeadLetterReplay => "i dead-lettered-by-a-bug-then-replayed",
+            Fault::MyPageReplicaKilled => "j two-mypage-replicas-one-sigkilled-watchers-resume",
         }
     }
 }
@@ -202,11 +207,25 @@ async fn run(fault: Fault, total: usize) -> Outcome {
     let mut order_channels = vec![system.channel(Svc::Order)];
     let mut slow_payment: Option<TcpProxy> = None;
     let mut database_link: Option<TcpProxy> = None;
+    let mut mypage_replica = None;
+    let mut watchers = Vec::new();
     match fault {
+        Fault::MyPageReplicaKilled => {
+            // Two consumers of my page's queue, and watchers on the one that will die.
+            let replica = system.start_replica(Svc::MyPage, &[]).await;
+            for c in 0..WATCHED_CUSTOMERS {
+                let customer = format!("{run_id}r0-c{c}");
+                watchers.push(Watcher::start(&system, replica, &customer));
+            }
+            mypage_replica = Some(replica);
+        }
         Fault::SlowPaymentPath => {
             let slow = TcpProxy::start(system.addr(Svc::Payment)).await;
             let replica = system
-                .start_order_replica(&[("PAYMENT_URL", format!("http://{}", slow.addr()))])
+                .start_replica(
+                    Svc::Order,
+                    &[("PAYMENT_URL", format!("http://{}", slow.addr()))],
+                )
                 .await;
             order_channels.push(
                 tonic::transport::Channel::from_shared(format!("http://{replica}"))
@@ -300,6 +319,10 @@ async fn run(fault: Fault, total: usize) -> Outcome {
             }
         }
         Fault::DuplicatesReordered => {}
+        Fault::MyPageReplicaKilled => {
+            let replica = mypage_replica.expect("the replica");
+            system.kill_replica(replica).await;
+        }
         Fault::SlowPaymentPath => {
             // The second replica's Pays now take 6 s to arrive, past its 2 s deadline and
             // the 4 s grace after which the first replica gives their orders up.
@@ -412,6 +435,19 @@ async fn run(fault: Fault, total: usize) -> Outcome {
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
     let converge_ms = load_done.elapsed().as_millis();
+    if fault == Fault::MyPageReplicaKilled {
+        let (held, resumed) = check_watchers(&system, &watchers).await;
+        notes.push(format!(
+            "watchers holding my page exactly: {held}/{}; resumed on the other replica: {resumed}",
+            watchers.len()
+        ));
+        if held != watchers.len() || resumed == 0 {
+            ok = false;
+        }
+        for w in watchers {
+            w.task.abort();
+        }
+    }
     if fault == Fault::SlowPaymentPath {
         // The fault is only proven if some order was given up while its Pay was held.
         let voided = audit.payments_by_status.get("VOIDED").copied().unwrap_or(0);
@@ -646,4 +682,113 @@ async fn replay_dead_letters(system: &System) -> anyhow::Result<(usize, usize)> 
             .ok_or_else(|| anyhow::anyhow!("no summary line in: {out}"))?;
     }
     Ok((listed, replayed))
+}
+
+/// Customers of fault j watched through WatchMyPage.
+const WATCHED_CUSTOMERS: usize = 8;
+
+/// A WatchMyPage client that keeps one customer's page in memory, as an app would:
+/// it starts on `first` (the replica fault j kills) and, when its stream breaks,
+/// resumes on my page's main process with the last resume token it received.
+struct Watcher {
+    customer: String,
+    page: Arc<std::sync::Mutex<std::collections::HashMap<String, MyPageEntry>>>,
+    resumed: Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Watcher {
+    fn start(system: &System, first: std::net::SocketAddr, customer: &str) -> Self {
+        let identity = system.identity().clone();
+        let channel = |addr: std::net::SocketAddr| {
+            tonic::transport::Channel::from_shared(format!("http://{addr}"))
+                .expect("uri")
+                .connect_lazy()
+        };
+        let targets = [channel(first), channel(system.addr(Svc::MyPage))];
+        let page = Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
+        let resumed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (who, into, count) = (customer.to_owned(), page.clone(), resumed.clone());
+        let task = tokio::spawn(async move {
+            let mut token = String::new();
+            let mut target = 0;
+            loop {
+                let mut client =
+                    MyPageServiceClient::new(identity.as_customer(targets[target].clone(), &who));
+                let opened = client
+                    .watch_my_page(WatchMyPageRequest {
+                        resume_token: token.clone(),
+                        ..Default::default()
+                    })
+                    .await;
+                if let Ok(stream) = opened {
+                    let mut stream = stream.into_inner();
+                    while let Ok(Some(m)) = stream.message().await {
+                        if !m.resume_token.is_empty() {
+                            token.clone_from(&m.resume_token);
+                        }
+                        if let Some(e) = m.entry {
+                            into.lock().expect("page").insert(e.order_id.clone(), e);
+                        }
+                    }
+                }
+                // The stream broke (its replica died): resume on the other process.
+                if target == 0 {
+                    target = 1;
+                }
+                if !token.is_empty() {
+                    count.fetch_add(1, Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+        Self {
+            customer: customer.to_owned(),
+            page,
+            resumed,
+            task,
+        }
+    }
+}
+
+/// After convergence: how many watchers hold exactly what my page holds for their
+/// customer (waiting up to 30 s for their streams to catch up), and how many resumed.
+async fn check_watchers(system: &System, watchers: &[Watcher]) -> (usize, usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut held = 0;
+    for w in watchers {
+        loop {
+            let stored: std::collections::HashMap<String, MyPageEntry> = system
+                .mypage_as(&w.customer)
+                .get_my_page(GetMyPageRequest {
+                    page_size: 100,
+                    ..Default::default()
+                })
+                .await
+                .map(|r| r.into_inner().entries)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|e| (e.order_id.clone(), e))
+                .collect();
+            if *w.page.lock().expect("page") == stored {
+                held += 1;
+                break;
+            }
+            if Instant::now() >= deadline {
+                println!(
+                    "  watcher of {} differs: holds {} entries, my page {}",
+                    w.customer,
+                    w.page.lock().expect("page").len(),
+                    stored.len()
+                );
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+    let resumed = watchers
+        .iter()
+        .filter(|w| w.resumed.load(Ordering::Relaxed) > 0)
+        .count();
+    (held, resumed)
 }
