@@ -535,7 +535,9 @@ async fn inject_poison(system: &System) -> Vec<Vec<u8>> {
         .encode_to_vec();
         system
             .broker
-            .publish_raw("payment.teleported", &unknown, Default::default())
+            // Under a key the consumers are bound to (a key none is bound to reaches
+            // no queue at all): an envelope of a type they do not know.
+            .publish_raw("payment.approved", &unknown, Default::default())
             .await;
         bodies.push(unknown);
 

@@ -267,17 +267,8 @@ impl MyPageStore {
         after: Option<Uuid>,
         limit: u64,
     ) -> Result<(Vec<Entry>, bool), StoreError> {
-        let select =
-            entity::Entity::find().filter(entity::Column::CustomerId.eq(customer.as_ref()));
-        shared::page_newest_first(
-            &self.db,
-            select,
-            entity::Column::OrderId,
-            after,
-            limit,
-            from_row,
-        )
-        .await
+        // Every row was last changed under number 0 (before numbers were kept) or later.
+        self.changed_from(customer, 0, after, limit).await
     }
 
     /// The number of `customer`'s latest committed change; 0 when none was numbered.
