@@ -18,7 +18,7 @@ use tonic::{Request, Response, Status};
 use crate::domain::{Entry, OrderStatus, PaymentStatus, ReservationStatus};
 use crate::service::{MyPage, MyPageError};
 use crate::store::StoreError;
-use crate::watch::{HEARTBEAT_RANGE, Markers, WatchStream};
+use crate::watch::{HEARTBEAT_RANGE, Markers, Resume, WatchStream};
 
 /// Every way a my-page call can fail, as the caller can act on it. Failures of this
 /// service keep their cause as the source, which `platform::outcome` logs once per
@@ -225,10 +225,15 @@ impl MyPageService for MyPageApi {
             "heartbeat_interval",
             heartbeat_interval(request.heartbeat_interval.as_ref()),
         );
+        let scope = self
+            .my_page
+            .resume_scope(&customer)
+            .await
+            .map_err(ApiError::from)?;
         let resume_from = v
             .check(
                 "resume_token",
-                decode_resume_token(&request.resume_token, customer.as_ref()),
+                decode_resume_token(&request.resume_token, &scope),
             )
             .flatten();
         v.into_result().map_err(ApiError::Invalid)?;
@@ -252,7 +257,14 @@ impl MyPageService for MyPageApi {
         };
         let stream = self
             .my_page
-            .watch(customer, markers, resume_from)
+            .watch(
+                customer,
+                markers,
+                Resume {
+                    from: resume_from,
+                    scope,
+                },
+            )
             .map_err(ApiError::from)?;
         Ok(Response::new(match expiry {
             Some(e) => stream.until(e.0),

@@ -13,7 +13,7 @@ use uuid::Uuid;
 use crate::changes::Changes;
 use crate::domain::Entry;
 use crate::store::{MyPageStore, StoreError};
-use crate::watch::{self, Markers, WatchStream};
+use crate::watch::{self, Markers, Resume, WatchStream};
 
 /// Why a use case failed.
 #[derive(Debug, thiserror::Error)]
@@ -84,13 +84,18 @@ impl MyPage {
         Ok(self.store.change_number(customer).await?)
     }
 
+    /// What `customer`'s resume tokens are valid for (see `MyPageStore::resume_scope`).
+    pub async fn resume_scope(&self, customer: &ExternalId) -> Result<String, MyPageError> {
+        Ok(self.store.resume_scope(customer).await?)
+    }
+
     /// Opens a live stream of the customer's page: the current entries, then every
     /// change.
     pub fn watch(
         &self,
         customer: ExternalId,
         markers: Markers,
-        resume_from: Option<i64>,
+        resume: Resume,
     ) -> Result<WatchStream, MyPageError> {
         let permit = self
             .watchers
@@ -104,7 +109,7 @@ impl MyPage {
             self.store.clone(),
             customer,
             markers,
-            resume_from,
+            resume,
             changes,
             self.shutdown.clone(),
             permit,

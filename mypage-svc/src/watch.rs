@@ -61,6 +61,15 @@ use crate::store::MyPageStore;
 pub const HEARTBEAT_RANGE: std::ops::RangeInclusive<Duration> =
     Duration::from_secs(1)..=Duration::from_secs(300);
 
+/// Where a stream resumes, and what its tokens are valid for.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Resume {
+    /// The position of the client's resume token; `None` to start afresh.
+    pub from: Option<i64>,
+    /// `MyPageStore::resume_scope` of the stream's customer.
+    pub scope: String,
+}
+
 /// The opt-in markers of one stream.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Markers {
@@ -90,7 +99,7 @@ pub fn watch(
     store: MyPageStore,
     customer: ExternalId,
     markers: Markers,
-    resume_from: Option<i64>,
+    resume: Resume,
     changes: Subscription,
     shutdown: CancellationToken,
     permit: OwnedSemaphorePermit,
@@ -103,7 +112,8 @@ pub fn watch(
         changes,
         tx,
         last_sent: Instant::now(),
-        position: resume_from.unwrap_or(0),
+        position: resume.from.unwrap_or(0),
+        scope: resume.scope,
     };
     tokio::spawn(producer.run(shutdown.clone(), permit));
     WatchStream {
@@ -196,6 +206,8 @@ struct Producer {
     last_sent: Instant,
     /// Every change numbered below this has been sent; 0 while unknown.
     position: i64,
+    /// What the stream's resume tokens are valid for (`MyPageStore::resume_scope`).
+    scope: String,
 }
 
 impl Producer {
@@ -358,7 +370,7 @@ impl Producer {
     /// Buffers one message; false when the client is gone.
     async fn put(&mut self, mut msg: WatchMyPageResponse) -> bool {
         if self.position > 0 {
-            msg.resume_token = encode_resume_token(self.customer.as_ref(), self.position);
+            msg.resume_token = encode_resume_token(&self.scope, self.position);
         }
         let sent = self.tx.send(Ok(msg)).await.is_ok();
         self.last_sent = Instant::now();

@@ -644,7 +644,10 @@ async fn a_new_event_type_reaches_no_consumer_and_the_old_wildcard_is_unbound() 
         topology.dead_letter_queue("reservation"),
         topology.dead_letter_queue("mypage"),
     ] {
-        assert!(broker.drain(&queue).await.is_empty(), "{queue} holds nothing");
+        assert!(
+            broker.drain(&queue).await.is_empty(),
+            "{queue} holds nothing"
+        );
     }
     let _ = conn.close(200, "done".into()).await;
     broker.delete().await;

@@ -240,10 +240,13 @@ impl ApiError {
             PaymentError::Unavailable(_) => ApiError::PaymentUnavailable { cause, left },
             PaymentError::DeadlineExceeded(_) => ApiError::PaymentDeadlineExceeded { cause, left },
             // The reservation's payment is not (or no longer) one that can back it.
+            // Not payment-svc's own words: the manager is told what it means for them.
             PaymentError::NotFound(_) | PaymentError::Refused(_) => ApiError::PaymentNotApproved {
                 reservation_id: None,
                 payment: None,
-                message: cause.to_string(),
+                message: "the reservation's payment cannot back it: it is not found or \
+                          cannot be refunded"
+                    .into(),
             },
             PaymentError::Unexpected(_) | PaymentError::Malformed(_) => {
                 ApiError::Internal(cause.into())

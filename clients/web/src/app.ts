@@ -130,9 +130,10 @@ async function watchMyPage(c: Clients, signal: AbortSignal): Promise<void> {
       if (signal.aborted) return;
       const d = errorDetails(err);
       setStatus(streamStatus, `my page stream: ${Code[d.code]}${d.reason ? ` ${d.reason}` : ""}: ${d.message}`, "error");
-      if (d.code === Code.InvalidArgument && resumeToken !== "") {
-        resumeToken = ""; // a token this server cannot use (say, a reset store): start afresh
+      if (d.code === Code.InvalidArgument && d.fieldViolations.some((v) => v.field === "resume_token")) {
+        resumeToken = ""; // a token this server cannot use (say, a replaced store): start afresh
         entries.clear();
+        render();
         continue;
       }
       if (d.code === Code.Unauthenticated || d.code === Code.PermissionDenied || d.code === Code.InvalidArgument) {
@@ -221,9 +222,12 @@ $<HTMLInputElement>("start").value =
   `${nextWeek.getFullYear()}-${pad(nextWeek.getMonth() + 1)}-${pad(nextWeek.getDate())}T${pad(nextWeek.getHours())}:00`;
 
 const fragment = new URLSearchParams(location.hash.slice(1));
-if (fragment.get("order")) orderUrlInput.value = fragment.get("order") ?? "";
-if (fragment.get("mypage")) myPageUrlInput.value = fragment.get("mypage") ?? "";
+// Service addresses are taken from a link only together with the token it carries:
+// a crafted link must not point the page at another host and wait for the user to
+// paste their own token into the form.
 if (fragment.get("token")) {
+  if (fragment.get("order")) orderUrlInput.value = fragment.get("order") ?? "";
+  if (fragment.get("mypage")) myPageUrlInput.value = fragment.get("mypage") ?? "";
   tokenInput.value = fragment.get("token") ?? "";
   // The token should not linger in the address bar or the history.
   history.replaceState(null, "", location.pathname + location.search);

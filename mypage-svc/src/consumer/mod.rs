@@ -42,6 +42,15 @@ impl Handler {
         }
     }
 
+    /// Forgets numbers of events whose transaction never committed: the consumer runs
+    /// one transaction at a time in process, so anything left from before this one is
+    /// from a transaction that failed (its events come back and are numbered again).
+    fn start(&self) {
+        if !self.changes.is_via_database() {
+            self.numbered.lock().expect("numbered lock").clear();
+        }
+    }
+
     /// Remembers the change number of events announced after their commit.
     fn number(&self, event_ids: impl IntoIterator<Item = (String, i64)>) {
         if !self.changes.is_via_database() {
@@ -59,6 +68,7 @@ impl EventHandler for Handler {
         txn: &DatabaseTransaction,
         event: &EventEnvelope,
     ) -> Result<(), HandlerError> {
+        self.start();
         let parsed = decode::parse(event).map_err(|e| HandlerError::Permanent(e.into()))?;
         let numbers = store::next_change_numbers(txn, [&parsed.customer_id]).await?;
         let seq = numbers[parsed.customer_id.as_ref()];
@@ -83,6 +93,7 @@ impl EventHandler for Handler {
         txn: &DatabaseTransaction,
         events: &[Incoming<'_>],
     ) -> Result<(), HandlerError> {
+        self.start();
         let parsed = events
             .iter()
             .map(|i| decode::parse(i.event))

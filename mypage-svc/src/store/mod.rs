@@ -246,12 +246,38 @@ async fn find<C: ConnectionTrait>(
 #[derive(Clone)]
 pub struct MyPageStore {
     db: DatabaseConnection,
+    /// The store's identity (`my_page_store`), read once.
+    id: std::sync::Arc<tokio::sync::OnceCell<String>>,
 }
 
 impl MyPageStore {
     /// A store over `db`.
     pub fn new(db: DatabaseConnection) -> Self {
-        Self { db }
+        Self {
+            db,
+            id: std::sync::Arc::default(),
+        }
+    }
+
+    /// What a resume token of `customer`'s stream is valid for: this store (its id,
+    /// made by the migration) and this customer. A token from another store, say one
+    /// replaced or reset since, names positions this one never had.
+    pub async fn resume_scope(&self, customer: &ExternalId) -> Result<String, StoreError> {
+        let id = self
+            .id
+            .get_or_try_init(|| async {
+                let row = self
+                    .db
+                    .query_one_raw(sea_orm::Statement::from_string(
+                        self.db.get_database_backend(),
+                        "SELECT id FROM my_page_store",
+                    ))
+                    .await?
+                    .ok_or_else(|| StoreError::Corrupt("my_page_store has no id".into()))?;
+                Ok::<_, StoreError>(row.try_get::<String>("", "id")?)
+            })
+            .await?;
+        Ok(format!("{id}/{}", customer.as_ref()))
     }
 
     /// The entry of one order, if any event about it has arrived.

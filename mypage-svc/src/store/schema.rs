@@ -190,6 +190,7 @@ impl MigratorTrait for Migrator {
             Box::new(platform::migrations::CreateInbox),
             Box::new(CreateEntries),
             Box::new(AddChangePositions),
+            Box::new(NumberEveryWrite),
         ]
     }
 }
@@ -317,5 +318,65 @@ impl MigrationTrait for AddChangePositions {
                     .to_owned(),
             )
             .await
+    }
+}
+
+/// The store's identity, so a resume token from another store (a database replaced
+/// or reset) is refused, and, on PostgreSQL, a trigger that numbers any write that
+/// did not number itself: during a rolling upgrade, replicas of the previous version
+/// write rows without a change number (inserting 0, updating without touching it);
+/// the trigger takes the customer's next number for them, under the same row lock,
+/// so a resumed stream still finds those rows. (SQLite is one process: no replica
+/// of another version writes beside this one.)
+struct NumberEveryWrite;
+
+impl MigrationName for NumberEveryWrite {
+    fn name(&self) -> &str {
+        "m0402_mypage_store_id_and_numbering_trigger"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for NumberEveryWrite {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let db = manager.get_connection();
+        db.execute_unprepared(
+            "CREATE TABLE IF NOT EXISTS my_page_store (id VARCHAR(36) NOT NULL PRIMARY KEY)",
+        )
+        .await?;
+        // A fresh id per database; the literal is a UUID this process generated.
+        db.execute_unprepared(&format!(
+            "INSERT INTO my_page_store (id) SELECT '{}' \
+             WHERE NOT EXISTS (SELECT 1 FROM my_page_store)",
+            uuid::Uuid::new_v4()
+        ))
+        .await?;
+        if manager.get_database_backend() != sea_orm::DbBackend::Postgres {
+            return Ok(());
+        }
+        db.execute_unprepared(
+            "CREATE OR REPLACE FUNCTION my_page_number_write() RETURNS trigger AS $$
+             BEGIN
+               IF (TG_OP = 'INSERT' AND NEW.change_seq = 0)
+                  OR (TG_OP = 'UPDATE' AND NEW.change_seq = OLD.change_seq) THEN
+                 INSERT INTO my_page_customers (customer_id, change_seq)
+                   VALUES (NEW.customer_id, 1)
+                   ON CONFLICT (customer_id)
+                   DO UPDATE SET change_seq = my_page_customers.change_seq + 1
+                   RETURNING change_seq INTO NEW.change_seq;
+               END IF;
+               RETURN NEW;
+             END
+             $$ LANGUAGE plpgsql",
+        )
+        .await?;
+        db.execute_unprepared("DROP TRIGGER IF EXISTS my_page_entries_number ON my_page_entries")
+            .await?;
+        db.execute_unprepared(
+            "CREATE TRIGGER my_page_entries_number BEFORE INSERT OR UPDATE ON my_page_entries \
+             FOR EACH ROW EXECUTE FUNCTION my_page_number_write()",
+        )
+        .await?;
+        Ok(())
     }
 }

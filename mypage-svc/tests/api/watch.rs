@@ -155,7 +155,7 @@ async fn a_watch_that_falls_behind_ends_with_aborted(backend: Backend) {
         MyPageStore::new(conn.clone()),
         customer,
         mypage_svc::watch::Markers::default(),
-        None,
+        mypage_svc::watch::Resume::default(),
         subscribed,
         CancellationToken::new(),
         permit,
@@ -385,14 +385,35 @@ async fn a_resumed_watch_sends_only_what_changed_since_its_token(backend: Backen
     drop(quiet);
 
     // Tokens the caller may not use.
+    let store = MyPageStore::new(app.db.connect().await);
+    let customer = |id: &str| ExternalId::try_from(id.to_owned()).expect("valid id");
+    let scope = store
+        .resume_scope(&customer("cust-r"))
+        .await
+        .expect("scope");
+    let theirs = store
+        .resume_scope(&customer("cust-other"))
+        .await
+        .expect("scope");
+    let position = store
+        .change_number(&customer("cust-r"))
+        .await
+        .expect("number");
     for (case, token) in [
         (
             "another customer's",
-            platform::paging::encode_resume_token("cust-other", 1),
+            platform::paging::encode_resume_token(&theirs, 1),
         ),
         (
-            "never issued by this store",
-            platform::paging::encode_resume_token("cust-r", 1_000_000),
+            "ahead of this store",
+            platform::paging::encode_resume_token(&scope, position + 2),
+        ),
+        (
+            "another store's (a database replaced since)",
+            platform::paging::encode_resume_token(
+                &scope.replacen(|c: char| c.is_ascii_hexdigit(), "x", 1),
+                1,
+            ),
         ),
         ("garbage", "not-a-token".to_owned()),
     ] {
@@ -403,5 +424,57 @@ async fn a_resumed_watch_sends_only_what_changed_since_its_token(backend: Backen
             "{case}"
         );
     }
+    app.stop().await;
+}
+
+/// A rolling upgrade on PostgreSQL: replicas of the previous version write rows
+/// without change numbers (an update that leaves the number alone, an insert that
+/// leaves it 0). The database numbers those writes itself, so a stream resumed from a
+/// token issued before them still gets both rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_of_a_previous_version_are_numbered_so_resumed_streams_see_them() {
+    use sea_orm::ConnectionTrait;
+    let app = spawn_app(Backend::Postgres).await;
+    let a = Story::new("cust-u").placed();
+    app.publish(&a.events).await;
+    app.settle().await;
+    let mut first = resume(&app, "cust-u", "").await.expect("WatchMyPage");
+    let token = until_snapshot_end(&mut first)
+        .await
+        .last()
+        .unwrap()
+        .resume_token
+        .clone();
+    drop(first);
+
+    let conn = app.db.connect().await;
+    let copied = uuid::Uuid::now_v7().to_string();
+    let columns = "customer_id, talent_id, session_start_time, session_minutes, \
+        amount_minor, currency, order_status, order_version, payment_status, \
+        payment_version, reservation_status, reservation_version, payment_id, \
+        reservation_id, decline_reason, update_time";
+    for sql in [
+        format!(
+            "UPDATE my_page_entries SET update_time = update_time + interval '1 second' \
+             WHERE order_id = '{}'",
+            a.order_id
+        ),
+        format!(
+            "INSERT INTO my_page_entries (order_id, {columns}) \
+             SELECT '{copied}', {columns} FROM my_page_entries WHERE order_id = '{}'",
+            a.order_id
+        ),
+    ] {
+        conn.execute_unprepared(&sql)
+            .await
+            .expect("a previous version's write");
+    }
+
+    let mut resumed = resume(&app, "cust-u", &token).await.expect("resume");
+    let mut expected = vec![a.order_id.clone(), copied];
+    expected.sort();
+    assert_eq!(order_ids(&until_snapshot_end(&mut resumed).await), expected);
+    drop(resumed);
+    let _ = conn.close().await;
     app.stop().await;
 }

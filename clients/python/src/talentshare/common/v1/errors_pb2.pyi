@@ -27,8 +27,9 @@ carries a `google.rpc.Status` in the `grpc-status-details-bin` trailer with:
 The message text is for people and may change; branch on the reason.
 
 Statuses made by the gRPC stack itself rather than by talentshare (an unknown
-method's UNIMPLEMENTED, a deadline the client set running out, a cancelled
-call, a connection failure) carry no details.
+method's UNIMPLEMENTED, a deadline running out, whether the client's or the
+server's REQUEST_TIMEOUT, a cancelled call, a connection failure) carry no
+details: handle them by their code.
 """
 
 from google.protobuf import descriptor as _descriptor
@@ -122,8 +123,9 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     ERROR_REASON_PAYMENT_NOT_APPROVED: _ErrorReason.ValueType  # 15
     """FAILED_PRECONDITION, with PreconditionFailure: the reservation cannot be
     confirmed because its payment is not approved any more (refunded because
-    the customer cancelled, say) or cannot be found. Metadata:
-    `reservation_id`, `payment_status` when known.
+    the customer cancelled, say), or cannot be rejected because its payment
+    cannot be found or refunded. Metadata: `reservation_id`, `payment_status`
+    when known.
     """
     ERROR_REASON_STORAGE_UNAVAILABLE: _ErrorReason.ValueType  # 16
     """UNAVAILABLE, with RetryInfo: the service cannot reach its database right
@@ -237,8 +239,9 @@ blocks a confirmation). Metadata: `reservation_id`, `reservation_status`.
 ERROR_REASON_PAYMENT_NOT_APPROVED: ErrorReason.ValueType  # 15
 """FAILED_PRECONDITION, with PreconditionFailure: the reservation cannot be
 confirmed because its payment is not approved any more (refunded because
-the customer cancelled, say) or cannot be found. Metadata:
-`reservation_id`, `payment_status` when known.
+the customer cancelled, say), or cannot be rejected because its payment
+cannot be found or refunded. Metadata: `reservation_id`, `payment_status`
+when known.
 """
 ERROR_REASON_STORAGE_UNAVAILABLE: ErrorReason.ValueType  # 16
 """UNAVAILABLE, with RetryInfo: the service cannot reach its database right

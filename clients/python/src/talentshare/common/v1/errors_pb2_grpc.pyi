@@ -27,8 +27,9 @@ carries a `google.rpc.Status` in the `grpc-status-details-bin` trailer with:
 The message text is for people and may change; branch on the reason.
 
 Statuses made by the gRPC stack itself rather than by talentshare (an unknown
-method's UNIMPLEMENTED, a deadline the client set running out, a cancelled
-call, a connection failure) carry no details.
+method's UNIMPLEMENTED, a deadline running out, whether the client's or the
+server's REQUEST_TIMEOUT, a cancelled call, a connection failure) carry no
+details: handle them by their code.
 """
 
 from collections import abc as _abc
