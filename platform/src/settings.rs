@@ -395,6 +395,29 @@ impl DatabaseSettings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cors_origin_is_a_bare_http_origin_never_a_wildcard() {
+        assert_eq!(
+            parse_origin(" https://App.Example.com:8443 "),
+            Ok("https://app.example.com:8443".to_owned())
+        );
+        assert_eq!(
+            parse_origin("http://127.0.0.1:8123"),
+            Ok("http://127.0.0.1:8123".to_owned())
+        );
+        for bad in [
+            "*",
+            "https://x.example/path",
+            "https://x.example/",
+            "https://x.example?q=1",
+            "https://user:pw@x.example",
+            "ftp://x.example",
+            "x.example",
+        ] {
+            assert!(parse_origin(bad).is_err(), "{bad}");
+        }
+    }
     use clap::Parser;
 
     #[derive(Parser, Debug)]
